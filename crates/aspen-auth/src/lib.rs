@@ -1,0 +1,119 @@
+//! The authorisation server: discovery, JWKS, OB Dynamic Client
+//! Registration v3.2, the token endpoint and the resource-side check of
+//! certificate-bound access tokens.
+
+pub mod bearer;
+pub mod dcr;
+pub mod discovery;
+pub mod oauth_error;
+pub mod secrets;
+pub mod token;
+pub mod tpp_keys;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aspen_jose::{Jwks, SigningKey};
+use aspen_store::Store;
+use axum::Router;
+use axum::routing::{get, post};
+
+pub use bearer::{BoundToken, GrantKind};
+pub use oauth_error::OAuthError;
+
+/// Which rules apply to the server as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerProfile {
+    /// Sandbox: clients may register as `permissive` (client secrets,
+    /// headless authorisation).
+    Sandbox,
+    /// Production: strict clients only.
+    Production,
+}
+
+/// Settings the authorisation server needs; built by the binary from its
+/// configuration.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// `issuer`, byte for byte (AUTH-6). Endpoint URLs are built from it.
+    pub issuer: String,
+    pub profile: ServerProfile,
+    /// The ASPSP's own id at the directory; accepted as registration `aud`
+    /// next to the issuer (DCR-10).
+    pub aspsp_org_id: Option<String>,
+    /// Trusted SSA issuers (`iss` of the SSA).
+    pub directory_issuers: Vec<String>,
+    /// Keys that sign SSAs.
+    pub directory_jwks: Jwks,
+    /// Oldest SSA accepted, by its `iat` (DCR-15 [choice]).
+    pub ssa_max_age: Duration,
+    pub client_credentials_ttl: Duration,
+    /// Offline stand-ins for `software_jwks_endpoint` fetches.
+    pub jwks_url_map: Vec<(String, Jwks)>,
+    /// Timeout for fetching a TPP's JWKS endpoint.
+    pub jwks_fetch_timeout: Duration,
+}
+
+impl AuthConfig {
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/token", self.issuer)
+    }
+
+    pub fn registration_endpoint(&self) -> String {
+        format!("{}/register", self.issuer)
+    }
+
+    pub fn jwks_uri(&self) -> String {
+        format!("{}/jwks", self.issuer)
+    }
+}
+
+/// The server's signing keys as published: the current key signs, all
+/// published keys appear in `/jwks` (AUTH-10).
+#[derive(Clone)]
+pub struct ServerKeys {
+    pub current: SigningKey,
+    pub published: Vec<SigningKey>,
+}
+
+#[derive(Clone)]
+pub struct AuthState {
+    pub config: Arc<AuthConfig>,
+    pub store: Arc<dyn Store>,
+    pub keys: Arc<ServerKeys>,
+    pub tpp_keys: Arc<tpp_keys::TppKeyResolver>,
+}
+
+impl AuthState {
+    pub fn new(config: AuthConfig, store: Arc<dyn Store>, keys: ServerKeys) -> Self {
+        let tpp_keys = tpp_keys::TppKeyResolver::new(
+            config.jwks_url_map.clone(),
+            config.jwks_fetch_timeout,
+        );
+        Self {
+            config: Arc::new(config),
+            store,
+            keys: Arc::new(keys),
+            tpp_keys: Arc::new(tpp_keys),
+        }
+    }
+}
+
+impl bearer::HasStore for AuthState {
+    fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+}
+
+pub fn router(state: AuthState) -> Router {
+    Router::new()
+        .route("/.well-known/openid-configuration", get(discovery::openid_configuration))
+        .route("/jwks", get(discovery::jwks))
+        .route("/register", post(dcr::register))
+        .route(
+            "/register/{client_id}",
+            get(dcr::read).put(dcr::update).delete(dcr::delete),
+        )
+        .route("/token", post(token::token))
+        .with_state(state)
+}

@@ -1,0 +1,359 @@
+//! `POST /token` (AUTH-45..59): client authentication and the
+//! `client_credentials` grant, issuing opaque access tokens bound to the
+//! client's certificate (AUTH-60).
+
+use std::collections::HashMap;
+
+use aspen_http::{ClientCert, Json, PeerCert};
+use aspen_store::auth::{ClientRecord, TokenKind, TokenRecord};
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde_json::Value;
+
+use crate::oauth_error::OAuthError;
+use crate::{AuthState, secrets};
+
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// Longest client-assertion lifetime accepted ("short exp", AUTH-47 [choice]).
+const MAX_ASSERTION_LIFETIME: i64 = 600;
+const SKEW: i64 = 60;
+
+/// Form parameters; a repeated parameter is an error (RFC 6749 §3.2).
+fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ct.split(';').next().unwrap_or("").trim() != "application/x-www-form-urlencoded" {
+        return Err(OAuthError::invalid_request(
+            "the token request must be application/x-www-form-urlencoded",
+        ));
+    }
+    let mut out = HashMap::new();
+    for (k, v) in form_urlencoded_pairs(body) {
+        if out.insert(k.clone(), v).is_some() {
+            return Err(OAuthError::invalid_request(format!("parameter {k} is repeated")));
+        }
+    }
+    Ok(out)
+}
+
+fn form_urlencoded_pairs(body: &[u8]) -> Vec<(String, String)> {
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(body).unwrap_or_default()
+}
+
+enum Method<'a> {
+    PrivateKeyJwt(&'a str),
+    TlsClientAuth(&'a str),
+    SecretBasic(String, String),
+    SecretPost(&'a str, &'a str),
+}
+
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OAuthError> {
+    let Some(v) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let v = v.to_str().map_err(|_| OAuthError::invalid_client("malformed Authorization header"))?;
+    let Some((scheme, rest)) = v.split_once(' ') else {
+        return Err(OAuthError::invalid_client("malformed Authorization header"));
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(OAuthError::invalid_client("only Basic authentication is accepted here"));
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?;
+    let (id, secret) = decoded
+        .split_once(':')
+        .ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?;
+    // RFC 6749 §2.3.1: both parts are form-urlencoded.
+    let dec = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| OAuthError::invalid_client("malformed Basic credentials"))
+    };
+    Ok(Some((dec(id)?, dec(secret)?)))
+}
+
+fn pick_method<'a>(
+    form: &'a HashMap<String, String>,
+    basic: Option<(String, String)>,
+) -> Result<Method<'a>, OAuthError> {
+    let assertion = form.get("client_assertion");
+    let secret = form.get("client_secret");
+    let used = [assertion.is_some(), secret.is_some(), basic.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if used > 1 {
+        return Err(OAuthError::invalid_request("more than one client authentication method was used"));
+    }
+    if let Some(a) = assertion {
+        if form.get("client_assertion_type").map(String::as_str) != Some(ASSERTION_TYPE) {
+            return Err(OAuthError::invalid_request(format!(
+                "client_assertion_type must be {ASSERTION_TYPE}"
+            )));
+        }
+        return Ok(Method::PrivateKeyJwt(a));
+    }
+    if let Some((id, s)) = basic {
+        return Ok(Method::SecretBasic(id, s));
+    }
+    let client_id = form
+        .get("client_id")
+        .ok_or_else(|| OAuthError::invalid_client("no client authentication was presented"))?;
+    match secret {
+        Some(s) => Ok(Method::SecretPost(client_id, s)),
+        None => Ok(Method::TlsClientAuth(client_id)),
+    }
+}
+
+/// Authenticates the client of a token request (AUTH-46..50).
+pub async fn authenticate(
+    state: &AuthState,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+    cert: &ClientCert,
+) -> Result<ClientRecord, OAuthError> {
+    let basic = basic_credentials(headers)?;
+    let method = pick_method(form, basic)?;
+    let (client_id, method_name) = match &method {
+        Method::PrivateKeyJwt(a) => {
+            let (_, claims) = aspen_jose::decode_unverified(a)
+                .map_err(|_| OAuthError::invalid_client("client_assertion is not a JWS"))?;
+            let iss = claims
+                .get("iss")
+                .and_then(Value::as_str)
+                .ok_or_else(|| OAuthError::invalid_client("client_assertion has no iss"))?
+                .to_string();
+            (iss, "private_key_jwt")
+        }
+        Method::TlsClientAuth(id) => (id.to_string(), "tls_client_auth"),
+        Method::SecretBasic(id, _) => (id.clone(), "client_secret_basic"),
+        Method::SecretPost(id, _) => (id.to_string(), "client_secret_post"),
+    };
+    if let Some(body_id) = form.get("client_id")
+        && *body_id != client_id
+    {
+        return Err(OAuthError::invalid_client("client_id does not match the authenticated client"));
+    }
+    let client = state
+        .store
+        .client(&client_id)
+        .await?
+        .ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
+    if client.token_endpoint_auth_method != method_name {
+        return Err(OAuthError::invalid_client(format!(
+            "this client is registered for {}",
+            client.token_endpoint_auth_method
+        )));
+    }
+    match method {
+        Method::PrivateKeyJwt(assertion) => check_assertion(state, &client, assertion).await?,
+        Method::TlsClientAuth(_) => {
+            let registered = client
+                .tls_client_auth_subject_dn
+                .as_deref()
+                .and_then(aspen_http::client_cert::parse_dn)
+                .ok_or_else(|| OAuthError::invalid_client("client has no registered subject DN"))?;
+            if !aspen_http::client_cert::dn_equal(&registered, &cert.subject_attributes()) {
+                return Err(OAuthError::invalid_client(
+                    "the client certificate's subject does not match tls_client_auth_subject_dn",
+                ));
+            }
+        }
+        Method::SecretBasic(_, secret) => check_secret(&client, &secret)?,
+        Method::SecretPost(_, secret) => check_secret(&client, secret)?,
+    }
+    Ok(client)
+}
+
+fn check_secret(client: &ClientRecord, secret: &str) -> Result<(), OAuthError> {
+    // AUTH-49: secrets only for permissive sandbox clients.
+    if !client.permissive {
+        return Err(OAuthError::invalid_client("client secrets are not accepted for this client"));
+    }
+    match &client.client_secret_hash {
+        Some(h) if secrets::constant_time_eq(h, &secrets::hash(secret)) => Ok(()),
+        _ => Err(OAuthError::invalid_client("client authentication failed")),
+    }
+}
+
+async fn check_assertion(state: &AuthState, client: &ClientRecord, assertion: &str) -> Result<(), OAuthError> {
+    let alg = client
+        .token_endpoint_auth_signing_alg
+        .as_deref()
+        .and_then(aspen_jose::Alg::from_name)
+        .ok_or_else(|| OAuthError::invalid_client("client has no usable token_endpoint_auth_signing_alg"))?;
+    let jwks = aspen_jose::Jwks::from_value(&client.jwks)
+        .map_err(|_| OAuthError::invalid_client("client key set is unusable"))?;
+    let verified = match aspen_jose::verify_jwt(assertion, &jwks, &[alg]) {
+        Ok(v) => v,
+        Err(first) => {
+            // AUTH-11: refetch once on an unknown kid when the keys live at
+            // an endpoint.
+            let refreshed = match &client.jwks_uri {
+                Some(url) if client.jwks.get("keys").is_none_or(|k| k.as_array().is_none_or(Vec::is_empty)) => {
+                    state.tpp_keys.by_url(url, true).await.ok()
+                }
+                _ => None,
+            };
+            match refreshed {
+                Some(j) => aspen_jose::verify_jwt(assertion, &j, &[alg]).map_err(|e| {
+                    OAuthError::invalid_client(format!("client_assertion does not verify: {e}"))
+                })?,
+                None => {
+                    return Err(OAuthError::invalid_client(format!(
+                        "client_assertion does not verify: {first}"
+                    )));
+                }
+            }
+        }
+    };
+    let c = &verified.claims;
+    let s = |k: &str| c.get(k).and_then(Value::as_str);
+    if s("iss") != Some(client.client_id.as_str()) || s("sub") != Some(client.client_id.as_str()) {
+        return Err(OAuthError::invalid_client("client_assertion iss and sub must be the client_id"));
+    }
+    let token_endpoint = state.config.token_endpoint();
+    let aud_ok = |a: &str| a == token_endpoint || a == state.config.issuer;
+    let aud_match = match c.get("aud") {
+        Some(Value::String(a)) => aud_ok(a),
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).any(aud_ok),
+        _ => false,
+    };
+    if !aud_match {
+        return Err(OAuthError::invalid_client(
+            "client_assertion aud must be the token endpoint or the issuer",
+        ));
+    }
+    let now = chrono::Utc::now().timestamp();
+    let exp = c
+        .get("exp")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| OAuthError::invalid_client("client_assertion has no exp"))?;
+    if exp + SKEW < now {
+        return Err(OAuthError::invalid_client("client_assertion has expired"));
+    }
+    if exp - now > MAX_ASSERTION_LIFETIME {
+        return Err(OAuthError::invalid_client("client_assertion exp is too far in the future"));
+    }
+    if let Some(iat) = c.get("iat").and_then(Value::as_i64)
+        && iat > now + SKEW
+    {
+        return Err(OAuthError::invalid_client("client_assertion iat is in the future"));
+    }
+    if let Some(nbf) = c.get("nbf").and_then(Value::as_i64)
+        && nbf > now + SKEW
+    {
+        return Err(OAuthError::invalid_client("client_assertion is not yet valid"));
+    }
+    let jti = s("jti")
+        .filter(|j| !j.is_empty() && j.len() <= 256)
+        .ok_or_else(|| OAuthError::invalid_client("client_assertion has no jti"))?;
+    // AUTH-47: single use across every node — a primary key, not a cache.
+    if !state
+        .store
+        .use_jti(&format!("assertion:{}", client.client_id), jti, exp + SKEW)
+        .await?
+    {
+        return Err(OAuthError::invalid_client("client_assertion jti has been used before"));
+    }
+    Ok(())
+}
+
+pub async fn token(
+    State(state): State<AuthState>,
+    Extension(peer): Extension<PeerCert>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    // AUTH-3, AUTH-60: every token is bound to the TLS client certificate.
+    let cert = peer
+        .0
+        .clone()
+        .ok_or_else(|| OAuthError::invalid_client("a trusted TLS client certificate is required"))?;
+    let form = parse_form(&headers, &body)?;
+    let grant_type = form
+        .get("grant_type")
+        .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?
+        .clone();
+    let client = authenticate(&state, &headers, &form, &cert).await?;
+    match grant_type.as_str() {
+        "client_credentials" => client_credentials(&state, &client, &form, &cert).await,
+        other => Err(OAuthError::unsupported_grant_type(format!(
+            "grant type {other:?} is not supported"
+        ))),
+    }
+}
+
+async fn client_credentials(
+    state: &AuthState,
+    client: &ClientRecord,
+    form: &HashMap<String, String>,
+    cert: &ClientCert,
+) -> Result<Response, OAuthError> {
+    if !client.grant_types.iter().any(|g| g == "client_credentials") {
+        return Err(OAuthError::unauthorized_client("client_credentials is not registered for this client"));
+    }
+    // AUTH-14: openid is never granted on client credentials.
+    let registered: Vec<&str> = client.scope.split_whitespace().filter(|s| *s != "openid").collect();
+    let granted: Vec<String> = match form.get("scope") {
+        None => registered.iter().map(|s| s.to_string()).collect(),
+        Some(req) => {
+            let mut out = Vec::new();
+            for s in req.split_whitespace() {
+                if !registered.contains(&s) {
+                    return Err(OAuthError::invalid_scope(format!("scope {s:?} is not registered for this client")));
+                }
+                if !out.iter().any(|o| o == s) {
+                    out.push(s.to_string());
+                }
+            }
+            if out.is_empty() {
+                return Err(OAuthError::invalid_scope("no scope requested"));
+            }
+            out
+        }
+    };
+    let ttl = state.config.client_credentials_ttl.as_secs() as i64;
+    let now = chrono::Utc::now().timestamp();
+    let token = secrets::random_token();
+    let record = TokenRecord {
+        token_hash: secrets::hash(&token),
+        kind: TokenKind::Access,
+        client_id: client.client_id.clone(),
+        scope: granted.join(" "),
+        consent_id: None,
+        psu_id: None,
+        grant: "client_credentials".into(),
+        cert_thumbprint: Some(cert.thumbprint.clone()),
+        issued_at: now,
+        expires_at: now + ttl,
+        revoked: false,
+        code_hash: None,
+    };
+    state.store.insert_token(&record).await?;
+    Ok(token_response(serde_json::json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": ttl,
+        "scope": record.scope,
+    })))
+}
+
+/// AUTH-45: token responses are never cached.
+pub fn token_response(body: Value) -> Response {
+    let mut resp = Json(body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}

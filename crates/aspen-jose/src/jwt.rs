@@ -1,0 +1,166 @@
+//! Compact JWS / JWT sign and verify. Keys come only from the key set the
+//! caller passes (the client's registered keys, the directory's keys):
+//! `jwk`, `jku`, `x5c` and `x5u` in a header are never used (AUTH-11).
+
+use serde_json::{Map, Value};
+
+use crate::{Alg, JoseError, Jwks, SigningKey, b64, b64_decode};
+
+#[derive(Debug, Clone)]
+pub struct VerifiedJwt {
+    pub header: Value,
+    pub claims: Value,
+}
+
+/// Signs `claims` with PS256 and the key's `kid`; `typ` as given.
+pub fn sign_jwt(key: &SigningKey, typ: Option<&str>, claims: &Value) -> Result<String, JoseError> {
+    let mut header = Map::new();
+    header.insert("alg".into(), Value::from("PS256"));
+    header.insert("kid".into(), Value::from(key.kid()));
+    if let Some(t) = typ {
+        header.insert("typ".into(), Value::from(t));
+    }
+    let h = b64(Value::Object(header).to_string().as_bytes());
+    let p = b64(claims.to_string().as_bytes());
+    let input = format!("{h}.{p}");
+    let sig = key.sign_ps256(input.as_bytes())?;
+    Ok(format!("{input}.{}", b64(&sig)))
+}
+
+fn split(token: &str) -> Result<(&str, &str, &str), JoseError> {
+    let mut parts = token.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(h), Some(p), Some(s), None) if !h.is_empty() && !p.is_empty() => Ok((h, p, s)),
+        _ => Err(JoseError::Malformed),
+    }
+}
+
+fn json_object(b64_part: &str) -> Result<Value, JoseError> {
+    let bytes = b64_decode(b64_part)?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|_| JoseError::Malformed)?;
+    if v.is_object() { Ok(v) } else { Err(JoseError::Malformed) }
+}
+
+/// Header and claims without checking the signature — for reading which
+/// key set applies (an SSA inside a registration request) before
+/// verifying. Never trust the result on its own.
+pub fn decode_unverified(token: &str) -> Result<(Value, Value), JoseError> {
+    let (h, p, _) = split(token)?;
+    Ok((json_object(h)?, json_object(p)?))
+}
+
+/// Verifies a compact JWS with a key from `jwks`, accepting only `allowed`
+/// algorithms. Claim checks (`exp`, `aud`, …) are the caller's: their
+/// failures map to different protocol errors at each endpoint.
+pub fn verify_jwt(token: &str, jwks: &Jwks, allowed: &[Alg]) -> Result<VerifiedJwt, JoseError> {
+    let (h, p, s) = split(token)?;
+    let header = json_object(h)?;
+    let alg_name = header.get("alg").and_then(Value::as_str).unwrap_or("");
+    let alg = Alg::from_name(alg_name)
+        .filter(|a| allowed.contains(a))
+        .ok_or_else(|| JoseError::Algorithm(alg_name.to_string()))?;
+    if header.get("crit").is_some() {
+        // No critical extension is understood for plain JWTs (RFC 7515 §4.1.11).
+        return Err(JoseError::Malformed);
+    }
+    let kid = header.get("kid").and_then(Value::as_str);
+    let key = jwks.select(kid, alg)?;
+    let sig = b64_decode(s)?;
+    key.verify(alg, format!("{h}.{p}").as_bytes(), &sig)?;
+    let claims = json_object(p)?;
+    Ok(VerifiedJwt { header, claims })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Jwk;
+
+    fn key() -> SigningKey {
+        SigningKey::generate(None).unwrap()
+    }
+
+    fn jwks(k: &SigningKey) -> Jwks {
+        Jwks::from_keys(vec![k.jwk().clone()])
+    }
+
+    #[test]
+    fn round_trip_and_tamper() {
+        let k = key();
+        let t = sign_jwt(&k, Some("JWT"), &serde_json::json!({"sub":"a","n":1})).unwrap();
+        let v = verify_jwt(&t, &jwks(&k), &[Alg::PS256]).unwrap();
+        assert_eq!(v.claims["sub"], "a");
+        assert_eq!(v.header["kid"], k.kid());
+
+        let (h, _, s) = split(&t).unwrap();
+        let forged = format!("{h}.{}.{s}", b64(br#"{"sub":"b","n":1}"#));
+        assert_eq!(verify_jwt(&forged, &jwks(&k), &[Alg::PS256]).unwrap_err(), JoseError::BadSignature);
+    }
+
+    #[test]
+    fn other_key_unknown_kid_and_algorithms() {
+        let k = key();
+        let other = key();
+        let t = sign_jwt(&k, None, &serde_json::json!({})).unwrap();
+        assert!(matches!(
+            verify_jwt(&t, &jwks(&other), &[Alg::PS256]),
+            Err(JoseError::UnknownKid(_))
+        ));
+        // Same kid, wrong key material.
+        let mut imposter = other.jwk().clone();
+        imposter.kid = Some(k.kid().to_string());
+        assert_eq!(
+            verify_jwt(&t, &Jwks::from_keys(vec![imposter]), &[Alg::PS256]).unwrap_err(),
+            JoseError::BadSignature
+        );
+        let (_, p, s) = split(&t).unwrap();
+        for alg in ["none", "HS256", "RS256", "ES256"] {
+            let h = b64(serde_json::json!({"alg": alg, "kid": k.kid()}).to_string().as_bytes());
+            let token = format!("{h}.{p}.{s}");
+            assert_eq!(
+                verify_jwt(&token, &jwks(&k), &[Alg::PS256]).unwrap_err(),
+                JoseError::Algorithm(alg.into()),
+                "{alg}"
+            );
+        }
+        let unsigned = format!("{}.{p}.", b64(br#"{"alg":"none"}"#));
+        assert!(verify_jwt(&unsigned, &jwks(&k), &[Alg::PS256]).is_err());
+    }
+
+    #[test]
+    fn header_keys_are_ignored() {
+        // A token carrying its own jwk must still be checked against the
+        // registered set.
+        let k = key();
+        let attacker = key();
+        let claims = b64(b"{}");
+        let h = b64(serde_json::json!({"alg":"PS256","jwk": attacker.public_jwk()}).to_string().as_bytes());
+        let sig = attacker.sign_ps256(format!("{h}.{claims}").as_bytes()).unwrap();
+        let t = format!("{h}.{claims}.{}", b64(&sig));
+        assert!(verify_jwt(&t, &jwks(&k), &[Alg::PS256]).is_err());
+    }
+
+    #[test]
+    fn missing_kid_uses_the_only_key() {
+        let k = key();
+        let h = b64(br#"{"alg":"PS256"}"#);
+        let p = b64(b"{}");
+        let sig = k.sign_ps256(format!("{h}.{p}").as_bytes()).unwrap();
+        let t = format!("{h}.{p}.{}", b64(&sig));
+        assert!(verify_jwt(&t, &jwks(&k), &[Alg::PS256]).is_ok());
+        let two = Jwks::from_keys(vec![k.jwk().clone(), key().jwk().clone()]);
+        assert_eq!(verify_jwt(&t, &two, &[Alg::PS256]).unwrap_err(), JoseError::AmbiguousKey);
+    }
+
+    #[test]
+    fn pem_round_trip_keeps_kid_and_key() {
+        let k = key();
+        let pem = k.to_pkcs8_pem().unwrap();
+        let back = SigningKey::from_pkcs8_pem(&pem, None).unwrap();
+        assert_eq!(back.kid(), k.kid());
+        let t = sign_jwt(&back, None, &serde_json::json!({})).unwrap();
+        assert!(verify_jwt(&t, &jwks(&k), &[Alg::PS256]).is_ok());
+        let jwk: Jwk = serde_json::from_value(k.public_jwk()).unwrap();
+        assert_eq!(jwk.alg.as_deref(), Some("PS256"));
+    }
+}

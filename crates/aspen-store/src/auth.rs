@@ -1,0 +1,337 @@
+//! Storage for the authorisation server: clients, tokens, used JWT ids.
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::StoreError;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientRecord {
+    pub client_id: String,
+    pub org_id: String,
+    pub software_id: String,
+    pub client_name: String,
+    pub token_endpoint_auth_method: String,
+    pub token_endpoint_auth_signing_alg: Option<String>,
+    pub tls_client_auth_subject_dn: Option<String>,
+    pub client_secret_hash: Option<String>,
+    /// Registered under the sandbox's permissive profile.
+    pub permissive: bool,
+    /// Sandbox headless authorisation enabled.
+    pub headless: bool,
+    pub scope: String,
+    pub redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    pub response_types: Vec<String>,
+    /// The client's public keys (from its SSA).
+    pub jwks: Value,
+    pub jwks_uri: Option<String>,
+    /// The registration response body (DCR-25), without any secret.
+    pub metadata: Value,
+    pub issued_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Access,
+    Refresh,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Access => "access",
+            TokenKind::Refresh => "refresh",
+        }
+    }
+}
+
+/// An issued token; only its SHA-256 is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenRecord {
+    pub token_hash: String,
+    pub kind: TokenKind,
+    pub client_id: String,
+    pub scope: String,
+    pub consent_id: Option<String>,
+    pub psu_id: Option<String>,
+    pub grant: String,
+    /// RFC 8705 `x5t#S256` of the certificate the token is bound to.
+    pub cert_thumbprint: Option<String>,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub revoked: bool,
+    /// The authorisation code the token came from (revoked on code replay).
+    pub code_hash: Option<String>,
+}
+
+#[async_trait]
+pub trait AuthStore: Send + Sync {
+    async fn insert_client(&self, c: &ClientRecord) -> Result<(), StoreError>;
+    async fn update_client(&self, c: &ClientRecord) -> Result<(), StoreError>;
+    /// A live (not deleted) client.
+    async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError>;
+    async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
+    /// Deletes the client and revokes all its tokens in one transaction;
+    /// false when there was no such live client.
+    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError>;
+    async fn insert_token(&self, t: &TokenRecord) -> Result<(), StoreError>;
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+    async fn revoke_token(&self, hash: &str) -> Result<(), StoreError>;
+    /// Records a JWT id; false when it was already used in this scope.
+    async fn use_jti(&self, scope: &str, jti: &str, expires_at: i64) -> Result<bool, StoreError>;
+}
+
+pub(crate) fn json_list(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+pub(crate) fn parse_list(s: &str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Backend(format!("corrupt list column: {e}")))
+}
+
+pub(crate) fn parse_json(s: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Backend(format!("corrupt JSON column: {e}")))
+}
+
+pub(crate) fn token_kind(s: &str) -> TokenKind {
+    if s == "refresh" {
+        TokenKind::Refresh
+    } else {
+        TokenKind::Access
+    }
+}
+
+pub(crate) const CLIENT_COLUMNS: &str = "client_id, org_id, software_id, client_name, \
+    token_endpoint_auth_method, token_endpoint_auth_signing_alg, tls_client_auth_subject_dn, \
+    client_secret_hash, permissive, headless, scope, redirect_uris, grant_types, response_types, \
+    jwks, jwks_uri, metadata, issued_at, updated_at";
+
+pub(crate) const TOKEN_COLUMNS: &str = "token_hash, kind, client_id, scope, consent_id, psu_id, \
+    grant_type, cert_thumbprint, issued_at, expires_at, revoked, code_hash";
+
+/// Implements [`AuthStore`] for a store type with a `pool` field; the SQL is
+/// the same on SQLite and PostgreSQL.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! impl_auth_store {
+    ($store:ty, $row:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::auth::AuthStore for $store {
+            async fn insert_client(&self, c: &$crate::auth::ClientRecord) -> Result<(), $crate::StoreError> {
+                let sql = format!(
+                    "INSERT INTO clients ({}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)",
+                    $crate::auth::CLIENT_COLUMNS
+                );
+                sqlx::query(&sql)
+                    .bind(&c.client_id)
+                    .bind(&c.org_id)
+                    .bind(&c.software_id)
+                    .bind(&c.client_name)
+                    .bind(&c.token_endpoint_auth_method)
+                    .bind(&c.token_endpoint_auth_signing_alg)
+                    .bind(&c.tls_client_auth_subject_dn)
+                    .bind(&c.client_secret_hash)
+                    .bind(c.permissive as i64)
+                    .bind(c.headless as i64)
+                    .bind(&c.scope)
+                    .bind($crate::auth::json_list(&c.redirect_uris))
+                    .bind($crate::auth::json_list(&c.grant_types))
+                    .bind($crate::auth::json_list(&c.response_types))
+                    .bind(c.jwks.to_string())
+                    .bind(&c.jwks_uri)
+                    .bind(c.metadata.to_string())
+                    .bind(c.issued_at)
+                    .bind(c.updated_at)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::StoreError::from)?;
+                Ok(())
+            }
+
+            async fn update_client(&self, c: &$crate::auth::ClientRecord) -> Result<(), $crate::StoreError> {
+                let r = sqlx::query(
+                    "UPDATE clients SET org_id=$2, software_id=$3, client_name=$4, \
+                     token_endpoint_auth_method=$5, token_endpoint_auth_signing_alg=$6, \
+                     tls_client_auth_subject_dn=$7, client_secret_hash=$8, permissive=$9, headless=$10, \
+                     scope=$11, redirect_uris=$12, grant_types=$13, response_types=$14, jwks=$15, \
+                     jwks_uri=$16, metadata=$17, updated_at=$18 \
+                     WHERE client_id=$1 AND deleted_at IS NULL",
+                )
+                .bind(&c.client_id)
+                .bind(&c.org_id)
+                .bind(&c.software_id)
+                .bind(&c.client_name)
+                .bind(&c.token_endpoint_auth_method)
+                .bind(&c.token_endpoint_auth_signing_alg)
+                .bind(&c.tls_client_auth_subject_dn)
+                .bind(&c.client_secret_hash)
+                .bind(c.permissive as i64)
+                .bind(c.headless as i64)
+                .bind(&c.scope)
+                .bind($crate::auth::json_list(&c.redirect_uris))
+                .bind($crate::auth::json_list(&c.grant_types))
+                .bind($crate::auth::json_list(&c.response_types))
+                .bind(c.jwks.to_string())
+                .bind(&c.jwks_uri)
+                .bind(c.metadata.to_string())
+                .bind(c.updated_at)
+                .execute(&self.pool)
+                .await
+                .map_err($crate::StoreError::from)?;
+                if r.rows_affected() == 0 {
+                    return Err($crate::StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn client(&self, client_id: &str) -> Result<Option<$crate::auth::ClientRecord>, $crate::StoreError> {
+                let sql = format!(
+                    "SELECT {} FROM clients WHERE client_id=$1 AND deleted_at IS NULL",
+                    $crate::auth::CLIENT_COLUMNS
+                );
+                let row: Option<$row> = sqlx::query(&sql)
+                    .bind(client_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::StoreError::from)?;
+                row.map(|r| client_from_row(&r)).transpose()
+            }
+
+            async fn list_clients(&self) -> Result<Vec<$crate::auth::ClientRecord>, $crate::StoreError> {
+                let sql = format!(
+                    "SELECT {} FROM clients WHERE deleted_at IS NULL ORDER BY issued_at, client_id",
+                    $crate::auth::CLIENT_COLUMNS
+                );
+                let rows: Vec<$row> = sqlx::query(&sql)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err($crate::StoreError::from)?;
+                rows.iter().map(client_from_row).collect()
+            }
+
+            async fn delete_client(&self, client_id: &str) -> Result<bool, $crate::StoreError> {
+                let now = chrono::Utc::now().timestamp();
+                let mut tx = self.pool.begin().await.map_err($crate::StoreError::from)?;
+                let r = sqlx::query("UPDATE clients SET deleted_at=$2 WHERE client_id=$1 AND deleted_at IS NULL")
+                    .bind(client_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::StoreError::from)?;
+                sqlx::query("UPDATE tokens SET revoked=1 WHERE client_id=$1")
+                    .bind(client_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::StoreError::from)?;
+                tx.commit().await.map_err($crate::StoreError::from)?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn insert_token(&self, t: &$crate::auth::TokenRecord) -> Result<(), $crate::StoreError> {
+                let sql = format!(
+                    "INSERT INTO tokens ({}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+                    $crate::auth::TOKEN_COLUMNS
+                );
+                sqlx::query(&sql)
+                    .bind(&t.token_hash)
+                    .bind(t.kind.as_str())
+                    .bind(&t.client_id)
+                    .bind(&t.scope)
+                    .bind(&t.consent_id)
+                    .bind(&t.psu_id)
+                    .bind(&t.grant)
+                    .bind(&t.cert_thumbprint)
+                    .bind(t.issued_at)
+                    .bind(t.expires_at)
+                    .bind(t.revoked as i64)
+                    .bind(&t.code_hash)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::StoreError::from)?;
+                Ok(())
+            }
+
+            async fn token_by_hash(&self, hash: &str) -> Result<Option<$crate::auth::TokenRecord>, $crate::StoreError> {
+                let sql = format!("SELECT {} FROM tokens WHERE token_hash=$1", $crate::auth::TOKEN_COLUMNS);
+                let row: Option<$row> = sqlx::query(&sql)
+                    .bind(hash)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::StoreError::from)?;
+                Ok(row.map(|r| {
+                    use sqlx::Row;
+                    $crate::auth::TokenRecord {
+                        token_hash: r.get(0),
+                        kind: $crate::auth::token_kind(r.get::<&str, _>(1)),
+                        client_id: r.get(2),
+                        scope: r.get(3),
+                        consent_id: r.get(4),
+                        psu_id: r.get(5),
+                        grant: r.get(6),
+                        cert_thumbprint: r.get(7),
+                        issued_at: r.get(8),
+                        expires_at: r.get(9),
+                        revoked: r.get::<i64, _>(10) != 0,
+                        code_hash: r.get(11),
+                    }
+                }))
+            }
+
+            async fn revoke_token(&self, hash: &str) -> Result<(), $crate::StoreError> {
+                sqlx::query("UPDATE tokens SET revoked=1 WHERE token_hash=$1")
+                    .bind(hash)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::StoreError::from)?;
+                Ok(())
+            }
+
+            async fn use_jti(&self, scope: &str, jti: &str, expires_at: i64) -> Result<bool, $crate::StoreError> {
+                let now = chrono::Utc::now().timestamp();
+                // Forget ids whose JWTs can no longer be presented anyway.
+                sqlx::query("DELETE FROM used_jti WHERE expires_at < $1")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::StoreError::from)?;
+                let r = sqlx::query(
+                    "INSERT INTO used_jti (scope, jti, expires_at) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING",
+                )
+                .bind(scope)
+                .bind(jti)
+                .bind(expires_at.max(now + 60))
+                .execute(&self.pool)
+                .await
+                .map_err($crate::StoreError::from)?;
+                Ok(r.rows_affected() == 1)
+            }
+        }
+
+        fn client_from_row(r: &$row) -> Result<$crate::auth::ClientRecord, $crate::StoreError> {
+            use sqlx::Row;
+            Ok($crate::auth::ClientRecord {
+                client_id: r.get(0),
+                org_id: r.get(1),
+                software_id: r.get(2),
+                client_name: r.get(3),
+                token_endpoint_auth_method: r.get(4),
+                token_endpoint_auth_signing_alg: r.get(5),
+                tls_client_auth_subject_dn: r.get(6),
+                client_secret_hash: r.get(7),
+                permissive: r.get::<i64, _>(8) != 0,
+                headless: r.get::<i64, _>(9) != 0,
+                scope: r.get(10),
+                redirect_uris: $crate::auth::parse_list(r.get::<&str, _>(11))?,
+                grant_types: $crate::auth::parse_list(r.get::<&str, _>(12))?,
+                response_types: $crate::auth::parse_list(r.get::<&str, _>(13))?,
+                jwks: $crate::auth::parse_json(r.get::<&str, _>(14))?,
+                jwks_uri: r.get(15),
+                metadata: $crate::auth::parse_json(r.get::<&str, _>(16))?,
+                issued_at: r.get(17),
+                updated_at: r.get(18),
+            })
+        }
+    };
+}

@@ -1,0 +1,513 @@
+//! Configuration: one TOML file plus `ASPEN_*` environment overrides.
+//!
+//! Environment variables map onto TOML keys: `ASPEN_LISTEN` sets `listen`,
+//! `ASPEN_TRUST__CLIENT_CA_FILES` sets `trust.client_ca_files` (a double
+//! underscore descends into a table). Values are read as TOML literals when
+//! they parse as one (`ASPEN_SANDBOX__TRANSACTIONS=1000`,
+//! `ASPEN_TRUST__CLIENT_CA_FILES='["/etc/ca.pem"]'`) and as plain strings
+//! otherwise. With nothing set, the defaults run the sandbox on
+//! https://127.0.0.1:8443 with everything under `./aspen-data`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Sandbox: seeded bank, sandbox CA and directory trusted, permissive
+    /// clients and headless authorisation available.
+    Sandbox,
+    /// Production: only the configured trust anchors, strict clients only.
+    Production,
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Profile::Sandbox => "sandbox",
+            Profile::Production => "production",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub profile: Profile,
+    /// Socket address of the HTTPS listener.
+    pub listen: String,
+    /// Public base URL (issuer, absolute links). Defaults to
+    /// `https://<listen address>`; set it when behind a proxy (COMMON-2).
+    pub public_url: Option<String>,
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; defaults to the SQLite file in the
+    /// data directory.
+    pub database_url: Option<String>,
+    /// The ASPSP's organisation id at the directory: accepted as `aud` of
+    /// registration requests next to the issuer (DCR-10).
+    pub aspsp_org_id: Option<String>,
+    pub tls: TlsConfig,
+    pub trust: TrustConfig,
+    pub proxy: ProxyConfig,
+    pub sandbox: SandboxConfig,
+    pub limits: LimitsConfig,
+    pub tokens: TokensConfig,
+    pub branding: BrandingConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Server certificate chain (PEM). Default: generated in the data dir.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustConfig {
+    /// CA bundles for TPP transport certificates (added to the sandbox CA in
+    /// the sandbox profile).
+    pub client_ca_files: Vec<PathBuf>,
+    /// JWKS files with the keys that sign SSAs.
+    pub directory_jwks_files: Vec<PathBuf>,
+    /// Trusted SSA issuers (`iss`); the sandbox directory's is always added
+    /// in the sandbox profile.
+    pub directory_issuers: Vec<String>,
+    /// JWKS URL → local file, standing in for fetching a TPP's
+    /// `software_jwks_endpoint` on offline installs.
+    pub jwks_url_map: BTreeMap<String, PathBuf>,
+    /// Oldest software statement accepted, by its `iat`, in days.
+    pub ssa_max_age_days: u64,
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        Self {
+            client_ca_files: Vec::new(),
+            directory_jwks_files: Vec::new(),
+            directory_issuers: Vec::new(),
+            jwks_url_map: BTreeMap::new(),
+            ssa_max_age_days: 30,
+        }
+    }
+}
+
+/// Token lifetimes (AUTH-59).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    pub client_credentials_ttl_secs: u64,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self {
+            client_credentials_ttl_secs: 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Trust `client_cert_header` as the client certificate. Only for a
+    /// TLS-terminating proxy that strips the header from client requests.
+    pub trust_client_cert_header: bool,
+    /// Header carrying the URL-encoded PEM client certificate.
+    pub client_cert_header: String,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            trust_client_cert_header: false,
+            client_cert_header: "x-ssl-client-cert".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// Seed of the generated world: the same seed gives the same bank.
+    pub seed: u64,
+    /// Extra synthetic transactions for load tests.
+    pub transactions: u64,
+    /// PSU used by headless authorisation when no `login_hint` is given.
+    pub default_psu: String,
+    /// `iss` of SSAs minted by the sandbox directory.
+    pub directory_issuer: String,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            seed: 42,
+            transactions: 0,
+            default_psu: "rora".into(),
+            directory_issuer: "aspen sandbox directory".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_body_bytes: usize,
+    pub request_timeout_secs: u64,
+    pub handshake_timeout_secs: u64,
+    pub max_connections: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            request_timeout_secs: 30,
+            handshake_timeout_secs: 10,
+            max_connections: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrandingConfig {
+    pub name: String,
+    pub primary_colour: String,
+    pub logo_file: Option<PathBuf>,
+}
+
+impl Default for BrandingConfig {
+    fn default() -> Self {
+        Self {
+            name: "Aspen Sandbox Bank".into(),
+            primary_colour: "#1d4d3b".into(),
+            logo_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. `info` or `aspen=debug,info`.
+    pub filter: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            profile: Profile::Sandbox,
+            listen: "127.0.0.1:8443".into(),
+            public_url: None,
+            data_dir: PathBuf::from("./aspen-data"),
+            database_url: None,
+            aspsp_org_id: None,
+            tls: TlsConfig::default(),
+            trust: TrustConfig::default(),
+            proxy: ProxyConfig::default(),
+            sandbox: SandboxConfig::default(),
+            limits: LimitsConfig::default(),
+            tokens: TokensConfig::default(),
+            branding: BrandingConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// A configuration problem, naming the field and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("config field `{field}`: {message}")]
+    Field { field: String, message: String },
+}
+
+fn field(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Field {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Reads the optional file, applies `ASPEN_*` overrides from `env`, and
+    /// validates the result.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut root = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Syntax {
+                        path: path.to_path_buf(),
+                        message: e.to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        for (var, value) in env {
+            let Some(rest) = var.strip_prefix("ASPEN_") else {
+                continue;
+            };
+            // Variables the CLI or tests use for other purposes.
+            if rest.starts_with("TEST_") || rest == "CONFIG" || rest == "REQUIRE_POSTGRES" {
+                continue;
+            }
+            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            if path.iter().any(String::is_empty) {
+                return Err(ConfigError::Env {
+                    var,
+                    message: "empty key segment".into(),
+                });
+            }
+            set_path(&mut root, &path, parse_env_value(&value)).map_err(|message| {
+                ConfigError::Env {
+                    var: var.clone(),
+                    message,
+                }
+            })?;
+        }
+        let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(
+            |e: serde_path_to_error::Error<toml::de::Error>| {
+                let path = e.path().to_string();
+                field(&path, e.inner().message().to_string())
+            },
+        )?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        if let Some(url) = &self.public_url {
+            if !url.starts_with("https://") {
+                return Err(field("public_url", "must be an https:// URL"));
+            }
+            if url.ends_with('/') {
+                return Err(field("public_url", "must not end with '/'"));
+            }
+        }
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+        {
+            return Err(field(
+                "database_url",
+                "must start with sqlite:, postgres:// or postgresql://",
+            ));
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(field(
+                "tls.cert_file",
+                "tls.cert_file and tls.key_file must be set together",
+            ));
+        }
+        if self.tokens.client_credentials_ttl_secs == 0 || self.tokens.client_credentials_ttl_secs > 3600 {
+            return Err(field(
+                "tokens.client_credentials_ttl_secs",
+                "must be between 1 and 3600 (AUTH-59)",
+            ));
+        }
+        if self.trust.ssa_max_age_days == 0 {
+            return Err(field("trust.ssa_max_age_days", "must be greater than 0"));
+        }
+        if self.limits.max_body_bytes == 0 {
+            return Err(field("limits.max_body_bytes", "must be greater than 0"));
+        }
+        if self.limits.request_timeout_secs == 0 {
+            return Err(field("limits.request_timeout_secs", "must be greater than 0"));
+        }
+        if self.proxy.trust_client_cert_header
+            && http::HeaderName::from_bytes(self.proxy.client_cert_header.as_bytes()).is_err()
+        {
+            return Err(field("proxy.client_cert_header", "not a valid header name"));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(field("log.format", "must be \"text\" or \"json\""));
+        }
+        if self.profile == Profile::Production {
+            if self.trust.client_ca_files.is_empty() {
+                return Err(field(
+                    "trust.client_ca_files",
+                    "the production profile trusts no sandbox CA; list the CA bundle(s) for TPP transport certificates",
+                ));
+            }
+            if self.trust.directory_jwks_files.is_empty() {
+                return Err(field(
+                    "trust.directory_jwks_files",
+                    "the production profile trusts no sandbox directory; list the directory JWKS file(s)",
+                ));
+            }
+            if self.sandbox.transactions > 0 {
+                return Err(field(
+                    "sandbox.transactions",
+                    "bulk sandbox data cannot be seeded in the production profile",
+                ));
+            }
+        }
+        for (i, p) in self.trust.client_ca_files.iter().enumerate() {
+            if !p.is_file() {
+                return Err(field(
+                    &format!("trust.client_ca_files[{i}]"),
+                    format!("{} is not a readable file", p.display()),
+                ));
+            }
+        }
+        for (url, p) in &self.trust.jwks_url_map {
+            if !p.is_file() {
+                return Err(field(
+                    &format!("trust.jwks_url_map.{url:?}"),
+                    format!("{} is not a readable file", p.display()),
+                ));
+            }
+        }
+        for (i, p) in self.trust.directory_jwks_files.iter().enumerate() {
+            if !p.is_file() {
+                return Err(field(
+                    &format!("trust.directory_jwks_files[{i}]"),
+                    format!("{} is not a readable file", p.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen
+            .parse()
+            .map_err(|_| field("listen", format!("{:?} is not an IP:port address", self.listen)))
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("aspen.db").display()
+            )
+        })
+    }
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    // `x = <raw>` parses for numbers, booleans, arrays and quoted strings;
+    // anything else (a bare path or URL) is taken as a string.
+    match format!("x = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => t.remove("x").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.into()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = path.split_last().ok_or("empty key")?;
+    let mut cur = table;
+    for p in parents {
+        let entry = cur
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{p}` is not a table"))?;
+    }
+    cur.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_run_the_sandbox_on_8443() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.profile, Profile::Sandbox);
+        assert_eq!(c.listen_addr().unwrap().port(), 8443);
+        assert!(c.database_url().starts_with("sqlite://./aspen-data/aspen.db"));
+    }
+
+    #[test]
+    fn env_overrides_nested_keys() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("ASPEN_LISTEN", "127.0.0.1:9000"),
+                ("ASPEN_SANDBOX__TRANSACTIONS", "1000"),
+                ("ASPEN_DATABASE_URL", "postgres://x@y/z"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9000");
+        assert_eq!(c.sandbox.transactions, 1000);
+        assert_eq!(c.database_url(), "postgres://x@y/z");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = Config::load(None, env(&[("ASPEN_LISTEN", "nope")])).unwrap_err();
+        assert!(e.to_string().contains("`listen`"), "{e}");
+        let e = Config::load(None, env(&[("ASPEN_SANDBOX__SEED", "\"abc\"")])).unwrap_err();
+        assert!(e.to_string().contains("sandbox.seed"), "{e}");
+        let e = Config::load(None, env(&[("ASPEN_NOPE", "1")])).unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn production_requires_trust_anchors() {
+        let e = Config::load(None, env(&[("ASPEN_PROFILE", "production")])).unwrap_err();
+        assert!(e.to_string().contains("trust.client_ca_files"), "{e}");
+    }
+
+    #[test]
+    fn file_and_env_combine() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("aspen.toml");
+        std::fs::write(&p, "listen = \"127.0.0.1:7000\"\n[limits]\nmax_body_bytes = 10\n").unwrap();
+        let c = Config::load(Some(&p), env(&[("ASPEN_LIMITS__MAX_BODY_BYTES", "20")])).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:7000");
+        assert_eq!(c.limits.max_body_bytes, 20);
+        std::fs::write(&p, "listen = [").unwrap();
+        assert!(matches!(
+            Config::load(Some(&p), env(&[])),
+            Err(ConfigError::Syntax { .. })
+        ));
+    }
+}

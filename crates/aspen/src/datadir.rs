@@ -1,0 +1,235 @@
+//! The data directory: created on first start, reused afterwards.
+//!
+//! ```text
+//! aspen-data/
+//!   aspen.db                 SQLite database (default store)
+//!   ca.pem, ca-key.pem       sandbox CA (trusts kits' transport certs; clients trust the server with it)
+//!   server.pem, server-key.pem  TLS certificate for localhost / 127.0.0.1
+//!   directory/signing-key.pem   sandbox directory key (signs SSAs)
+//!   directory/jwks.json         its public JWKS
+//!   keys/                     the server's PS256 signing keys (shared by all nodes)
+//! ```
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use aspen_jose::SigningKey;
+use serde::{Deserialize, Serialize};
+
+use crate::pki::{self, IssuedCert};
+
+pub struct DataDir {
+    pub root: PathBuf,
+}
+
+impl DataDir {
+    pub fn open(root: &Path) -> Result<Self> {
+        fs::create_dir_all(root)
+            .with_context(|| format!("cannot create data directory {}", root.display()))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.root.join("ca.pem")
+    }
+
+    pub fn directory_jwks_path(&self) -> PathBuf {
+        self.root.join("directory").join("jwks.json")
+    }
+
+    /// The sandbox CA, created if absent.
+    pub fn sandbox_ca(&self) -> Result<IssuedCert> {
+        let cert = self.root.join("ca.pem");
+        let key = self.root.join("ca-key.pem");
+        if cert.exists() && key.exists() {
+            return Ok(IssuedCert {
+                cert_pem: read(&cert)?,
+                key_pem: read(&key)?,
+            });
+        }
+        let ca = pki::new_ca("Aspen Sandbox CA")?;
+        write_secret(&key, &ca.key_pem)?;
+        write_public(&cert, &ca.cert_pem)?;
+        Ok(ca)
+    }
+
+    /// The generated server certificate (chain: leaf then CA), created if
+    /// absent. Returns (cert chain PEM path, key PEM path).
+    pub fn server_cert(&self, ca: &IssuedCert, extra_names: &[String]) -> Result<(PathBuf, PathBuf)> {
+        let cert = self.root.join("server.pem");
+        let key = self.root.join("server-key.pem");
+        if !(cert.exists() && key.exists()) {
+            let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+            for n in extra_names {
+                if !names.contains(n) {
+                    names.push(n.clone());
+                }
+            }
+            let issued = pki::server_cert(ca, &names)?;
+            write_secret(&key, &issued.key_pem)?;
+            write_public(&cert, &format!("{}{}", issued.cert_pem, ca.cert_pem))?;
+        }
+        Ok((cert, key))
+    }
+
+    /// The sandbox directory key that signs SSAs, and its JWKS file.
+    pub fn directory_key(&self) -> Result<SigningKey> {
+        let dir = self.root.join("directory");
+        fs::create_dir_all(&dir)?;
+        let key_path = dir.join("signing-key.pem");
+        let key = if key_path.exists() {
+            SigningKey::from_pkcs8_pem(&read(&key_path)?, None)
+                .context("directory/signing-key.pem is not a valid RSA key")?
+        } else {
+            let key = SigningKey::generate(None).context("RSA key generation failed")?;
+            write_secret(&key_path, &key.to_pkcs8_pem()?)?;
+            key
+        };
+        let jwks_path = self.directory_jwks_path();
+        if !jwks_path.exists() {
+            let jwks = serde_json::json!({ "keys": [key.public_jwk()] });
+            write_public(&jwks_path, &serde_json::to_string_pretty(&jwks)?)?;
+        }
+        Ok(key)
+    }
+
+    pub fn keyring(&self) -> Result<KeyRing> {
+        KeyRing::open(&self.root.join("keys"))
+    }
+}
+
+/// The server's signing keys. `current` signs; every key in `published`
+/// appears in `/jwks` so tokens signed before a rotation still verify until
+/// the key is retired. All nodes share this directory.
+pub struct KeyRing {
+    dir: PathBuf,
+    pub state: KeyRingState,
+    pub keys: Vec<SigningKey>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct KeyRingState {
+    pub current: String,
+    pub published: Vec<String>,
+}
+
+impl KeyRing {
+    fn state_path(dir: &Path) -> PathBuf {
+        dir.join("keyring.json")
+    }
+
+    /// Opens the key directory, creating the first key if there is none.
+    pub fn open(dir: &Path) -> Result<Self> {
+        fs::create_dir_all(dir)?;
+        let state_path = Self::state_path(dir);
+        if !state_path.exists() {
+            let key = SigningKey::generate(None).context("RSA key generation failed")?;
+            write_secret(&dir.join(format!("{}.pem", key.kid())), &key.to_pkcs8_pem()?)?;
+            let state = KeyRingState {
+                current: key.kid().to_string(),
+                published: vec![key.kid().to_string()],
+            };
+            write_public(&state_path, &serde_json::to_string_pretty(&state)?)?;
+        }
+        let state: KeyRingState = serde_json::from_str(&read(&state_path)?)
+            .with_context(|| format!("{} is not a valid key ring", state_path.display()))?;
+        let mut keys = Vec::new();
+        for kid in &state.published {
+            let pem = read(&dir.join(format!("{kid}.pem")))?;
+            let key = SigningKey::from_pkcs8_pem(&pem, Some(kid.clone()))
+                .with_context(|| format!("key {kid} is not a valid RSA key"))?;
+            keys.push(key);
+        }
+        if !state.published.contains(&state.current) {
+            bail!("key ring: current key {} is not published", state.current);
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            state,
+            keys,
+        })
+    }
+
+    pub fn current(&self) -> &SigningKey {
+        self.keys
+            .iter()
+            .find(|k| k.kid() == self.state.current)
+            .unwrap_or(&self.keys[0])
+    }
+
+    /// Adds a new current key; the previous keys stay published.
+    pub fn rotate(&mut self) -> Result<&SigningKey> {
+        let key = SigningKey::generate(None).context("RSA key generation failed")?;
+        write_secret(&self.dir.join(format!("{}.pem", key.kid())), &key.to_pkcs8_pem()?)?;
+        self.state.current = key.kid().to_string();
+        self.state.published.insert(0, key.kid().to_string());
+        self.save()?;
+        self.keys.insert(0, key);
+        Ok(&self.keys[0])
+    }
+
+    /// Removes a non-current key from the JWKS (its file moves to
+    /// `keys/retired/`).
+    pub fn retire(&mut self, kid: &str) -> Result<()> {
+        if kid == self.state.current {
+            bail!("{kid} is the current signing key; rotate first");
+        }
+        if !self.state.published.iter().any(|k| k == kid) {
+            bail!("{kid} is not a published key");
+        }
+        self.state.published.retain(|k| k != kid);
+        self.keys.retain(|k| k.kid() != kid);
+        self.save()?;
+        let retired = self.dir.join("retired");
+        fs::create_dir_all(&retired)?;
+        fs::rename(
+            self.dir.join(format!("{kid}.pem")),
+            retired.join(format!("{kid}.pem")),
+        )?;
+        Ok(())
+    }
+
+    fn save(&self) -> Result<()> {
+        write_public(
+            &Self::state_path(&self.dir),
+            &serde_json::to_string_pretty(&self.state)?,
+        )
+    }
+}
+
+fn read(path: &Path) -> Result<String> {
+    fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Writes atomically (temp file + rename) so a crash never leaves half a key.
+fn write_with_mode(path: &Path, contents: &str, mode: u32) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut opts = fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(mode);
+        }
+        let mut f = opts
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.write_all(contents.as_bytes())?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+pub fn write_secret(path: &Path, contents: &str) -> Result<()> {
+    write_with_mode(path, contents, 0o600)
+}
+
+pub fn write_public(path: &Path, contents: &str) -> Result<()> {
+    write_with_mode(path, contents, 0o644)
+}

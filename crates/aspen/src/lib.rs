@@ -1,0 +1,16 @@
+//! The `aspen` binary's library half: configuration, TLS, wiring and the
+//! CLI commands, kept in a library so end-to-end tests can start the real
+//! server in-process on a loopback port.
+
+pub mod cli;
+pub mod clients;
+pub mod config;
+pub mod datadir;
+pub mod kit;
+pub mod ops;
+pub mod pki;
+pub mod server;
+pub mod tls;
+
+pub use config::{Config, Profile};
+pub use server::{RunningServer, start};

@@ -1,0 +1,344 @@
+//! Wiring: data directory, keys, trust, store, sandbox world, routers and
+//! the listener.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use aspen_http::{ObError, PeerCert};
+use aspen_store::Store;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use rustls::server::danger::ClientCertVerifier;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::config::{Config, Profile};
+use crate::datadir::{DataDir, KeyRing};
+use crate::{ops, tls};
+
+/// Everything the routers share.
+pub struct Runtime {
+    pub config: Config,
+    pub auth: aspen_auth::AuthConfig,
+    pub data: DataDir,
+    pub store: Arc<dyn Store>,
+    pub keys: KeyRing,
+    pub verifier: Arc<dyn ClientCertVerifier>,
+    pub tls: Arc<rustls::ServerConfig>,
+}
+
+/// Opens (or creates) the data directory, the keys and the store, and seeds
+/// the sandbox world. Shared by `serve` and the tests.
+pub async fn prepare(config: Config) -> Result<Runtime> {
+    let data = DataDir::open(&config.data_dir)?;
+    let mut ca_files = config.trust.client_ca_files.clone();
+    let (cert_file, key_file) = match (&config.tls.cert_file, &config.tls.key_file) {
+        (Some(c), Some(k)) => (c.clone(), k.clone()),
+        _ => {
+            let ca = data.sandbox_ca()?;
+            let host = config
+                .public_url
+                .as_deref()
+                .and_then(|u| u.strip_prefix("https://"))
+                .and_then(|h| h.split([':', '/']).next())
+                .map(str::to_string);
+            data.server_cert(&ca, host.as_slice())?
+        }
+    };
+    if config.profile == Profile::Sandbox {
+        data.sandbox_ca()?;
+        data.directory_key()?;
+        ca_files.insert(0, data.ca_cert_path());
+    }
+    let keys = data.keyring()?;
+    let roots = tls::root_store(&ca_files)?;
+    let verifier = tls::client_verifier(roots)?;
+    let tls = tls::server_config(&cert_file, &key_file, verifier.clone())?;
+
+    let url = config.database_url();
+    let store = aspen_store::connect(&url)
+        .await
+        .with_context(|| format!("cannot open database {}", redact(&url)))?;
+    store.migrate().await.context("database migration failed")?;
+    if config.profile == Profile::Sandbox {
+        let report = aspen_sandbox::seed(
+            store.as_ref(),
+            &aspen_sandbox::SeedConfig {
+                seed: config.sandbox.seed,
+                bulk_transactions: config.sandbox.transactions,
+            },
+        )
+        .await
+        .context("seeding the sandbox failed")?;
+        tracing::info!(?report, "sandbox world ready");
+    }
+    let auth = auth_config(&config, &data)?;
+    Ok(Runtime {
+        config,
+        auth,
+        data,
+        store,
+        keys,
+        verifier,
+        tls,
+    })
+}
+
+/// The authorisation server's settings from the configuration and the data
+/// directory's sandbox trust anchors.
+fn auth_config(config: &Config, data: &DataDir) -> Result<aspen_auth::AuthConfig> {
+    let mut directory_files = config.trust.directory_jwks_files.clone();
+    let mut issuers = config.trust.directory_issuers.clone();
+    if config.profile == Profile::Sandbox {
+        directory_files.insert(0, data.directory_jwks_path());
+        issuers.push(config.sandbox.directory_issuer.clone());
+    }
+    let mut keys = Vec::new();
+    for path in &directory_files {
+        let jwks = read_jwks(path)?;
+        keys.extend(jwks.to_value()["keys"].as_array().cloned().unwrap_or_default());
+    }
+    let directory_jwks = aspen_jose::Jwks::from_value(&serde_json::json!({ "keys": keys }))
+        .context("directory JWKS files hold no usable keys")?;
+    let mut jwks_url_map = Vec::new();
+    for (url, path) in &config.trust.jwks_url_map {
+        jwks_url_map.push((url.clone(), read_jwks(path)?));
+    }
+    Ok(aspen_auth::AuthConfig {
+        issuer: String::new(),
+        profile: match config.profile {
+            Profile::Sandbox => aspen_auth::ServerProfile::Sandbox,
+            Profile::Production => aspen_auth::ServerProfile::Production,
+        },
+        aspsp_org_id: config.aspsp_org_id.clone(),
+        directory_issuers: issuers,
+        directory_jwks,
+        ssa_max_age: Duration::from_secs(config.trust.ssa_max_age_days * 86_400),
+        client_credentials_ttl: Duration::from_secs(config.tokens.client_credentials_ttl_secs),
+        jwks_url_map,
+        jwks_fetch_timeout: Duration::from_secs(5),
+    })
+}
+
+fn read_jwks(path: &std::path::Path) -> Result<aspen_jose::Jwks> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read JWKS file {}", path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not JSON", path.display()))?;
+    aspen_jose::Jwks::from_value(&value)
+        .with_context(|| format!("{} is not a usable JWKS", path.display()))
+}
+
+/// The authorisation server state for a given public URL.
+pub fn auth_state(rt: &Runtime, public_url: &str) -> aspen_auth::AuthState {
+    let mut cfg = rt.auth.clone();
+    cfg.issuer = public_url.to_string();
+    let keys = aspen_auth::ServerKeys {
+        current: rt.keys.current().clone(),
+        published: rt.keys.keys.clone(),
+    };
+    aspen_auth::AuthState::new(cfg, rt.store.clone(), keys)
+}
+
+fn redact(url: &str) -> String {
+    match url.split_once('@') {
+        Some((scheme_user, host)) => {
+            let scheme = scheme_user.split("://").next().unwrap_or("");
+            format!("{scheme}://…@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// The whole HTTP application.
+pub fn app(rt: &Runtime, public_url: &str) -> Router {
+    let ops_state = ops::OpsState {
+        store: rt.store.clone(),
+        metrics: ops::metrics_handle(),
+    };
+    let mut router = Router::new()
+        .merge(ops::router(ops_state))
+        .merge(aspen_auth::router(auth_state(rt, public_url)));
+    if rt.config.profile == Profile::Sandbox {
+        router = router.route("/sandbox/whoami", axum::routing::get(whoami));
+    }
+    let proxy = ProxyCert {
+        enabled: rt.config.proxy.trust_client_cert_header,
+        header: rt.config.proxy.client_cert_header.clone(),
+        verifier: rt.verifier.clone(),
+    };
+    router
+        .route_layer(middleware::from_fn(aspen_http::metrics_layer::track))
+        .fallback(fallback)
+        .layer(middleware::from_fn(ob_error_shape))
+        .layer(middleware::from_fn_with_state(Arc::new(proxy), proxy_client_cert))
+        .layer(DefaultBodyLimit::max(rt.config.limits.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(rt.config.limits.request_timeout_secs),
+        ))
+        .layer(middleware::from_fn(aspen_http::interaction_id_layer))
+}
+
+/// Shows the verified client certificate: lets a TPP developer check that
+/// their transport certificate is accepted before they register.
+async fn whoami(axum::Extension(PeerCert(cert)): axum::Extension<PeerCert>) -> Response {
+    match cert {
+        Some(c) => aspen_http::Json(serde_json::json!({
+            "subject_dn": c.subject_dn,
+            "x5t#S256": c.thumbprint,
+        }))
+        .into_response(),
+        None => (
+            StatusCode::UNAUTHORIZED,
+            aspen_http::Json(serde_json::json!({
+                "error": "invalid_client",
+                "error_description": "no client certificate was presented",
+            })),
+        )
+            .into_response(),
+    }
+}
+
+async fn fallback(req: Request) -> Response {
+    metrics::counter!(aspen_http::metrics_layer::REQUESTS,
+        "method" => req.method().to_string(), "route" => "unmatched", "status" => "404")
+    .increment(1);
+    if req.uri().path().starts_with("/open-banking/") {
+        ObError::not_found().into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            aspen_http::Json(serde_json::json!({ "error": "not_found" })),
+        )
+            .into_response()
+    }
+}
+
+/// Under `/open-banking/` a bare 404/405 from the router (unknown method on a
+/// known path) becomes an `OBErrorResponse1` (COMMON-34).
+async fn ob_error_shape(req: Request, next: Next) -> Response {
+    let ob = req.uri().path().starts_with("/open-banking/");
+    let resp = next.run(req).await;
+    if ob
+        && matches!(resp.status(), StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_FOUND)
+        && !resp.headers().contains_key(axum::http::header::CONTENT_TYPE)
+    {
+        let allow = resp.headers().get(axum::http::header::ALLOW).cloned();
+        let mut out = if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+            ObError::method_not_allowed().into_response()
+        } else {
+            ObError::not_found().into_response()
+        };
+        if let Some(allow) = allow {
+            out.headers_mut().insert(axum::http::header::ALLOW, allow);
+        }
+        return out;
+    }
+    resp
+}
+
+struct ProxyCert {
+    enabled: bool,
+    header: String,
+    verifier: Arc<dyn ClientCertVerifier>,
+}
+
+/// Behind a TLS-terminating proxy the client certificate arrives in a
+/// header. It is read only when explicitly enabled; otherwise the header is
+/// removed so nothing downstream can mistake it for a verified identity.
+async fn proxy_client_cert(
+    axum::extract::State(p): axum::extract::State<Arc<ProxyCert>>,
+    mut req: Request<Body>,
+    next: Next,
+) -> Response {
+    let value = req
+        .headers_mut()
+        .remove(p.header.as_str())
+        .and_then(|v| v.to_str().ok().map(str::to_string));
+    if p.enabled {
+        let cert = value
+            .as_deref()
+            .and_then(|v| tls::verify_forwarded(p.verifier.as_ref(), v))
+            .map(Arc::new);
+        if value.is_some() && cert.is_none() {
+            tracing::info!("forwarded client certificate rejected");
+            return (
+                StatusCode::UNAUTHORIZED,
+                aspen_http::Json(serde_json::json!({
+                    "error": "invalid_client",
+                    "error_description": "the forwarded client certificate is not trusted",
+                })),
+            )
+                .into_response();
+        }
+        req.extensions_mut().insert(PeerCert(cert));
+    } else if req.extensions().get::<PeerCert>().is_none() {
+        req.extensions_mut().insert(PeerCert(None));
+    }
+    next.run(req).await
+}
+
+/// A running server.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub public_url: String,
+    pub data_dir: std::path::PathBuf,
+    pub store: Arc<dyn Store>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RunningServer {
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server stops (Ctrl-C / SIGTERM in `serve`).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    pub fn shutdown_sender(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+pub async fn start(config: Config) -> Result<RunningServer> {
+    let addr = config.listen_addr()?;
+    let rt = prepare(config).await?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let addr = listener.local_addr()?;
+    let public_url = rt
+        .config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("https://{addr}"));
+    let app = app(&rt, &public_url);
+    let (tx, rx) = watch::channel(false);
+    let opts = tls::ListenerOptions {
+        handshake_timeout: Duration::from_secs(rt.config.limits.handshake_timeout_secs),
+        max_connections: rt.config.limits.max_connections,
+    };
+    let task = tokio::spawn(tls::serve(listener, rt.tls.clone(), app, opts, rx));
+    tracing::info!(%addr, %public_url, profile = %rt.config.profile, "aspen listening");
+    Ok(RunningServer {
+        addr,
+        public_url,
+        data_dir: rt.data.root.clone(),
+        store: rt.store.clone(),
+        shutdown: tx,
+        task,
+    })
+}
