@@ -23,7 +23,15 @@ pub fn token_endpoint_auth_methods(profile: ServerProfile) -> Vec<&'static str> 
 /// registration JWTs (AUTH-4).
 pub const SIGNING_ALGS: &[&str] = &["PS256"];
 
-pub const GRANT_TYPES: &[&str] = &["client_credentials"];
+pub const GRANT_TYPES: &[&str] = &["authorization_code", "client_credentials", "refresh_token"];
+
+/// `code` alone only for permissive sandbox clients (AUTH-20).
+pub fn response_types(profile: ServerProfile) -> Vec<&'static str> {
+    match profile {
+        ServerProfile::Sandbox => vec!["code id_token", "code"],
+        ServerProfile::Production => vec!["code id_token"],
+    }
+}
 
 pub const SCOPES: &[&str] = &["openid", "accounts", "payments", "fundsconfirmations"];
 
@@ -31,11 +39,12 @@ pub async fn openid_configuration(State(s): State<AuthState>) -> Response {
     let c = &s.config;
     let doc = serde_json::json!({
         "issuer": c.issuer,
+        "authorization_endpoint": c.authorization_endpoint(),
         "token_endpoint": c.token_endpoint(),
         "jwks_uri": c.jwks_uri(),
         "registration_endpoint": c.registration_endpoint(),
         "scopes_supported": SCOPES,
-        "response_types_supported": ["code id_token"],
+        "response_types_supported": response_types(c.profile),
         "response_modes_supported": ["fragment"],
         "grant_types_supported": GRANT_TYPES,
         "subject_types_supported": ["public"],

@@ -3,12 +3,14 @@
 //! certificate-bound access tokens.
 
 pub mod bearer;
+pub mod consent_view;
 pub mod dcr;
 pub mod discovery;
 pub mod oauth_error;
 pub mod secrets;
 pub mod token;
 pub mod tpp_keys;
+pub mod web;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +54,15 @@ pub struct AuthConfig {
     pub jwks_url_map: Vec<(String, Jwks)>,
     /// Timeout for fetching a TPP's JWKS endpoint.
     pub jwks_fetch_timeout: Duration,
+    /// Authorisation-code access tokens (AUTH-59).
+    pub access_token_ttl: Duration,
+    pub code_ttl: Duration,
+    pub id_token_ttl: Duration,
+    /// PSU web sessions (login, consent, dashboard).
+    pub session_ttl: Duration,
+    /// PSU for headless authorisation without `login_hint`.
+    pub default_psu: String,
+    pub brand: web::Brand,
 }
 
 impl AuthConfig {
@@ -61,6 +72,10 @@ impl AuthConfig {
 
     pub fn registration_endpoint(&self) -> String {
         format!("{}/register", self.issuer)
+    }
+
+    pub fn authorization_endpoint(&self) -> String {
+        format!("{}/authorize", self.issuer)
     }
 
     pub fn jwks_uri(&self) -> String {
@@ -115,5 +130,11 @@ pub fn router(state: AuthState) -> Router {
             get(dcr::read).put(dcr::update).delete(dcr::delete),
         )
         .route("/token", post(token::token))
+        .route("/authorize", get(web::authorize).post(web::authorize))
+        .route("/login", get(web::login_page).post(web::login_submit))
+        .route("/consent", get(web::consent_get).post(web::consent_post))
+        .route("/account/consents", get(web::dashboard))
+        .route("/account/consents/{consent_id}/revoke", post(web::revoke))
+        .route("/logout", post(web::logout))
         .with_state(state)
 }

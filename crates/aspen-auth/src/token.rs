@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use aspen_http::{ClientCert, Json, PeerCert};
 use aspen_store::auth::{ClientRecord, TokenKind, TokenRecord};
+use aspen_store::consent::Redeemed;
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -288,6 +289,8 @@ pub async fn token(
     let client = authenticate(&state, &headers, &form, &cert).await?;
     match grant_type.as_str() {
         "client_credentials" => client_credentials(&state, &client, &form, &cert).await,
+        "authorization_code" => authorization_code(&state, &client, &form, &cert).await,
+        "refresh_token" => refresh_token(&state, &client, &form, &cert).await,
         other => Err(OAuthError::unsupported_grant_type(format!(
             "grant type {other:?} is not supported"
         ))),
@@ -356,4 +359,205 @@ pub fn token_response(body: Value) -> Response {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     resp
+}
+
+/// A refresh token that never expires carries this `exp` (AUTH-55).
+const NEVER: i64 = 2_147_483_647;
+
+/// AUTH-52..55: the code becomes tokens bound to the client's certificate.
+async fn authorization_code(
+    state: &AuthState,
+    client: &ClientRecord,
+    form: &HashMap<String, String>,
+    cert: &ClientCert,
+) -> Result<Response, OAuthError> {
+    if !client.grant_types.iter().any(|g| g == "authorization_code") {
+        return Err(OAuthError::unauthorized_client("authorization_code is not registered for this client"));
+    }
+    let code = form.get("code").ok_or_else(|| OAuthError::invalid_request("code is required"))?;
+    let redirect_uri = form
+        .get("redirect_uri")
+        .ok_or_else(|| OAuthError::invalid_request("redirect_uri is required"))?;
+    let now = chrono::Utc::now().timestamp();
+    let code_hash = secrets::hash(code);
+    let rec = match state.store.redeem_code(&code_hash, now).await? {
+        Redeemed::Unknown => return Err(OAuthError::invalid_grant("the code is not valid")),
+        Redeemed::Replayed(_) => {
+            // AUTH-53: a second use revokes what the first one issued.
+            state.store.revoke_tokens_of_code(&code_hash).await?;
+            tracing::warn!(client_id = %client.client_id, "authorisation code replayed; its tokens are revoked");
+            return Err(OAuthError::invalid_grant("the code has already been used"));
+        }
+        Redeemed::Fresh(r) => r,
+    };
+    if rec.client_id != client.client_id {
+        return Err(OAuthError::invalid_grant("the code was issued to another client"));
+    }
+    if rec.redirect_uri != *redirect_uri {
+        return Err(OAuthError::invalid_grant("redirect_uri does not match the authorisation request"));
+    }
+    if rec.expires_at <= now {
+        return Err(OAuthError::invalid_grant("the code has expired"));
+    }
+    if let Some(challenge) = &rec.code_challenge {
+        let verifier = form.get("code_verifier").map(String::as_str).unwrap_or("");
+        if !aspen_jose::pkce_s256_matches(verifier, challenge) {
+            return Err(OAuthError::invalid_grant("code_verifier does not match the code_challenge"));
+        }
+    }
+    let consent = live_consent(state, &rec.consent_id).await?;
+    // COMMON-58 [choice]: a re-authorisation retires the earlier tokens.
+    state.store.revoke_tokens_of_consent(&rec.consent_id).await?;
+    issue_consent_tokens(state, client, cert, &consent, &rec.psu_id, &rec.scope, Some(&code_hash), Some(IdTokenInfo {
+        nonce: rec.nonce.clone(),
+        acr: rec.acr.clone(),
+        auth_time: rec.auth_time,
+    }))
+    .await
+}
+
+struct IdTokenInfo {
+    nonce: String,
+    acr: String,
+    auth_time: i64,
+}
+
+async fn live_consent(state: &AuthState, consent_id: &str) -> Result<aspen_store::consent::ConsentRecord, OAuthError> {
+    let c = state
+        .store
+        .consent(consent_id)
+        .await?
+        .filter(|c| !c.deleted)
+        .ok_or_else(|| OAuthError::invalid_grant("the consent no longer exists"))?;
+    if c.status != "Authorised" {
+        return Err(OAuthError::invalid_grant("the consent is not authorised"));
+    }
+    if c.expires_at.is_some_and(|e| e <= chrono::Utc::now().timestamp_millis()) {
+        return Err(OAuthError::invalid_grant("the consent has expired"));
+    }
+    Ok(c)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn issue_consent_tokens(
+    state: &AuthState,
+    client: &ClientRecord,
+    cert: &ClientCert,
+    consent: &aspen_store::consent::ConsentRecord,
+    psu_id: &str,
+    scope: &str,
+    code_hash: Option<&str>,
+    id: Option<IdTokenInfo>,
+) -> Result<Response, OAuthError> {
+    let now = chrono::Utc::now().timestamp();
+    let consent_exp = consent.expires_at.map(|ms| ms / 1000);
+    let ttl = state.config.access_token_ttl.as_secs() as i64;
+    // The access token never outlives its consent.
+    let access_exp = consent_exp.map_or(now + ttl, |e| e.min(now + ttl));
+    let access = secrets::random_token();
+    let base = TokenRecord {
+        token_hash: secrets::hash(&access),
+        kind: TokenKind::Access,
+        client_id: client.client_id.clone(),
+        scope: scope.to_string(),
+        consent_id: Some(consent.consent_id.clone()),
+        psu_id: Some(psu_id.to_string()),
+        grant: "authorization_code".into(),
+        cert_thumbprint: Some(cert.thumbprint.clone()),
+        issued_at: now,
+        expires_at: access_exp,
+        revoked: false,
+        code_hash: code_hash.map(str::to_string),
+    };
+    state.store.insert_token(&base).await?;
+    let mut body = serde_json::json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": access_exp - now,
+        "scope": scope,
+    });
+    // AUTH-54 [choice]: refresh tokens for long-lived consents only.
+    let refresh_exp = if crate::consent_view::is_long_lived(&consent.kind)
+        && client.grant_types.iter().any(|g| g == "refresh_token")
+    {
+        let refresh = secrets::random_token();
+        let exp = consent_exp.unwrap_or(NEVER);
+        state
+            .store
+            .insert_token(&TokenRecord {
+                token_hash: secrets::hash(&refresh),
+                kind: TokenKind::Refresh,
+                expires_at: exp,
+                ..base.clone()
+            })
+            .await?;
+        body["refresh_token"] = serde_json::json!(refresh);
+        Some(exp)
+    } else {
+        None
+    };
+    if let Some(id) = id {
+        let mut claims = serde_json::json!({
+            "iss": state.config.issuer,
+            "aud": client.client_id,
+            "sub": consent.consent_id,
+            "iat": now,
+            "exp": now + state.config.id_token_ttl.as_secs() as i64,
+            "auth_time": id.auth_time,
+            "acr": id.acr,
+            "openbanking_intent_id": consent.consent_id,
+            "at_hash": aspen_jose::half_hash(body["access_token"].as_str().unwrap_or_default()),
+        });
+        if !id.nonce.is_empty() {
+            claims["nonce"] = serde_json::json!(id.nonce);
+        }
+        if let Some(exp) = refresh_exp {
+            claims["http://openbanking.org.uk/refresh_token_expires_at"] = serde_json::json!(exp);
+        }
+        let id_token = aspen_jose::sign_jwt(&state.keys.current, Some("JWT"), &claims)
+            .map_err(OAuthError::server_error)?;
+        body["id_token"] = serde_json::json!(id_token);
+    }
+    Ok(token_response(body))
+}
+
+/// AUTH-56: works while the consent is Authorised and unexpired; rotates
+/// (the presented refresh token is revoked, a new one returned).
+async fn refresh_token(
+    state: &AuthState,
+    client: &ClientRecord,
+    form: &HashMap<String, String>,
+    cert: &ClientCert,
+) -> Result<Response, OAuthError> {
+    if !client.grant_types.iter().any(|g| g == "refresh_token") {
+        return Err(OAuthError::unauthorized_client("refresh_token is not registered for this client"));
+    }
+    let presented = form
+        .get("refresh_token")
+        .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
+    let hash = secrets::hash(presented);
+    let rec = state
+        .store
+        .token_by_hash(&hash)
+        .await?
+        .filter(|t| t.kind == TokenKind::Refresh && !t.revoked && t.client_id == client.client_id)
+        .ok_or_else(|| OAuthError::invalid_grant("the refresh token is not valid"))?;
+    if rec.expires_at <= chrono::Utc::now().timestamp() {
+        return Err(OAuthError::invalid_grant("the refresh token has expired"));
+    }
+    let consent_id = rec.consent_id.clone().ok_or_else(|| OAuthError::invalid_grant("the refresh token has no consent"))?;
+    let consent = live_consent(state, &consent_id).await?;
+    let scope = match form.get("scope") {
+        None => rec.scope.clone(),
+        Some(req) => {
+            let original: Vec<&str> = rec.scope.split_whitespace().collect();
+            if req.split_whitespace().any(|s| !original.contains(&s)) {
+                return Err(OAuthError::invalid_scope("a refresh cannot widen the scope"));
+            }
+            req.clone()
+        }
+    };
+    state.store.revoke_token(&hash).await?;
+    let psu = rec.psu_id.clone().unwrap_or_default();
+    issue_consent_tokens(state, client, cert, &consent, &psu, &scope, rec.code_hash.as_deref(), None).await
 }

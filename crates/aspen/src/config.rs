@@ -102,12 +102,20 @@ impl Default for TrustConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TokensConfig {
     pub client_credentials_ttl_secs: u64,
+    /// Access tokens from the authorisation-code and refresh grants.
+    pub access_token_ttl_secs: u64,
+    pub code_ttl_secs: u64,
+    /// PSU login / consent / dashboard sessions.
+    pub session_ttl_secs: u64,
 }
 
 impl Default for TokensConfig {
     fn default() -> Self {
         Self {
             client_credentials_ttl_secs: 3600,
+            access_token_ttl_secs: 900,
+            code_ttl_secs: 60,
+            session_ttl_secs: 600,
         }
     }
 }
@@ -339,6 +347,26 @@ impl Config {
                 "tokens.client_credentials_ttl_secs",
                 "must be between 1 and 3600 (AUTH-59)",
             ));
+        }
+        if !(300..=3600).contains(&self.tokens.access_token_ttl_secs) {
+            return Err(field("tokens.access_token_ttl_secs", "must be between 300 and 3600 (AUTH-59)"));
+        }
+        if !(1..=600).contains(&self.tokens.code_ttl_secs) {
+            return Err(field("tokens.code_ttl_secs", "must be between 1 and 600 (AUTH-52)"));
+        }
+        if !(60..=3600).contains(&self.tokens.session_ttl_secs) {
+            return Err(field("tokens.session_ttl_secs", "must be between 60 and 3600"));
+        }
+        if let Some(p) = &self.branding.logo_file
+            && !p.is_file()
+        {
+            return Err(field("branding.logo_file", format!("{} is not a readable file", p.display())));
+        }
+        if !self.branding.primary_colour.starts_with('#')
+            || !matches!(self.branding.primary_colour.len(), 4 | 7)
+            || !self.branding.primary_colour[1..].chars().all(|c| c.is_ascii_hexdigit())
+        {
+            return Err(field("branding.primary_colour", "must be a #rgb or #rrggbb colour"));
         }
         if self.trust.ssa_max_age_days == 0 {
             return Err(field("trust.ssa_max_age_days", "must be greater than 0"));

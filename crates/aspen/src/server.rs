@@ -125,7 +125,34 @@ fn auth_config(config: &Config, data: &DataDir) -> Result<aspen_auth::AuthConfig
         client_credentials_ttl: Duration::from_secs(config.tokens.client_credentials_ttl_secs),
         jwks_url_map,
         jwks_fetch_timeout: Duration::from_secs(5),
+        access_token_ttl: Duration::from_secs(config.tokens.access_token_ttl_secs),
+        code_ttl: Duration::from_secs(config.tokens.code_ttl_secs),
+        id_token_ttl: Duration::from_secs(600),
+        session_ttl: Duration::from_secs(config.tokens.session_ttl_secs),
+        default_psu: config.sandbox.default_psu.clone(),
+        brand: aspen_auth::web::Brand {
+            name: config.branding.name.clone(),
+            colour: config.branding.primary_colour.clone(),
+            logo: match &config.branding.logo_file {
+                Some(p) => Some(logo_data_uri(p)?),
+                None => None,
+            },
+        },
     })
+}
+
+/// The logo inlined as a `data:` URI: the pages load no external assets.
+fn logo_data_uri(path: &std::path::Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read logo {}", path.display()))?;
+    let mime = match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        other => anyhow::bail!("branding.logo_file: unsupported image type {other:?} (svg, png, jpg, gif)"),
+    };
+    use base64::Engine;
+    Ok(format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes)))
 }
 
 fn read_jwks(path: &std::path::Path) -> Result<aspen_jose::Jwks> {
@@ -166,7 +193,12 @@ pub fn app(rt: &Runtime, public_url: &str) -> Router {
     };
     let mut router = Router::new()
         .merge(ops::router(ops_state))
-        .merge(aspen_auth::router(auth_state(rt, public_url)));
+        .merge(aspen_auth::router(auth_state(rt, public_url)))
+        .merge(aspen_api::router(aspen_api::ApiState {
+            store: rt.store.clone(),
+            base_url: public_url.to_string(),
+            strict: true,
+        }));
     if rt.config.profile == Profile::Sandbox {
         router = router.route("/sandbox/whoami", axum::routing::get(whoami));
     }

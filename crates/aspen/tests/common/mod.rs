@@ -91,3 +91,104 @@ pub async fn start_sandbox() -> TestServer {
     let cfg = sandbox_config(dir.path());
     start_with(dir, cfg).await
 }
+
+/// The TPP side of a kit: its identifiers and signing key.
+pub struct Tpp {
+    pub dir: PathBuf,
+    pub org_id: String,
+    pub software_id: String,
+    pub key: aspen_jose::SigningKey,
+    pub ssa: String,
+}
+
+impl Tpp {
+    pub fn load(dir: &Path) -> Tpp {
+        let kit: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("kit.json")).unwrap()).unwrap();
+        let pem = std::fs::read_to_string(dir.join("signing-key.pem")).unwrap();
+        Tpp {
+            dir: dir.to_path_buf(),
+            org_id: kit["org_id"].as_str().unwrap().to_string(),
+            software_id: kit["software_id"].as_str().unwrap().to_string(),
+            key: aspen_jose::SigningKey::from_pkcs8_pem(&pem, None).unwrap(),
+            ssa: std::fs::read_to_string(dir.join("ssa.jwt")).unwrap().trim().to_string(),
+        }
+    }
+
+    /// Registration claims as a TPP following DCR v3.2 would send them.
+    pub fn registration_claims(&self, aud: &str) -> serde_json::Value {
+        let now = chrono::Utc::now().timestamp();
+        serde_json::json!({
+            "iss": self.software_id,
+            "iat": now,
+            "exp": now + 300,
+            "aud": aud,
+            "jti": uuid::Uuid::new_v4().to_string(),
+            "redirect_uris": ["https://tpp.example.com/cb"],
+            "token_endpoint_auth_method": "private_key_jwt",
+            "token_endpoint_auth_signing_alg": "PS256",
+            "grant_types": ["client_credentials", "authorization_code", "refresh_token"],
+            "response_types": ["code id_token"],
+            "software_id": self.software_id,
+            "scope": "openid accounts payments",
+            "software_statement": self.ssa,
+            "application_type": "web",
+            "id_token_signed_response_alg": "PS256",
+            "request_object_signing_alg": "PS256",
+        })
+    }
+
+    pub fn sign(&self, claims: &serde_json::Value) -> String {
+        aspen_jose::sign_jwt(&self.key, None, claims).unwrap()
+    }
+
+    /// A fresh `private_key_jwt` client assertion.
+    pub fn assertion(&self, client_id: &str, aud: &str) -> String {
+        let now = chrono::Utc::now().timestamp();
+        self.sign(&serde_json::json!({
+            "iss": client_id, "sub": client_id, "aud": aud,
+            "iat": now, "exp": now + 120, "jti": uuid::Uuid::new_v4().to_string(),
+        }))
+    }
+}
+
+impl TestServer {
+    pub async fn register(&self, tpp: &Tpp, claims: &serde_json::Value) -> reqwest::Response {
+        self.kit_client(&tpp.dir)
+            .post(self.url("/register"))
+            .header("content-type", "application/jwt")
+            .body(tpp.sign(claims))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Registers a private_key_jwt client and returns its client_id.
+    pub async fn register_ok(&self, tpp: &Tpp) -> String {
+        let r = self
+            .register(tpp, &tpp.registration_claims(&self.server.public_url))
+            .await;
+        assert_eq!(r.status(), 201);
+        let body: serde_json::Value = r.json().await.unwrap();
+        body["client_id"].as_str().unwrap().to_string()
+    }
+
+    /// A client-credentials token via private_key_jwt.
+    pub async fn cc_token(&self, tpp: &Tpp, client_id: &str, scope: &str) -> String {
+        let r = self
+            .kit_client(&tpp.dir)
+            .post(self.url("/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", scope),
+                ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+                ("client_assertion", &tpp.assertion(client_id, &self.url("/token"))),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: serde_json::Value = r.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_string()
+    }
+}

@@ -1,0 +1,180 @@
+//! Checks every resource endpoint shares: grant and scope (COMMON-43,
+//! COMMON-44), media types (COMMON-20), FAPI headers (COMMON-14..17),
+//! date parsing (COMMON-11, COMMON-12).
+
+use aspen_auth::{BoundToken, GrantKind};
+use aspen_http::{ObError, ObErrorCode};
+use axum::http::{HeaderMap, StatusCode, header};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+
+/// COMMON-44: the wrong grant type is a 401; COMMON-38: the wrong scope a 403.
+pub fn require(token: &BoundToken, grant: GrantKind, scope: &str) -> Result<(), ObError> {
+    if token.grant != grant {
+        return Err(ObError::unauthorized());
+    }
+    if !token.has_scope(scope) {
+        return Err(ObError::forbidden());
+    }
+    Ok(())
+}
+
+/// `Accept` must allow JSON in UTF-8 (COMMON-20).
+pub fn check_accept(headers: &HeaderMap) -> Result<(), ObError> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let ok = accept.split(',').any(|part| {
+        let mut bits = part.split(';').map(str::trim);
+        let media = bits.next().unwrap_or("").to_ascii_lowercase();
+        let media_ok = matches!(media.as_str(), "application/json" | "application/*" | "*/*");
+        let charset_ok = bits.all(|p| {
+            let p = p.to_ascii_lowercase();
+            !p.starts_with("charset=") || p == "charset=utf-8"
+        });
+        media_ok && charset_ok
+    });
+    if ok { Ok(()) } else { Err(ObError::not_acceptable()) }
+}
+
+/// Request bodies are `application/json` (any charset parameter naming
+/// UTF-8) (COMMON-20).
+pub fn check_content_type(headers: &HeaderMap) -> Result<(), ObError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut bits = ct.split(';').map(str::trim);
+    let media = bits.next().unwrap_or("").to_ascii_lowercase();
+    let charset_ok = bits.all(|p| {
+        let p = p.to_ascii_lowercase();
+        !p.starts_with("charset=") || p == "charset=utf-8"
+    });
+    if media == "application/json" && charset_ok {
+        Ok(())
+    } else {
+        Err(ObError::unsupported_media_type())
+    }
+}
+
+/// COMMON-16: malformed optional FAPI headers are 400 `Header.Invalid`.
+pub fn check_fapi_headers(headers: &HeaderMap) -> Result<(), ObError> {
+    for name in ["x-fapi-auth-date", "x-fapi-customer-last-logged-time"] {
+        if let Some(v) = headers.get(name) {
+            let ok = v.to_str().ok().is_some_and(valid_imf_fixdate);
+            if !ok {
+                return Err(ObError::bad_request(
+                    ObErrorCode::HeaderInvalid,
+                    format!("{name} must be an RFC 7231 IMF-fixdate"),
+                    Some(name),
+                ));
+            }
+        }
+    }
+    if let Some(v) = headers.get("x-fapi-customer-ip-address") {
+        let ok = v
+            .to_str()
+            .ok()
+            .is_some_and(|s| s.trim().parse::<std::net::IpAddr>().is_ok());
+        if !ok {
+            return Err(ObError::bad_request(
+                ObErrorCode::HeaderInvalid,
+                "x-fapi-customer-ip-address must be an IPv4 or IPv6 address",
+                Some("x-fapi-customer-ip-address"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn valid_imf_fixdate(s: &str) -> bool {
+    // `Sun, 10 Sep 2017 19:43:31 GMT`; the OpenAPI pattern also allows UTC.
+    let s = s.trim();
+    let normalised = s.strip_suffix(" UTC").map(|x| format!("{x} GMT"));
+    let s = normalised.as_deref().unwrap_or(s);
+    DateTime::parse_from_rfc2822(s).is_ok() && s.len() == 29 && s.ends_with(" GMT")
+}
+
+/// Request date-times in every ISO 8601 form OB allows (COMMON-11): with
+/// or without seconds and fractions, `Z` or an offset.
+pub fn parse_request_datetime(s: &str) -> Option<DateTime<FixedOffset>> {
+    if let Ok(d) = DateTime::parse_from_rfc3339(s) {
+        return Some(d);
+    }
+    for fmt in ["%Y-%m-%dT%H:%M%:z", "%Y-%m-%dT%H:%M%#z"] {
+        if let Ok(d) = DateTime::parse_from_str(s, fmt) {
+            return Some(d);
+        }
+    }
+    if let Some(base) = s.strip_suffix('Z') {
+        for fmt in ["%Y-%m-%dT%H:%M"] {
+            if let Ok(n) = NaiveDateTime::parse_from_str(base, fmt) {
+                return Some(n.and_utc().fixed_offset());
+            }
+        }
+    }
+    None
+}
+
+/// Query-parameter date-times: no timezone; one if sent is ignored
+/// (COMMON-11, COMMON-50).
+pub fn parse_query_datetime(s: &str) -> Option<DateTime<Utc>> {
+    if let Some(d) = parse_request_datetime(s) {
+        return Some(d.naive_local().and_utc());
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"] {
+        if let Ok(n) = NaiveDateTime::parse_from_str(s, fmt) {
+            return Some(n.and_utc());
+        }
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|n| n.and_utc())
+}
+
+/// Response date-times always carry a timezone (COMMON-12).
+pub fn format_datetime(d: &DateTime<FixedOffset>) -> String {
+    d.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+pub fn format_ms(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .map(|d| d.to_rfc3339_opts(SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+pub fn created(body: serde_json::Value) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (StatusCode::CREATED, aspen_http::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso8601_variants_are_accepted() {
+        for s in [
+            "2017-04-05T10:43:07+00:00",
+            "2017-04-05T10:43Z",
+            "2017-04-05T10:43:07.123+01:00",
+            "2017-04-05T10:43:07Z",
+            "2017-04-05T10:43+01:00",
+        ] {
+            assert!(parse_request_datetime(s).is_some(), "{s}");
+        }
+        assert!(parse_request_datetime("2017-13-05T10:43Z").is_none());
+        assert!(parse_request_datetime("yesterday").is_none());
+        for s in ["2017-04-05T10:43:07", "2017-04-05T10:43:07.999", "2017-04-05", "2017-04-05T10:43:07+05:00"] {
+            assert!(parse_query_datetime(s).is_some(), "{s}");
+        }
+    }
+
+    #[test]
+    fn imf_fixdate() {
+        assert!(valid_imf_fixdate("Sun, 10 Sep 2017 19:43:31 GMT"));
+        assert!(valid_imf_fixdate("Sun, 10 Sep 2017 19:43:31 UTC"));
+        assert!(!valid_imf_fixdate("2017-09-10T19:43:31Z"));
+        assert!(!valid_imf_fixdate("Sun, 10 Sep 2017"));
+    }
+}
