@@ -516,8 +516,8 @@ async fn eligible_accounts(state: &AuthState, psu_id: &str, consent: &ConsentRec
             let name = a.nickname.clone().unwrap_or_else(|| a.description.clone());
             AccountChoice {
                 label: format!("{name} ({}) {ident}", a.currency),
-                id: a.account_id,
                 checked: consent.accounts.is_empty() || consent.accounts.iter().any(|x| *x == a.account_id),
+                id: a.account_id,
             }
         })
         .collect())

@@ -1,1 +1,79 @@
+//! The sandbox world: a small bank generated deterministically from a
+//! seed, seeded once (idempotent on restart), plus optional bulk history
+//! for load tests.
 
+mod generate;
+
+use std::time::Instant;
+
+use aspen_store::Store;
+
+pub use generate::{bulk_transactions, generate_world, iban_check_ok};
+
+#[derive(Debug, Clone)]
+pub struct SeedConfig {
+    pub seed: u64,
+    /// Extra synthetic transactions on `rora`'s GBP account.
+    pub bulk_transactions: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedReport {
+    /// False when the world was already there.
+    pub seeded: bool,
+    pub seed: i64,
+    pub anchor: String,
+    pub bulk_added: u64,
+    pub elapsed_ms: u128,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(transparent)]
+    Store(#[from] aspen_store::StoreError),
+    #[error("the database holds a sandbox seeded with seed {existing}, not {requested}; use a fresh database or the same seed")]
+    SeedMismatch { existing: i64, requested: i64 },
+}
+
+/// Seeds the world unless it is already there. The anchor date is stored,
+/// so a restart on a later day sees the same bank.
+pub async fn seed(store: &dyn Store, cfg: &SeedConfig) -> Result<SeedReport, SandboxError> {
+    let started = Instant::now();
+    let mut seeded = false;
+    let state = match store.seed_state().await? {
+        Some(s) => s,
+        None => {
+            let anchor = chrono::Utc::now().date_naive();
+            let world = generate_world(cfg.seed, anchor);
+            seeded = store.seed_world(&world).await?;
+            if seeded {
+                tracing::info!(seed = cfg.seed, %anchor, psus = world.psus.len(), transactions = world.transactions.len(), "sandbox world seeded");
+            }
+            store
+                .seed_state()
+                .await?
+                .ok_or(aspen_store::StoreError::NotFound)?
+        }
+    };
+    if state.seed != cfg.seed as i64 {
+        return Err(SandboxError::SeedMismatch { existing: state.seed, requested: cfg.seed as i64 });
+    }
+    let mut bulk_added = 0;
+    let wanted = cfg.bulk_transactions as i64;
+    if wanted > state.bulk {
+        let anchor = chrono::NaiveDate::parse_from_str(&state.anchor, "%Y-%m-%d")
+            .unwrap_or_else(|_| chrono::Utc::now().date_naive());
+        let account = generate::bulk_account_id(cfg.seed);
+        let extra = (wanted - state.bulk) as u64;
+        let mut entries = bulk_transactions(cfg.seed, anchor, &account, state.bulk as u64, extra);
+        bulk_added = store.seed_bulk(&account, &mut entries, wanted).await?;
+        tracing::info!(bulk_added, elapsed_ms = started.elapsed().as_millis() as u64, "bulk sandbox history seeded");
+    }
+    Ok(SeedReport {
+        seeded,
+        seed: state.seed,
+        anchor: state.anchor,
+        bulk_added,
+        elapsed_ms: started.elapsed().as_millis(),
+    })
+}

@@ -124,7 +124,7 @@ macro_rules! impl_auth_store {
                     "INSERT INTO clients ({}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)",
                     $crate::auth::CLIENT_COLUMNS
                 );
-                sqlx::query(&sql)
+                sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(&c.client_id)
                     .bind(&c.org_id)
                     .bind(&c.software_id)
@@ -191,7 +191,7 @@ macro_rules! impl_auth_store {
                     "SELECT {} FROM clients WHERE client_id=$1 AND deleted_at IS NULL",
                     $crate::auth::CLIENT_COLUMNS
                 );
-                let row: Option<$row> = sqlx::query(&sql)
+                let row: Option<$row> = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(client_id)
                     .fetch_optional(&self.pool)
                     .await
@@ -204,7 +204,7 @@ macro_rules! impl_auth_store {
                     "SELECT {} FROM clients WHERE deleted_at IS NULL ORDER BY issued_at, client_id",
                     $crate::auth::CLIENT_COLUMNS
                 );
-                let rows: Vec<$row> = sqlx::query(&sql)
+                let rows: Vec<$row> = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .fetch_all(&self.pool)
                     .await
                     .map_err($crate::StoreError::from)?;
@@ -234,7 +234,7 @@ macro_rules! impl_auth_store {
                     "INSERT INTO tokens ({}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
                     $crate::auth::TOKEN_COLUMNS
                 );
-                sqlx::query(&sql)
+                sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(&t.token_hash)
                     .bind(t.kind.as_str())
                     .bind(&t.client_id)
@@ -255,7 +255,7 @@ macro_rules! impl_auth_store {
 
             async fn token_by_hash(&self, hash: &str) -> Result<Option<$crate::auth::TokenRecord>, $crate::StoreError> {
                 let sql = format!("SELECT {} FROM tokens WHERE token_hash=$1", $crate::auth::TOKEN_COLUMNS);
-                let row: Option<$row> = sqlx::query(&sql)
+                let row: Option<$row> = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(hash)
                     .fetch_optional(&self.pool)
                     .await

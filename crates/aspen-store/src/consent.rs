@@ -119,7 +119,7 @@ macro_rules! impl_consent_store {
                     "INSERT INTO consents ({}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
                     $crate::consent::CONSENT_COLUMNS
                 );
-                sqlx::query(&sql)
+                sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(&c.consent_id)
                     .bind(&c.kind)
                     .bind(&c.client_id)
@@ -140,7 +140,7 @@ macro_rules! impl_consent_store {
 
             async fn consent(&self, consent_id: &str) -> Result<Option<$crate::consent::ConsentRecord>, $crate::StoreError> {
                 let sql = format!("SELECT {} FROM consents WHERE consent_id=$1", $crate::consent::CONSENT_COLUMNS);
-                let row: Option<$row> = sqlx::query(&sql)
+                let row: Option<$row> = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(consent_id)
                     .fetch_optional(&self.pool)
                     .await
@@ -170,7 +170,7 @@ macro_rules! impl_consent_store {
                      WHERE consent_id=$1 AND deleted=0 AND status IN ({})",
                     placeholders.join(",")
                 );
-                let mut q = sqlx::query(&sql)
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(consent_id)
                     .bind(to)
                     .bind(now)
@@ -221,7 +221,7 @@ macro_rules! impl_consent_store {
                     "SELECT {} FROM consents WHERE psu_id=$1 AND deleted=0 ORDER BY created_at DESC, consent_id",
                     $crate::consent::CONSENT_COLUMNS
                 );
-                let rows: Vec<$row> = sqlx::query(&sql)
+                let rows: Vec<$row> = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(psu_id)
                     .fetch_all(&self.pool)
                     .await
@@ -234,7 +234,7 @@ macro_rules! impl_consent_store {
                     "INSERT INTO auth_codes ({}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
                     $crate::consent::CODE_COLUMNS
                 );
-                sqlx::query(&sql)
+                sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(&c.code_hash)
                     .bind(&c.client_id)
                     .bind(&c.redirect_uri)
@@ -264,7 +264,7 @@ macro_rules! impl_consent_store {
                     .rows_affected()
                     == 1;
                 let sql = format!("SELECT {} FROM auth_codes WHERE code_hash=$1", $crate::consent::CODE_COLUMNS);
-                let row: Option<$row> = sqlx::query(&sql)
+                let row: Option<$row> = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(code_hash)
                     .fetch_optional(&self.pool)
                     .await

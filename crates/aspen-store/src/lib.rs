@@ -1,1 +1,151 @@
+//! Storage: the traits every component uses, and their SQLite (embedded
+//! default) and PostgreSQL implementations. The SQL is shared — both
+//! backends take `$n` parameters, `ON CONFLICT` and row-value comparisons —
+//! and is stamped out once per backend by macros, so the two cannot drift.
+//! Times are BIGINT unix milliseconds (or seconds where named so), money
+//! BIGINT minor units; both behave identically on both backends.
 
+pub mod auth;
+pub mod consent;
+mod migrate;
+mod world;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use auth::AuthStore;
+pub use consent::ConsentStore;
+pub use world::{SeedState, TxCursor, TxFilter, WorldStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Backend(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(db.message().to_string()),
+            _ => StoreError::Backend(e.to_string()),
+        }
+    }
+}
+
+/// Everything aspen keeps, behind one object-safe handle.
+#[async_trait]
+pub trait Store: AuthStore + ConsentStore + WorldStore + Send + Sync {
+    fn backend_name(&self) -> &'static str;
+    /// A cheap round trip, for `/ready`.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Applies pending migrations; safe to run on every start and from
+    /// several nodes at once (the migrator takes a lock).
+    async fn migrate(&self) -> Result<(), StoreError>;
+}
+
+pub struct SqliteStore {
+    pool: sqlx::SqlitePool,
+}
+
+pub struct PgStore {
+    pool: sqlx::PgPool,
+}
+
+impl_auth_store!(SqliteStore, sqlx::sqlite::SqliteRow);
+mod pg_auth {
+    use super::*;
+    impl_auth_store!(PgStore, sqlx::postgres::PgRow);
+}
+impl_consent_store!(SqliteStore, sqlx::sqlite::SqliteRow);
+mod pg_consent {
+    use super::*;
+    impl_consent_store!(PgStore, sqlx::postgres::PgRow);
+}
+impl_world_store!(SqliteStore, sqlx::sqlite::SqliteRow, sqlx::Sqlite);
+mod pg_world {
+    use super::*;
+    impl_world_store!(PgStore, sqlx::postgres::PgRow, sqlx::Postgres);
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend_name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        migrate::sqlite()
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend_name(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        migrate::postgres()
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))
+    }
+}
+
+/// Opens the store named by the URL: `sqlite:…` (the file is created if
+/// missing) or `postgres://…`.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    connect_with_schema(url, None).await
+}
+
+/// As [`connect`], with every PostgreSQL connection using `schema` (tests
+/// isolate themselves this way on a shared server).
+pub async fn connect_with_schema(url: &str, pg_schema: Option<&str>) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await?;
+        Ok(Arc::new(SqliteStore { pool }))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let mut opts = sqlx::postgres::PgConnectOptions::from_str(url)?;
+        if let Some(schema) = pg_schema {
+            opts = opts.options([("search_path", schema)]);
+        }
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await?;
+        Ok(Arc::new(PgStore { pool }))
+    } else {
+        Err(StoreError::Backend(format!("unsupported database URL scheme in {url:?}")))
+    }
+}

@@ -1,0 +1,33 @@
+//! Migrations embedded in the binary, one list per backend. New files are
+//! appended with the next version number and never edited once released.
+
+use std::borrow::Cow;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+fn build(files: &[(i64, &'static str, &'static str)]) -> Migrator {
+    Migrator::with_migrations(
+        files
+            .iter()
+            .map(|&(v, desc, sql)| {
+                Migration::new(v, Cow::Borrowed(desc), MigrationType::Simple, sqlx::SqlStr::from_static(sql), false)
+            })
+            .collect(),
+    )
+}
+
+pub fn sqlite() -> Migrator {
+    build(&[
+        (1, "world", include_str!("../migrations/sqlite/0001_world.sql")),
+        (2, "auth", include_str!("../migrations/sqlite/0002_auth.sql")),
+        (3, "consents", include_str!("../migrations/sqlite/0003_consents.sql")),
+    ])
+}
+
+pub fn postgres() -> Migrator {
+    build(&[
+        (1, "world", include_str!("../migrations/postgres/0001_world.sql")),
+        (2, "auth", include_str!("../migrations/postgres/0002_auth.sql")),
+        (3, "consents", include_str!("../migrations/postgres/0003_consents.sql")),
+    ])
+}

@@ -1,0 +1,475 @@
+//! Storage of the bank itself: PSUs, accounts, transactions (keyset
+//! pagination), per-account resources, and the sandbox seed marker.
+
+use async_trait::async_trait;
+use aspen_domain::{Account, AccountResource, Psu, ResourceKind, Transaction, World};
+
+use crate::StoreError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedState {
+    pub seed: i64,
+    pub anchor: String,
+    pub bulk: i64,
+}
+
+/// A position in an account's transaction order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxCursor {
+    pub booking_ms: i64,
+    pub transaction_id: String,
+}
+
+/// Which transactions a query sees: a booking-time window (inclusive
+/// from, exclusive to) and the credit/debit sides allowed (AIS-17, AIS-22).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxFilter {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub credits: bool,
+    pub debits: bool,
+}
+
+impl TxFilter {
+    pub fn all() -> Self {
+        Self {
+            from_ms: i64::MIN,
+            to_ms: i64::MAX,
+            credits: true,
+            debits: true,
+        }
+    }
+}
+
+#[async_trait]
+pub trait WorldStore: Send + Sync {
+    async fn seed_state(&self) -> Result<Option<SeedState>, StoreError>;
+    /// Writes the whole world in one transaction, unless a world is already
+    /// seeded (then nothing changes and `false` is returned). Safe when
+    /// several nodes start at once: the marker row is the lock.
+    async fn seed_world(&self, world: &World) -> Result<bool, StoreError>;
+    /// Appends bulk history to one account in one transaction, moving its
+    /// booked balance by the sum of the entries.
+    async fn seed_bulk(
+        &self,
+        account_id: &str,
+        entries: &mut (dyn Iterator<Item = Transaction> + Send),
+        count: i64,
+    ) -> Result<u64, StoreError>;
+
+    async fn psu_by_username(&self, username: &str) -> Result<Option<Psu>, StoreError>;
+    async fn psu(&self, psu_id: &str) -> Result<Option<Psu>, StoreError>;
+    async fn accounts_for_psu(&self, psu_id: &str) -> Result<Vec<Account>, StoreError>;
+    async fn account(&self, account_id: &str) -> Result<Option<Account>, StoreError>;
+
+    /// Up to `limit` transactions strictly after `after` (ascending), or
+    /// strictly before `before` (returned ascending too).
+    async fn transactions_page(
+        &self,
+        account_id: &str,
+        filter: &TxFilter,
+        after: Option<&TxCursor>,
+        before: Option<&TxCursor>,
+        limit: i64,
+    ) -> Result<Vec<Transaction>, StoreError>;
+    async fn count_transactions(&self, account_id: &str, filter: &TxFilter) -> Result<i64, StoreError>;
+    /// Earliest and latest booking time of an account's transactions.
+    async fn transaction_bounds(&self, account_id: &str) -> Result<Option<(i64, i64)>, StoreError>;
+
+    async fn resources(&self, account_id: &str, kind: ResourceKind) -> Result<Vec<AccountResource>, StoreError>;
+    async fn resource(&self, account_id: &str, kind: ResourceKind, id: &str) -> Result<Option<AccountResource>, StoreError>;
+}
+
+pub(crate) const TX_COLUMNS: &str = "transaction_id, account_id, booking_ms, value_ms, amount_minor, \
+    currency, credit, status, reference, information, balance_minor, detail";
+pub(crate) const ACCOUNT_COLUMNS: &str = "account_id, psu_id, currency, account_type, account_sub_type, \
+    description, nickname, opening_date, identifications, servicer, booked_minor, pending_debits_minor, \
+    pending_credits_minor";
+/// Rows per multi-row INSERT: 12 columns × 400 stays far below both
+/// backends' parameter limits while amortising the round trip.
+pub(crate) const BULK_ROWS: usize = 400;
+
+pub(crate) fn kind_from(s: &str) -> ResourceKind {
+    match s {
+        "beneficiary" => ResourceKind::Beneficiary,
+        "direct-debit" => ResourceKind::DirectDebit,
+        "standing-order" => ResourceKind::StandingOrder,
+        "scheduled-payment" => ResourceKind::ScheduledPayment,
+        "statement" => ResourceKind::Statement,
+        "product" => ResourceKind::Product,
+        "offer" => ResourceKind::Offer,
+        _ => ResourceKind::Party,
+    }
+}
+
+pub(crate) fn multi_insert_sql(rows: usize) -> String {
+    let mut sql = format!("INSERT INTO transactions ({TX_COLUMNS}) VALUES ");
+    for r in 0..rows {
+        if r > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for c in 0..12 {
+            if c > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("${}", r * 12 + c + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+#[macro_export]
+#[doc(hidden)]
+macro_rules! impl_world_store {
+    ($store:ty, $row:ty, $db:ty) => {
+        fn tx_from_row(r: &$row) -> Result<aspen_domain::Transaction, $crate::StoreError> {
+            use sqlx::Row;
+            Ok(aspen_domain::Transaction {
+                transaction_id: r.get(0),
+                account_id: r.get(1),
+                booking_ms: r.get(2),
+                value_ms: r.get(3),
+                amount_minor: r.get(4),
+                currency: r.get(5),
+                credit_debit: if r.get::<i64, _>(6) != 0 {
+                    aspen_domain::CreditDebit::Credit
+                } else {
+                    aspen_domain::CreditDebit::Debit
+                },
+                status: r.get(7),
+                reference: r.get(8),
+                information: r.get(9),
+                balance_minor: r.get(10),
+                detail: $crate::auth::parse_json(r.get::<&str, _>(11))?,
+            })
+        }
+
+        fn account_from_row(r: &$row) -> Result<aspen_domain::Account, $crate::StoreError> {
+            use sqlx::Row;
+            let idents: Vec<aspen_domain::AccountIdentification> = serde_json::from_str(r.get::<&str, _>(8))
+                .map_err(|e| $crate::StoreError::Backend(format!("corrupt identifications: {e}")))?;
+            Ok(aspen_domain::Account {
+                account_id: r.get(0),
+                psu_id: r.get(1),
+                currency: r.get(2),
+                account_type: r.get(3),
+                account_sub_type: r.get(4),
+                description: r.get(5),
+                nickname: r.get(6),
+                opening_date: r.get(7),
+                identifications: idents,
+                servicer: r
+                    .get::<Option<&str>, _>(9)
+                    .map($crate::auth::parse_json)
+                    .transpose()?,
+                booked_minor: r.get(10),
+                pending_debits_minor: r.get(11),
+                pending_credits_minor: r.get(12),
+            })
+        }
+
+        fn psu_from_row(r: &$row) -> Result<aspen_domain::Psu, $crate::StoreError> {
+            use sqlx::Row;
+            Ok(aspen_domain::Psu {
+                id: r.get(0),
+                username: r.get(1),
+                password_hash: r.get(2),
+                name: r.get(3),
+                email: r.get(4),
+                party: $crate::auth::parse_json(r.get::<&str, _>(5))?,
+            })
+        }
+
+        fn bind_tx<'q>(
+            q: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>,
+            t: &aspen_domain::Transaction,
+        ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments> {
+            q.bind(t.transaction_id.clone())
+                .bind(t.account_id.clone())
+                .bind(t.booking_ms)
+                .bind(t.value_ms)
+                .bind(t.amount_minor)
+                .bind(t.currency.clone())
+                .bind(matches!(t.credit_debit, aspen_domain::CreditDebit::Credit) as i64)
+                .bind(t.status.clone())
+                .bind(t.reference.clone())
+                .bind(t.information.clone())
+                .bind(t.balance_minor)
+                .bind(t.detail.to_string())
+        }
+
+        async fn insert_transactions(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            txs: &[aspen_domain::Transaction],
+        ) -> Result<(), $crate::StoreError> {
+            let full = $crate::world::multi_insert_sql($crate::world::BULK_ROWS);
+            for chunk in txs.chunks($crate::world::BULK_ROWS) {
+                let sql = if chunk.len() == $crate::world::BULK_ROWS {
+                    full.clone()
+                } else {
+                    $crate::world::multi_insert_sql(chunk.len())
+                };
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for t in chunk {
+                    q = bind_tx(q, t);
+                }
+                q.execute(&mut *conn).await.map_err($crate::StoreError::from)?;
+            }
+            Ok(())
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::world::WorldStore for $store {
+            async fn seed_state(&self) -> Result<Option<$crate::world::SeedState>, $crate::StoreError> {
+                let row: Option<$row> = sqlx::query("SELECT seed, anchor, bulk FROM sandbox_meta WHERE id = 1")
+                    .fetch_optional(&self.pool)
+                    .await?;
+                use sqlx::Row;
+                Ok(row.map(|r| $crate::world::SeedState { seed: r.get(0), anchor: r.get(1), bulk: r.get(2) }))
+            }
+
+            async fn seed_world(&self, w: &aspen_domain::World) -> Result<bool, $crate::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let claimed = sqlx::query(
+                    "INSERT INTO sandbox_meta (id, seed, anchor, bulk, seeded_at) VALUES (1, $1, $2, 0, $3) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(w.seed as i64)
+                .bind(&w.anchor)
+                .bind(chrono::Utc::now().timestamp_millis())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !claimed {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                for p in &w.psus {
+                    sqlx::query("INSERT INTO psus (psu_id, username, password_hash, name, email, party) VALUES ($1,$2,$3,$4,$5,$6)")
+                        .bind(&p.id)
+                        .bind(&p.username)
+                        .bind(&p.password_hash)
+                        .bind(&p.name)
+                        .bind(&p.email)
+                        .bind(p.party.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let sql = format!(
+                    "INSERT INTO accounts ({}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
+                    $crate::world::ACCOUNT_COLUMNS
+                );
+                for a in &w.accounts {
+                    sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                        .bind(&a.account_id)
+                        .bind(&a.psu_id)
+                        .bind(&a.currency)
+                        .bind(&a.account_type)
+                        .bind(&a.account_sub_type)
+                        .bind(&a.description)
+                        .bind(&a.nickname)
+                        .bind(a.opening_date)
+                        .bind(serde_json::to_string(&a.identifications).unwrap_or_default())
+                        .bind(a.servicer.as_ref().map(|s| s.to_string()))
+                        .bind(a.booked_minor)
+                        .bind(a.pending_debits_minor)
+                        .bind(a.pending_credits_minor)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                insert_transactions(&mut tx, &w.transactions).await?;
+                for r in &w.resources {
+                    sqlx::query("INSERT INTO account_resources (account_id, kind, resource_id, sort_key, body) VALUES ($1,$2,$3,$4,$5)")
+                        .bind(&r.account_id)
+                        .bind(r.kind.as_str())
+                        .bind(&r.resource_id)
+                        .bind(&r.sort_key)
+                        .bind(r.body.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn seed_bulk(
+                &self,
+                account_id: &str,
+                entries: &mut (dyn Iterator<Item = aspen_domain::Transaction> + Send),
+                count: i64,
+            ) -> Result<u64, $crate::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let mut n = 0u64;
+                let mut delta = 0i64;
+                let mut buf = Vec::with_capacity($crate::world::BULK_ROWS * 8);
+                loop {
+                    buf.clear();
+                    for _ in 0..$crate::world::BULK_ROWS * 8 {
+                        match entries.next() {
+                            Some(t) => buf.push(t),
+                            None => break,
+                        }
+                    }
+                    if buf.is_empty() {
+                        break;
+                    }
+                    delta += buf.iter().map(|t| t.signed_minor()).sum::<i64>();
+                    n += buf.len() as u64;
+                    insert_transactions(&mut tx, &buf).await?;
+                }
+                sqlx::query("UPDATE accounts SET booked_minor = booked_minor + $2 WHERE account_id = $1")
+                    .bind(account_id)
+                    .bind(delta)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE sandbox_meta SET bulk = $1 WHERE id = 1")
+                    .bind(count)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(n)
+            }
+
+            async fn psu_by_username(&self, username: &str) -> Result<Option<aspen_domain::Psu>, $crate::StoreError> {
+                let row: Option<$row> = sqlx::query(
+                    "SELECT psu_id, username, password_hash, name, email, party FROM psus WHERE username = $1",
+                )
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|r| psu_from_row(&r)).transpose()
+            }
+
+            async fn psu(&self, psu_id: &str) -> Result<Option<aspen_domain::Psu>, $crate::StoreError> {
+                let row: Option<$row> = sqlx::query(
+                    "SELECT psu_id, username, password_hash, name, email, party FROM psus WHERE psu_id = $1",
+                )
+                .bind(psu_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|r| psu_from_row(&r)).transpose()
+            }
+
+            async fn accounts_for_psu(&self, psu_id: &str) -> Result<Vec<aspen_domain::Account>, $crate::StoreError> {
+                let sql = format!("SELECT {} FROM accounts WHERE psu_id = $1 ORDER BY account_id", $crate::world::ACCOUNT_COLUMNS);
+                let rows: Vec<$row> = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(psu_id).fetch_all(&self.pool).await?;
+                rows.iter().map(account_from_row).collect()
+            }
+
+            async fn account(&self, account_id: &str) -> Result<Option<aspen_domain::Account>, $crate::StoreError> {
+                let sql = format!("SELECT {} FROM accounts WHERE account_id = $1", $crate::world::ACCOUNT_COLUMNS);
+                let row: Option<$row> = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(account_id).fetch_optional(&self.pool).await?;
+                row.map(|r| account_from_row(&r)).transpose()
+            }
+
+            async fn transactions_page(
+                &self,
+                account_id: &str,
+                f: &$crate::world::TxFilter,
+                after: Option<&$crate::world::TxCursor>,
+                before: Option<&$crate::world::TxCursor>,
+                limit: i64,
+            ) -> Result<Vec<aspen_domain::Transaction>, $crate::StoreError> {
+                // Keyset pagination: the (booking_ms, transaction_id) index
+                // is entered at the cursor, so every page costs the same
+                // however deep it is.
+                let backwards = before.is_some();
+                let (cmp, order) = if backwards { ("<", "DESC") } else { (">", "ASC") };
+                let cursor = before.or(after);
+                let (cur_ms, cur_id) = match cursor {
+                    Some(c) => (c.booking_ms, c.transaction_id.clone()),
+                    None if backwards => (i64::MAX, String::new()),
+                    None => (i64::MIN, String::new()),
+                };
+                let sql = format!(
+                    "SELECT {} FROM transactions WHERE account_id = $1 AND booking_ms >= $2 AND booking_ms < $3 \
+                     AND credit IN ($4, $5) AND (booking_ms, transaction_id) {cmp} ($6, $7) \
+                     ORDER BY booking_ms {order}, transaction_id {order} LIMIT $8",
+                    $crate::world::TX_COLUMNS
+                );
+                let rows: Vec<$row> = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(account_id)
+                    .bind(f.from_ms)
+                    .bind(f.to_ms)
+                    .bind(if f.credits { 1i64 } else { -1 })
+                    .bind(if f.debits { 0i64 } else { -1 })
+                    .bind(cur_ms)
+                    .bind(cur_id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let mut out = rows.iter().map(tx_from_row).collect::<Result<Vec<_>, _>>()?;
+                if backwards {
+                    out.reverse();
+                }
+                Ok(out)
+            }
+
+            async fn count_transactions(&self, account_id: &str, f: &$crate::world::TxFilter) -> Result<i64, $crate::StoreError> {
+                let row: $row = sqlx::query(
+                    "SELECT COUNT(*) FROM transactions WHERE account_id = $1 AND booking_ms >= $2 AND booking_ms < $3 AND credit IN ($4, $5)",
+                )
+                .bind(account_id)
+                .bind(f.from_ms)
+                .bind(f.to_ms)
+                .bind(if f.credits { 1i64 } else { -1 })
+                .bind(if f.debits { 0i64 } else { -1 })
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(r_count(&row))
+            }
+
+            async fn transaction_bounds(&self, account_id: &str) -> Result<Option<(i64, i64)>, $crate::StoreError> {
+                let row: $row = sqlx::query("SELECT MIN(booking_ms), MAX(booking_ms) FROM transactions WHERE account_id = $1")
+                    .bind(account_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                use sqlx::Row;
+                let min: Option<i64> = row.get(0);
+                let max: Option<i64> = row.get(1);
+                Ok(min.zip(max))
+            }
+
+            async fn resources(&self, account_id: &str, kind: aspen_domain::ResourceKind) -> Result<Vec<aspen_domain::AccountResource>, $crate::StoreError> {
+                let rows: Vec<$row> = sqlx::query(
+                    "SELECT account_id, kind, resource_id, sort_key, body FROM account_resources WHERE account_id = $1 AND kind = $2 ORDER BY sort_key, resource_id",
+                )
+                .bind(account_id)
+                .bind(kind.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(resource_from_row).collect()
+            }
+
+            async fn resource(&self, account_id: &str, kind: aspen_domain::ResourceKind, id: &str) -> Result<Option<aspen_domain::AccountResource>, $crate::StoreError> {
+                let row: Option<$row> = sqlx::query(
+                    "SELECT account_id, kind, resource_id, sort_key, body FROM account_resources WHERE account_id = $1 AND kind = $2 AND resource_id = $3",
+                )
+                .bind(account_id)
+                .bind(kind.as_str())
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|r| resource_from_row(&r)).transpose()
+            }
+        }
+
+        fn r_count(row: &$row) -> i64 {
+            use sqlx::Row;
+            row.get::<i64, _>(0)
+        }
+
+        fn resource_from_row(r: &$row) -> Result<aspen_domain::AccountResource, $crate::StoreError> {
+            use sqlx::Row;
+            Ok(aspen_domain::AccountResource {
+                account_id: r.get(0),
+                kind: $crate::world::kind_from(r.get::<&str, _>(1)),
+                resource_id: r.get(2),
+                sort_key: r.get(3),
+                body: $crate::auth::parse_json(r.get::<&str, _>(4))?,
+            })
+        }
+    };
+}
