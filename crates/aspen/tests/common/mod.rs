@@ -99,6 +99,7 @@ pub struct Tpp {
     pub software_id: String,
     pub key: aspen_jose::SigningKey,
     pub ssa: String,
+    pub redirect_uris: Vec<String>,
 }
 
 impl Tpp {
@@ -112,6 +113,7 @@ impl Tpp {
             software_id: kit["software_id"].as_str().unwrap().to_string(),
             key: aspen_jose::SigningKey::from_pkcs8_pem(&pem, None).unwrap(),
             ssa: std::fs::read_to_string(dir.join("ssa.jwt")).unwrap().trim().to_string(),
+            redirect_uris: serde_json::from_value(kit["redirect_uris"].clone()).unwrap(),
         }
     }
 
@@ -124,7 +126,7 @@ impl Tpp {
             "exp": now + 300,
             "aud": aud,
             "jti": uuid::Uuid::new_v4().to_string(),
-            "redirect_uris": ["https://tpp.example.com/cb"],
+            "redirect_uris": self.redirect_uris,
             "token_endpoint_auth_method": "private_key_jwt",
             "token_endpoint_auth_signing_alg": "PS256",
             "grant_types": ["client_credentials", "authorization_code", "refresh_token"],

@@ -1,0 +1,366 @@
+//! One suite, both backends: every test body takes an `Arc<dyn Store>` and
+//! runs once on SQLite (a temporary file) and once on PostgreSQL (its own
+//! schema on the server named by `ASPEN_TEST_DATABASE_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`). When PostgreSQL cannot be
+//! reached the PostgreSQL half prints SKIPPED and why, unless
+//! `ASPEN_REQUIRE_POSTGRES=1` (CI), where it fails.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use aspen_domain::{CreditDebit, ResourceKind, World};
+use aspen_store::auth::{ClientRecord, TokenKind, TokenRecord};
+use aspen_store::consent::{CodeRecord, ConsentRecord, Redeemed};
+use aspen_store::{Store, TxCursor, TxFilter};
+use serde_json::json;
+
+type Body = fn(Arc<dyn Store>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+async fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    let s = aspen_store::connect(&url).await.unwrap();
+    s.migrate().await.unwrap();
+    (s, dir)
+}
+
+fn pg_url() -> String {
+    std::env::var("ASPEN_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A store on a fresh schema, and the schema name to drop afterwards.
+async fn postgres() -> Option<(Arc<dyn Store>, String)> {
+    let url = pg_url();
+    let admin = match sqlx::PgPool::connect(&url).await {
+        Ok(p) => p,
+        Err(e) => {
+            if std::env::var("ASPEN_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+                panic!("PostgreSQL required but not reachable at {url}: {e}");
+            }
+            eprintln!("SKIPPED: PostgreSQL not reachable at {url}: {e}");
+            return None;
+        }
+    };
+    let schema = format!("t_{}", uuid_like());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&admin).await.unwrap();
+    admin.close().await;
+    let s = aspen_store::connect_with_schema(&url, Some(&schema)).await.unwrap();
+    s.migrate().await.unwrap();
+    Some((s, schema))
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let n = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("{:x}{:x}", n, std::process::id())
+}
+
+async fn drop_schema(schema: &str) {
+    if let Ok(admin) = sqlx::PgPool::connect(&pg_url()).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE"))).execute(&admin).await;
+    }
+}
+
+async fn on_sqlite(body: Body) {
+    let (s, _dir) = sqlite().await;
+    body(s).await;
+}
+
+async fn on_postgres(body: Body) {
+    if let Some((s, schema)) = postgres().await {
+        body(s).await;
+        drop_schema(&schema).await;
+    }
+}
+
+macro_rules! both {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test]
+            async fn sqlite() {
+                on_sqlite(|s| Box::pin($body(s))).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                on_postgres(|s| Box::pin($body(s))).await;
+            }
+        }
+    };
+}
+
+fn world() -> World {
+    aspen_sandbox::generate_world(42, chrono::NaiveDate::from_ymd_opt(2026, 11, 24).unwrap())
+}
+
+both!(migrations_are_idempotent, |s: Arc<dyn Store>| async move {
+    s.migrate().await.unwrap();
+    s.migrate().await.unwrap();
+    s.ping().await.unwrap();
+});
+
+both!(seeding_is_idempotent_and_complete, |s: Arc<dyn Store>| async move {
+    let w = world();
+    assert!(s.seed_world(&w).await.unwrap());
+    assert!(!s.seed_world(&w).await.unwrap(), "second seed changes nothing");
+    let st = s.seed_state().await.unwrap().unwrap();
+    assert_eq!((st.seed, st.anchor.as_str()), (42, "2026-11-24"));
+    let rora = s.psu_by_username("rora").await.unwrap().unwrap();
+    assert_eq!(s.psu(&rora.id).await.unwrap().unwrap(), rora);
+    assert!(s.psu_by_username("nobody").await.unwrap().is_none());
+    let accounts = s.accounts_for_psu(&rora.id).await.unwrap();
+    assert_eq!(accounts.len(), 3);
+    for a in &accounts {
+        let stored = s.account(&a.account_id).await.unwrap().unwrap();
+        let expected = w.accounts.iter().find(|x| x.account_id == a.account_id).unwrap();
+        assert_eq!(&stored, expected);
+        // Balances agree with the stored transactions.
+        let all = s.transactions_page(&a.account_id, &TxFilter::all(), None, None, 100_000).await.unwrap();
+        let booked: i64 = all.iter().filter(|t| t.status == "Booked").map(|t| t.signed_minor()).sum();
+        assert_eq!(booked, stored.booked_minor);
+        assert_eq!(all.len() as i64, s.count_transactions(&a.account_id, &TxFilter::all()).await.unwrap());
+    }
+    let gbp = &accounts.iter().find(|a| a.description == "Financial Account").unwrap().account_id;
+    for k in [ResourceKind::Beneficiary, ResourceKind::DirectDebit, ResourceKind::StandingOrder, ResourceKind::ScheduledPayment, ResourceKind::Statement, ResourceKind::Product, ResourceKind::Party] {
+        let list = s.resources(gbp, k).await.unwrap();
+        assert!(!list.is_empty(), "{k:?}");
+        let one = s.resource(gbp, k, &list[0].resource_id).await.unwrap().unwrap();
+        assert_eq!(one, list[0]);
+    }
+    assert!(s.resource(gbp, ResourceKind::Statement, "nope").await.unwrap().is_none());
+    assert!(s.account("nope").await.unwrap().is_none());
+});
+
+both!(keyset_pagination_walks_each_transaction_once, |s: Arc<dyn Store>| async move {
+    let w = world();
+    s.seed_world(&w).await.unwrap();
+    let acct = aspen_sandbox::generate_world(42, chrono::NaiveDate::from_ymd_opt(2026, 11, 24).unwrap()).accounts[0].account_id.clone();
+    let anchor = chrono::NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
+    let mut bulk = aspen_sandbox::bulk_transactions(42, anchor, &acct, 0, 3000);
+    assert_eq!(s.seed_bulk(&acct, &mut bulk, 3000).await.unwrap(), 3000);
+    let before = s.account(&acct).await.unwrap().unwrap();
+    let expected_sum: i64 = w.transactions.iter().filter(|t| t.account_id == acct && t.status == "Booked").map(|t| t.signed_minor()).sum();
+    assert_eq!(before.booked_minor, expected_sum, "bulk pairs cancel out");
+
+    let (lo, hi) = s.transaction_bounds(&acct).await.unwrap().unwrap();
+    let filters = [
+        TxFilter::all(),
+        TxFilter { from_ms: lo + (hi - lo) / 3, to_ms: hi - (hi - lo) / 4, credits: true, debits: true },
+        TxFilter { credits: true, debits: false, ..TxFilter::all() },
+        TxFilter { credits: false, debits: true, ..TxFilter::all() },
+    ];
+    for f in filters {
+        let total = s.count_transactions(&acct, &f).await.unwrap();
+        let mut seen = Vec::new();
+        let mut cursor: Option<TxCursor> = None;
+        loop {
+            let page = s.transactions_page(&acct, &f, cursor.as_ref(), None, 97).await.unwrap();
+            if page.is_empty() {
+                break;
+            }
+            for t in &page {
+                assert!(t.booking_ms >= f.from_ms && t.booking_ms < f.to_ms);
+                assert!((t.credit_debit == CreditDebit::Credit && f.credits) || (t.credit_debit == CreditDebit::Debit && f.debits));
+            }
+            let last = page.last().unwrap();
+            cursor = Some(TxCursor { booking_ms: last.booking_ms, transaction_id: last.transaction_id.clone() });
+            seen.extend(page.into_iter().map(|t| (t.booking_ms, t.transaction_id)));
+        }
+        assert_eq!(seen.len() as i64, total);
+        let mut sorted = seen.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(seen, sorted, "in order and each exactly once");
+        // Backwards from the end gives the same sequence reversed.
+        let mut back = Vec::new();
+        let mut cursor: Option<TxCursor> = None;
+        loop {
+            let page = match &cursor {
+                None => s.transactions_page(&acct, &f, None, Some(&TxCursor { booking_ms: i64::MAX, transaction_id: String::new() }), 89).await.unwrap(),
+                Some(c) => s.transactions_page(&acct, &f, None, Some(c), 89).await.unwrap(),
+            };
+            if page.is_empty() {
+                break;
+            }
+            let first = page.first().unwrap();
+            cursor = Some(TxCursor { booking_ms: first.booking_ms, transaction_id: first.transaction_id.clone() });
+            back.splice(0..0, page.into_iter().map(|t| (t.booking_ms, t.transaction_id)));
+        }
+        assert_eq!(back, seen);
+    }
+});
+
+fn client(id: &str) -> ClientRecord {
+    ClientRecord {
+        client_id: id.into(),
+        org_id: "org".into(),
+        software_id: "soft".into(),
+        client_name: "Client".into(),
+        token_endpoint_auth_method: "private_key_jwt".into(),
+        token_endpoint_auth_signing_alg: Some("PS256".into()),
+        tls_client_auth_subject_dn: None,
+        client_secret_hash: None,
+        permissive: false,
+        headless: true,
+        scope: "openid accounts".into(),
+        redirect_uris: vec!["https://x.example/cb".into()],
+        grant_types: vec!["client_credentials".into()],
+        response_types: vec!["code id_token".into()],
+        jwks: json!({"keys": []}),
+        jwks_uri: None,
+        metadata: json!({"client_id": id}),
+        issued_at: 1,
+        updated_at: 1,
+    }
+}
+
+fn token(hash: &str, client: &str, consent: Option<&str>) -> TokenRecord {
+    TokenRecord {
+        token_hash: hash.into(),
+        kind: TokenKind::Access,
+        client_id: client.into(),
+        scope: "accounts".into(),
+        consent_id: consent.map(str::to_string),
+        psu_id: None,
+        grant: "client_credentials".into(),
+        cert_thumbprint: Some("x5t".into()),
+        issued_at: 1,
+        expires_at: i64::MAX / 2,
+        revoked: false,
+        code_hash: Some("code-1".into()),
+    }
+}
+
+both!(clients_tokens_and_jti, |s: Arc<dyn Store>| async move {
+    s.insert_client(&client("c1")).await.unwrap();
+    assert!(matches!(s.insert_client(&client("c1")).await, Err(aspen_store::StoreError::Conflict(_))));
+    assert_eq!(s.client("c1").await.unwrap().unwrap(), client("c1"));
+    let mut upd = client("c1");
+    upd.scope = "openid".into();
+    s.update_client(&upd).await.unwrap();
+    assert_eq!(s.client("c1").await.unwrap().unwrap().scope, "openid");
+    s.insert_token(&token("t1", "c1", None)).await.unwrap();
+    s.insert_token(&token("t2", "c1", Some("cons"))).await.unwrap();
+    assert!(!s.token_by_hash("t1").await.unwrap().unwrap().revoked);
+    // Deleting a client revokes its tokens in the same transaction.
+    assert!(s.delete_client("c1").await.unwrap());
+    assert!(s.client("c1").await.unwrap().is_none());
+    assert!(s.token_by_hash("t1").await.unwrap().unwrap().revoked);
+    assert!(!s.delete_client("c1").await.unwrap());
+    assert_eq!(s.list_clients().await.unwrap().len(), 0);
+
+    // A jti is accepted once per scope, however many callers race.
+    let far = chrono::Utc::now().timestamp() + 600;
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move { s.use_jti("assertion:c1", "j1", far).await.unwrap() }));
+    }
+    let mut wins = 0;
+    for h in handles {
+        wins += h.await.unwrap() as u32;
+    }
+    assert_eq!(wins, 1);
+    assert!(s.use_jti("assertion:c2", "j1", far).await.unwrap(), "other scope is independent");
+});
+
+fn consent(id: &str) -> ConsentRecord {
+    ConsentRecord {
+        consent_id: id.into(),
+        kind: "account-access".into(),
+        client_id: "c1".into(),
+        status: "AwaitingAuthorisation".into(),
+        created_at: 1,
+        status_updated_at: 1,
+        expires_at: None,
+        psu_id: None,
+        accounts: vec![],
+        data: json!({"Data": {"Permissions": ["ReadAccountsBasic"]}, "Risk": {}}),
+        authorised_at: None,
+        deleted: false,
+    }
+}
+
+both!(consents_codes_sessions_and_throttling, |s: Arc<dyn Store>| async move {
+    s.insert_consent(&consent("k1")).await.unwrap();
+    s.insert_token(&token("tk", "c1", Some("k1"))).await.unwrap();
+    // Compare-and-set transitions.
+    assert!(!s.transition_consent("k1", &["Authorised"], "Revoked", 5, None).await.unwrap());
+    let accts = vec!["a1".to_string(), "a2".to_string()];
+    assert!(s.transition_consent("k1", &["AwaitingAuthorisation"], "Authorised", 7, Some(("p1", &accts))).await.unwrap());
+    let c = s.consent("k1").await.unwrap().unwrap();
+    assert_eq!((c.status.as_str(), c.psu_id.as_deref(), c.accounts.clone(), c.authorised_at), ("Authorised", Some("p1"), accts.clone(), Some(7)));
+    assert_eq!(s.consents_for_psu("p1").await.unwrap().len(), 1);
+    assert!(s.end_consent("k1", Some("Revoked"), 9).await.unwrap());
+    assert_eq!(s.consent("k1").await.unwrap().unwrap().status, "Revoked");
+    assert!(s.token_by_hash("tk").await.unwrap().unwrap().revoked, "revocation kills the consent's tokens");
+    s.insert_consent(&consent("k2")).await.unwrap();
+    assert!(s.end_consent("k2", None, 9).await.unwrap());
+    assert!(s.consent("k2").await.unwrap().unwrap().deleted);
+
+    // Codes: exactly one concurrent redemption wins; the rest see a replay.
+    let code = CodeRecord {
+        code_hash: "h1".into(),
+        client_id: "c1".into(),
+        redirect_uri: "https://x.example/cb".into(),
+        consent_id: "k1".into(),
+        psu_id: "p1".into(),
+        nonce: "n".into(),
+        scope: "openid accounts".into(),
+        code_challenge: None,
+        acr: "urn:openbanking:psd2:sca".into(),
+        auth_time: 1,
+        expires_at: 100,
+    };
+    s.insert_code(&code).await.unwrap();
+    let mut handles = Vec::new();
+    for _ in 0..6 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move { s.redeem_code("h1", 50).await.unwrap() }));
+    }
+    let mut fresh = 0;
+    for h in handles {
+        match h.await.unwrap() {
+            Redeemed::Fresh(c) => {
+                assert_eq!(c, code);
+                fresh += 1;
+            }
+            Redeemed::Replayed(_) => {}
+            Redeemed::Unknown => panic!("code vanished"),
+        }
+    }
+    assert_eq!(fresh, 1);
+    assert_eq!(s.redeem_code("nope", 50).await.unwrap(), Redeemed::Unknown);
+    s.insert_token(&token("tc", "c1", None)).await.unwrap();
+    s.revoke_tokens_of_code("code-1").await.unwrap();
+    assert!(s.token_by_hash("tc").await.unwrap().unwrap().revoked);
+
+    // Sessions expire.
+    let sess = aspen_store::consent::WebSession {
+        id_hash: "s1".into(),
+        kind: "authorize".into(),
+        csrf: "x".into(),
+        psu_id: None,
+        auth_time: None,
+        payload: json!({"a": 1}),
+        expires_at: 100,
+    };
+    s.insert_session(&sess).await.unwrap();
+    assert_eq!(s.session("s1", 50).await.unwrap().unwrap(), sess);
+    assert!(s.session("s1", 150).await.unwrap().is_none());
+    s.set_session_psu("s1", "p1", 60).await.unwrap();
+    assert_eq!(s.session("s1", 60).await.unwrap().unwrap().psu_id.as_deref(), Some("p1"));
+    s.delete_session("s1").await.unwrap();
+    assert!(s.session("s1", 50).await.unwrap().is_none());
+
+    // Login throttling counts within a window and resets after it.
+    for i in 1..=3 {
+        assert_eq!(s.record_login_failure("psu:rora", 1000, 900).await.unwrap(), i);
+    }
+    assert_eq!(s.login_failures("psu:rora", 1500, 900).await.unwrap(), 3);
+    assert_eq!(s.login_failures("psu:rora", 2000, 900).await.unwrap(), 0);
+    assert_eq!(s.record_login_failure("psu:rora", 2000, 900).await.unwrap(), 1);
+    s.clear_login_failures("psu:rora").await.unwrap();
+    assert_eq!(s.login_failures("psu:rora", 2000, 900).await.unwrap(), 0);
+});
