@@ -53,55 +53,108 @@ struct ConsentRequest {
 }
 
 fn validate(body: &Value, strict: bool) -> Result<ConsentRequest, ObError> {
-    let obj = body
-        .as_object()
-        .ok_or_else(|| invalid(ObErrorCode::ResourceInvalidFormat, "the body must be a JSON object", "$"))?;
+    let obj = body.as_object().ok_or_else(|| {
+        invalid(
+            ObErrorCode::ResourceInvalidFormat,
+            "the body must be a JSON object",
+            "$",
+        )
+    })?;
     let data = obj
         .get("Data")
         .ok_or_else(|| invalid(ObErrorCode::FieldMissing, "Data is required", "Data"))?
         .as_object()
-        .ok_or_else(|| invalid(ObErrorCode::ResourceInvalidFormat, "Data must be an object", "Data"))?;
+        .ok_or_else(|| {
+            invalid(
+                ObErrorCode::ResourceInvalidFormat,
+                "Data must be an object",
+                "Data",
+            )
+        })?;
     match obj.get("Risk") {
-        None => return Err(invalid(ObErrorCode::FieldMissing, "Risk is required", "Risk")),
+        None => {
+            return Err(invalid(
+                ObErrorCode::FieldMissing,
+                "Risk is required",
+                "Risk",
+            ));
+        }
         Some(Value::Object(_)) => {}
-        Some(_) => return Err(invalid(ObErrorCode::ResourceInvalidFormat, "Risk must be an object", "Risk")),
+        Some(_) => {
+            return Err(invalid(
+                ObErrorCode::ResourceInvalidFormat,
+                "Risk must be an object",
+                "Risk",
+            ));
+        }
     }
     if strict {
         // COMMON-21: the strict profile refuses fields the schema lacks.
         for k in obj.keys() {
             if k != "Data" && k != "Risk" {
-                return Err(invalid(ObErrorCode::ResourceInvalidFormat, format!("unknown field {k}"), k));
+                return Err(invalid(
+                    ObErrorCode::ResourceInvalidFormat,
+                    format!("unknown field {k}"),
+                    k,
+                ));
             }
         }
         for k in data.keys() {
             if !matches!(
                 k.as_str(),
-                "Permissions" | "ExpirationDateTime" | "TransactionFromDateTime" | "TransactionToDateTime"
+                "Permissions"
+                    | "ExpirationDateTime"
+                    | "TransactionFromDateTime"
+                    | "TransactionToDateTime"
             ) {
-                return Err(invalid(ObErrorCode::ResourceInvalidFormat, format!("unknown field Data.{k}"), &format!("Data.{k}")));
+                return Err(invalid(
+                    ObErrorCode::ResourceInvalidFormat,
+                    format!("unknown field Data.{k}"),
+                    &format!("Data.{k}"),
+                ));
             }
         }
     }
-    let perms_value = data
-        .get("Permissions")
-        .ok_or_else(|| invalid(ObErrorCode::FieldMissing, "Permissions is required", "Data.Permissions"))?;
-    let arr = perms_value
-        .as_array()
-        .ok_or_else(|| invalid(ObErrorCode::ResourceInvalidFormat, "Permissions must be an array", "Data.Permissions"))?;
+    let perms_value = data.get("Permissions").ok_or_else(|| {
+        invalid(
+            ObErrorCode::FieldMissing,
+            "Permissions is required",
+            "Data.Permissions",
+        )
+    })?;
+    let arr = perms_value.as_array().ok_or_else(|| {
+        invalid(
+            ObErrorCode::ResourceInvalidFormat,
+            "Permissions must be an array",
+            "Data.Permissions",
+        )
+    })?;
     let mut permissions: Vec<String> = Vec::new();
     for p in arr {
-        let p = p
-            .as_str()
-            .ok_or_else(|| invalid(ObErrorCode::ResourceInvalidFormat, "Permissions must be strings", "Data.Permissions"))?;
+        let p = p.as_str().ok_or_else(|| {
+            invalid(
+                ObErrorCode::ResourceInvalidFormat,
+                "Permissions must be strings",
+                "Data.Permissions",
+            )
+        })?;
         if !PERMISSIONS.contains(&p) {
-            return Err(invalid(ObErrorCode::FieldInvalid, format!("unknown permission {p}"), "Data.Permissions"));
+            return Err(invalid(
+                ObErrorCode::FieldInvalid,
+                format!("unknown permission {p}"),
+                "Data.Permissions",
+            ));
         }
         // AIS-13: duplicates are tolerated; they are kept as sent.
         permissions.push(p.to_string());
     }
     let has = |p: &str| permissions.iter().any(|x| x == p);
     if permissions.is_empty() {
-        return Err(invalid(ObErrorCode::FieldInvalid, "Permissions must not be empty", "Data.Permissions"));
+        return Err(invalid(
+            ObErrorCode::FieldInvalid,
+            "Permissions must not be empty",
+            "Data.Permissions",
+        ));
     }
     if !has("ReadAccountsBasic") && !has("ReadAccountsDetail") {
         return Err(invalid(
@@ -123,16 +176,28 @@ fn validate(body: &Value, strict: bool) -> Result<ConsentRequest, ObError> {
         match data.get(name) {
             None => Ok(None),
             Some(Value::String(s)) => parse_request_datetime(s).map(Some).ok_or_else(|| {
-                invalid(ObErrorCode::FieldInvalidDate, format!("{name} is not an ISO 8601 date-time"), &format!("Data.{name}"))
+                invalid(
+                    ObErrorCode::FieldInvalidDate,
+                    format!("{name} is not an ISO 8601 date-time"),
+                    &format!("Data.{name}"),
+                )
             }),
-            Some(_) => Err(invalid(ObErrorCode::ResourceInvalidFormat, format!("{name} must be a string"), &format!("Data.{name}"))),
+            Some(_) => Err(invalid(
+                ObErrorCode::ResourceInvalidFormat,
+                format!("{name} must be a string"),
+                &format!("Data.{name}"),
+            )),
         }
     };
     let expiration = date("ExpirationDateTime")?;
     let from = date("TransactionFromDateTime")?;
     let to = date("TransactionToDateTime")?;
     if expiration.is_some_and(|e| e <= chrono::Utc::now()) {
-        return Err(invalid(ObErrorCode::FieldInvalidDate, "ExpirationDateTime is in the past", "Data.ExpirationDateTime"));
+        return Err(invalid(
+            ObErrorCode::FieldInvalidDate,
+            "ExpirationDateTime is in the past",
+            "Data.ExpirationDateTime",
+        ));
     }
     if let (Some(f), Some(t)) = (from, to)
         && f > t
@@ -143,7 +208,12 @@ fn validate(body: &Value, strict: bool) -> Result<ConsentRequest, ObError> {
             "Data.TransactionFromDateTime",
         ));
     }
-    Ok(ConsentRequest { permissions, expiration, from, to })
+    Ok(ConsentRequest {
+        permissions,
+        expiration,
+        from,
+        to,
+    })
 }
 
 fn self_link(state: &ApiState, id: &str) -> String {
@@ -156,9 +226,16 @@ pub fn response_body(state: &ApiState, c: &ConsentRecord) -> Value {
     data.insert("ConsentId".into(), json!(c.consent_id));
     data.insert("CreationDateTime".into(), json!(format_ms(c.created_at)));
     data.insert("Status".into(), json!(c.status));
-    data.insert("StatusUpdateDateTime".into(), json!(format_ms(c.status_updated_at)));
+    data.insert(
+        "StatusUpdateDateTime".into(),
+        json!(format_ms(c.status_updated_at)),
+    );
     data.insert("Permissions".into(), c.data["Data"]["Permissions"].clone());
-    for k in ["ExpirationDateTime", "TransactionFromDateTime", "TransactionToDateTime"] {
+    for k in [
+        "ExpirationDateTime",
+        "TransactionFromDateTime",
+        "TransactionToDateTime",
+    ] {
         if let Some(v) = c.data["Data"].get(k) {
             data.insert(k.into(), v.clone());
         }
@@ -171,13 +248,22 @@ pub fn response_body(state: &ApiState, c: &ConsentRecord) -> Value {
     })
 }
 
-pub async fn create(State(state): State<ApiState>, token: BoundToken, headers: HeaderMap, body: Bytes) -> Result<Response, ObError> {
+pub async fn create(
+    State(state): State<ApiState>,
+    token: BoundToken,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ObError> {
     common::require(&token, GrantKind::ClientCredentials, "accounts")?;
     common::check_content_type(&headers)?;
     common::check_accept(&headers)?;
     common::check_fapi_headers(&headers)?;
     let value: Value = serde_json::from_slice(&body).map_err(|_| {
-        ObError::bad_request(ObErrorCode::ResourceInvalidFormat, "the body is not valid JSON", None)
+        ObError::bad_request(
+            ObErrorCode::ResourceInvalidFormat,
+            "the body is not valid JSON",
+            None,
+        )
     })?;
     let req = validate(&value, state.strict)?;
     let now = chrono::Utc::now().timestamp_millis();
@@ -206,7 +292,11 @@ pub async fn create(State(state): State<ApiState>, token: BoundToken, headers: H
         authorised_at: None,
         deleted: false,
     };
-    state.store.insert_consent(&record).await.map_err(ObError::internal)?;
+    state
+        .store
+        .insert_consent(&record)
+        .await
+        .map_err(ObError::internal)?;
     tracing::info!(consent_id = %record.consent_id, client_id = %token.client_id, "account-access consent created");
     Ok(common::created(response_body(&state, &record)))
 }
@@ -219,14 +309,25 @@ async fn owned(state: &ApiState, token: &BoundToken, id: &str) -> Result<Consent
         .await
         .map_err(ObError::internal)?
         .filter(|c| c.kind == KIND && !c.deleted)
-        .ok_or_else(|| ObError::bad_request(ObErrorCode::ResourceNotFound, "no such consent", Some("ConsentId")))?;
+        .ok_or_else(|| {
+            ObError::bad_request(
+                ObErrorCode::ResourceNotFound,
+                "no such consent",
+                Some("ConsentId"),
+            )
+        })?;
     if c.client_id != token.client_id {
         return Err(ObError::forbidden());
     }
     Ok(c)
 }
 
-pub async fn read(State(state): State<ApiState>, token: BoundToken, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ObError> {
+pub async fn read(
+    State(state): State<ApiState>,
+    token: BoundToken,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ObError> {
     common::require(&token, GrantKind::ClientCredentials, "accounts")?;
     common::check_accept(&headers)?;
     common::check_fapi_headers(&headers)?;
@@ -234,7 +335,12 @@ pub async fn read(State(state): State<ApiState>, token: BoundToken, headers: Hea
     Ok(Json(response_body(&state, &c)).into_response())
 }
 
-pub async fn delete(State(state): State<ApiState>, token: BoundToken, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ObError> {
+pub async fn delete(
+    State(state): State<ApiState>,
+    token: BoundToken,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ObError> {
     common::require(&token, GrantKind::ClientCredentials, "accounts")?;
     common::check_fapi_headers(&headers)?;
     owned(&state, &token, &id).await?;
@@ -258,7 +364,17 @@ mod tests {
     #[test]
     fn ais_13_permission_rules() {
         assert!(validate(&req(&["ReadAccountsBasic"]), true).is_ok());
-        assert!(validate(&req(&["ReadAccountsDetail", "ReadAccountsBasic", "ReadAccountsBasic"]), true).is_ok());
+        assert!(
+            validate(
+                &req(&[
+                    "ReadAccountsDetail",
+                    "ReadAccountsBasic",
+                    "ReadAccountsBasic"
+                ]),
+                true
+            )
+            .is_ok()
+        );
         for bad in [
             vec![],
             vec!["ReadBalances"],
@@ -267,16 +383,33 @@ mod tests {
             vec!["ReadAccountsBasic", "ReadEverything"],
         ] {
             let e = validate(&req(&bad), true).err().expect("rejected");
-            assert_eq!(e.errors[0].path.as_deref(), Some("Data.Permissions"), "{bad:?}");
+            assert_eq!(
+                e.errors[0].path.as_deref(),
+                Some("Data.Permissions"),
+                "{bad:?}"
+            );
         }
-        assert!(validate(&req(&["ReadAccountsBasic", "ReadTransactionsDetail", "ReadTransactionsDebits"]), true).is_ok());
+        assert!(
+            validate(
+                &req(&[
+                    "ReadAccountsBasic",
+                    "ReadTransactionsDetail",
+                    "ReadTransactionsDebits"
+                ]),
+                true
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn ais_14_dates() {
         let mut v = req(&["ReadAccountsBasic"]);
         v["Data"]["ExpirationDateTime"] = json!("2001-01-01T00:00Z");
-        assert_eq!(validate(&v, true).err().unwrap().errors[0].error_code, "UK.OBIE.Field.InvalidDate");
+        assert_eq!(
+            validate(&v, true).err().unwrap().errors[0].error_code,
+            "UK.OBIE.Field.InvalidDate"
+        );
         let mut v = req(&["ReadAccountsBasic"]);
         v["Data"]["TransactionFromDateTime"] = json!("2020-02-01T00:00:00+00:00");
         v["Data"]["TransactionToDateTime"] = json!("2020-01-01T00:00:00+00:00");

@@ -33,7 +33,11 @@ pub fn check_accept(headers: &HeaderMap) -> Result<(), ObError> {
         });
         media_ok && charset_ok
     });
-    if ok { Ok(()) } else { Err(ObError::not_acceptable()) }
+    if ok {
+        Ok(())
+    } else {
+        Err(ObError::not_acceptable())
+    }
 }
 
 /// Request bodies are `application/json` (any charset parameter naming
@@ -121,7 +125,11 @@ pub fn parse_query_datetime(s: &str) -> Option<DateTime<Utc>> {
     if let Some(d) = parse_request_datetime(s) {
         return Some(d.naive_local().and_utc());
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(n) = NaiveDateTime::parse_from_str(s, fmt) {
             return Some(n.and_utc());
         }
@@ -165,7 +173,12 @@ mod tests {
         }
         assert!(parse_request_datetime("2017-13-05T10:43Z").is_none());
         assert!(parse_request_datetime("yesterday").is_none());
-        for s in ["2017-04-05T10:43:07", "2017-04-05T10:43:07.999", "2017-04-05", "2017-04-05T10:43:07+05:00"] {
+        for s in [
+            "2017-04-05T10:43:07",
+            "2017-04-05T10:43:07.999",
+            "2017-04-05",
+            "2017-04-05T10:43:07+05:00",
+        ] {
             assert!(parse_query_datetime(s).is_some(), "{s}");
         }
     }

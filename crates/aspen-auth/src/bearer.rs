@@ -76,7 +76,8 @@ where
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let token = bearer_value(parts).ok_or_else(|| TokenRejection("no bearer token").into_response())?;
+        let token =
+            bearer_value(parts).ok_or_else(|| TokenRejection("no bearer token").into_response())?;
         let hash = secrets::hash(token);
         let rec = match state.store().token_by_hash(&hash).await {
             Ok(Some(r)) => r,
@@ -94,13 +95,14 @@ where
         }
         // RFC 8705 §3: the token works only over a connection presenting
         // the certificate it was issued to.
-        let peer = parts
-            .extensions
-            .get::<PeerCert>()
-            .and_then(|p| p.0.clone());
+        let peer = parts.extensions.get::<PeerCert>().and_then(|p| p.0.clone());
         match (&rec.cert_thumbprint, peer) {
             (Some(bound), Some(cert)) if secrets::constant_time_eq(bound, &cert.thumbprint) => {}
-            _ => return Err(TokenRejection("certificate does not match the token binding").into_response()),
+            _ => {
+                return Err(
+                    TokenRejection("certificate does not match the token binding").into_response(),
+                );
+            }
         }
         Ok(BoundToken {
             token_hash: rec.token_hash,

@@ -28,27 +28,91 @@ pub struct Group {
 
 /// AIS permission codes grouped and explained (AIS permissions).
 const PERMISSIONS: &[(&str, &str, &str)] = &[
-    ("Your accounts", "ReadAccountsBasic", "account names, types and currencies"),
-    ("Your accounts", "ReadAccountsDetail", "account numbers and sort codes"),
+    (
+        "Your accounts",
+        "ReadAccountsBasic",
+        "account names, types and currencies",
+    ),
+    (
+        "Your accounts",
+        "ReadAccountsDetail",
+        "account numbers and sort codes",
+    ),
     ("Your balances", "ReadBalances", "account balances"),
-    ("Your transactions", "ReadTransactionsBasic", "transaction amounts, dates and types"),
-    ("Your transactions", "ReadTransactionsDetail", "transaction descriptions, merchants and counterparties"),
-    ("Your transactions", "ReadTransactionsCredits", "money coming in"),
-    ("Your transactions", "ReadTransactionsDebits", "money going out"),
-    ("Your regular payments", "ReadBeneficiariesBasic", "people and businesses you pay"),
-    ("Your regular payments", "ReadBeneficiariesDetail", "account details of people and businesses you pay"),
+    (
+        "Your transactions",
+        "ReadTransactionsBasic",
+        "transaction amounts, dates and types",
+    ),
+    (
+        "Your transactions",
+        "ReadTransactionsDetail",
+        "transaction descriptions, merchants and counterparties",
+    ),
+    (
+        "Your transactions",
+        "ReadTransactionsCredits",
+        "money coming in",
+    ),
+    (
+        "Your transactions",
+        "ReadTransactionsDebits",
+        "money going out",
+    ),
+    (
+        "Your regular payments",
+        "ReadBeneficiariesBasic",
+        "people and businesses you pay",
+    ),
+    (
+        "Your regular payments",
+        "ReadBeneficiariesDetail",
+        "account details of people and businesses you pay",
+    ),
     ("Your regular payments", "ReadDirectDebits", "direct debits"),
-    ("Your regular payments", "ReadStandingOrdersBasic", "standing orders"),
-    ("Your regular payments", "ReadStandingOrdersDetail", "standing orders including payee account details"),
-    ("Your regular payments", "ReadScheduledPaymentsBasic", "scheduled payments"),
-    ("Your regular payments", "ReadScheduledPaymentsDetail", "scheduled payments including payee account details"),
-    ("Your statements", "ReadStatementsBasic", "statement dates and totals"),
+    (
+        "Your regular payments",
+        "ReadStandingOrdersBasic",
+        "standing orders",
+    ),
+    (
+        "Your regular payments",
+        "ReadStandingOrdersDetail",
+        "standing orders including payee account details",
+    ),
+    (
+        "Your regular payments",
+        "ReadScheduledPaymentsBasic",
+        "scheduled payments",
+    ),
+    (
+        "Your regular payments",
+        "ReadScheduledPaymentsDetail",
+        "scheduled payments including payee account details",
+    ),
+    (
+        "Your statements",
+        "ReadStatementsBasic",
+        "statement dates and totals",
+    ),
     ("Your statements", "ReadStatementsDetail", "full statements"),
     ("About you", "ReadPartyPSU", "your name and contact details"),
     ("About you", "ReadParty", "details of the account holders"),
-    ("Products and offers", "ReadProducts", "the products your accounts are"),
-    ("Products and offers", "ReadOffers", "offers on your accounts"),
-    ("Card numbers", "ReadPAN", "full card numbers (otherwise masked)"),
+    (
+        "Products and offers",
+        "ReadProducts",
+        "the products your accounts are",
+    ),
+    (
+        "Products and offers",
+        "ReadOffers",
+        "offers on your accounts",
+    ),
+    (
+        "Card numbers",
+        "ReadPAN",
+        "full card numbers (otherwise masked)",
+    ),
 ];
 
 pub fn permission_groups(permissions: &[String]) -> Vec<Group> {
@@ -97,7 +161,10 @@ pub fn details(kind: &str, data: &Value) -> Vec<(String, String)> {
         }
         "domestic-payment" | "international-payment" => {
             let i = &d["Initiation"];
-            if let (Some(a), Some(c)) = (s(&i["InstructedAmount"]["Amount"]), s(&i["InstructedAmount"]["Currency"])) {
+            if let (Some(a), Some(c)) = (
+                s(&i["InstructedAmount"]["Amount"]),
+                s(&i["InstructedAmount"]["Currency"]),
+            ) {
                 out.push(("Amount".into(), format!("{a} {c}")));
             }
             if let Some(n) = s(&i["CreditorAccount"]["Name"]) {
@@ -127,7 +194,11 @@ pub fn details(kind: &str, data: &Value) -> Vec<(String, String)> {
 pub fn permissions(data: &Value) -> Vec<String> {
     data["Data"]["Permissions"]
         .as_array()
-        .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -142,7 +213,9 @@ pub fn fixed_debtor(data: &Value) -> Option<String> {
 pub fn payment_currency(kind: &str, data: &Value) -> Option<String> {
     let i = &data["Data"]["Initiation"];
     match kind {
-        "domestic-payment" => i["InstructedAmount"]["Currency"].as_str().map(str::to_string),
+        "domestic-payment" => i["InstructedAmount"]["Currency"]
+            .as_str()
+            .map(str::to_string),
         _ => None,
     }
 }

@@ -6,11 +6,11 @@ use std::collections::BTreeSet;
 use aspen_http::{ClientCert, Json, PeerCert};
 use aspen_jose::Jwks;
 use aspen_store::auth::ClientRecord;
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use serde_json::{Map, Value, json};
 
 use crate::bearer::BoundToken;
@@ -36,7 +36,12 @@ fn require_jwt_content_type(headers: &HeaderMap) -> Result<(), OAuthError> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     // DCR-6: both media types are in use by TPPs.
     if essence == "application/jwt" || essence == "application/jose" {
         Ok(())
@@ -84,8 +89,9 @@ fn base62_max(s: &str, max: usize) -> bool {
 /// Verifies the SSA against the trusted directory keys and returns its
 /// claims (DCR-14, DCR-15).
 pub fn verify_ssa(state: &AuthState, ssa: &str) -> Result<Value, OAuthError> {
-    let (header, claims) = aspen_jose::decode_unverified(ssa)
-        .map_err(|e| OAuthError::invalid_software_statement(format!("software_statement is not a JWS: {e}")))?;
+    let (header, claims) = aspen_jose::decode_unverified(ssa).map_err(|e| {
+        OAuthError::invalid_software_statement(format!("software_statement is not a JWS: {e}"))
+    })?;
     let alg = str_claim(&header, "alg").unwrap_or("");
     if alg.eq_ignore_ascii_case("none") {
         return Err(OAuthError::unapproved_software_statement(
@@ -98,23 +104,30 @@ pub fn verify_ssa(state: &AuthState, ssa: &str) -> Result<Value, OAuthError> {
             "software statement issuer {iss:?} is not trusted"
         )));
     }
-    let verified = aspen_jose::verify_jwt(ssa, &state.config.directory_jwks, &[aspen_jose::Alg::PS256])
-        .map_err(|e| OAuthError::unapproved_software_statement(format!(
-            "software statement signature does not verify with a trusted directory key: {e}"
-        )))?;
+    let verified =
+        aspen_jose::verify_jwt(ssa, &state.config.directory_jwks, &[aspen_jose::Alg::PS256])
+            .map_err(|e| {
+                OAuthError::unapproved_software_statement(format!(
+                    "software statement signature does not verify with a trusted directory key: {e}"
+                ))
+            })?;
     let claims = verified.claims;
     let t = now();
     if let Some(exp) = claims.get("exp").and_then(Value::as_i64)
         && exp + SKEW < t
     {
-        return Err(OAuthError::invalid_software_statement("software statement has expired"));
+        return Err(OAuthError::invalid_software_statement(
+            "software statement has expired",
+        ));
     }
     let iat = claims
         .get("iat")
         .and_then(Value::as_i64)
         .ok_or_else(|| OAuthError::invalid_software_statement("software statement has no iat"))?;
     if iat > t + SKEW {
-        return Err(OAuthError::invalid_software_statement("software statement iat is in the future"));
+        return Err(OAuthError::invalid_software_statement(
+            "software statement iat is in the future",
+        ));
     }
     if t - iat > state.config.ssa_max_age.as_secs() as i64 {
         return Err(OAuthError::invalid_software_statement(
@@ -122,10 +135,14 @@ pub fn verify_ssa(state: &AuthState, ssa: &str) -> Result<Value, OAuthError> {
         ));
     }
     if str_claim(&claims, "org_status") != Some("Active") {
-        return Err(OAuthError::unapproved_software_statement("organisation is not Active"));
+        return Err(OAuthError::unapproved_software_statement(
+            "organisation is not Active",
+        ));
     }
     for c in ["software_id", "org_id"] {
-        if !str_claim(&claims, c).is_some_and(|v| base62_max(v, if c == "org_id" { 36 } else { 22 })) {
+        if !str_claim(&claims, c)
+            .is_some_and(|v| base62_max(v, if c == "org_id" { 36 } else { 22 }))
+        {
             return Err(OAuthError::invalid_software_statement(format!(
                 "software statement claim {c} is missing or malformed"
             )));
@@ -133,7 +150,9 @@ pub fn verify_ssa(state: &AuthState, ssa: &str) -> Result<Value, OAuthError> {
     }
     let roles = string_list(claims.get("software_roles")).unwrap_or_default();
     if roles.is_empty() {
-        return Err(OAuthError::invalid_software_statement("software statement has no software_roles"));
+        return Err(OAuthError::invalid_software_statement(
+            "software statement has no software_roles",
+        ));
     }
     Ok(claims)
 }
@@ -178,7 +197,9 @@ fn check_redirect_uri(uri: &str, allowed: &[String]) -> Result<(), OAuthError> {
         return Err(bad("must not point at localhost"));
     }
     if !allowed.iter().any(|a| a == uri) {
-        return Err(bad("is not one of the software statement's software_redirect_uris"));
+        return Err(bad(
+            "is not one of the software statement's software_redirect_uris",
+        ));
     }
     Ok(())
 }
@@ -195,26 +216,36 @@ pub fn validate_metadata(
     cert: Option<&ClientCert>,
     existing: Option<&ClientRecord>,
 ) -> Result<Validated, OAuthError> {
-    let software_id = str_claim(ssa_claims, "software_id").unwrap_or_default().to_string();
-    let org_id = str_claim(ssa_claims, "org_id").unwrap_or_default().to_string();
-    if let Some(sid) = req.get("software_id") {
-        if sid.as_str() != Some(software_id.as_str()) {
-            return Err(OAuthError::invalid_software_statement(
-                "software_id does not match the software statement (DCR-16)",
-            ));
-        }
+    let software_id = str_claim(ssa_claims, "software_id")
+        .unwrap_or_default()
+        .to_string();
+    let org_id = str_claim(ssa_claims, "org_id")
+        .unwrap_or_default()
+        .to_string();
+    if let Some(sid) = req.get("software_id")
+        && sid.as_str() != Some(software_id.as_str())
+    {
+        return Err(OAuthError::invalid_software_statement(
+            "software_id does not match the software statement (DCR-16)",
+        ));
     }
     if let Some(existing) = existing
         && existing.software_id != software_id
     {
-        return Err(OAuthError::invalid_client_metadata("software_id cannot change (DCR-31)"));
+        return Err(OAuthError::invalid_client_metadata(
+            "software_id cannot change (DCR-31)",
+        ));
     }
 
     // DCR-20: the transport certificate belongs to the SSA's organisation
     // and software.
     if let Some(cert) = cert {
         let attrs = cert.subject_attributes();
-        let has = |k: &str, v: &str| attrs.iter().any(|(a, b)| a.eq_ignore_ascii_case(k) && b == v);
+        let has = |k: &str, v: &str| {
+            attrs
+                .iter()
+                .any(|(a, b)| a.eq_ignore_ascii_case(k) && b == v)
+        };
         let org_match = has("OU", &org_id) || has("organizationIdentifier", &org_id);
         if !org_match || !has("CN", &software_id) {
             return Err(OAuthError::invalid_client_metadata(
@@ -250,7 +281,11 @@ pub fn validate_metadata(
             }
             *b
         }
-        Some(_) => return Err(OAuthError::invalid_client_metadata(format!("{EXT_HEADLESS} must be a boolean"))),
+        Some(_) => {
+            return Err(OAuthError::invalid_client_metadata(format!(
+                "{EXT_HEADLESS} must be a boolean"
+            )));
+        }
     };
 
     // redirect_uris (DCR-22)
@@ -262,7 +297,11 @@ pub fn validate_metadata(
             .map(|v| v.as_str().map(str::to_string))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| OAuthError::invalid_redirect_uri("redirect_uris must be strings"))?,
-        Some(_) => return Err(OAuthError::invalid_redirect_uri("redirect_uris must be an array")),
+        Some(_) => {
+            return Err(OAuthError::invalid_redirect_uri(
+                "redirect_uris must be an array",
+            ));
+        }
     };
     for uri in &redirect_uris {
         check_redirect_uri(uri, &allowed)?;
@@ -270,7 +309,9 @@ pub fn validate_metadata(
 
     // token_endpoint_auth_method (DCR-18)
     let method = str_claim(req, "token_endpoint_auth_method")
-        .ok_or_else(|| OAuthError::invalid_client_metadata("token_endpoint_auth_method is required"))?
+        .ok_or_else(|| {
+            OAuthError::invalid_client_metadata("token_endpoint_auth_method is required")
+        })?
         .to_string();
     if !token_endpoint_auth_methods(state.config.profile).contains(&method.as_str()) {
         return Err(OAuthError::invalid_client_metadata(format!(
@@ -303,7 +344,9 @@ pub fn validate_metadata(
                 )));
             }
             None if required => {
-                return Err(OAuthError::invalid_client_metadata(format!("{name} is required")));
+                return Err(OAuthError::invalid_client_metadata(format!(
+                    "{name} is required"
+                )));
             }
             None => {}
         }
@@ -325,10 +368,13 @@ pub fn validate_metadata(
             ));
         }
         (Some(d), _) => {
-            let parsed = aspen_http::client_cert::parse_dn(d)
-                .ok_or_else(|| OAuthError::invalid_client_metadata("tls_client_auth_subject_dn is not a valid DN"))?;
+            let parsed = aspen_http::client_cert::parse_dn(d).ok_or_else(|| {
+                OAuthError::invalid_client_metadata("tls_client_auth_subject_dn is not a valid DN")
+            })?;
             if d.len() > 128 {
-                return Err(OAuthError::invalid_client_metadata("tls_client_auth_subject_dn is longer than 128 characters"));
+                return Err(OAuthError::invalid_client_metadata(
+                    "tls_client_auth_subject_dn is longer than 128 characters",
+                ));
             }
             if let Some(cert) = cert
                 && !aspen_http::client_cert::dn_equal(&parsed, &cert.subject_attributes())
@@ -346,8 +392,13 @@ pub fn validate_metadata(
         .filter(|g| !g.is_empty())
         .ok_or_else(|| OAuthError::invalid_client_metadata("grant_types is required"))?;
     for g in &grant_types {
-        if !matches!(g.as_str(), "client_credentials" | "authorization_code" | "refresh_token") {
-            return Err(OAuthError::invalid_client_metadata(format!("grant type {g:?} is not supported")));
+        if !matches!(
+            g.as_str(),
+            "client_credentials" | "authorization_code" | "refresh_token"
+        ) {
+            return Err(OAuthError::invalid_client_metadata(format!(
+                "grant type {g:?} is not supported"
+            )));
         }
     }
     let response_types = match req.get("response_types") {
@@ -357,7 +408,11 @@ pub fn validate_metadata(
             .map(|v| v.as_str().map(str::to_string))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| OAuthError::invalid_client_metadata("response_types must be strings"))?,
-        Some(_) => return Err(OAuthError::invalid_client_metadata("response_types must be an array")),
+        Some(_) => {
+            return Err(OAuthError::invalid_client_metadata(
+                "response_types must be an array",
+            ));
+        }
     };
     for r in &response_types {
         let ok = r == "code id_token" || (r == "code" && permissive);
@@ -377,8 +432,14 @@ pub fn validate_metadata(
     let allowed_scopes = role_scopes(ssa_claims);
     let scope: Vec<String> = match req.get("scope") {
         None => allowed_scopes.iter().cloned().collect(),
-        Some(Value::String(s)) if s.len() <= 256 => s.split_whitespace().map(str::to_string).collect(),
-        Some(_) => return Err(OAuthError::invalid_client_metadata("scope must be a space-separated string of at most 256 characters")),
+        Some(Value::String(s)) if s.len() <= 256 => {
+            s.split_whitespace().map(str::to_string).collect()
+        }
+        Some(_) => {
+            return Err(OAuthError::invalid_client_metadata(
+                "scope must be a space-separated string of at most 256 characters",
+            ));
+        }
     };
     for s in &scope {
         if !allowed_scopes.contains(s) {
@@ -389,7 +450,9 @@ pub fn validate_metadata(
     }
     let application_type = str_claim(req, "application_type").unwrap_or("web");
     if !matches!(application_type, "web" | "mobile") {
-        return Err(OAuthError::invalid_client_metadata("application_type must be web or mobile"));
+        return Err(OAuthError::invalid_client_metadata(
+            "application_type must be web or mobile",
+        ));
     }
 
     // The secret survives an update unless the method changes (DCR-31).
@@ -435,7 +498,10 @@ pub fn validate_metadata(
     meta.insert("application_type".into(), json!(application_type));
     meta.insert("software_id".into(), json!(software_id));
     meta.insert("software_statement".into(), json!(ssa_jws));
-    meta.insert(EXT_PROFILE.into(), json!(if permissive { "permissive" } else { "strict" }));
+    meta.insert(
+        EXT_PROFILE.into(),
+        json!(if permissive { "permissive" } else { "strict" }),
+    );
     meta.insert(EXT_HEADLESS.into(), json!(headless));
     if let Some(d) = &dn {
         meta.insert("tls_client_auth_subject_dn".into(), json!(d));
@@ -480,8 +546,9 @@ async fn validate_request(
     let jwt = std::str::from_utf8(body)
         .map_err(|_| OAuthError::invalid_client_metadata("the request body is not a compact JWS"))?
         .trim();
-    let (header, unverified) = aspen_jose::decode_unverified(jwt)
-        .map_err(|e| OAuthError::invalid_client_metadata(format!("the request body is not a compact JWS: {e}")))?;
+    let (header, unverified) = aspen_jose::decode_unverified(jwt).map_err(|e| {
+        OAuthError::invalid_client_metadata(format!("the request body is not a compact JWS: {e}"))
+    })?;
     let alg = str_claim(&header, "alg").unwrap_or("");
     if !SIGNING_ALGS.contains(&alg) {
         // AUTH-4: none, RS256 and HS* are refused outright.
@@ -499,9 +566,11 @@ async fn validate_request(
         .await
         .map_err(|e| OAuthError::invalid_software_statement(e.to_string()))?;
     let claims = aspen_jose::verify_jwt(jwt, &jwks, &[aspen_jose::Alg::PS256])
-        .map_err(|e| OAuthError::invalid_client_metadata(format!(
-            "request JWT signature does not verify with a key of the software statement: {e}"
-        )))?
+        .map_err(|e| {
+            OAuthError::invalid_client_metadata(format!(
+                "request JWT signature does not verify with a key of the software statement: {e}"
+            ))
+        })?
         .claims;
 
     let software_id = str_claim(&ssa_claims, "software_id").unwrap_or_default();
@@ -520,17 +589,26 @@ async fn validate_request(
         .and_then(Value::as_i64)
         .ok_or_else(|| OAuthError::invalid_client_metadata("iat is required"))?;
     if exp + SKEW < t {
-        return Err(OAuthError::invalid_client_metadata("the request JWT has expired"));
+        return Err(OAuthError::invalid_client_metadata(
+            "the request JWT has expired",
+        ));
     }
     if iat > t + SKEW {
-        return Err(OAuthError::invalid_client_metadata("the request JWT iat is in the future"));
+        return Err(OAuthError::invalid_client_metadata(
+            "the request JWT iat is in the future",
+        ));
     }
     if exp - iat > MAX_REQUEST_LIFETIME {
-        return Err(OAuthError::invalid_client_metadata("the request JWT lives longer than 60 minutes"));
+        return Err(OAuthError::invalid_client_metadata(
+            "the request JWT lives longer than 60 minutes",
+        ));
     }
     let aud_ok = match claims.get("aud") {
         Some(Value::String(a)) => aud_accepted(state, a),
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).any(|x| aud_accepted(state, x)),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|x| aud_accepted(state, x)),
         _ => false,
     };
     if !aud_ok {
@@ -546,9 +624,19 @@ async fn validate_request(
         .use_jti(&format!("register:{software_id}"), jti, exp + SKEW)
         .await?;
     if !fresh {
-        return Err(OAuthError::invalid_client_metadata("the request JWT jti has been used before (DCR-11)"));
+        return Err(OAuthError::invalid_client_metadata(
+            "the request JWT jti has been used before (DCR-11)",
+        ));
     }
-    validate_metadata(state, &claims, &ssa_claims, ssa, &jwks, Some(cert), existing)
+    validate_metadata(
+        state,
+        &claims,
+        &ssa_claims,
+        ssa,
+        &jwks,
+        Some(cert),
+        existing,
+    )
 }
 
 fn aud_accepted(state: &AuthState, aud: &str) -> bool {
@@ -580,7 +668,11 @@ pub async fn register(
 
 /// DCR-5, DCR-33: the token must belong to the client in the path; if not,
 /// 401 and the presented token is revoked at once.
-async fn own_client(state: &AuthState, token: &BoundToken, client_id: &str) -> Result<ClientRecord, OAuthError> {
+async fn own_client(
+    state: &AuthState,
+    token: &BoundToken,
+    client_id: &str,
+) -> Result<ClientRecord, OAuthError> {
     let client = if token.client_id == client_id {
         state.store.client(client_id).await?
     } else {
@@ -590,7 +682,9 @@ async fn own_client(state: &AuthState, token: &BoundToken, client_id: &str) -> R
         Some(c) => Ok(c),
         None => {
             state.store.revoke_token(&token.token_hash).await?;
-            Err(OAuthError::invalid_token("the access token does not belong to this client"))
+            Err(OAuthError::invalid_token(
+                "the access token does not belong to this client",
+            ))
         }
     }
 }

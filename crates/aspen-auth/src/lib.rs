@@ -101,10 +101,8 @@ pub struct AuthState {
 
 impl AuthState {
     pub fn new(config: AuthConfig, store: Arc<dyn Store>, keys: ServerKeys) -> Self {
-        let tpp_keys = tpp_keys::TppKeyResolver::new(
-            config.jwks_url_map.clone(),
-            config.jwks_fetch_timeout,
-        );
+        let tpp_keys =
+            tpp_keys::TppKeyResolver::new(config.jwks_url_map.clone(), config.jwks_fetch_timeout);
         Self {
             config: Arc::new(config),
             store,
@@ -122,7 +120,10 @@ impl bearer::HasStore for AuthState {
 
 pub fn router(state: AuthState) -> Router {
     Router::new()
-        .route("/.well-known/openid-configuration", get(discovery::openid_configuration))
+        .route(
+            "/.well-known/openid-configuration",
+            get(discovery::openid_configuration),
+        )
         .route("/jwks", get(discovery::jwks))
         .route("/register", post(dcr::register))
         .route(

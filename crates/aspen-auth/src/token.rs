@@ -37,7 +37,9 @@ fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String
     let mut out = HashMap::new();
     for (k, v) in form_urlencoded_pairs(body) {
         if out.insert(k.clone(), v).is_some() {
-            return Err(OAuthError::invalid_request(format!("parameter {k} is repeated")));
+            return Err(OAuthError::invalid_request(format!(
+                "parameter {k} is repeated"
+            )));
         }
     }
     Ok(out)
@@ -58,12 +60,16 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
     let Some(v) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
-    let v = v.to_str().map_err(|_| OAuthError::invalid_client("malformed Authorization header"))?;
+    let v = v
+        .to_str()
+        .map_err(|_| OAuthError::invalid_client("malformed Authorization header"))?;
     let Some((scheme, rest)) = v.split_once(' ') else {
         return Err(OAuthError::invalid_client("malformed Authorization header"));
     };
     if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(OAuthError::invalid_client("only Basic authentication is accepted here"));
+        return Err(OAuthError::invalid_client(
+            "only Basic authentication is accepted here",
+        ));
     }
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(rest.trim())
@@ -94,7 +100,9 @@ fn pick_method<'a>(
         .filter(|b| **b)
         .count();
     if used > 1 {
-        return Err(OAuthError::invalid_request("more than one client authentication method was used"));
+        return Err(OAuthError::invalid_request(
+            "more than one client authentication method was used",
+        ));
     }
     if let Some(a) = assertion {
         if form.get("client_assertion_type").map(String::as_str) != Some(ASSERTION_TYPE) {
@@ -143,7 +151,9 @@ pub async fn authenticate(
     if let Some(body_id) = form.get("client_id")
         && *body_id != client_id
     {
-        return Err(OAuthError::invalid_client("client_id does not match the authenticated client"));
+        return Err(OAuthError::invalid_client(
+            "client_id does not match the authenticated client",
+        ));
     }
     let client = state
         .store
@@ -179,7 +189,9 @@ pub async fn authenticate(
 fn check_secret(client: &ClientRecord, secret: &str) -> Result<(), OAuthError> {
     // AUTH-49: secrets only for permissive sandbox clients.
     if !client.permissive {
-        return Err(OAuthError::invalid_client("client secrets are not accepted for this client"));
+        return Err(OAuthError::invalid_client(
+            "client secrets are not accepted for this client",
+        ));
     }
     match &client.client_secret_hash {
         Some(h) if secrets::constant_time_eq(h, &secrets::hash(secret)) => Ok(()),
@@ -187,12 +199,18 @@ fn check_secret(client: &ClientRecord, secret: &str) -> Result<(), OAuthError> {
     }
 }
 
-async fn check_assertion(state: &AuthState, client: &ClientRecord, assertion: &str) -> Result<(), OAuthError> {
+async fn check_assertion(
+    state: &AuthState,
+    client: &ClientRecord,
+    assertion: &str,
+) -> Result<(), OAuthError> {
     let alg = client
         .token_endpoint_auth_signing_alg
         .as_deref()
         .and_then(aspen_jose::Alg::from_name)
-        .ok_or_else(|| OAuthError::invalid_client("client has no usable token_endpoint_auth_signing_alg"))?;
+        .ok_or_else(|| {
+            OAuthError::invalid_client("client has no usable token_endpoint_auth_signing_alg")
+        })?;
     let jwks = aspen_jose::Jwks::from_value(&client.jwks)
         .map_err(|_| OAuthError::invalid_client("client key set is unusable"))?;
     let verified = match aspen_jose::verify_jwt(assertion, &jwks, &[alg]) {
@@ -201,7 +219,12 @@ async fn check_assertion(state: &AuthState, client: &ClientRecord, assertion: &s
             // AUTH-11: refetch once on an unknown kid when the keys live at
             // an endpoint.
             let refreshed = match &client.jwks_uri {
-                Some(url) if client.jwks.get("keys").is_none_or(|k| k.as_array().is_none_or(Vec::is_empty)) => {
+                Some(url)
+                    if client
+                        .jwks
+                        .get("keys")
+                        .is_none_or(|k| k.as_array().is_none_or(Vec::is_empty)) =>
+                {
                     state.tpp_keys.by_url(url, true).await.ok()
                 }
                 _ => None,
@@ -221,7 +244,9 @@ async fn check_assertion(state: &AuthState, client: &ClientRecord, assertion: &s
     let c = &verified.claims;
     let s = |k: &str| c.get(k).and_then(Value::as_str);
     if s("iss") != Some(client.client_id.as_str()) || s("sub") != Some(client.client_id.as_str()) {
-        return Err(OAuthError::invalid_client("client_assertion iss and sub must be the client_id"));
+        return Err(OAuthError::invalid_client(
+            "client_assertion iss and sub must be the client_id",
+        ));
     }
     let token_endpoint = state.config.token_endpoint();
     let aud_ok = |a: &str| a == token_endpoint || a == state.config.issuer;
@@ -244,17 +269,23 @@ async fn check_assertion(state: &AuthState, client: &ClientRecord, assertion: &s
         return Err(OAuthError::invalid_client("client_assertion has expired"));
     }
     if exp - now > MAX_ASSERTION_LIFETIME {
-        return Err(OAuthError::invalid_client("client_assertion exp is too far in the future"));
+        return Err(OAuthError::invalid_client(
+            "client_assertion exp is too far in the future",
+        ));
     }
     if let Some(iat) = c.get("iat").and_then(Value::as_i64)
         && iat > now + SKEW
     {
-        return Err(OAuthError::invalid_client("client_assertion iat is in the future"));
+        return Err(OAuthError::invalid_client(
+            "client_assertion iat is in the future",
+        ));
     }
     if let Some(nbf) = c.get("nbf").and_then(Value::as_i64)
         && nbf > now + SKEW
     {
-        return Err(OAuthError::invalid_client("client_assertion is not yet valid"));
+        return Err(OAuthError::invalid_client(
+            "client_assertion is not yet valid",
+        ));
     }
     let jti = s("jti")
         .filter(|j| !j.is_empty() && j.len() <= 256)
@@ -265,7 +296,9 @@ async fn check_assertion(state: &AuthState, client: &ClientRecord, assertion: &s
         .use_jti(&format!("assertion:{}", client.client_id), jti, exp + SKEW)
         .await?
     {
-        return Err(OAuthError::invalid_client("client_assertion jti has been used before"));
+        return Err(OAuthError::invalid_client(
+            "client_assertion jti has been used before",
+        ));
     }
     Ok(())
 }
@@ -277,10 +310,9 @@ pub async fn token(
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     // AUTH-3, AUTH-60: every token is bound to the TLS client certificate.
-    let cert = peer
-        .0
-        .clone()
-        .ok_or_else(|| OAuthError::invalid_client("a trusted TLS client certificate is required"))?;
+    let cert = peer.0.clone().ok_or_else(|| {
+        OAuthError::invalid_client("a trusted TLS client certificate is required")
+    })?;
     let form = parse_form(&headers, &body)?;
     let grant_type = form
         .get("grant_type")
@@ -304,17 +336,25 @@ async fn client_credentials(
     cert: &ClientCert,
 ) -> Result<Response, OAuthError> {
     if !client.grant_types.iter().any(|g| g == "client_credentials") {
-        return Err(OAuthError::unauthorized_client("client_credentials is not registered for this client"));
+        return Err(OAuthError::unauthorized_client(
+            "client_credentials is not registered for this client",
+        ));
     }
     // AUTH-14: openid is never granted on client credentials.
-    let registered: Vec<&str> = client.scope.split_whitespace().filter(|s| *s != "openid").collect();
+    let registered: Vec<&str> = client
+        .scope
+        .split_whitespace()
+        .filter(|s| *s != "openid")
+        .collect();
     let granted: Vec<String> = match form.get("scope") {
         None => registered.iter().map(|s| s.to_string()).collect(),
         Some(req) => {
             let mut out = Vec::new();
             for s in req.split_whitespace() {
                 if !registered.contains(&s) {
-                    return Err(OAuthError::invalid_scope(format!("scope {s:?} is not registered for this client")));
+                    return Err(OAuthError::invalid_scope(format!(
+                        "scope {s:?} is not registered for this client"
+                    )));
                 }
                 if !out.iter().any(|o| o == s) {
                     out.push(s.to_string());
@@ -372,9 +412,13 @@ async fn authorization_code(
     cert: &ClientCert,
 ) -> Result<Response, OAuthError> {
     if !client.grant_types.iter().any(|g| g == "authorization_code") {
-        return Err(OAuthError::unauthorized_client("authorization_code is not registered for this client"));
+        return Err(OAuthError::unauthorized_client(
+            "authorization_code is not registered for this client",
+        ));
     }
-    let code = form.get("code").ok_or_else(|| OAuthError::invalid_request("code is required"))?;
+    let code = form
+        .get("code")
+        .ok_or_else(|| OAuthError::invalid_request("code is required"))?;
     let redirect_uri = form
         .get("redirect_uri")
         .ok_or_else(|| OAuthError::invalid_request("redirect_uri is required"))?;
@@ -391,10 +435,14 @@ async fn authorization_code(
         Redeemed::Fresh(r) => r,
     };
     if rec.client_id != client.client_id {
-        return Err(OAuthError::invalid_grant("the code was issued to another client"));
+        return Err(OAuthError::invalid_grant(
+            "the code was issued to another client",
+        ));
     }
     if rec.redirect_uri != *redirect_uri {
-        return Err(OAuthError::invalid_grant("redirect_uri does not match the authorisation request"));
+        return Err(OAuthError::invalid_grant(
+            "redirect_uri does not match the authorisation request",
+        ));
     }
     if rec.expires_at <= now {
         return Err(OAuthError::invalid_grant("the code has expired"));
@@ -402,17 +450,31 @@ async fn authorization_code(
     if let Some(challenge) = &rec.code_challenge {
         let verifier = form.get("code_verifier").map(String::as_str).unwrap_or("");
         if !aspen_jose::pkce_s256_matches(verifier, challenge) {
-            return Err(OAuthError::invalid_grant("code_verifier does not match the code_challenge"));
+            return Err(OAuthError::invalid_grant(
+                "code_verifier does not match the code_challenge",
+            ));
         }
     }
     let consent = live_consent(state, &rec.consent_id).await?;
     // COMMON-58 [choice]: a re-authorisation retires the earlier tokens.
-    state.store.revoke_tokens_of_consent(&rec.consent_id).await?;
-    issue_consent_tokens(state, client, cert, &consent, &rec.psu_id, &rec.scope, Some(&code_hash), Some(IdTokenInfo {
-        nonce: rec.nonce.clone(),
-        acr: rec.acr.clone(),
-        auth_time: rec.auth_time,
-    }))
+    state
+        .store
+        .revoke_tokens_of_consent(&rec.consent_id)
+        .await?;
+    issue_consent_tokens(
+        state,
+        client,
+        cert,
+        &consent,
+        &rec.psu_id,
+        &rec.scope,
+        Some(&code_hash),
+        Some(IdTokenInfo {
+            nonce: rec.nonce.clone(),
+            acr: rec.acr.clone(),
+            auth_time: rec.auth_time,
+        }),
+    )
     .await
 }
 
@@ -422,7 +484,10 @@ struct IdTokenInfo {
     auth_time: i64,
 }
 
-async fn live_consent(state: &AuthState, consent_id: &str) -> Result<aspen_store::consent::ConsentRecord, OAuthError> {
+async fn live_consent(
+    state: &AuthState,
+    consent_id: &str,
+) -> Result<aspen_store::consent::ConsentRecord, OAuthError> {
     let c = state
         .store
         .consent(consent_id)
@@ -432,7 +497,9 @@ async fn live_consent(state: &AuthState, consent_id: &str) -> Result<aspen_store
     if c.status != "Authorised" {
         return Err(OAuthError::invalid_grant("the consent is not authorised"));
     }
-    if c.expires_at.is_some_and(|e| e <= chrono::Utc::now().timestamp_millis()) {
+    if c.expires_at
+        .is_some_and(|e| e <= chrono::Utc::now().timestamp_millis())
+    {
         return Err(OAuthError::invalid_grant("the consent has expired"));
     }
     Ok(c)
@@ -530,7 +597,9 @@ async fn refresh_token(
     cert: &ClientCert,
 ) -> Result<Response, OAuthError> {
     if !client.grant_types.iter().any(|g| g == "refresh_token") {
-        return Err(OAuthError::unauthorized_client("refresh_token is not registered for this client"));
+        return Err(OAuthError::unauthorized_client(
+            "refresh_token is not registered for this client",
+        ));
     }
     let presented = form
         .get("refresh_token")
@@ -545,19 +614,34 @@ async fn refresh_token(
     if rec.expires_at <= chrono::Utc::now().timestamp() {
         return Err(OAuthError::invalid_grant("the refresh token has expired"));
     }
-    let consent_id = rec.consent_id.clone().ok_or_else(|| OAuthError::invalid_grant("the refresh token has no consent"))?;
+    let consent_id = rec
+        .consent_id
+        .clone()
+        .ok_or_else(|| OAuthError::invalid_grant("the refresh token has no consent"))?;
     let consent = live_consent(state, &consent_id).await?;
     let scope = match form.get("scope") {
         None => rec.scope.clone(),
         Some(req) => {
             let original: Vec<&str> = rec.scope.split_whitespace().collect();
             if req.split_whitespace().any(|s| !original.contains(&s)) {
-                return Err(OAuthError::invalid_scope("a refresh cannot widen the scope"));
+                return Err(OAuthError::invalid_scope(
+                    "a refresh cannot widen the scope",
+                ));
             }
             req.clone()
         }
     };
     state.store.revoke_token(&hash).await?;
     let psu = rec.psu_id.clone().unwrap_or_default();
-    issue_consent_tokens(state, client, cert, &consent, &psu, &scope, rec.code_hash.as_deref(), None).await
+    issue_consent_tokens(
+        state,
+        client,
+        cert,
+        &consent,
+        &psu,
+        &scope,
+        rec.code_hash.as_deref(),
+        None,
+    )
+    .await
 }

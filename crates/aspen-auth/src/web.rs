@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 
+use askama::Template;
 use aspen_http::RemoteAddr;
 use aspen_store::auth::ClientRecord;
 use aspen_store::consent::{CodeRecord, ConsentRecord, WebSession};
-use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
@@ -147,7 +147,10 @@ fn authz_error_response(state: &AuthState, e: AuthzError) -> Response {
             description,
         } => {
             tracing::info!(error, %description, "authorisation error redirected to the client");
-            let desc: String = description.chars().filter(|c| c.is_ascii() && !c.is_control()).collect();
+            let desc: String = description
+                .chars()
+                .filter(|c| c.is_ascii() && !c.is_control())
+                .collect();
             let mut pairs = vec![("error", error), ("error_description", desc.as_str())];
             if let Some(s) = &st {
                 pairs.push(("state", s));
@@ -156,20 +159,34 @@ fn authz_error_response(state: &AuthState, e: AuthzError) -> Response {
         }
         AuthzError::Internal(m) => {
             tracing::error!(error = %m, "authorisation failed");
-            error_page(state, StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong on our side.")
+            error_page(
+                state,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong on our side.",
+            )
         }
     }
 }
 
-fn params_from(uri: &Uri, method: &Method, headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, String> {
+fn params_from(
+    uri: &Uri,
+    method: &Method,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<HashMap<String, String>, String> {
     let raw: Vec<(String, String)> = if method == Method::POST {
-        let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         if !ct.starts_with("application/x-www-form-urlencoded") {
             return Err("The authorisation request must be form-encoded.".into());
         }
-        serde_urlencoded::from_bytes(body).map_err(|_| "The authorisation request is malformed.".to_string())?
+        serde_urlencoded::from_bytes(body)
+            .map_err(|_| "The authorisation request is malformed.".to_string())?
     } else {
-        serde_urlencoded::from_str(uri.query().unwrap_or("")).map_err(|_| "The authorisation request is malformed.".to_string())?
+        serde_urlencoded::from_str(uri.query().unwrap_or(""))
+            .map_err(|_| "The authorisation request is malformed.".to_string())?
     };
     let mut out = HashMap::new();
     for (k, v) in raw {
@@ -185,9 +202,14 @@ fn claim_str<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
 }
 
 /// Step 1 of the journey: every check on the request (AUTH-16..34).
-async fn validate(state: &AuthState, p: &HashMap<String, String>) -> Result<(Validated, ClientRecord), AuthzError> {
+async fn validate(
+    state: &AuthState,
+    p: &HashMap<String, String>,
+) -> Result<(Validated, ClientRecord), AuthzError> {
     let page = |m: &str| AuthzError::Page(m.to_string());
-    let client_id = p.get("client_id").ok_or_else(|| page("The request does not name a client."))?;
+    let client_id = p
+        .get("client_id")
+        .ok_or_else(|| page("The request does not name a client."))?;
     let client = state
         .store
         .client(client_id)
@@ -196,11 +218,16 @@ async fn validate(state: &AuthState, p: &HashMap<String, String>) -> Result<(Val
 
     let object = match p.get("request") {
         Some(jwt) => {
-            let jwks = aspen_jose::Jwks::from_value(&client.jwks).map_err(|_| page("The application has no usable keys."))?;
+            let jwks = aspen_jose::Jwks::from_value(&client.jwks)
+                .map_err(|_| page("The application has no usable keys."))?;
             let alg = aspen_jose::Alg::from_name(
-                client.metadata["request_object_signing_alg"].as_str().unwrap_or("PS256"),
+                client.metadata["request_object_signing_alg"]
+                    .as_str()
+                    .unwrap_or("PS256"),
             )
-            .ok_or_else(|| page("The application registered an unsupported request object algorithm."))?;
+            .ok_or_else(|| {
+                page("The application registered an unsupported request object algorithm.")
+            })?;
             // AUTH-18, AUTH-36: an unverifiable object cannot vouch for its
             // redirect_uri, so the error stays on our page.
             let v = aspen_jose::verify_jwt(jwt, &jwks, &[alg])
@@ -208,7 +235,9 @@ async fn validate(state: &AuthState, p: &HashMap<String, String>) -> Result<(Val
             if claim_str(&v.claims, "iss") != Some(client_id.as_str())
                 || claim_str(&v.claims, "client_id") != Some(client_id.as_str())
             {
-                return Err(page("The request object was not issued by this application."));
+                return Err(page(
+                    "The request object was not issued by this application.",
+                ));
             }
             Some(v.claims)
         }
@@ -221,10 +250,13 @@ async fn validate(state: &AuthState, p: &HashMap<String, String>) -> Result<(Val
             None => p.get(k).cloned(),
         }
     };
-    let redirect_uri = get("redirect_uri").ok_or_else(|| page("The request has no redirect_uri."))?;
+    let redirect_uri =
+        get("redirect_uri").ok_or_else(|| page("The request has no redirect_uri."))?;
     // AUTH-21: exact string match, nothing else.
-    if !client.redirect_uris.iter().any(|u| *u == redirect_uri) {
-        return Err(page("The redirect_uri is not registered for this application."));
+    if !client.redirect_uris.contains(&redirect_uri) {
+        return Err(page(
+            "The redirect_uri is not registered for this application.",
+        ));
     }
     let st = get("state");
     let fail = |error: &'static str, description: &str| AuthzError::Redirect {
@@ -235,41 +267,77 @@ async fn validate(state: &AuthState, p: &HashMap<String, String>) -> Result<(Val
     };
 
     if p.contains_key("request_uri") {
-        return Err(fail("request_uri_not_supported", "request_uri is not supported"));
+        return Err(fail(
+            "request_uri_not_supported",
+            "request_uri is not supported",
+        ));
     }
     let strict = !client.permissive || state.config.profile == ServerProfile::Production;
     let object = match object {
         Some(o) => o,
-        None if strict => return Err(fail("invalid_request", "a signed request object is required")),
-        None => Value::Object(p.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect()),
+        None if strict => {
+            return Err(fail(
+                "invalid_request",
+                "a signed request object is required",
+            ));
+        }
+        None => Value::Object(
+            p.iter()
+                .map(|(k, v)| (k.clone(), Value::from(v.clone())))
+                .collect(),
+        ),
     };
 
     if p.contains_key("request") {
         // AUTH-17: plain parameters that repeat a claim must agree with it.
-        for k in ["response_type", "client_id", "scope", "redirect_uri", "state", "nonce"] {
+        for k in [
+            "response_type",
+            "client_id",
+            "scope",
+            "redirect_uri",
+            "state",
+            "nonce",
+        ] {
             if let (Some(q), Some(o)) = (p.get(k), claim_str(&object, k))
                 && q != o
             {
-                return Err(fail("invalid_request", &format!("{k} differs from the request object")));
+                return Err(fail(
+                    "invalid_request",
+                    &format!("{k} differs from the request object"),
+                ));
             }
         }
         // AUTH-19: aud, exp, nbf, iat.
         let aud_ok = match object.get("aud") {
             Some(Value::String(a)) => *a == state.config.issuer,
-            Some(Value::Array(a)) => a.iter().any(|x| x.as_str() == Some(state.config.issuer.as_str())),
+            Some(Value::Array(a)) => a
+                .iter()
+                .any(|x| x.as_str() == Some(state.config.issuer.as_str())),
             _ => false,
         };
         if !aud_ok {
             return Err(fail("invalid_request_object", "aud must be the issuer"));
         }
         let t = now();
-        let exp = object.get("exp").and_then(Value::as_i64).ok_or_else(|| fail("invalid_request_object", "exp is required"))?;
+        let exp = object
+            .get("exp")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| fail("invalid_request_object", "exp is required"))?;
         if exp + SKEW < t {
-            return Err(fail("invalid_request_object", "the request object has expired"));
+            return Err(fail(
+                "invalid_request_object",
+                "the request object has expired",
+            ));
         }
-        let nbf = object.get("nbf").and_then(Value::as_i64).ok_or_else(|| fail("invalid_request_object", "nbf is required"))?;
+        let nbf = object
+            .get("nbf")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| fail("invalid_request_object", "nbf is required"))?;
         if nbf > t + SKEW || nbf < t - 3600 || exp - nbf > 3600 {
-            return Err(fail("invalid_request_object", "nbf must be within the last 60 minutes and exp no more than 60 minutes after it"));
+            return Err(fail(
+                "invalid_request_object",
+                "nbf must be within the last 60 minutes and exp no more than 60 minutes after it",
+            ));
         }
         if let Some(iat) = object.get("iat").and_then(Value::as_i64)
             && iat > t + SKEW
@@ -277,9 +345,15 @@ async fn validate(state: &AuthState, p: &HashMap<String, String>) -> Result<(Val
             return Err(fail("invalid_request_object", "iat is in the future"));
         }
         if let Some(jti) = claim_str(&object, "jti")
-            && !state.store.use_jti(&format!("request:{}", client.client_id), jti, exp + SKEW).await?
+            && !state
+                .store
+                .use_jti(&format!("request:{}", client.client_id), jti, exp + SKEW)
+                .await?
         {
-            return Err(fail("invalid_request_object", "the request object has been used before"));
+            return Err(fail(
+                "invalid_request_object",
+                "the request object has been used before",
+            ));
         }
     }
 
@@ -287,22 +361,40 @@ async fn validate(state: &AuthState, p: &HashMap<String, String>) -> Result<(Val
     let response_type = claim_str(&object, "response_type").unwrap_or("");
     let rt_ok = response_type == "code id_token" || (response_type == "code" && !strict);
     if !rt_ok {
-        return Err(fail("unsupported_response_type", "response_type must be \"code id_token\""));
+        return Err(fail(
+            "unsupported_response_type",
+            "response_type must be \"code id_token\"",
+        ));
     }
     if !client.response_types.iter().any(|r| r == response_type) {
-        return Err(fail("unauthorized_client", "the response type is not registered for this client"));
+        return Err(fail(
+            "unauthorized_client",
+            "the response type is not registered for this client",
+        ));
     }
     if !client.grant_types.iter().any(|g| g == "authorization_code") {
-        return Err(fail("unauthorized_client", "authorization_code is not registered for this client"));
+        return Err(fail(
+            "unauthorized_client",
+            "authorization_code is not registered for this client",
+        ));
     }
-    if response_type.contains("id_token") && matches!(p.get("response_mode").map(String::as_str), Some("query")) {
-        return Err(fail("invalid_request", "response_mode=query cannot carry an id_token"));
+    if response_type.contains("id_token")
+        && matches!(p.get("response_mode").map(String::as_str), Some("query"))
+    {
+        return Err(fail(
+            "invalid_request",
+            "response_mode=query cannot carry an id_token",
+        ));
     }
     // AUTH-22
     let nonce = claim_str(&object, "nonce").map(str::to_string);
     match &nonce {
-        None if response_type.contains("id_token") => return Err(fail("invalid_request", "nonce is required")),
-        Some(n) if n.is_empty() || n.len() > 255 => return Err(fail("invalid_request", "nonce must be 1 to 255 characters")),
+        None if response_type.contains("id_token") => {
+            return Err(fail("invalid_request", "nonce is required"));
+        }
+        Some(n) if n.is_empty() || n.len() > 255 => {
+            return Err(fail("invalid_request", "nonce must be 1 to 255 characters"));
+        }
         _ => {}
     }
     // AUTH-24
@@ -310,8 +402,14 @@ async fn validate(state: &AuthState, p: &HashMap<String, String>) -> Result<(Val
     let scopes: Vec<&str> = scope.split_whitespace().collect();
     let registered: Vec<&str> = client.scope.split_whitespace().collect();
     let ob: Vec<&str> = scopes.iter().copied().filter(|s| *s != "openid").collect();
-    if !scopes.contains(&"openid") || ob.len() != 1 || !scopes.iter().all(|s| registered.contains(s)) {
-        return Err(fail("invalid_scope", "scope must be openid plus one registered Open Banking scope"));
+    if !scopes.contains(&"openid")
+        || ob.len() != 1
+        || !scopes.iter().all(|s| registered.contains(s))
+    {
+        return Err(fail(
+            "invalid_scope",
+            "scope must be openid plus one registered Open Banking scope",
+        ));
     }
     // AUTH-25, AUTH-26
     let claims = object.get("claims").cloned().unwrap_or(Value::Null);
@@ -321,31 +419,64 @@ async fn validate(state: &AuthState, p: &HashMap<String, String>) -> Result<(Val
     };
     let intent = |place: &str| -> Option<(Option<String>, bool)> {
         let c = claims.get(place)?.get("openbanking_intent_id")?;
-        Some((c.get("value").and_then(Value::as_str).map(str::to_string), c.get("essential") == Some(&Value::Bool(true))))
+        Some((
+            c.get("value").and_then(Value::as_str).map(str::to_string),
+            c.get("essential") == Some(&Value::Bool(true)),
+        ))
     };
     let (consent_id, essential) = match (intent("id_token"), intent("userinfo")) {
-        (Some(a), Some(b)) if a.0 != b.0 => return Err(fail("invalid_request", "openbanking_intent_id differs between id_token and userinfo")),
+        (Some(a), Some(b)) if a.0 != b.0 => {
+            return Err(fail(
+                "invalid_request",
+                "openbanking_intent_id differs between id_token and userinfo",
+            ));
+        }
         (Some(a), _) | (None, Some(a)) => a,
         (None, None) => (None, false),
     };
     let consent_id = consent_id
         .filter(|c| !c.is_empty() && essential)
-        .ok_or_else(|| fail("invalid_request", "claims must request openbanking_intent_id as an essential claim with a value"))?;
+        .ok_or_else(|| {
+            fail(
+                "invalid_request",
+                "claims must request openbanking_intent_id as an essential claim with a value",
+            )
+        })?;
     let acr_values: Vec<String> = claims["id_token"]["acr"]["values"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-        .or_else(|| claims["id_token"]["acr"]["value"].as_str().map(|v| vec![v.to_string()]))
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .or_else(|| {
+            claims["id_token"]["acr"]["value"]
+                .as_str()
+                .map(|v| vec![v.to_string()])
+        })
         .unwrap_or_default();
     if !acr_values.is_empty() && !acr_values.iter().any(|a| a == ACR_SCA || a == ACR_CA) {
-        return Err(fail("invalid_request", "none of the requested acr values is supported"));
+        return Err(fail(
+            "invalid_request",
+            "none of the requested acr values is supported",
+        ));
     }
     // The login page is strong customer authentication in the sandbox's
     // model; sca is reported unless only ca was asked for.
-    let acr = if acr_values.is_empty() || acr_values.iter().any(|a| a == ACR_SCA) { ACR_SCA } else { ACR_CA };
+    let acr = if acr_values.is_empty() || acr_values.iter().any(|a| a == ACR_SCA) {
+        ACR_SCA
+    } else {
+        ACR_CA
+    };
 
     // AUTH-27
-    if p.get("prompt").map(String::as_str) == Some("none") || claim_str(&object, "prompt") == Some("none") {
-        return Err(fail("login_required", "this bank always needs the customer to authorise a consent"));
+    if p.get("prompt").map(String::as_str) == Some("none")
+        || claim_str(&object, "prompt") == Some("none")
+    {
+        return Err(fail(
+            "login_required",
+            "this bank always needs the customer to authorise a consent",
+        ));
     }
     // AUTH-28..34
     let consent = state
@@ -355,21 +486,32 @@ async fn validate(state: &AuthState, p: &HashMap<String, String>) -> Result<(Val
         .filter(|c| c.client_id == client.client_id && !c.deleted)
         .ok_or_else(|| fail("invalid_request", "the intent is unknown"))?;
     if consent_view::scope_of_kind(&consent.kind) != Some(ob[0]) {
-        return Err(fail("invalid_request", "the intent does not belong to the requested scope"));
+        return Err(fail(
+            "invalid_request",
+            "the intent does not belong to the requested scope",
+        ));
     }
     let expired = consent.expires_at.is_some_and(|e| e <= now_ms());
     let status_ok = consent.status == "AwaitingAuthorisation"
         || (consent.status == "Authorised" && consent_view::is_long_lived(&consent.kind));
     if expired || !status_ok {
-        return Err(fail("invalid_request", "the intent cannot be authorised in its current state"));
+        return Err(fail(
+            "invalid_request",
+            "the intent cannot be authorised in its current state",
+        ));
     }
     // PKCE (AUTH-53): only S256.
-    let code_challenge = match (claim_str(&object, "code_challenge"), claim_str(&object, "code_challenge_method")) {
+    let code_challenge = match (
+        claim_str(&object, "code_challenge"),
+        claim_str(&object, "code_challenge_method"),
+    ) {
         (None, _) => None,
         (Some(c), Some("S256")) if (43..=128).contains(&c.len()) => Some(c.to_string()),
         _ => return Err(fail("invalid_request", "code_challenge must use S256")),
     };
-    let login_hint = claim_str(&object, "login_hint").map(str::to_string).or_else(|| p.get("login_hint").cloned());
+    let login_hint = claim_str(&object, "login_hint")
+        .map(str::to_string)
+        .or_else(|| p.get("login_hint").cloned());
     Ok((
         Validated {
             client_id: client.client_id.clone(),
@@ -406,7 +548,12 @@ fn cookie_value(headers: &HeaderMap) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-async fn new_session(state: &AuthState, kind: &str, psu: Option<(&str, i64)>, payload: Value) -> Result<(String, WebSession), aspen_store::StoreError> {
+async fn new_session(
+    state: &AuthState,
+    kind: &str,
+    psu: Option<(&str, i64)>,
+    payload: Value,
+) -> Result<(String, WebSession), aspen_store::StoreError> {
     let id = secrets::random_token();
     let s = WebSession {
         id_hash: secrets::hash(&id),
@@ -423,10 +570,21 @@ async fn new_session(state: &AuthState, kind: &str, psu: Option<(&str, i64)>, pa
 
 async fn current_session(state: &AuthState, headers: &HeaderMap) -> Option<WebSession> {
     let v = cookie_value(headers)?;
-    state.store.session(&secrets::hash(&v), now()).await.ok().flatten()
+    state
+        .store
+        .session(&secrets::hash(&v), now())
+        .await
+        .ok()
+        .flatten()
 }
 
-pub async fn authorize(State(state): State<AuthState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn authorize(
+    State(state): State<AuthState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let params = match params_from(&uri, &method, &headers, &body) {
         Ok(p) => p,
         Err(m) => return error_page(&state, StatusCode::BAD_REQUEST, &m),
@@ -445,7 +603,10 @@ pub async fn authorize(State(state): State<AuthState>, method: Method, uri: Uri,
     match new_session(&state, "authorize", None, payload).await {
         Ok((id, s)) => {
             let mut resp = redirect(StatusCode::SEE_OTHER, "/login");
-            resp.headers_mut().insert(header::SET_COOKIE, session_cookie(&id, s.expires_at - now()));
+            resp.headers_mut().insert(
+                header::SET_COOKIE,
+                session_cookie(&id, s.expires_at - now()),
+            );
             no_store(resp)
         }
         Err(e) => authz_error_response(&state, AuthzError::Internal(e.to_string())),
@@ -455,7 +616,10 @@ pub async fn authorize(State(state): State<AuthState>, method: Method, uri: Uri,
 /// DESIGN.md "Headless": the named (or default) PSU consents at once — to
 /// every account for AIS, the first account that can pay for PIS.
 async fn headless(state: &AuthState, v: &Validated) -> Response {
-    let username = v.login_hint.clone().unwrap_or_else(|| state.config.default_psu.clone());
+    let username = v
+        .login_hint
+        .clone()
+        .unwrap_or_else(|| state.config.default_psu.clone());
     let fail = |d: &str| AuthzError::Redirect {
         redirect_uri: v.redirect_uri.clone(),
         state: v.state.clone(),
@@ -464,7 +628,9 @@ async fn headless(state: &AuthState, v: &Validated) -> Response {
     };
     let psu = match state.store.psu_by_username(&username).await {
         Ok(Some(p)) => p,
-        Ok(None) => return authz_error_response(state, fail("login_hint names no sandbox customer")),
+        Ok(None) => {
+            return authz_error_response(state, fail("login_hint names no sandbox customer"));
+        }
         Err(e) => return authz_error_response(state, e.into()),
     };
     let consent = match state.store.consent(&v.consent_id).await {
@@ -495,7 +661,11 @@ pub struct AccountChoice {
 
 /// The PSU's accounts that this consent may use: all for AIS and CoF; for a
 /// payment, accounts in the payment's currency (or the one the TPP fixed).
-async fn eligible_accounts(state: &AuthState, psu_id: &str, consent: &ConsentRecord) -> Result<Vec<AccountChoice>, aspen_store::StoreError> {
+async fn eligible_accounts(
+    state: &AuthState,
+    psu_id: &str,
+    consent: &ConsentRecord,
+) -> Result<Vec<AccountChoice>, aspen_store::StoreError> {
     let accounts = state.store.accounts_for_psu(psu_id).await?;
     let currency = consent_view::payment_currency(&consent.kind, &consent.data);
     let fixed = consent_view::fixed_debtor(&consent.data);
@@ -516,7 +686,7 @@ async fn eligible_accounts(state: &AuthState, psu_id: &str, consent: &ConsentRec
             let name = a.nickname.clone().unwrap_or_else(|| a.description.clone());
             AccountChoice {
                 label: format!("{name} ({}) {ident}", a.currency),
-                checked: consent.accounts.is_empty() || consent.accounts.iter().any(|x| *x == a.account_id),
+                checked: consent.accounts.is_empty() || consent.accounts.contains(&a.account_id),
                 id: a.account_id,
             }
         })
@@ -533,7 +703,13 @@ fn mask(id: &str) -> String {
 
 /// Allow: consent `Authorised` with its accounts, a code and an ID token
 /// back to the TPP (AUTH-35, AUTH-39..43).
-async fn approve(state: &AuthState, v: &Validated, psu_id: &str, accounts: &[String], auth_time: i64) -> Result<Response, AuthzError> {
+async fn approve(
+    state: &AuthState,
+    v: &Validated,
+    psu_id: &str,
+    accounts: &[String],
+    auth_time: i64,
+) -> Result<Response, AuthzError> {
     let fail = |error: &'static str, d: &str| AuthzError::Redirect {
         redirect_uri: v.redirect_uri.clone(),
         state: v.state.clone(),
@@ -546,7 +722,10 @@ async fn approve(state: &AuthState, v: &Validated, psu_id: &str, accounts: &[Str
         .await?
         .ok_or_else(|| fail("invalid_request", "the intent is unknown"))?;
     if consent.psu_id.as_deref().is_some_and(|p| p != psu_id) {
-        return Err(fail("access_denied", "the intent was authorised by another customer"));
+        return Err(fail(
+            "access_denied",
+            "the intent was authorised by another customer",
+        ));
     }
     let from: &[&str] = if consent_view::is_long_lived(&consent.kind) {
         &["AwaitingAuthorisation", "Authorised"]
@@ -556,10 +735,19 @@ async fn approve(state: &AuthState, v: &Validated, psu_id: &str, accounts: &[Str
     if consent.expires_at.is_some_and(|e| e <= now_ms())
         || !state
             .store
-            .transition_consent(&v.consent_id, from, "Authorised", now_ms(), Some((psu_id, accounts)))
+            .transition_consent(
+                &v.consent_id,
+                from,
+                "Authorised",
+                now_ms(),
+                Some((psu_id, accounts)),
+            )
             .await?
     {
-        return Err(fail("invalid_request", "the intent cannot be authorised in its current state"));
+        return Err(fail(
+            "invalid_request",
+            "the intent cannot be authorised in its current state",
+        ));
     }
     let code = secrets::random_token();
     let t = now();
@@ -609,8 +797,15 @@ async fn approve(state: &AuthState, v: &Validated, psu_id: &str, accounts: &[Str
     tracing::info!(consent_id = %v.consent_id, client_id = %v.client_id, "consent authorised");
     if v.response_type == "code" {
         // Plain code flow (permissive sandbox clients): query response.
-        let sep = if v.redirect_uri.contains('?') { '&' } else { '?' };
-        return Ok(redirect(StatusCode::FOUND, &format!("{}{sep}{}", v.redirect_uri, encode(&borrowed))));
+        let sep = if v.redirect_uri.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        return Ok(redirect(
+            StatusCode::FOUND,
+            &format!("{}{sep}{}", v.redirect_uri, encode(&borrowed)),
+        ));
     }
     Ok(fragment_redirect(&v.redirect_uri, &borrowed))
 }
@@ -636,12 +831,22 @@ fn render<T: Template>(t: &T, status: StatusCode) -> Response {
 
 async fn client_name_of(state: &AuthState, s: &WebSession) -> Option<String> {
     let id = s.payload.get("client_id")?.as_str()?;
-    state.store.client(id).await.ok().flatten().map(|c| c.client_name)
+    state
+        .store
+        .client(id)
+        .await
+        .ok()
+        .flatten()
+        .map(|c| c.client_name)
 }
 
 pub async fn login_page(State(state): State<AuthState>, headers: HeaderMap) -> Response {
     let Some(s) = current_session(&state, &headers).await else {
-        return error_page(&state, StatusCode::BAD_REQUEST, "Your session has expired or was not started by an application. Start again from the application.");
+        return error_page(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "Your session has expired or was not started by an application. Start again from the application.",
+        );
     };
     let page = LoginPage {
         brand: &state.config.brand,
@@ -666,10 +871,18 @@ pub async fn login_submit(
     axum::Form(form): axum::Form<LoginForm>,
 ) -> Response {
     let Some(s) = current_session(&state, &headers).await else {
-        return error_page(&state, StatusCode::BAD_REQUEST, "Your session has expired. Start again from the application.");
+        return error_page(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "Your session has expired. Start again from the application.",
+        );
     };
     if !secrets::constant_time_eq(&s.csrf, &form.csrf) {
-        return error_page(&state, StatusCode::FORBIDDEN, "The form could not be verified. Start again from the application.");
+        return error_page(
+            &state,
+            StatusCode::FORBIDDEN,
+            "The form could not be verified. Start again from the application.",
+        );
     }
     let client_name = client_name_of(&state, &s).await;
     let show = |error: &'static str, status: StatusCode| {
@@ -684,43 +897,72 @@ pub async fn login_submit(
     let t = now();
     let user_key = format!("psu:{}", form.username.to_lowercase());
     let addr_key = remote.map(|r| format!("addr:{}", r.0.0.ip()));
-    let mut over = state.store.login_failures(&user_key, t, FAILURE_WINDOW).await.unwrap_or(0) >= MAX_FAILURES_PSU;
+    let mut over = state
+        .store
+        .login_failures(&user_key, t, FAILURE_WINDOW)
+        .await
+        .unwrap_or(0)
+        >= MAX_FAILURES_PSU;
     if let Some(k) = &addr_key {
-        over |= state.store.login_failures(k, t, FAILURE_WINDOW).await.unwrap_or(0) >= MAX_FAILURES_ADDR;
+        over |= state
+            .store
+            .login_failures(k, t, FAILURE_WINDOW)
+            .await
+            .unwrap_or(0)
+            >= MAX_FAILURES_ADDR;
     }
     if over {
-        return show("Too many unsuccessful attempts. Wait a few minutes and try again.", StatusCode::TOO_MANY_REQUESTS);
+        return show(
+            "Too many unsuccessful attempts. Wait a few minutes and try again.",
+            StatusCode::TOO_MANY_REQUESTS,
+        );
     }
     let psu = match state.store.psu_by_username(&form.username).await {
         Ok(p) => p,
         Err(e) => return authz_error_response(&state, e.into()),
     };
-    let ok = psu.as_ref().is_some_and(|p| verify_password(&p.password_hash, &form.password));
+    let ok = psu
+        .as_ref()
+        .is_some_and(|p| verify_password(&p.password_hash, &form.password));
     let Some(psu) = psu.filter(|_| ok) else {
-        let _ = state.store.record_login_failure(&user_key, t, FAILURE_WINDOW).await;
+        let _ = state
+            .store
+            .record_login_failure(&user_key, t, FAILURE_WINDOW)
+            .await;
         if let Some(k) = &addr_key {
             let _ = state.store.record_login_failure(k, t, FAILURE_WINDOW).await;
         }
         // One message whatever was wrong, so usernames cannot be probed.
-        return show("The username or password is incorrect.", StatusCode::UNAUTHORIZED);
+        return show(
+            "The username or password is incorrect.",
+            StatusCode::UNAUTHORIZED,
+        );
     };
     let _ = state.store.clear_login_failures(&user_key).await;
     // A fresh session id after login defeats session fixation.
     let _ = state.store.delete_session(&s.id_hash).await;
-    let (id, new) = match new_session(&state, &s.kind, Some((&psu.id, t)), s.payload.clone()).await {
+    let (id, new) = match new_session(&state, &s.kind, Some((&psu.id, t)), s.payload.clone()).await
+    {
         Ok(x) => x,
         Err(e) => return authz_error_response(&state, e.into()),
     };
-    let next = if s.kind == "dashboard" { "/account/consents" } else { "/consent" };
+    let next = if s.kind == "dashboard" {
+        "/account/consents"
+    } else {
+        "/consent"
+    };
     let mut resp = redirect(StatusCode::SEE_OTHER, next);
-    resp.headers_mut().insert(header::SET_COOKIE, session_cookie(&id, new.expires_at - t));
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, session_cookie(&id, new.expires_at - t));
     no_store(resp)
 }
 
 pub fn verify_password(hash: &str, password: &str) -> bool {
     use argon2::{PasswordHash, PasswordVerifier};
     match PasswordHash::new(hash) {
-        Ok(parsed) => argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
+        Ok(parsed) => argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
         Err(_) => false,
     }
 }
@@ -740,27 +982,64 @@ struct ConsentPage<'a> {
     error: Option<&'a str>,
 }
 
-async fn journey(state: &AuthState, headers: &HeaderMap) -> Result<(WebSession, Validated, String), Response> {
-    let s = current_session(state, headers).await.filter(|s| s.kind == "authorize").ok_or_else(|| {
-        error_page(state, StatusCode::BAD_REQUEST, "Your session has expired. Start again from the application.")
+async fn journey(
+    state: &AuthState,
+    headers: &HeaderMap,
+) -> Result<(WebSession, Validated, String), Response> {
+    let s = current_session(state, headers)
+        .await
+        .filter(|s| s.kind == "authorize")
+        .ok_or_else(|| {
+            error_page(
+                state,
+                StatusCode::BAD_REQUEST,
+                "Your session has expired. Start again from the application.",
+            )
+        })?;
+    let psu = s
+        .psu_id
+        .clone()
+        .ok_or_else(|| redirect(StatusCode::SEE_OTHER, "/login"))?;
+    let v: Validated = serde_json::from_value(s.payload.clone()).map_err(|_| {
+        error_page(
+            state,
+            StatusCode::BAD_REQUEST,
+            "Your session is not valid. Start again from the application.",
+        )
     })?;
-    let psu = s.psu_id.clone().ok_or_else(|| redirect(StatusCode::SEE_OTHER, "/login"))?;
-    let v: Validated = serde_json::from_value(s.payload.clone())
-        .map_err(|_| error_page(state, StatusCode::BAD_REQUEST, "Your session is not valid. Start again from the application."))?;
     Ok((s, v, psu))
 }
 
-async fn consent_page(state: &AuthState, s: &WebSession, v: &Validated, psu: &str, error: Option<&str>) -> Response {
+async fn consent_page(
+    state: &AuthState,
+    s: &WebSession,
+    v: &Validated,
+    psu: &str,
+    error: Option<&str>,
+) -> Response {
     let consent = match state.store.consent(&v.consent_id).await {
         Ok(Some(c)) => c,
-        Ok(None) => return error_page(state, StatusCode::BAD_REQUEST, "The request no longer exists."),
+        Ok(None) => {
+            return error_page(
+                state,
+                StatusCode::BAD_REQUEST,
+                "The request no longer exists.",
+            );
+        }
         Err(e) => return authz_error_response(state, e.into()),
     };
     let accounts = match eligible_accounts(state, psu, &consent).await {
         Ok(a) => a,
         Err(e) => return authz_error_response(state, e.into()),
     };
-    let client_name = state.store.client(&v.client_id).await.ok().flatten().map(|c| c.client_name).unwrap_or_default();
+    let client_name = state
+        .store
+        .client(&v.client_id)
+        .await
+        .ok()
+        .flatten()
+        .map(|c| c.client_name)
+        .unwrap_or_default();
     let (prompt, input) = match consent.kind.as_str() {
         "account-access" => ("Choose the accounts to share (at least one)", "checkbox"),
         "funds-confirmation" => ("Choose the account whose funds may be confirmed", "radio"),
@@ -778,7 +1057,14 @@ async fn consent_page(state: &AuthState, s: &WebSession, v: &Validated, psu: &st
         input_type: input,
         error,
     };
-    render(&page, if error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK })
+    render(
+        &page,
+        if error.is_some() {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        },
+    )
 }
 
 pub async fn consent_get(State(state): State<AuthState>, headers: HeaderMap) -> Response {
@@ -788,7 +1074,11 @@ pub async fn consent_get(State(state): State<AuthState>, headers: HeaderMap) -> 
     }
 }
 
-pub async fn consent_post(State(state): State<AuthState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn consent_post(
+    State(state): State<AuthState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let (s, v, psu) = match journey(&state, &headers).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -796,7 +1086,11 @@ pub async fn consent_post(State(state): State<AuthState>, headers: HeaderMap, bo
     let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     let field = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     if !field("csrf").is_some_and(|c| secrets::constant_time_eq(c, &s.csrf)) {
-        return error_page(&state, StatusCode::FORBIDDEN, "The form could not be verified. Start again from the application.");
+        return error_page(
+            &state,
+            StatusCode::FORBIDDEN,
+            "The form could not be verified. Start again from the application.",
+        );
     }
     match field("decision") {
         Some("deny") => {
@@ -804,13 +1098,22 @@ pub async fn consent_post(State(state): State<AuthState>, headers: HeaderMap, bo
             // AUTH-35: refusal rejects a consent still awaiting authorisation.
             if let Err(e) = state
                 .store
-                .transition_consent(&v.consent_id, &["AwaitingAuthorisation"], "Rejected", now_ms(), None)
+                .transition_consent(
+                    &v.consent_id,
+                    &["AwaitingAuthorisation"],
+                    "Rejected",
+                    now_ms(),
+                    None,
+                )
                 .await
             {
                 return authz_error_response(&state, e.into());
             }
             tracing::info!(consent_id = %v.consent_id, "consent rejected by the PSU");
-            let mut pairs = vec![("error", "access_denied"), ("error_description", "the customer declined")];
+            let mut pairs = vec![
+                ("error", "access_denied"),
+                ("error_description", "the customer declined"),
+            ];
             if let Some(st) = &v.state {
                 pairs.push(("state", st));
             }
@@ -819,18 +1122,35 @@ pub async fn consent_post(State(state): State<AuthState>, headers: HeaderMap, bo
         Some("allow") => {
             let consent = match state.store.consent(&v.consent_id).await {
                 Ok(Some(c)) => c,
-                _ => return error_page(&state, StatusCode::BAD_REQUEST, "The request no longer exists."),
+                _ => {
+                    return error_page(
+                        &state,
+                        StatusCode::BAD_REQUEST,
+                        "The request no longer exists.",
+                    );
+                }
             };
             let eligible = match eligible_accounts(&state, &psu, &consent).await {
                 Ok(a) => a,
                 Err(e) => return authz_error_response(&state, e.into()),
             };
-            let chosen: Vec<String> = fields.iter().filter(|(k, _)| k == "account").map(|(_, v)| v.clone()).collect();
+            let chosen: Vec<String> = fields
+                .iter()
+                .filter(|(k, _)| k == "account")
+                .map(|(_, v)| v.clone())
+                .collect();
             let valid = !chosen.is_empty()
                 && chosen.iter().all(|c| eligible.iter().any(|e| e.id == *c))
                 && (consent.kind == "account-access" || chosen.len() == 1);
             if !valid {
-                return consent_page(&state, &s, &v, &psu, Some("Choose at least one of your accounts.")).await;
+                return consent_page(
+                    &state,
+                    &s,
+                    &v,
+                    &psu,
+                    Some("Choose at least one of your accounts."),
+                )
+                .await;
             }
             let auth_time = s.auth_time.unwrap_or_else(now);
             let _ = state.store.delete_session(&s.id_hash).await;
@@ -870,7 +1190,9 @@ fn fmt_ms(ms: Option<i64>) -> String {
 }
 
 async fn dashboard_session(state: &AuthState, headers: &HeaderMap) -> Option<WebSession> {
-    current_session(state, headers).await.filter(|s| s.kind == "dashboard" && s.psu_id.is_some())
+    current_session(state, headers)
+        .await
+        .filter(|s| s.kind == "dashboard" && s.psu_id.is_some())
 }
 
 pub async fn dashboard(State(state): State<AuthState>, headers: HeaderMap) -> Response {
@@ -878,9 +1200,17 @@ pub async fn dashboard(State(state): State<AuthState>, headers: HeaderMap) -> Re
         // Not signed in: start a dashboard session on the login page.
         return match new_session(&state, "dashboard", None, json!({})).await {
             Ok((id, s)) => {
-                let page = LoginPage { brand: &state.config.brand, csrf: &s.csrf, client_name: None, error: None };
+                let page = LoginPage {
+                    brand: &state.config.brand,
+                    csrf: &s.csrf,
+                    client_name: None,
+                    error: None,
+                };
                 let mut resp = render(&page, StatusCode::OK);
-                resp.headers_mut().insert(header::SET_COOKIE, session_cookie(&id, s.expires_at - now()));
+                resp.headers_mut().insert(
+                    header::SET_COOKIE,
+                    session_cookie(&id, s.expires_at - now()),
+                );
                 resp
             }
             Err(e) => authz_error_response(&state, e.into()),
@@ -910,7 +1240,11 @@ async fn dashboard_page(state: &AuthState, s: &WebSession, notice: Option<&str>)
         let what = if groups.is_empty() {
             consent_view::headline(&c.kind).to_string()
         } else {
-            groups.iter().map(|g| g.title.clone()).collect::<Vec<_>>().join(", ")
+            groups
+                .iter()
+                .map(|g| g.title.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         let names: Vec<String> = c
             .accounts
@@ -934,7 +1268,12 @@ async fn dashboard_page(state: &AuthState, s: &WebSession, notice: Option<&str>)
             status: c.status,
         });
     }
-    let page = DashboardPage { brand: &state.config.brand, csrf: &s.csrf, notice, consents: rows };
+    let page = DashboardPage {
+        brand: &state.config.brand,
+        csrf: &s.csrf,
+        notice,
+        consents: rows,
+    };
     render(&page, StatusCode::OK)
 }
 
@@ -953,7 +1292,11 @@ pub async fn revoke(
         return redirect(StatusCode::SEE_OTHER, "/account/consents");
     };
     if !secrets::constant_time_eq(&s.csrf, &form.csrf) {
-        return error_page(&state, StatusCode::FORBIDDEN, "The form could not be verified. Reload the page and try again.");
+        return error_page(
+            &state,
+            StatusCode::FORBIDDEN,
+            "The form could not be verified. Reload the page and try again.",
+        );
     }
     let consent = match state.store.consent(&consent_id).await {
         Ok(c) => c,
@@ -966,20 +1309,29 @@ pub async fn revoke(
         return dashboard_page(&state, &s, Some("This access cannot be revoked.")).await;
     }
     // COMMON-59: Revoked at once, and every token of it stops working.
-    if let Err(e) = state.store.end_consent(&consent_id, Some("Revoked"), now_ms()).await {
+    if let Err(e) = state
+        .store
+        .end_consent(&consent_id, Some("Revoked"), now_ms())
+        .await
+    {
         return authz_error_response(&state, e.into());
     }
     tracing::info!(%consent_id, "consent revoked by the PSU");
     dashboard_page(&state, &s, Some("Access revoked.")).await
 }
 
-pub async fn logout(State(state): State<AuthState>, headers: HeaderMap, axum::Form(form): axum::Form<CsrfForm>) -> Response {
+pub async fn logout(
+    State(state): State<AuthState>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<CsrfForm>,
+) -> Response {
     if let Some(s) = current_session(&state, &headers).await
         && secrets::constant_time_eq(&s.csrf, &form.csrf)
     {
         let _ = state.store.delete_session(&s.id_hash).await;
     }
     let mut resp = redirect(StatusCode::SEE_OTHER, "/account/consents");
-    resp.headers_mut().insert(header::SET_COOKIE, session_cookie("", 0));
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, session_cookie("", 0));
     resp
 }

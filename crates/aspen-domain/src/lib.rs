@@ -171,12 +171,19 @@ pub fn parse_minor(amount: &str) -> Option<i64> {
     if !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let (cents, rest) = if frac.len() >= 2 { frac.split_at(2) } else { (frac, "") };
+    let (cents, rest) = if frac.len() >= 2 {
+        frac.split_at(2)
+    } else {
+        (frac, "")
+    };
     if rest.bytes().any(|b| b != b'0') {
         return None;
     }
     let cents: i64 = format!("{cents:0<2}").parse().ok()?;
-    int.parse::<i64>().ok()?.checked_mul(100)?.checked_add(cents)
+    int.parse::<i64>()
+        .ok()?
+        .checked_mul(100)?
+        .checked_add(cents)
 }
 
 #[cfg(test)]

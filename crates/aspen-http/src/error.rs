@@ -117,7 +117,12 @@ impl ObError {
         Self::new(StatusCode::BAD_REQUEST, "The request is invalid.").with(code, message, path)
     }
 
-    pub fn with(mut self, code: ObErrorCode, message: impl Into<String>, path: Option<&str>) -> Self {
+    pub fn with(
+        mut self,
+        code: ObErrorCode,
+        message: impl Into<String>,
+        path: Option<&str>,
+    ) -> Self {
         self.errors.push(ObErrorItem {
             error_code: code.as_str(),
             message: message.into(),
@@ -149,11 +154,17 @@ impl ObError {
     }
 
     pub fn not_acceptable() -> Self {
-        Self::new(StatusCode::NOT_ACCEPTABLE, "The Accept header cannot be satisfied.")
+        Self::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "The Accept header cannot be satisfied.",
+        )
     }
 
     pub fn unsupported_media_type() -> Self {
-        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Content-Type.")
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported Content-Type.",
+        )
     }
 
     /// 500; the detail goes to the log, never to the client (COMMON-54).

@@ -10,7 +10,9 @@ pub const CLAIM_IAT: &str = "http://openbanking.org.uk/iat";
 pub const CLAIM_ISS: &str = "http://openbanking.org.uk/iss";
 pub const CLAIM_TAN: &str = "http://openbanking.org.uk/tan";
 const CRIT: [&str; 4] = ["b64", CLAIM_IAT, CLAIM_ISS, CLAIM_TAN];
-const ALLOWED: [&str; 9] = ["alg", "kid", "b64", "crit", "typ", "cty", CLAIM_IAT, CLAIM_ISS, CLAIM_TAN];
+const ALLOWED: [&str; 9] = [
+    "alg", "kid", "b64", "crit", "typ", "cty", CLAIM_IAT, CLAIM_ISS, CLAIM_TAN,
+];
 
 /// Failures, one per OB error code (COMMON-31); the `String` is the claim,
 /// for `Errors[].Path`.
@@ -141,7 +143,9 @@ pub fn verify_detached(
     }
     let crit_ok = obj["crit"].as_array().is_some_and(|c| {
         let names: Vec<&str> = c.iter().filter_map(Value::as_str).collect();
-        names.len() == c.len() && names.len() == CRIT.len() && CRIT.iter().all(|x| names.contains(x))
+        names.len() == c.len()
+            && names.len() == CRIT.len()
+            && CRIT.iter().all(|x| names.contains(x))
     });
     if !crit_ok {
         return Err(InvalidClaim("crit".into()));
@@ -152,14 +156,22 @@ pub fn verify_detached(
         return Err(InvalidClaim("typ".into()));
     }
     if let Some(c) = obj.get("cty")
-        && !c.as_str().is_some_and(|c| !c.is_empty())
+        && c.as_str().is_none_or(|c| c.is_empty())
     {
         return Err(InvalidClaim("cty".into()));
     }
-    let kid = obj["kid"].as_str().ok_or_else(|| InvalidClaim("kid".into()))?;
-    let iat = obj[CLAIM_IAT].as_i64().ok_or_else(|| InvalidClaim(CLAIM_IAT.into()))?;
-    let iss = obj[CLAIM_ISS].as_str().ok_or_else(|| InvalidClaim(CLAIM_ISS.into()))?;
-    let tan = obj[CLAIM_TAN].as_str().ok_or_else(|| InvalidClaim(CLAIM_TAN.into()))?;
+    let kid = obj["kid"]
+        .as_str()
+        .ok_or_else(|| InvalidClaim("kid".into()))?;
+    let iat = obj[CLAIM_IAT]
+        .as_i64()
+        .ok_or_else(|| InvalidClaim(CLAIM_IAT.into()))?;
+    let iss = obj[CLAIM_ISS]
+        .as_str()
+        .ok_or_else(|| InvalidClaim(CLAIM_ISS.into()))?;
+    let tan = obj[CLAIM_TAN]
+        .as_str()
+        .ok_or_else(|| InvalidClaim(CLAIM_TAN.into()))?;
     let key = keys
         .select(Some(kid), Alg::PS256)
         .map_err(|_| InvalidClaim("kid".into()))?;
@@ -200,7 +212,13 @@ mod tests {
     }
 
     fn exp<'a>(tans: &'a [String], now: i64) -> DetachedExpectations<'a> {
-        DetachedExpectations { iss: "org/soft", tans, now, max_future_skew: 30, max_age: 3600 }
+        DetachedExpectations {
+            iss: "org/soft",
+            tans,
+            now,
+            max_future_skew: 30,
+            max_age: 3600,
+        }
     }
 
     fn with_header(k: &SigningKey, header: Value, body: &[u8]) -> String {
@@ -233,12 +251,24 @@ mod tests {
         let sig = sign_detached(&k, BODY, "org/soft", "openbanking.org.uk", 1000, None).unwrap();
         let mut body = BODY.to_vec();
         body[40] = b'9';
-        assert_eq!(verify_detached(Some(&sig), &body, &j, &exp(&t, 1000)).unwrap_err(), Invalid);
-        assert_eq!(verify_detached(None, BODY, &j, &exp(&t, 1000)).unwrap_err(), Missing);
-        assert_eq!(verify_detached(Some("abc"), BODY, &j, &exp(&t, 1000)).unwrap_err(), Malformed);
+        assert_eq!(
+            verify_detached(Some(&sig), &body, &j, &exp(&t, 1000)).unwrap_err(),
+            Invalid
+        );
+        assert_eq!(
+            verify_detached(None, BODY, &j, &exp(&t, 1000)).unwrap_err(),
+            Missing
+        );
+        assert_eq!(
+            verify_detached(Some("abc"), BODY, &j, &exp(&t, 1000)).unwrap_err(),
+            Malformed
+        );
         let (h, _) = sig.split_once("..").unwrap();
         let attached = format!("{h}.{}.x", b64(BODY));
-        assert_eq!(verify_detached(Some(&attached), BODY, &j, &exp(&t, 1000)).unwrap_err(), Malformed);
+        assert_eq!(
+            verify_detached(Some(&attached), BODY, &j, &exp(&t, 1000)).unwrap_err(),
+            Malformed
+        );
     }
 
     #[test]
@@ -261,8 +291,16 @@ mod tests {
         let cases: Vec<(&str, Value, &str)> = vec![
             ("b64", Value::Bool(true), "b64"),
             ("alg", Value::from("RS256"), "alg"),
-            ("crit", serde_json::json!(["b64", CLAIM_IAT, CLAIM_ISS]), "crit"),
-            ("crit", serde_json::json!(["b64", CLAIM_IAT, CLAIM_ISS, CLAIM_TAN, "x"]), "crit"),
+            (
+                "crit",
+                serde_json::json!(["b64", CLAIM_IAT, CLAIM_ISS]),
+                "crit",
+            ),
+            (
+                "crit",
+                serde_json::json!(["b64", CLAIM_IAT, CLAIM_ISS, CLAIM_TAN, "x"]),
+                "crit",
+            ),
             ("kid", Value::from("nope"), "kid"),
             (CLAIM_ISS, Value::from("other/soft"), CLAIM_ISS),
             (CLAIM_TAN, Value::from("evil.example"), CLAIM_TAN),
@@ -287,15 +325,22 @@ mod tests {
     fn signature_by_another_key_is_invalid() {
         let (k, j, t) = setup();
         let other = SigningKey::generate(Some(k.kid().to_string())).unwrap();
-        let sig = sign_detached(&other, BODY, "org/soft", "openbanking.org.uk", 1000, None).unwrap();
-        assert_eq!(verify_detached(Some(&sig), BODY, &j, &exp(&t, 1000)).unwrap_err(), Invalid);
+        let sig =
+            sign_detached(&other, BODY, "org/soft", "openbanking.org.uk", 1000, None).unwrap();
+        assert_eq!(
+            verify_detached(Some(&sig), BODY, &j, &exp(&t, 1000)).unwrap_err(),
+            Invalid
+        );
     }
 
     /// Cross-check with the openssl CLI when it is installed: the signature
     /// is plain RSASSA-PSS (SHA-256, salt 32) over `header "." body`.
     #[test]
     fn openssl_agrees() {
-        let Ok(out) = std::process::Command::new("openssl").arg("version").output() else {
+        let Ok(out) = std::process::Command::new("openssl")
+            .arg("version")
+            .output()
+        else {
             eprintln!("SKIPPED: openssl CLI not available");
             return;
         };
@@ -323,7 +368,15 @@ mod tests {
             .unwrap();
         assert!(pubkey.success());
         let verify = std::process::Command::new("openssl")
-            .args(["dgst", "-sha256", "-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:32", "-verify"])
+            .args([
+                "dgst",
+                "-sha256",
+                "-sigopt",
+                "rsa_padding_mode:pss",
+                "-sigopt",
+                "rsa_pss_saltlen:32",
+                "-verify",
+            ])
             .arg(dir.join("pub.pem"))
             .arg("-signature")
             .arg(dir.join("sig"))
@@ -331,6 +384,10 @@ mod tests {
             .output()
             .unwrap();
         let _ = std::fs::remove_dir_all(&dir);
-        assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+        assert!(
+            verify.status.success(),
+            "{}",
+            String::from_utf8_lossy(&verify.stdout)
+        );
     }
 }

@@ -49,9 +49,12 @@ impl Jwk {
         let params = match alg {
             Alg::PS256 => &RSA_PSS_2048_8192_SHA256,
         };
-        PublicKeyComponents { n: n.as_slice(), e: e.as_slice() }
-            .verify(params, msg, sig)
-            .map_err(|_| JoseError::BadSignature)
+        PublicKeyComponents {
+            n: n.as_slice(),
+            e: e.as_slice(),
+        }
+        .verify(params, msg, sig)
+        .map_err(|_| JoseError::BadSignature)
     }
 }
 
@@ -77,7 +80,9 @@ impl Jwks {
             }
         }
         if keys.is_empty() {
-            return Err(JoseError::Key("the JWKS holds no RSA signing key of at least 2048 bits".into()));
+            return Err(JoseError::Key(
+                "the JWKS holds no RSA signing key of at least 2048 bits".into(),
+            ));
         }
         Ok(Self { keys })
     }

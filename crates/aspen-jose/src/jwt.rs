@@ -38,7 +38,11 @@ fn split(token: &str) -> Result<(&str, &str, &str), JoseError> {
 fn json_object(b64_part: &str) -> Result<Value, JoseError> {
     let bytes = b64_decode(b64_part)?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|_| JoseError::Malformed)?;
-    if v.is_object() { Ok(v) } else { Err(JoseError::Malformed) }
+    if v.is_object() {
+        Ok(v)
+    } else {
+        Err(JoseError::Malformed)
+    }
 }
 
 /// Header and claims without checking the signature — for reading which
@@ -94,7 +98,10 @@ mod tests {
 
         let (h, _, s) = split(&t).unwrap();
         let forged = format!("{h}.{}.{s}", b64(br#"{"sub":"b","n":1}"#));
-        assert_eq!(verify_jwt(&forged, &jwks(&k), &[Alg::PS256]).unwrap_err(), JoseError::BadSignature);
+        assert_eq!(
+            verify_jwt(&forged, &jwks(&k), &[Alg::PS256]).unwrap_err(),
+            JoseError::BadSignature
+        );
     }
 
     #[test]
@@ -115,7 +122,9 @@ mod tests {
         );
         let (_, p, s) = split(&t).unwrap();
         for alg in ["none", "HS256", "RS256", "ES256"] {
-            let h = b64(serde_json::json!({"alg": alg, "kid": k.kid()}).to_string().as_bytes());
+            let h = b64(serde_json::json!({"alg": alg, "kid": k.kid()})
+                .to_string()
+                .as_bytes());
             let token = format!("{h}.{p}.{s}");
             assert_eq!(
                 verify_jwt(&token, &jwks(&k), &[Alg::PS256]).unwrap_err(),
@@ -134,8 +143,14 @@ mod tests {
         let k = key();
         let attacker = key();
         let claims = b64(b"{}");
-        let h = b64(serde_json::json!({"alg":"PS256","jwk": attacker.public_jwk()}).to_string().as_bytes());
-        let sig = attacker.sign_ps256(format!("{h}.{claims}").as_bytes()).unwrap();
+        let h = b64(
+            serde_json::json!({"alg":"PS256","jwk": attacker.public_jwk()})
+                .to_string()
+                .as_bytes(),
+        );
+        let sig = attacker
+            .sign_ps256(format!("{h}.{claims}").as_bytes())
+            .unwrap();
         let t = format!("{h}.{claims}.{}", b64(&sig));
         assert!(verify_jwt(&t, &jwks(&k), &[Alg::PS256]).is_err());
     }
@@ -149,7 +164,10 @@ mod tests {
         let t = format!("{h}.{p}.{}", b64(&sig));
         assert!(verify_jwt(&t, &jwks(&k), &[Alg::PS256]).is_ok());
         let two = Jwks::from_keys(vec![k.jwk().clone(), key().jwk().clone()]);
-        assert_eq!(verify_jwt(&t, &two, &[Alg::PS256]).unwrap_err(), JoseError::AmbiguousKey);
+        assert_eq!(
+            verify_jwt(&t, &two, &[Alg::PS256]).unwrap_err(),
+            JoseError::AmbiguousKey
+        );
     }
 
     #[test]

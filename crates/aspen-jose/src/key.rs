@@ -19,7 +19,9 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -66,7 +68,9 @@ impl SigningKey {
             .take_while(|l| *l != "-----END PRIVATE KEY-----")
             .collect();
         if body.is_empty() {
-            return Err(JoseError::Key("expected a PKCS#8 \"PRIVATE KEY\" PEM block".into()));
+            return Err(JoseError::Key(
+                "expected a PKCS#8 \"PRIVATE KEY\" PEM block".into(),
+            ));
         }
         let der = base64::engine::general_purpose::STANDARD
             .decode(body)

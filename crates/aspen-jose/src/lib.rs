@@ -15,7 +15,9 @@ mod jwk;
 mod jwt;
 mod key;
 
-pub use detached::{DetachedExpectations, DetachedHeader, DetachedJwsError, sign_detached, verify_detached};
+pub use detached::{
+    DetachedExpectations, DetachedHeader, DetachedJwsError, sign_detached, verify_detached,
+};
 pub use jwk::{Jwk, Jwks};
 pub use jwt::{VerifiedJwt, decode_unverified, sign_jwt, verify_jwt};
 pub use key::SigningKey;
@@ -104,7 +106,10 @@ mod tests {
             "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk",
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         ));
-        assert!(!pkce_s256_matches("x", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"));
+        assert!(!pkce_s256_matches(
+            "x",
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        ));
     }
 
     #[test]

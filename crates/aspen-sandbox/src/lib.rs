@@ -31,7 +31,9 @@ pub struct SeedReport {
 pub enum SandboxError {
     #[error(transparent)]
     Store(#[from] aspen_store::StoreError),
-    #[error("the database holds a sandbox seeded with seed {existing}, not {requested}; use a fresh database or the same seed")]
+    #[error(
+        "the database holds a sandbox seeded with seed {existing}, not {requested}; use a fresh database or the same seed"
+    )]
     SeedMismatch { existing: i64, requested: i64 },
 }
 
@@ -56,7 +58,10 @@ pub async fn seed(store: &dyn Store, cfg: &SeedConfig) -> Result<SeedReport, San
         }
     };
     if state.seed != cfg.seed as i64 {
-        return Err(SandboxError::SeedMismatch { existing: state.seed, requested: cfg.seed as i64 });
+        return Err(SandboxError::SeedMismatch {
+            existing: state.seed,
+            requested: cfg.seed as i64,
+        });
     }
     let mut bulk_added = 0;
     let wanted = cfg.bulk_transactions as i64;
@@ -67,7 +72,11 @@ pub async fn seed(store: &dyn Store, cfg: &SeedConfig) -> Result<SeedReport, San
         let extra = (wanted - state.bulk) as u64;
         let mut entries = bulk_transactions(cfg.seed, anchor, &account, state.bulk as u64, extra);
         bulk_added = store.seed_bulk(&account, &mut entries, wanted).await?;
-        tracing::info!(bulk_added, elapsed_ms = started.elapsed().as_millis() as u64, "bulk sandbox history seeded");
+        tracing::info!(
+            bulk_added,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "bulk sandbox history seeded"
+        );
     }
     Ok(SeedReport {
         seeded,

@@ -83,7 +83,12 @@ pub trait ConsentStore: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Moves the consent to `to` (e.g. `Revoked`), or soft-deletes it when
     /// `to` is None, and revokes every token tied to it — one transaction.
-    async fn end_consent(&self, consent_id: &str, to: Option<&str>, now: i64) -> Result<bool, StoreError>;
+    async fn end_consent(
+        &self,
+        consent_id: &str,
+        to: Option<&str>,
+        now: i64,
+    ) -> Result<bool, StoreError>;
     async fn consents_for_psu(&self, psu_id: &str) -> Result<Vec<ConsentRecord>, StoreError>;
 
     async fn insert_code(&self, c: &CodeRecord) -> Result<(), StoreError>;
@@ -93,12 +98,22 @@ pub trait ConsentStore: Send + Sync {
 
     async fn insert_session(&self, s: &WebSession) -> Result<(), StoreError>;
     async fn session(&self, id_hash: &str, now: i64) -> Result<Option<WebSession>, StoreError>;
-    async fn set_session_psu(&self, id_hash: &str, psu_id: &str, auth_time: i64) -> Result<(), StoreError>;
+    async fn set_session_psu(
+        &self,
+        id_hash: &str,
+        psu_id: &str,
+        auth_time: i64,
+    ) -> Result<(), StoreError>;
     async fn delete_session(&self, id_hash: &str) -> Result<(), StoreError>;
 
     /// Failures counted in the current window for a throttle key.
     async fn login_failures(&self, key: &str, now: i64, window: i64) -> Result<i64, StoreError>;
-    async fn record_login_failure(&self, key: &str, now: i64, window: i64) -> Result<i64, StoreError>;
+    async fn record_login_failure(
+        &self,
+        key: &str,
+        now: i64,
+        window: i64,
+    ) -> Result<i64, StoreError>;
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError>;
 }
 

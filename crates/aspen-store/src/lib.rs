@@ -34,7 +34,9 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::RowNotFound => StoreError::NotFound,
-            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(db.message().to_string()),
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict(db.message().to_string())
+            }
             _ => StoreError::Backend(e.to_string()),
         }
     }
@@ -121,7 +123,10 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
 
 /// As [`connect`], with every PostgreSQL connection using `schema` (tests
 /// isolate themselves this way on a shared server).
-pub async fn connect_with_schema(url: &str, pg_schema: Option<&str>) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn connect_with_schema(
+    url: &str,
+    pg_schema: Option<&str>,
+) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -146,6 +151,8 @@ pub async fn connect_with_schema(url: &str, pg_schema: Option<&str>) -> Result<A
             .await?;
         Ok(Arc::new(PgStore { pool }))
     } else {
-        Err(StoreError::Backend(format!("unsupported database URL scheme in {url:?}")))
+        Err(StoreError::Backend(format!(
+            "unsupported database URL scheme in {url:?}"
+        )))
     }
 }

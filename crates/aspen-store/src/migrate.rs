@@ -10,7 +10,13 @@ fn build(files: &[(i64, &'static str, &'static str)]) -> Migrator {
         files
             .iter()
             .map(|&(v, desc, sql)| {
-                Migration::new(v, Cow::Borrowed(desc), MigrationType::Simple, sqlx::SqlStr::from_static(sql), false)
+                Migration::new(
+                    v,
+                    Cow::Borrowed(desc),
+                    MigrationType::Simple,
+                    sqlx::SqlStr::from_static(sql),
+                    false,
+                )
             })
             .collect(),
     )
@@ -18,16 +24,40 @@ fn build(files: &[(i64, &'static str, &'static str)]) -> Migrator {
 
 pub fn sqlite() -> Migrator {
     build(&[
-        (1, "world", include_str!("../migrations/sqlite/0001_world.sql")),
-        (2, "auth", include_str!("../migrations/sqlite/0002_auth.sql")),
-        (3, "consents", include_str!("../migrations/sqlite/0003_consents.sql")),
+        (
+            1,
+            "world",
+            include_str!("../migrations/sqlite/0001_world.sql"),
+        ),
+        (
+            2,
+            "auth",
+            include_str!("../migrations/sqlite/0002_auth.sql"),
+        ),
+        (
+            3,
+            "consents",
+            include_str!("../migrations/sqlite/0003_consents.sql"),
+        ),
     ])
 }
 
 pub fn postgres() -> Migrator {
     build(&[
-        (1, "world", include_str!("../migrations/postgres/0001_world.sql")),
-        (2, "auth", include_str!("../migrations/postgres/0002_auth.sql")),
-        (3, "consents", include_str!("../migrations/postgres/0003_consents.sql")),
+        (
+            1,
+            "world",
+            include_str!("../migrations/postgres/0001_world.sql"),
+        ),
+        (
+            2,
+            "auth",
+            include_str!("../migrations/postgres/0002_auth.sql"),
+        ),
+        (
+            3,
+            "consents",
+            include_str!("../migrations/postgres/0003_consents.sql"),
+        ),
     ])
 }

@@ -1,8 +1,8 @@
 //! Storage of the bank itself: PSUs, accounts, transactions (keyset
 //! pagination), per-account resources, and the sandbox seed marker.
 
-use async_trait::async_trait;
 use aspen_domain::{Account, AccountResource, Psu, ResourceKind, Transaction, World};
+use async_trait::async_trait;
 
 use crate::StoreError;
 
@@ -72,12 +72,25 @@ pub trait WorldStore: Send + Sync {
         before: Option<&TxCursor>,
         limit: i64,
     ) -> Result<Vec<Transaction>, StoreError>;
-    async fn count_transactions(&self, account_id: &str, filter: &TxFilter) -> Result<i64, StoreError>;
+    async fn count_transactions(
+        &self,
+        account_id: &str,
+        filter: &TxFilter,
+    ) -> Result<i64, StoreError>;
     /// Earliest and latest booking time of an account's transactions.
     async fn transaction_bounds(&self, account_id: &str) -> Result<Option<(i64, i64)>, StoreError>;
 
-    async fn resources(&self, account_id: &str, kind: ResourceKind) -> Result<Vec<AccountResource>, StoreError>;
-    async fn resource(&self, account_id: &str, kind: ResourceKind, id: &str) -> Result<Option<AccountResource>, StoreError>;
+    async fn resources(
+        &self,
+        account_id: &str,
+        kind: ResourceKind,
+    ) -> Result<Vec<AccountResource>, StoreError>;
+    async fn resource(
+        &self,
+        account_id: &str,
+        kind: ResourceKind,
+        id: &str,
+    ) -> Result<Option<AccountResource>, StoreError>;
 }
 
 pub(crate) const TX_COLUMNS: &str = "transaction_id, account_id, booking_ms, value_ms, amount_minor, \

@@ -26,7 +26,8 @@ async fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
 }
 
 fn pg_url() -> String {
-    std::env::var("ASPEN_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("ASPEN_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 /// A store on a fresh schema, and the schema name to drop afterwards.
@@ -43,22 +44,32 @@ async fn postgres() -> Option<(Arc<dyn Store>, String)> {
         }
     };
     let schema = format!("t_{}", uuid_like());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&admin).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&admin)
+        .await
+        .unwrap();
     admin.close().await;
-    let s = aspen_store::connect_with_schema(&url, Some(&schema)).await.unwrap();
+    let s = aspen_store::connect_with_schema(&url, Some(&schema))
+        .await
+        .unwrap();
     s.migrate().await.unwrap();
     Some((s, schema))
 }
 
 fn uuid_like() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let n = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{:x}{:x}", n, std::process::id())
 }
 
 async fn drop_schema(schema: &str) {
     if let Ok(admin) = sqlx::PgPool::connect(&pg_url()).await {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE"))).execute(&admin).await;
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&admin)
+            .await;
     }
 }
 
@@ -100,71 +111,147 @@ both!(migrations_are_idempotent, |s: Arc<dyn Store>| async move {
     s.ping().await.unwrap();
 });
 
-both!(seeding_is_idempotent_and_complete, |s: Arc<dyn Store>| async move {
-    let w = world();
-    assert!(s.seed_world(&w).await.unwrap());
-    assert!(!s.seed_world(&w).await.unwrap(), "second seed changes nothing");
-    let st = s.seed_state().await.unwrap().unwrap();
-    assert_eq!((st.seed, st.anchor.as_str()), (42, "2026-11-24"));
-    let rora = s.psu_by_username("rora").await.unwrap().unwrap();
-    assert_eq!(s.psu(&rora.id).await.unwrap().unwrap(), rora);
-    assert!(s.psu_by_username("nobody").await.unwrap().is_none());
-    let accounts = s.accounts_for_psu(&rora.id).await.unwrap();
-    assert_eq!(accounts.len(), 3);
-    for a in &accounts {
-        let stored = s.account(&a.account_id).await.unwrap().unwrap();
-        let expected = w.accounts.iter().find(|x| x.account_id == a.account_id).unwrap();
-        assert_eq!(&stored, expected);
-        // Balances agree with the stored transactions.
-        let all = s.transactions_page(&a.account_id, &TxFilter::all(), None, None, 100_000).await.unwrap();
-        let booked: i64 = all.iter().filter(|t| t.status == "Booked").map(|t| t.signed_minor()).sum();
-        assert_eq!(booked, stored.booked_minor);
-        assert_eq!(all.len() as i64, s.count_transactions(&a.account_id, &TxFilter::all()).await.unwrap());
+both!(
+    seeding_is_idempotent_and_complete,
+    |s: Arc<dyn Store>| async move {
+        let w = world();
+        assert!(s.seed_world(&w).await.unwrap());
+        assert!(
+            !s.seed_world(&w).await.unwrap(),
+            "second seed changes nothing"
+        );
+        let st = s.seed_state().await.unwrap().unwrap();
+        assert_eq!((st.seed, st.anchor.as_str()), (42, "2026-11-24"));
+        let rora = s.psu_by_username("rora").await.unwrap().unwrap();
+        assert_eq!(s.psu(&rora.id).await.unwrap().unwrap(), rora);
+        assert!(s.psu_by_username("nobody").await.unwrap().is_none());
+        let accounts = s.accounts_for_psu(&rora.id).await.unwrap();
+        assert_eq!(accounts.len(), 3);
+        for a in &accounts {
+            let stored = s.account(&a.account_id).await.unwrap().unwrap();
+            let expected = w
+                .accounts
+                .iter()
+                .find(|x| x.account_id == a.account_id)
+                .unwrap();
+            assert_eq!(&stored, expected);
+            // Balances agree with the stored transactions.
+            let all = s
+                .transactions_page(&a.account_id, &TxFilter::all(), None, None, 100_000)
+                .await
+                .unwrap();
+            let booked: i64 = all
+                .iter()
+                .filter(|t| t.status == "Booked")
+                .map(|t| t.signed_minor())
+                .sum();
+            assert_eq!(booked, stored.booked_minor);
+            assert_eq!(
+                all.len() as i64,
+                s.count_transactions(&a.account_id, &TxFilter::all())
+                    .await
+                    .unwrap()
+            );
+        }
+        let gbp = &accounts
+            .iter()
+            .find(|a| a.description == "Financial Account")
+            .unwrap()
+            .account_id;
+        for k in [
+            ResourceKind::Beneficiary,
+            ResourceKind::DirectDebit,
+            ResourceKind::StandingOrder,
+            ResourceKind::ScheduledPayment,
+            ResourceKind::Statement,
+            ResourceKind::Product,
+            ResourceKind::Party,
+        ] {
+            let list = s.resources(gbp, k).await.unwrap();
+            assert!(!list.is_empty(), "{k:?}");
+            let one = s
+                .resource(gbp, k, &list[0].resource_id)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(one, list[0]);
+        }
+        assert!(
+            s.resource(gbp, ResourceKind::Statement, "nope")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(s.account("nope").await.unwrap().is_none());
     }
-    let gbp = &accounts.iter().find(|a| a.description == "Financial Account").unwrap().account_id;
-    for k in [ResourceKind::Beneficiary, ResourceKind::DirectDebit, ResourceKind::StandingOrder, ResourceKind::ScheduledPayment, ResourceKind::Statement, ResourceKind::Product, ResourceKind::Party] {
-        let list = s.resources(gbp, k).await.unwrap();
-        assert!(!list.is_empty(), "{k:?}");
-        let one = s.resource(gbp, k, &list[0].resource_id).await.unwrap().unwrap();
-        assert_eq!(one, list[0]);
-    }
-    assert!(s.resource(gbp, ResourceKind::Statement, "nope").await.unwrap().is_none());
-    assert!(s.account("nope").await.unwrap().is_none());
-});
+);
 
-both!(keyset_pagination_walks_each_transaction_once, |s: Arc<dyn Store>| async move {
+both!(keyset_pagination_walks_each_transaction_once, |s: Arc<
+    dyn Store,
+>| async move {
     let w = world();
     s.seed_world(&w).await.unwrap();
-    let acct = aspen_sandbox::generate_world(42, chrono::NaiveDate::from_ymd_opt(2026, 11, 24).unwrap()).accounts[0].account_id.clone();
+    let acct =
+        aspen_sandbox::generate_world(42, chrono::NaiveDate::from_ymd_opt(2026, 11, 24).unwrap())
+            .accounts[0]
+            .account_id
+            .clone();
     let anchor = chrono::NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
     let mut bulk = aspen_sandbox::bulk_transactions(42, anchor, &acct, 0, 3000);
     assert_eq!(s.seed_bulk(&acct, &mut bulk, 3000).await.unwrap(), 3000);
     let before = s.account(&acct).await.unwrap().unwrap();
-    let expected_sum: i64 = w.transactions.iter().filter(|t| t.account_id == acct && t.status == "Booked").map(|t| t.signed_minor()).sum();
+    let expected_sum: i64 = w
+        .transactions
+        .iter()
+        .filter(|t| t.account_id == acct && t.status == "Booked")
+        .map(|t| t.signed_minor())
+        .sum();
     assert_eq!(before.booked_minor, expected_sum, "bulk pairs cancel out");
 
     let (lo, hi) = s.transaction_bounds(&acct).await.unwrap().unwrap();
     let filters = [
         TxFilter::all(),
-        TxFilter { from_ms: lo + (hi - lo) / 3, to_ms: hi - (hi - lo) / 4, credits: true, debits: true },
-        TxFilter { credits: true, debits: false, ..TxFilter::all() },
-        TxFilter { credits: false, debits: true, ..TxFilter::all() },
+        TxFilter {
+            from_ms: lo + (hi - lo) / 3,
+            to_ms: hi - (hi - lo) / 4,
+            credits: true,
+            debits: true,
+        },
+        TxFilter {
+            credits: true,
+            debits: false,
+            ..TxFilter::all()
+        },
+        TxFilter {
+            credits: false,
+            debits: true,
+            ..TxFilter::all()
+        },
     ];
     for f in filters {
         let total = s.count_transactions(&acct, &f).await.unwrap();
         let mut seen = Vec::new();
         let mut cursor: Option<TxCursor> = None;
         loop {
-            let page = s.transactions_page(&acct, &f, cursor.as_ref(), None, 97).await.unwrap();
+            let page = s
+                .transactions_page(&acct, &f, cursor.as_ref(), None, 97)
+                .await
+                .unwrap();
             if page.is_empty() {
                 break;
             }
             for t in &page {
                 assert!(t.booking_ms >= f.from_ms && t.booking_ms < f.to_ms);
-                assert!((t.credit_debit == CreditDebit::Credit && f.credits) || (t.credit_debit == CreditDebit::Debit && f.debits));
+                assert!(
+                    (t.credit_debit == CreditDebit::Credit && f.credits)
+                        || (t.credit_debit == CreditDebit::Debit && f.debits)
+                );
             }
             let last = page.last().unwrap();
-            cursor = Some(TxCursor { booking_ms: last.booking_ms, transaction_id: last.transaction_id.clone() });
+            cursor = Some(TxCursor {
+                booking_ms: last.booking_ms,
+                transaction_id: last.transaction_id.clone(),
+            });
             seen.extend(page.into_iter().map(|t| (t.booking_ms, t.transaction_id)));
         }
         assert_eq!(seen.len() as i64, total);
@@ -177,15 +264,36 @@ both!(keyset_pagination_walks_each_transaction_once, |s: Arc<dyn Store>| async m
         let mut cursor: Option<TxCursor> = None;
         loop {
             let page = match &cursor {
-                None => s.transactions_page(&acct, &f, None, Some(&TxCursor { booking_ms: i64::MAX, transaction_id: String::new() }), 89).await.unwrap(),
-                Some(c) => s.transactions_page(&acct, &f, None, Some(c), 89).await.unwrap(),
+                None => s
+                    .transactions_page(
+                        &acct,
+                        &f,
+                        None,
+                        Some(&TxCursor {
+                            booking_ms: i64::MAX,
+                            transaction_id: String::new(),
+                        }),
+                        89,
+                    )
+                    .await
+                    .unwrap(),
+                Some(c) => s
+                    .transactions_page(&acct, &f, None, Some(c), 89)
+                    .await
+                    .unwrap(),
             };
             if page.is_empty() {
                 break;
             }
             let first = page.first().unwrap();
-            cursor = Some(TxCursor { booking_ms: first.booking_ms, transaction_id: first.transaction_id.clone() });
-            back.splice(0..0, page.into_iter().map(|t| (t.booking_ms, t.transaction_id)));
+            cursor = Some(TxCursor {
+                booking_ms: first.booking_ms,
+                transaction_id: first.transaction_id.clone(),
+            });
+            back.splice(
+                0..0,
+                page.into_iter().map(|t| (t.booking_ms, t.transaction_id)),
+            );
         }
         assert_eq!(back, seen);
     }
@@ -234,14 +342,19 @@ fn token(hash: &str, client: &str, consent: Option<&str>) -> TokenRecord {
 
 both!(clients_tokens_and_jti, |s: Arc<dyn Store>| async move {
     s.insert_client(&client("c1")).await.unwrap();
-    assert!(matches!(s.insert_client(&client("c1")).await, Err(aspen_store::StoreError::Conflict(_))));
+    assert!(matches!(
+        s.insert_client(&client("c1")).await,
+        Err(aspen_store::StoreError::Conflict(_))
+    ));
     assert_eq!(s.client("c1").await.unwrap().unwrap(), client("c1"));
     let mut upd = client("c1");
     upd.scope = "openid".into();
     s.update_client(&upd).await.unwrap();
     assert_eq!(s.client("c1").await.unwrap().unwrap().scope, "openid");
     s.insert_token(&token("t1", "c1", None)).await.unwrap();
-    s.insert_token(&token("t2", "c1", Some("cons"))).await.unwrap();
+    s.insert_token(&token("t2", "c1", Some("cons")))
+        .await
+        .unwrap();
     assert!(!s.token_by_hash("t1").await.unwrap().unwrap().revoked);
     // Deleting a client revokes its tokens in the same transaction.
     assert!(s.delete_client("c1").await.unwrap());
@@ -255,14 +368,19 @@ both!(clients_tokens_and_jti, |s: Arc<dyn Store>| async move {
     let mut handles = Vec::new();
     for _ in 0..8 {
         let s = s.clone();
-        handles.push(tokio::spawn(async move { s.use_jti("assertion:c1", "j1", far).await.unwrap() }));
+        handles.push(tokio::spawn(async move {
+            s.use_jti("assertion:c1", "j1", far).await.unwrap()
+        }));
     }
     let mut wins = 0;
     for h in handles {
         wins += h.await.unwrap() as u32;
     }
     assert_eq!(wins, 1);
-    assert!(s.use_jti("assertion:c2", "j1", far).await.unwrap(), "other scope is independent");
+    assert!(
+        s.use_jti("assertion:c2", "j1", far).await.unwrap(),
+        "other scope is independent"
+    );
 });
 
 fn consent(id: &str) -> ConsentRecord {
@@ -282,19 +400,48 @@ fn consent(id: &str) -> ConsentRecord {
     }
 }
 
-both!(consents_codes_sessions_and_throttling, |s: Arc<dyn Store>| async move {
+both!(consents_codes_sessions_and_throttling, |s: Arc<
+    dyn Store,
+>| async move {
     s.insert_consent(&consent("k1")).await.unwrap();
-    s.insert_token(&token("tk", "c1", Some("k1"))).await.unwrap();
+    s.insert_token(&token("tk", "c1", Some("k1")))
+        .await
+        .unwrap();
     // Compare-and-set transitions.
-    assert!(!s.transition_consent("k1", &["Authorised"], "Revoked", 5, None).await.unwrap());
+    assert!(
+        !s.transition_consent("k1", &["Authorised"], "Revoked", 5, None)
+            .await
+            .unwrap()
+    );
     let accts = vec!["a1".to_string(), "a2".to_string()];
-    assert!(s.transition_consent("k1", &["AwaitingAuthorisation"], "Authorised", 7, Some(("p1", &accts))).await.unwrap());
+    assert!(
+        s.transition_consent(
+            "k1",
+            &["AwaitingAuthorisation"],
+            "Authorised",
+            7,
+            Some(("p1", &accts))
+        )
+        .await
+        .unwrap()
+    );
     let c = s.consent("k1").await.unwrap().unwrap();
-    assert_eq!((c.status.as_str(), c.psu_id.as_deref(), c.accounts.clone(), c.authorised_at), ("Authorised", Some("p1"), accts.clone(), Some(7)));
+    assert_eq!(
+        (
+            c.status.as_str(),
+            c.psu_id.as_deref(),
+            c.accounts.clone(),
+            c.authorised_at
+        ),
+        ("Authorised", Some("p1"), accts.clone(), Some(7))
+    );
     assert_eq!(s.consents_for_psu("p1").await.unwrap().len(), 1);
     assert!(s.end_consent("k1", Some("Revoked"), 9).await.unwrap());
     assert_eq!(s.consent("k1").await.unwrap().unwrap().status, "Revoked");
-    assert!(s.token_by_hash("tk").await.unwrap().unwrap().revoked, "revocation kills the consent's tokens");
+    assert!(
+        s.token_by_hash("tk").await.unwrap().unwrap().revoked,
+        "revocation kills the consent's tokens"
+    );
     s.insert_consent(&consent("k2")).await.unwrap();
     assert!(s.end_consent("k2", None, 9).await.unwrap());
     assert!(s.consent("k2").await.unwrap().unwrap().deleted);
@@ -317,7 +464,9 @@ both!(consents_codes_sessions_and_throttling, |s: Arc<dyn Store>| async move {
     let mut handles = Vec::new();
     for _ in 0..6 {
         let s = s.clone();
-        handles.push(tokio::spawn(async move { s.redeem_code("h1", 50).await.unwrap() }));
+        handles.push(tokio::spawn(async move {
+            s.redeem_code("h1", 50).await.unwrap()
+        }));
     }
     let mut fresh = 0;
     for h in handles {
@@ -350,17 +499,31 @@ both!(consents_codes_sessions_and_throttling, |s: Arc<dyn Store>| async move {
     assert_eq!(s.session("s1", 50).await.unwrap().unwrap(), sess);
     assert!(s.session("s1", 150).await.unwrap().is_none());
     s.set_session_psu("s1", "p1", 60).await.unwrap();
-    assert_eq!(s.session("s1", 60).await.unwrap().unwrap().psu_id.as_deref(), Some("p1"));
+    assert_eq!(
+        s.session("s1", 60)
+            .await
+            .unwrap()
+            .unwrap()
+            .psu_id
+            .as_deref(),
+        Some("p1")
+    );
     s.delete_session("s1").await.unwrap();
     assert!(s.session("s1", 50).await.unwrap().is_none());
 
     // Login throttling counts within a window and resets after it.
     for i in 1..=3 {
-        assert_eq!(s.record_login_failure("psu:rora", 1000, 900).await.unwrap(), i);
+        assert_eq!(
+            s.record_login_failure("psu:rora", 1000, 900).await.unwrap(),
+            i
+        );
     }
     assert_eq!(s.login_failures("psu:rora", 1500, 900).await.unwrap(), 3);
     assert_eq!(s.login_failures("psu:rora", 2000, 900).await.unwrap(), 0);
-    assert_eq!(s.record_login_failure("psu:rora", 2000, 900).await.unwrap(), 1);
+    assert_eq!(
+        s.record_login_failure("psu:rora", 2000, 900).await.unwrap(),
+        1
+    );
     s.clear_login_failures("psu:rora").await.unwrap();
     assert_eq!(s.login_failures("psu:rora", 2000, 900).await.unwrap(), 0);
 });

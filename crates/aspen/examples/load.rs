@@ -53,7 +53,7 @@ fn parse() -> Result<Args> {
     Ok(a)
 }
 
-fn client(kit: &PathBuf) -> Result<reqwest::Client> {
+fn client(kit: &std::path::Path) -> Result<reqwest::Client> {
     let ca = std::fs::read(kit.join("ca.pem"))?;
     let mut ident = std::fs::read(kit.join("transport.pem"))?;
     ident.extend(std::fs::read(kit.join("transport-key.pem"))?);
@@ -74,7 +74,11 @@ async fn main() -> Result<()> {
     )?;
     let token_url = format!("{}/token", a.url.trim_end_matches('/'));
     // Enough assertions for a generous upper bound of the rate.
-    let budget = if a.mode == "token" { 3000 * a.secs as usize } else { 0 };
+    let budget = if a.mode == "token" {
+        3000 * a.secs as usize
+    } else {
+        0
+    };
     let now = chrono::Utc::now().timestamp();
     let assertions: Vec<String> = (0..budget)
         .map(|i| {
@@ -95,7 +99,12 @@ async fn main() -> Result<()> {
     let mut tasks = Vec::new();
     for _ in 0..a.conns {
         let c = client(&a.kit)?;
-        let (mode, url, client_id, bearer) = (a.mode.clone(), a.url.clone(), a.client_id.clone(), a.bearer.clone());
+        let (mode, url, client_id, bearer) = (
+            a.mode.clone(),
+            a.url.clone(),
+            a.client_id.clone(),
+            a.bearer.clone(),
+        );
         let (assertions, next, token_url) = (assertions.clone(), next.clone(), token_url.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -104,12 +113,17 @@ async fn main() -> Result<()> {
                 let t = Instant::now();
                 let resp = if mode == "token" {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(assertion) = assertions.get(i) else { break };
+                    let Some(assertion) = assertions.get(i) else {
+                        break;
+                    };
                     c.post(&token_url)
                         .form(&[
                             ("grant_type", "client_credentials"),
                             ("client_id", client_id.as_str()),
-                            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+                            (
+                                "client_assertion_type",
+                                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                            ),
                             ("client_assertion", assertion.as_str()),
                         ])
                         .send()
@@ -140,7 +154,11 @@ async fn main() -> Result<()> {
         errors += e;
     }
     all.sort();
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
     println!(
         "mode={} conns={} ok={} errors={} rps={:.0} p50={:.2}ms p99={:.2}ms",
         a.mode,

@@ -154,7 +154,10 @@ pub fn main() -> ExitCode {
         }
     };
     init_tracing(&config);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("aspen: cannot start the async runtime: {e}");
@@ -217,7 +220,11 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
                 "ready: {}",
                 server.public_url
             );
-            eprintln!("aspen: serving on {} (data in {})", server.public_url, server.data_dir.display());
+            eprintln!(
+                "aspen: serving on {} (data in {})",
+                server.public_url,
+                server.data_dir.display()
+            );
             let stop = server.shutdown_sender();
             tokio::spawn(async move {
                 shutdown_signal().await;
@@ -231,7 +238,9 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
             apply_store_args(&mut config, &args);
             DataDir::open(&config.data_dir)?;
             let url = config.database_url();
-            let store = aspen_store::connect(&url).await.context("cannot open the database")?;
+            let store = aspen_store::connect(&url)
+                .await
+                .context("cannot open the database")?;
             store.migrate().await.context("migration failed")?;
             println!("migrations applied ({})", store.backend_name());
             Ok(())
@@ -274,7 +283,9 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
         Command::Clients(cmd) => match cmd {
             ClientsCommand::Add(args) => crate::clients::add(config, args).await,
             ClientsCommand::List => crate::clients::list(config).await,
-            ClientsCommand::Remove { client_id } => crate::clients::remove(config, &client_id).await,
+            ClientsCommand::Remove { client_id } => {
+                crate::clients::remove(config, &client_id).await
+            }
         },
         Command::Keys(cmd) => {
             let dir = match &cmd {
@@ -298,7 +309,11 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
                 }
             }
             for kid in &ring.state.published {
-                let mark = if *kid == ring.state.current { " (current)" } else { "" };
+                let mark = if *kid == ring.state.current {
+                    " (current)"
+                } else {
+                    ""
+                };
                 println!("{kid}{mark}");
             }
             Ok(())
@@ -310,13 +325,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

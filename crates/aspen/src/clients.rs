@@ -59,7 +59,8 @@ pub async fn add(config: Config, args: AddArgs) -> Result<()> {
             (ssa, ClientCert::from_der(der.to_vec()))
         }
         (None, Some(path)) => (
-            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?,
             None,
         ),
         (None, None) => bail!("give --kit DIR or --ssa FILE"),

@@ -342,31 +342,50 @@ impl Config {
                 "tls.cert_file and tls.key_file must be set together",
             ));
         }
-        if self.tokens.client_credentials_ttl_secs == 0 || self.tokens.client_credentials_ttl_secs > 3600 {
+        if self.tokens.client_credentials_ttl_secs == 0
+            || self.tokens.client_credentials_ttl_secs > 3600
+        {
             return Err(field(
                 "tokens.client_credentials_ttl_secs",
                 "must be between 1 and 3600 (AUTH-59)",
             ));
         }
         if !(300..=3600).contains(&self.tokens.access_token_ttl_secs) {
-            return Err(field("tokens.access_token_ttl_secs", "must be between 300 and 3600 (AUTH-59)"));
+            return Err(field(
+                "tokens.access_token_ttl_secs",
+                "must be between 300 and 3600 (AUTH-59)",
+            ));
         }
         if !(1..=600).contains(&self.tokens.code_ttl_secs) {
-            return Err(field("tokens.code_ttl_secs", "must be between 1 and 600 (AUTH-52)"));
+            return Err(field(
+                "tokens.code_ttl_secs",
+                "must be between 1 and 600 (AUTH-52)",
+            ));
         }
         if !(60..=3600).contains(&self.tokens.session_ttl_secs) {
-            return Err(field("tokens.session_ttl_secs", "must be between 60 and 3600"));
+            return Err(field(
+                "tokens.session_ttl_secs",
+                "must be between 60 and 3600",
+            ));
         }
         if let Some(p) = &self.branding.logo_file
             && !p.is_file()
         {
-            return Err(field("branding.logo_file", format!("{} is not a readable file", p.display())));
+            return Err(field(
+                "branding.logo_file",
+                format!("{} is not a readable file", p.display()),
+            ));
         }
         if !self.branding.primary_colour.starts_with('#')
             || !matches!(self.branding.primary_colour.len(), 4 | 7)
-            || !self.branding.primary_colour[1..].chars().all(|c| c.is_ascii_hexdigit())
+            || !self.branding.primary_colour[1..]
+                .chars()
+                .all(|c| c.is_ascii_hexdigit())
         {
-            return Err(field("branding.primary_colour", "must be a #rgb or #rrggbb colour"));
+            return Err(field(
+                "branding.primary_colour",
+                "must be a #rgb or #rrggbb colour",
+            ));
         }
         if self.trust.ssa_max_age_days == 0 {
             return Err(field("trust.ssa_max_age_days", "must be greater than 0"));
@@ -375,7 +394,10 @@ impl Config {
             return Err(field("limits.max_body_bytes", "must be greater than 0"));
         }
         if self.limits.request_timeout_secs == 0 {
-            return Err(field("limits.request_timeout_secs", "must be greater than 0"));
+            return Err(field(
+                "limits.request_timeout_secs",
+                "must be greater than 0",
+            ));
         }
         if self.proxy.trust_client_cert_header
             && http::HeaderName::from_bytes(self.proxy.client_cert_header.as_bytes()).is_err()
@@ -433,9 +455,12 @@ impl Config {
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.listen
-            .parse()
-            .map_err(|_| field("listen", format!("{:?} is not an IP:port address", self.listen)))
+        self.listen.parse().map_err(|_| {
+            field(
+                "listen",
+                format!("{:?} is not an IP:port address", self.listen),
+            )
+        })
     }
 
     pub fn database_url(&self) -> String {
@@ -452,7 +477,9 @@ fn parse_env_value(raw: &str) -> toml::Value {
     // `x = <raw>` parses for numbers, booleans, arrays and quoted strings;
     // anything else (a bare path or URL) is taken as a string.
     match format!("x = {raw}").parse::<toml::Table>() {
-        Ok(mut t) => t.remove("x").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Ok(mut t) => t
+            .remove("x")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
         Err(_) => toml::Value::String(raw.into()),
     }
 }
@@ -488,7 +515,10 @@ mod tests {
         let c = Config::load(None, env(&[])).unwrap();
         assert_eq!(c.profile, Profile::Sandbox);
         assert_eq!(c.listen_addr().unwrap().port(), 8443);
-        assert!(c.database_url().starts_with("sqlite://./aspen-data/aspen.db"));
+        assert!(
+            c.database_url()
+                .starts_with("sqlite://./aspen-data/aspen.db")
+        );
     }
 
     #[test]
@@ -528,7 +558,11 @@ mod tests {
     fn file_and_env_combine() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("aspen.toml");
-        std::fs::write(&p, "listen = \"127.0.0.1:7000\"\n[limits]\nmax_body_bytes = 10\n").unwrap();
+        std::fs::write(
+            &p,
+            "listen = \"127.0.0.1:7000\"\n[limits]\nmax_body_bytes = 10\n",
+        )
+        .unwrap();
         let c = Config::load(Some(&p), env(&[("ASPEN_LIMITS__MAX_BODY_BYTES", "20")])).unwrap();
         assert_eq!(c.listen, "127.0.0.1:7000");
         assert_eq!(c.limits.max_body_bytes, 20);

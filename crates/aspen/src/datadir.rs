@@ -59,11 +59,19 @@ impl DataDir {
 
     /// The generated server certificate (chain: leaf then CA), created if
     /// absent. Returns (cert chain PEM path, key PEM path).
-    pub fn server_cert(&self, ca: &IssuedCert, extra_names: &[String]) -> Result<(PathBuf, PathBuf)> {
+    pub fn server_cert(
+        &self,
+        ca: &IssuedCert,
+        extra_names: &[String],
+    ) -> Result<(PathBuf, PathBuf)> {
         let cert = self.root.join("server.pem");
         let key = self.root.join("server-key.pem");
         if !(cert.exists() && key.exists()) {
-            let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+            let mut names = vec![
+                "localhost".to_string(),
+                "127.0.0.1".to_string(),
+                "::1".to_string(),
+            ];
             for n in extra_names {
                 if !names.contains(n) {
                     names.push(n.clone());
@@ -128,7 +136,10 @@ impl KeyRing {
         let state_path = Self::state_path(dir);
         if !state_path.exists() {
             let key = SigningKey::generate(None).context("RSA key generation failed")?;
-            write_secret(&dir.join(format!("{}.pem", key.kid())), &key.to_pkcs8_pem()?)?;
+            write_secret(
+                &dir.join(format!("{}.pem", key.kid())),
+                &key.to_pkcs8_pem()?,
+            )?;
             let state = KeyRingState {
                 current: key.kid().to_string(),
                 published: vec![key.kid().to_string()],
@@ -164,7 +175,10 @@ impl KeyRing {
     /// Adds a new current key; the previous keys stay published.
     pub fn rotate(&mut self) -> Result<&SigningKey> {
         let key = SigningKey::generate(None).context("RSA key generation failed")?;
-        write_secret(&self.dir.join(format!("{}.pem", key.kid())), &key.to_pkcs8_pem()?)?;
+        write_secret(
+            &self.dir.join(format!("{}.pem", key.kid())),
+            &key.to_pkcs8_pem()?,
+        )?;
         self.state.current = key.kid().to_string();
         self.state.published.insert(0, key.kid().to_string());
         self.save()?;

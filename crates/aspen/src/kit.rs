@@ -91,7 +91,10 @@ pub fn create(data: &DataDir, opts: &KitOptions) -> Result<Kit> {
         &opts.out.join("signing-jwks.json"),
         &serde_json::to_string_pretty(&jwks)?,
     )?;
-    write_public(&opts.out.join("ca.pem"), &fs::read_to_string(data.ca_cert_path())?)?;
+    write_public(
+        &opts.out.join("ca.pem"),
+        &fs::read_to_string(data.ca_cert_path())?,
+    )?;
 
     let now = chrono::Utc::now().timestamp();
     let jwks_endpoint =
@@ -141,8 +144,14 @@ pub fn create(data: &DataDir, opts: &KitOptions) -> Result<Kit> {
         "software_jwks_endpoint": jwks_endpoint,
         "server": opts.server_url,
     });
-    write_public(&opts.out.join("kit.json"), &serde_json::to_string_pretty(&kit)?)?;
-    write_public(&opts.out.join("README.md"), &readme(opts, &org_id, &software_id, signing.kid()))?;
+    write_public(
+        &opts.out.join("kit.json"),
+        &serde_json::to_string_pretty(&kit)?,
+    )?;
+    write_public(
+        &opts.out.join("README.md"),
+        &readme(opts, &org_id, &software_id, signing.kid()),
+    )?;
     Ok(Kit {
         org_id,
         software_id,

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SerialNumber,
 };
 
 pub struct IssuedCert {
@@ -59,7 +59,10 @@ pub fn server_cert(ca: &IssuedCert, names: &[String]) -> Result<IssuedCert> {
     let mut params = CertificateParams::new(names.to_vec())?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Aspen Sandbox");
-    dn.push(DnType::CommonName, names.first().map(String::as_str).unwrap_or("localhost"));
+    dn.push(
+        DnType::CommonName,
+        names.first().map(String::as_str).unwrap_or("localhost"),
+    );
     params.distinguished_name = dn;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];

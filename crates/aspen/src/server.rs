@@ -104,7 +104,12 @@ fn auth_config(config: &Config, data: &DataDir) -> Result<aspen_auth::AuthConfig
     let mut keys = Vec::new();
     for path in &directory_files {
         let jwks = read_jwks(path)?;
-        keys.extend(jwks.to_value()["keys"].as_array().cloned().unwrap_or_default());
+        keys.extend(
+            jwks.to_value()["keys"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+        );
     }
     let directory_jwks = aspen_jose::Jwks::from_value(&serde_json::json!({ "keys": keys }))
         .context("directory JWKS files hold no usable keys")?;
@@ -143,23 +148,29 @@ fn auth_config(config: &Config, data: &DataDir) -> Result<aspen_auth::AuthConfig
 
 /// The logo inlined as a `data:` URI: the pages load no external assets.
 fn logo_data_uri(path: &std::path::Path) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read logo {}", path.display()))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read logo {}", path.display()))?;
     let mime = match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
         "svg" => "image/svg+xml",
         "png" => "image/png",
         "jpg" | "jpeg" => "image/jpeg",
         "gif" => "image/gif",
-        other => anyhow::bail!("branding.logo_file: unsupported image type {other:?} (svg, png, jpg, gif)"),
+        other => anyhow::bail!(
+            "branding.logo_file: unsupported image type {other:?} (svg, png, jpg, gif)"
+        ),
     };
     use base64::Engine;
-    Ok(format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes)))
+    Ok(format!(
+        "data:{mime};base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    ))
 }
 
 fn read_jwks(path: &std::path::Path) -> Result<aspen_jose::Jwks> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read JWKS file {}", path.display()))?;
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not JSON", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
     aspen_jose::Jwks::from_value(&value)
         .with_context(|| format!("{} is not a usable JWKS", path.display()))
 }
@@ -211,7 +222,10 @@ pub fn app(rt: &Runtime, public_url: &str) -> Router {
         .route_layer(middleware::from_fn(aspen_http::metrics_layer::track))
         .fallback(fallback)
         .layer(middleware::from_fn(ob_error_shape))
-        .layer(middleware::from_fn_with_state(Arc::new(proxy), proxy_client_cert))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(proxy),
+            proxy_client_cert,
+        ))
         .layer(DefaultBodyLimit::max(rt.config.limits.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -261,8 +275,13 @@ async fn ob_error_shape(req: Request, next: Next) -> Response {
     let ob = req.uri().path().starts_with("/open-banking/");
     let resp = next.run(req).await;
     if ob
-        && matches!(resp.status(), StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_FOUND)
-        && !resp.headers().contains_key(axum::http::header::CONTENT_TYPE)
+        && matches!(
+            resp.status(),
+            StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_FOUND
+        )
+        && !resp
+            .headers()
+            .contains_key(axum::http::header::CONTENT_TYPE)
     {
         let allow = resp.headers().get(axum::http::header::ALLOW).cloned();
         let mut out = if resp.status() == StatusCode::METHOD_NOT_ALLOWED {

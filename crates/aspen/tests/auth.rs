@@ -60,11 +60,20 @@ async fn discovery_and_jwks() {
         json!(["urn:openbanking:psd2:sca", "urn:openbanking:psd2:ca"])
     );
     // AUTH-7: sandbox offers the permissive methods too.
-    let methods = doc["token_endpoint_auth_methods_supported"].as_array().unwrap();
+    let methods = doc["token_endpoint_auth_methods_supported"]
+        .as_array()
+        .unwrap();
     assert!(methods.contains(&json!("private_key_jwt")));
     assert!(methods.contains(&json!("client_secret_basic")));
 
-    let jwks: Value = c.get(s.url("/jwks")).send().await.unwrap().json().await.unwrap();
+    let jwks: Value = c
+        .get(s.url("/jwks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let keys = jwks["keys"].as_array().unwrap();
     assert!(!keys.is_empty());
     for k in keys {
@@ -81,23 +90,60 @@ async fn discovery_and_jwks() {
 #[tokio::test]
 async fn key_rotation_keeps_previous_key_published() {
     let s = start_sandbox().await;
-    let before: Value = s.client().get(s.url("/jwks")).send().await.unwrap().json().await.unwrap();
+    let before: Value = s
+        .client()
+        .get(s.url("/jwks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let old_kid = before["keys"][0]["kid"].as_str().unwrap().to_string();
     let dir = s.stop().await;
     let data = aspen::datadir::DataDir::open(&dir.path().join("data")).unwrap();
     let new_kid = data.keyring().unwrap().rotate().unwrap().kid().to_string();
     let cfg = sandbox_config(dir.path());
     let s = start_with(dir, cfg).await;
-    let after: Value = s.client().get(s.url("/jwks")).send().await.unwrap().json().await.unwrap();
-    let kids: Vec<&str> = after["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
-    assert!(kids.contains(&old_kid.as_str()) && kids.contains(&new_kid.as_str()), "{kids:?}");
+    let after: Value = s
+        .client()
+        .get(s.url("/jwks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<&str> = after["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(
+        kids.contains(&old_kid.as_str()) && kids.contains(&new_kid.as_str()),
+        "{kids:?}"
+    );
     let dir = s.stop().await;
     let data = aspen::datadir::DataDir::open(&dir.path().join("data")).unwrap();
     data.keyring().unwrap().retire(&old_kid).unwrap();
     let cfg = sandbox_config(dir.path());
     let s = start_with(dir, cfg).await;
-    let last: Value = s.client().get(s.url("/jwks")).send().await.unwrap().json().await.unwrap();
-    let kids: Vec<&str> = last["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
+    let last: Value = s
+        .client()
+        .get(s.url("/jwks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<&str> = last["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
     assert_eq!(kids, vec![new_kid.as_str()]);
     s.stop().await;
 }
@@ -106,7 +152,9 @@ async fn key_rotation_keeps_previous_key_published() {
 async fn dcr_create_read_update_delete() {
     let s = start_sandbox().await;
     let tpp = Tpp::load(&s.make_kit("crud", "https://tpp.example.com/cb"));
-    let r = s.register(&tpp, &tpp.registration_claims(&s.server.public_url)).await;
+    let r = s
+        .register(&tpp, &tpp.registration_claims(&s.server.public_url))
+        .await;
     // DCR-28: 201 on create.
     assert_eq!(r.status(), 201);
     assert!(r.headers().contains_key("x-fapi-interaction-id"));
@@ -116,13 +164,21 @@ async fn dcr_create_read_update_delete() {
     assert!(created["client_id_issued_at"].is_i64());
     assert_eq!(created["software_id"], tpp.software_id);
     assert_eq!(created["org_id"], tpp.org_id);
-    assert_eq!(created["redirect_uris"], json!(["https://tpp.example.com/cb"]));
+    assert_eq!(
+        created["redirect_uris"],
+        json!(["https://tpp.example.com/cb"])
+    );
     assert!(created.get("client_secret").is_none());
     assert!(created.get("jti").is_none() && created.get("exp").is_none());
 
     let token = s.cc_token(&tpp, &client_id, "accounts").await;
     let c = s.kit_client(&tpp.dir);
-    let r = c.get(s.url(&format!("/register/{client_id}"))).bearer_auth(&token).send().await.unwrap();
+    let r = c
+        .get(s.url(&format!("/register/{client_id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let read: Value = r.json().await.unwrap();
     assert_eq!(read["client_id"], client_id);
@@ -144,16 +200,32 @@ async fn dcr_create_read_update_delete() {
     assert_eq!(updated["client_id"], client_id);
 
     // DCR-32: 204, then the client and its tokens are gone.
-    let r = c.delete(s.url(&format!("/register/{client_id}"))).bearer_auth(&token).send().await.unwrap();
+    let r = c
+        .delete(s.url(&format!("/register/{client_id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
-    let r = c.get(s.url(&format!("/register/{client_id}"))).bearer_auth(&token).send().await.unwrap();
+    let r = c
+        .get(s.url(&format!("/register/{client_id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401, "a deleted client's token is refused");
     let r = c
         .post(s.url("/token"))
         .form(&[
             ("grant_type", "client_credentials"),
-            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
-            ("client_assertion", &tpp.assertion(&client_id, &s.url("/token"))),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            (
+                "client_assertion",
+                &tpp.assertion(&client_id, &s.url("/token")),
+            ),
         ])
         .send()
         .await
@@ -172,12 +244,27 @@ async fn dcr_management_needs_the_clients_own_token() {
     let b_token = s.cc_token(&b, &b_id, "accounts").await;
     let cb = s.kit_client(&b.dir);
     // DCR-33: another client's id → 401 and the presented token is revoked.
-    let r = cb.get(s.url(&format!("/register/{a_id}"))).bearer_auth(&b_token).send().await.unwrap();
+    let r = cb
+        .get(s.url(&format!("/register/{a_id}")))
+        .bearer_auth(&b_token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = cb.get(s.url(&format!("/register/{b_id}"))).bearer_auth(&b_token).send().await.unwrap();
+    let r = cb
+        .get(s.url(&format!("/register/{b_id}")))
+        .bearer_auth(&b_token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401, "token was revoked after the probe");
     // Unknown token → 401.
-    let r = cb.get(s.url(&format!("/register/{b_id}"))).bearer_auth("nope").send().await.unwrap();
+    let r = cb
+        .get(s.url(&format!("/register/{b_id}")))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     s.stop().await;
 }
@@ -191,12 +278,30 @@ async fn token_is_bound_to_the_certificate() {
     let token = s.cc_token(&a, &id, "accounts").await;
     let path = s.url(&format!("/register/{id}"));
     // AUTH-60: same token, another trusted certificate → 401.
-    let r = s.kit_client(&other.dir).get(&path).bearer_auth(&token).send().await.unwrap();
+    let r = s
+        .kit_client(&other.dir)
+        .get(&path)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     // …and no certificate at all → 401.
-    let r = s.client().get(&path).bearer_auth(&token).send().await.unwrap();
+    let r = s
+        .client()
+        .get(&path)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = s.kit_client(&a.dir).get(&path).bearer_auth(&token).send().await.unwrap();
+    let r = s
+        .kit_client(&a.dir)
+        .get(&path)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     s.stop().await;
 }
@@ -212,7 +317,10 @@ async fn dcr_rejections() {
     let rogue = aspen_jose::SigningKey::generate(None).unwrap();
     let mut c = base.clone();
     c["software_statement"] = json!(mint_ssa(&tpp, &rogue, |_| {}));
-    assert_eq!(error_of(s.register(&tpp, &c).await).await, (400, "unapproved_software_statement".into()));
+    assert_eq!(
+        error_of(s.register(&tpp, &c).await).await,
+        (400, "unapproved_software_statement".into())
+    );
 
     // DCR-14: expired SSA (signed by the real directory).
     let dk = directory_key(&s);
@@ -220,12 +328,18 @@ async fn dcr_rejections() {
     c["software_statement"] = json!(mint_ssa(&tpp, &dk, |v| {
         v["exp"] = json!(chrono::Utc::now().timestamp() - 3600);
     }));
-    assert_eq!(error_of(s.register(&tpp, &c).await).await, (400, "invalid_software_statement".into()));
+    assert_eq!(
+        error_of(s.register(&tpp, &c).await).await,
+        (400, "invalid_software_statement".into())
+    );
 
     // DCR-15: organisation not Active.
     let mut c = base.clone();
     c["software_statement"] = json!(mint_ssa(&tpp, &dk, |v| v["org_status"] = json!("Revoked")));
-    assert_eq!(error_of(s.register(&tpp, &c).await).await, (400, "unapproved_software_statement".into()));
+    assert_eq!(
+        error_of(s.register(&tpp, &c).await).await,
+        (400, "unapproved_software_statement".into())
+    );
 
     // DCR-7: request JWT signed by a key that is not in the SSA.
     let r = s
@@ -239,7 +353,11 @@ async fn dcr_rejections() {
     assert_eq!(error_of(r).await, (400, "invalid_client_metadata".into()));
 
     // AUTH-4: alg none.
-    let none = format!("{}.{}.", b64(br#"{"alg":"none"}"#), b64(base.to_string().as_bytes()));
+    let none = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none"}"#),
+        b64(base.to_string().as_bytes())
+    );
     let r = s
         .kit_client(&tpp.dir)
         .post(s.url("/register"))
@@ -252,15 +370,26 @@ async fn dcr_rejections() {
 
     // AUTH-4: RS256 with the right key is still refused.
     let pem = std::fs::read_to_string(tpp.dir.join("signing-key.pem")).unwrap();
-    let der = aspen_jose::b64_decode(
-        &pem.lines().filter(|l| !l.starts_with("-----")).collect::<String>().replace('+', "-").replace('/', "_").trim_end_matches('='),
-    )
-    .unwrap();
+    let b64url = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<String>()
+        .replace('+', "-")
+        .replace('/', "_");
+    let der = aspen_jose::b64_decode(b64url.trim_end_matches('=')).unwrap();
     let pair = aws_lc_rs::rsa::KeyPair::from_pkcs8(&der).unwrap();
-    let h = b64(json!({"alg":"RS256","kid": tpp.key.kid()}).to_string().as_bytes());
+    let h = b64(json!({"alg":"RS256","kid": tpp.key.kid()})
+        .to_string()
+        .as_bytes());
     let p = b64(base.to_string().as_bytes());
     let mut sig = vec![0u8; pair.public_modulus_len()];
-    pair.sign(&aws_lc_rs::signature::RSA_PKCS1_SHA256, &aws_lc_rs::rand::SystemRandom::new(), format!("{h}.{p}").as_bytes(), &mut sig).unwrap();
+    pair.sign(
+        &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+        &aws_lc_rs::rand::SystemRandom::new(),
+        format!("{h}.{p}").as_bytes(),
+        &mut sig,
+    )
+    .unwrap();
     let r = s
         .kit_client(&tpp.dir)
         .post(s.url("/register"))
@@ -274,38 +403,59 @@ async fn dcr_rejections() {
     // DCR-22: redirect URI outside the SSA.
     let mut c = base.clone();
     c["redirect_uris"] = json!(["https://evil.example.com/cb"]);
-    assert_eq!(error_of(s.register(&tpp, &c).await).await, (400, "invalid_redirect_uri".into()));
+    assert_eq!(
+        error_of(s.register(&tpp, &c).await).await,
+        (400, "invalid_redirect_uri".into())
+    );
 
     // DCR-19: subject DN that is not the transport certificate's.
     let mut c = base.clone();
     c["token_endpoint_auth_method"] = json!("tls_client_auth");
     c["tls_client_auth_subject_dn"] = json!("CN=someone,OU=else,O=Other Ltd,C=GB");
-    assert_eq!(error_of(s.register(&tpp, &c).await).await, (400, "invalid_client_metadata".into()));
+    assert_eq!(
+        error_of(s.register(&tpp, &c).await).await,
+        (400, "invalid_client_metadata".into())
+    );
 
     // DCR-9: expired request JWT.
     let mut c = base.clone();
     c["iat"] = json!(chrono::Utc::now().timestamp() - 1000);
     c["exp"] = json!(chrono::Utc::now().timestamp() - 600);
-    assert_eq!(error_of(s.register(&tpp, &c).await).await, (400, "invalid_client_metadata".into()));
+    assert_eq!(
+        error_of(s.register(&tpp, &c).await).await,
+        (400, "invalid_client_metadata".into())
+    );
 
     // DCR-12: iss that is not the SSA's software_id.
     let mut c = base.clone();
     c["iss"] = json!("someoneelse");
-    assert_eq!(error_of(s.register(&tpp, &c).await).await, (400, "invalid_software_statement".into()));
+    assert_eq!(
+        error_of(s.register(&tpp, &c).await).await,
+        (400, "invalid_software_statement".into())
+    );
 
     // DCR-23: unsupported response_types.
     let mut c = base.clone();
     c["response_types"] = json!(["token"]);
-    assert_eq!(error_of(s.register(&tpp, &c).await).await, (400, "invalid_client_metadata".into()));
+    assert_eq!(
+        error_of(s.register(&tpp, &c).await).await,
+        (400, "invalid_client_metadata".into())
+    );
 
     // DCR-10: wrong aud.
     let c = tpp.registration_claims("https://other-bank.example.com");
-    assert_eq!(error_of(s.register(&tpp, &c).await).await, (400, "invalid_client_metadata".into()));
+    assert_eq!(
+        error_of(s.register(&tpp, &c).await).await,
+        (400, "invalid_client_metadata".into())
+    );
 
     // DCR-17: scope beyond the roles.
     let mut c = base.clone();
     c["scope"] = json!("openid accounts admin");
-    assert_eq!(error_of(s.register(&tpp, &c).await).await, (400, "invalid_client_metadata".into()));
+    assert_eq!(
+        error_of(s.register(&tpp, &c).await).await,
+        (400, "invalid_client_metadata".into())
+    );
 
     // DCR-11: the same request JWT twice.
     let jwt = tpp.sign(&tpp.registration_claims(&aud));
@@ -317,7 +467,10 @@ async fn dcr_rejections() {
             .send()
     };
     assert_eq!(send().await.unwrap().status(), 201);
-    assert_eq!(error_of(send().await.unwrap()).await, (400, "invalid_client_metadata".into()));
+    assert_eq!(
+        error_of(send().await.unwrap()).await,
+        (400, "invalid_client_metadata".into())
+    );
 
     // DCR-6: wrong content type.
     let r = s
@@ -368,7 +521,12 @@ async fn redirect_uris_on_any_https_host_are_never_dereferenced() {
 }
 
 async fn token_request(s: &TestServer, tpp: &Tpp, form: &[(&str, &str)]) -> reqwest::Response {
-    s.kit_client(&tpp.dir).post(s.url("/token")).form(form).send().await.unwrap()
+    s.kit_client(&tpp.dir)
+        .post(s.url("/token"))
+        .form(form)
+        .send()
+        .await
+        .unwrap()
 }
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -380,12 +538,16 @@ async fn private_key_jwt_rules() {
     let id = s.register_ok(&tpp).await;
     let te = s.url("/token");
 
-    let r = token_request(&s, &tpp, &[
-        ("grant_type", "client_credentials"),
-        ("scope", "accounts payments"),
-        ("client_assertion_type", JWT_BEARER),
-        ("client_assertion", &tpp.assertion(&id, &te)),
-    ])
+    let r = token_request(
+        &s,
+        &tpp,
+        &[
+            ("grant_type", "client_credentials"),
+            ("scope", "accounts payments"),
+            ("client_assertion_type", JWT_BEARER),
+            ("client_assertion", &tpp.assertion(&id, &te)),
+        ],
+    )
     .await;
     assert_eq!(r.status(), 200);
     // AUTH-45: never cached.
@@ -398,45 +560,127 @@ async fn private_key_jwt_rules() {
 
     // AUTH-47: replayed jti.
     let a = tpp.assertion(&id, &te);
-    let form = [("grant_type", "client_credentials"), ("client_assertion_type", JWT_BEARER), ("client_assertion", a.as_str())];
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_assertion_type", JWT_BEARER),
+        ("client_assertion", a.as_str()),
+    ];
     assert_eq!(token_request(&s, &tpp, &form).await.status(), 200);
-    assert_eq!(error_of(token_request(&s, &tpp, &form).await).await, (401, "invalid_client".into()));
+    assert_eq!(
+        error_of(token_request(&s, &tpp, &form).await).await,
+        (401, "invalid_client".into())
+    );
 
     // AUTH-47: wrong aud.
     let a = tpp.assertion(&id, "https://elsewhere.example.com/token");
-    let r = token_request(&s, &tpp, &[("grant_type", "client_credentials"), ("client_assertion_type", JWT_BEARER), ("client_assertion", &a)]).await;
+    let r = token_request(
+        &s,
+        &tpp,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", JWT_BEARER),
+            ("client_assertion", &a),
+        ],
+    )
+    .await;
     assert_eq!(error_of(r).await, (401, "invalid_client".into()));
 
     // AUTH-47: expired assertion.
     let now = chrono::Utc::now().timestamp();
     let a = tpp.sign(&json!({"iss": id, "sub": id, "aud": te, "iat": now - 900, "exp": now - 600, "jti": uuid::Uuid::new_v4().to_string()}));
-    let r = token_request(&s, &tpp, &[("grant_type", "client_credentials"), ("client_assertion_type", JWT_BEARER), ("client_assertion", &a)]).await;
+    let r = token_request(
+        &s,
+        &tpp,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", JWT_BEARER),
+            ("client_assertion", &a),
+        ],
+    )
+    .await;
     assert_eq!(error_of(r).await, (401, "invalid_client".into()));
 
     // Signed by a key the client did not register.
     let rogue = aspen_jose::SigningKey::generate(Some(tpp.key.kid().to_string())).unwrap();
-    let a = aspen_jose::sign_jwt(&rogue, None, &json!({"iss": id, "sub": id, "aud": te, "exp": now + 60, "jti": "r1"})).unwrap();
-    let r = token_request(&s, &tpp, &[("grant_type", "client_credentials"), ("client_assertion_type", JWT_BEARER), ("client_assertion", &a)]).await;
+    let a = aspen_jose::sign_jwt(
+        &rogue,
+        None,
+        &json!({"iss": id, "sub": id, "aud": te, "exp": now + 60, "jti": "r1"}),
+    )
+    .unwrap();
+    let r = token_request(
+        &s,
+        &tpp,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", JWT_BEARER),
+            ("client_assertion", &a),
+        ],
+    )
+    .await;
     assert_eq!(error_of(r).await, (401, "invalid_client".into()));
 
     // Unknown client.
     let a = tpp.assertion("no-such-client", &te);
-    let r = token_request(&s, &tpp, &[("grant_type", "client_credentials"), ("client_assertion_type", JWT_BEARER), ("client_assertion", &a)]).await;
+    let r = token_request(
+        &s,
+        &tpp,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", JWT_BEARER),
+            ("client_assertion", &a),
+        ],
+    )
+    .await;
     assert_eq!(error_of(r).await, (401, "invalid_client".into()));
 
     // AUTH-14: scope outside the registration; openid never on CC.
     for scope in ["fundsconfirmations", "openid"] {
-        let r = token_request(&s, &tpp, &[("grant_type", "client_credentials"), ("scope", scope), ("client_assertion_type", JWT_BEARER), ("client_assertion", &tpp.assertion(&id, &te))]).await;
+        let r = token_request(
+            &s,
+            &tpp,
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", scope),
+                ("client_assertion_type", JWT_BEARER),
+                ("client_assertion", &tpp.assertion(&id, &te)),
+            ],
+        )
+        .await;
         assert_eq!(error_of(r).await, (400, "invalid_scope".into()), "{scope}");
     }
     // Unsupported grant type.
-    let r = token_request(&s, &tpp, &[("grant_type", "password"), ("client_assertion_type", JWT_BEARER), ("client_assertion", &tpp.assertion(&id, &te))]).await;
+    let r = token_request(
+        &s,
+        &tpp,
+        &[
+            ("grant_type", "password"),
+            ("client_assertion_type", JWT_BEARER),
+            ("client_assertion", &tpp.assertion(&id, &te)),
+        ],
+    )
+    .await;
     assert_eq!(error_of(r).await, (400, "unsupported_grant_type".into()));
     // AUTH-46: a method other than the registered one.
-    let r = token_request(&s, &tpp, &[("grant_type", "client_credentials"), ("client_id", &id)]).await;
+    let r = token_request(
+        &s,
+        &tpp,
+        &[("grant_type", "client_credentials"), ("client_id", &id)],
+    )
+    .await;
     assert_eq!(error_of(r).await, (401, "invalid_client".into()));
     // Without a client certificate nothing is issued.
-    let r = s.client().post(&te).form(&[("grant_type", "client_credentials"), ("client_assertion_type", JWT_BEARER), ("client_assertion", &tpp.assertion(&id, &te))]).send().await.unwrap();
+    let r = s
+        .client()
+        .post(&te)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", JWT_BEARER),
+            ("client_assertion", &tpp.assertion(&id, &te)),
+        ])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_of(r).await, (401, "invalid_client".into()));
     s.stop().await;
 }
@@ -445,28 +689,57 @@ async fn private_key_jwt_rules() {
 async fn tls_client_auth_and_sandbox_secrets() {
     let s = start_sandbox().await;
     let tpp = Tpp::load(&s.make_kit("mtls", "https://tpp.example.com/cb"));
-    let dn: Value = s.kit_client(&tpp.dir).get(s.url("/sandbox/whoami")).send().await.unwrap().json().await.unwrap();
+    let dn: Value = s
+        .kit_client(&tpp.dir)
+        .get(s.url("/sandbox/whoami"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let mut c = tpp.registration_claims(&s.server.public_url);
     c["token_endpoint_auth_method"] = json!("tls_client_auth");
-    c.as_object_mut().unwrap().remove("token_endpoint_auth_signing_alg");
+    c.as_object_mut()
+        .unwrap()
+        .remove("token_endpoint_auth_signing_alg");
     // DCR-19: DN written in another order and spacing still matches.
     let parts: Vec<&str> = dn["subject_dn"].as_str().unwrap().split(',').collect();
-    c["tls_client_auth_subject_dn"] = json!(parts.iter().rev().cloned().collect::<Vec<_>>().join(", "));
+    c["tls_client_auth_subject_dn"] =
+        json!(parts.iter().rev().cloned().collect::<Vec<_>>().join(", "));
     let r = s.register(&tpp, &c).await;
     assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().await.unwrap()["client_id"].as_str().unwrap().to_string();
-    let r = token_request(&s, &tpp, &[("grant_type", "client_credentials"), ("client_id", &id)]).await;
+    let id = r.json::<Value>().await.unwrap()["client_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = token_request(
+        &s,
+        &tpp,
+        &[("grant_type", "client_credentials"), ("client_id", &id)],
+    )
+    .await;
     assert_eq!(r.status(), 200);
     // AUTH-48: the right DN but another certificate's subject → refused.
     let other = Tpp::load(&s.make_kit("mtls2", "https://tpp.example.com/cb"));
-    let r = token_request(&s, &other, &[("grant_type", "client_credentials"), ("client_id", &id)]).await;
+    let r = token_request(
+        &s,
+        &other,
+        &[("grant_type", "client_credentials"), ("client_id", &id)],
+    )
+    .await;
     assert_eq!(error_of(r).await, (401, "invalid_client".into()));
 
     // Secrets: strict registration refused, permissive accepted (sandbox).
     let mut c = tpp.registration_claims(&s.server.public_url);
     c["token_endpoint_auth_method"] = json!("client_secret_basic");
-    c.as_object_mut().unwrap().remove("token_endpoint_auth_signing_alg");
-    assert_eq!(error_of(s.register(&tpp, &c).await).await, (400, "invalid_client_metadata".into()));
+    c.as_object_mut()
+        .unwrap()
+        .remove("token_endpoint_auth_signing_alg");
+    assert_eq!(
+        error_of(s.register(&tpp, &c).await).await,
+        (400, "invalid_client_metadata".into())
+    );
     c["jti"] = json!(uuid::Uuid::new_v4().to_string());
     c["aspen_profile"] = json!("permissive");
     let r = s.register(&tpp, &c).await;
@@ -494,7 +767,16 @@ async fn tls_client_auth_and_sandbox_secrets() {
         .unwrap();
     assert_eq!(error_of(r).await, (401, "invalid_client".into()));
     // client_secret_post is a different method from the one registered.
-    let r = token_request(&s, &tpp, &[("grant_type", "client_credentials"), ("client_id", &id), ("client_secret", &secret)]).await;
+    let r = token_request(
+        &s,
+        &tpp,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", &id),
+            ("client_secret", &secret),
+        ],
+    )
+    .await;
     assert_eq!(error_of(r).await, (401, "invalid_client".into()));
     s.stop().await;
 }
@@ -515,11 +797,32 @@ async fn production_profile_refuses_permissive_clients() {
     cfg.trust.directory_issuers = vec!["aspen sandbox directory".into()];
     let s = start_with(dir, cfg).await;
     let tpp = Tpp::load(&kit);
-    let doc: Value = s.client().get(s.url("/.well-known/openid-configuration")).send().await.unwrap().json().await.unwrap();
-    assert!(!doc["token_endpoint_auth_methods_supported"].as_array().unwrap().contains(&json!("client_secret_basic")));
+    let doc: Value = s
+        .client()
+        .get(s.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        !doc["token_endpoint_auth_methods_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("client_secret_basic"))
+    );
     let mut c = tpp.registration_claims(&s.server.public_url);
     c["aspen_profile"] = json!("permissive");
-    assert_eq!(error_of(s.register(&tpp, &c).await).await, (400, "invalid_client_metadata".into()));
-    assert_eq!(s.register(&tpp, &tpp.registration_claims(&s.server.public_url)).await.status(), 201);
+    assert_eq!(
+        error_of(s.register(&tpp, &c).await).await,
+        (400, "invalid_client_metadata".into())
+    );
+    assert_eq!(
+        s.register(&tpp, &tpp.registration_claims(&s.server.public_url))
+            .await
+            .status(),
+        201
+    );
     s.stop().await;
 }

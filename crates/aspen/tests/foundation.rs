@@ -11,7 +11,10 @@ async fn health_ready_and_interaction_id() {
     let r = c.get(s.url("/health")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     // COMMON-18: a fresh UUID when none was sent.
-    let id = r.headers()["x-fapi-interaction-id"].to_str().unwrap().to_string();
+    let id = r.headers()["x-fapi-interaction-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
     assert_eq!(
         r.headers()["content-type"],
@@ -20,7 +23,10 @@ async fn health_ready_and_interaction_id() {
 
     let r = c
         .get(s.url("/ready"))
-        .header("x-fapi-interaction-id", "93bac548-d2de-4546-b106-880a5018460d")
+        .header(
+            "x-fapi-interaction-id",
+            "93bac548-d2de-4546-b106-880a5018460d",
+        )
         .send()
         .await
         .unwrap();
@@ -64,7 +70,12 @@ async fn kit_certificate_is_accepted_and_unknown_ca_is_refused() {
     let kit = s.make_kit("acme", "https://tpp.example.com/cb");
 
     // Without a certificate the request still reaches the server.
-    let r = s.client().get(s.url("/sandbox/whoami")).send().await.unwrap();
+    let r = s
+        .client()
+        .get(s.url("/sandbox/whoami"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 
     let r = s
@@ -78,14 +89,23 @@ async fn kit_certificate_is_accepted_and_unknown_ca_is_refused() {
     let kit_json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(kit.join("kit.json")).unwrap()).unwrap();
     let dn = body["subject_dn"].as_str().unwrap();
-    assert!(dn.contains(&format!("CN={}", kit_json["software_id"].as_str().unwrap())), "{dn}");
-    assert!(dn.contains(&format!("OU={}", kit_json["org_id"].as_str().unwrap())), "{dn}");
+    assert!(
+        dn.contains(&format!("CN={}", kit_json["software_id"].as_str().unwrap())),
+        "{dn}"
+    );
+    assert!(
+        dn.contains(&format!("OU={}", kit_json["org_id"].as_str().unwrap())),
+        "{dn}"
+    );
     // RFC 8705 thumbprint of the presented leaf.
     let pem = std::fs::read(kit.join("transport.pem")).unwrap();
     let der = rustls_pki_types::pem::PemObject::from_pem_slice(&pem)
         .map(|c: rustls_pki_types::CertificateDer<'static>| c.to_vec())
         .unwrap();
-    assert_eq!(body["x5t#S256"], aspen_http::client_cert::sha256_b64url(&der));
+    assert_eq!(
+        body["x5t#S256"],
+        aspen_http::client_cert::sha256_b64url(&der)
+    );
 
     // A certificate from a CA the server does not trust fails the handshake.
     let rogue = aspen::pki::new_ca("Rogue CA").unwrap();
@@ -108,7 +128,14 @@ async fn metrics_count_requests_by_route() {
     for _ in 0..3 {
         c.get(s.url("/health")).send().await.unwrap();
     }
-    let text = c.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let line = text
         .lines()
         .find(|l| {
@@ -134,7 +161,10 @@ async fn restart_keeps_data_keys_and_certificates() {
     let cfg = sandbox_config(dir.path());
     let s = start_with(dir, cfg).await;
     assert_eq!(std::fs::read(data.join("ca.pem")).unwrap(), ca_before);
-    assert_eq!(std::fs::read(data.join("keys/keyring.json")).unwrap(), ring_before);
+    assert_eq!(
+        std::fs::read(data.join("keys/keyring.json")).unwrap(),
+        ring_before
+    );
     let r = s.client().get(s.url("/ready")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let psu = s.server.store.psu_by_username("rora").await.unwrap();
@@ -148,8 +178,8 @@ async fn proxy_header_certificate_only_when_enabled() {
     let s = start_sandbox().await;
     let kit = s.make_kit("proxied", "https://tpp.example.com/cb");
     let pem = std::fs::read_to_string(kit.join("transport.pem")).unwrap();
-    let encoded = percent_encoding::utf8_percent_encode(&pem, percent_encoding::NON_ALPHANUMERIC)
-        .to_string();
+    let encoded =
+        percent_encoding::utf8_percent_encode(&pem, percent_encoding::NON_ALPHANUMERIC).to_string();
     let r = s
         .client()
         .get(s.url("/sandbox/whoami"))
@@ -172,13 +202,19 @@ async fn proxy_header_certificate_only_when_enabled() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
-    assert!(body["subject_dn"].as_str().unwrap().contains("O=proxied Ltd"));
+    assert!(
+        body["subject_dn"]
+            .as_str()
+            .unwrap()
+            .contains("O=proxied Ltd")
+    );
 
     // A forwarded certificate from an untrusted CA is refused.
     let rogue = aspen::pki::new_ca("Rogue CA").unwrap();
     let leaf = aspen::pki::transport_cert(&rogue, "Rogue", "rogueorg", "roguesoftware").unwrap();
-    let enc = percent_encoding::utf8_percent_encode(&leaf.cert_pem, percent_encoding::NON_ALPHANUMERIC)
-        .to_string();
+    let enc =
+        percent_encoding::utf8_percent_encode(&leaf.cert_pem, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
     let r = s
         .client()
         .get(s.url("/sandbox/whoami"))

@@ -112,7 +112,10 @@ impl Tpp {
             org_id: kit["org_id"].as_str().unwrap().to_string(),
             software_id: kit["software_id"].as_str().unwrap().to_string(),
             key: aspen_jose::SigningKey::from_pkcs8_pem(&pem, None).unwrap(),
-            ssa: std::fs::read_to_string(dir.join("ssa.jwt")).unwrap().trim().to_string(),
+            ssa: std::fs::read_to_string(dir.join("ssa.jwt"))
+                .unwrap()
+                .trim()
+                .to_string(),
             redirect_uris: serde_json::from_value(kit["redirect_uris"].clone()).unwrap(),
         }
     }
@@ -183,8 +186,14 @@ impl TestServer {
             .form(&[
                 ("grant_type", "client_credentials"),
                 ("scope", scope),
-                ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
-                ("client_assertion", &tpp.assertion(client_id, &self.url("/token"))),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                (
+                    "client_assertion",
+                    &tpp.assertion(client_id, &self.url("/token")),
+                ),
             ])
             .send()
             .await
