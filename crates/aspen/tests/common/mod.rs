@@ -203,3 +203,158 @@ impl TestServer {
         body["access_token"].as_str().unwrap().to_string()
     }
 }
+
+pub const ALL_PERMISSIONS: &[&str] = &[
+    "ReadAccountsDetail",
+    "ReadBalances",
+    "ReadBeneficiariesDetail",
+    "ReadDirectDebits",
+    "ReadOffers",
+    "ReadPAN",
+    "ReadParty",
+    "ReadPartyPSU",
+    "ReadProducts",
+    "ReadScheduledPaymentsDetail",
+    "ReadStandingOrdersDetail",
+    "ReadStatementsDetail",
+    "ReadTransactionsCredits",
+    "ReadTransactionsDebits",
+    "ReadTransactionsDetail",
+];
+
+/// A registered client and what the TPP needs to drive it.
+pub struct Client {
+    pub tpp: Tpp,
+    pub id: String,
+    pub redirect: String,
+}
+
+impl TestServer {
+    /// Registers a private_key_jwt client; `extra` is merged into the
+    /// registration claims (e.g. `aspen_headless`).
+    pub async fn client_with(&self, name: &str, extra: serde_json::Value) -> Client {
+        let redirect = format!("https://{name}.example.com/cb");
+        let tpp = Tpp::load(&self.make_kit(name, &redirect));
+        let mut claims = tpp.registration_claims(&self.server.public_url);
+        if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        let r = self.register(&tpp, &claims).await;
+        assert_eq!(r.status(), 201);
+        let body: serde_json::Value = r.json().await.unwrap();
+        Client {
+            id: body["client_id"].as_str().unwrap().to_string(),
+            tpp,
+            redirect,
+        }
+    }
+
+    pub async fn ais_consent(&self, c: &Client, data: serde_json::Value) -> String {
+        let token = self.cc_token(&c.tpp, &c.id, "accounts").await;
+        let r = self
+            .kit_client(&c.tpp.dir)
+            .post(self.url("/open-banking/v3.1/aisp/account-access-consents"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "Data": data, "Risk": {} }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let body: serde_json::Value = r.json().await.unwrap();
+        body["Data"]["ConsentId"].as_str().unwrap().to_string()
+    }
+
+    /// Exchanges an authorisation code at the token endpoint.
+    pub async fn exchange(&self, c: &Client, code: &str, redirect: &str) -> reqwest::Response {
+        self.kit_client(&c.tpp.dir)
+            .post(self.url("/token"))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", redirect),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                (
+                    "client_assertion",
+                    &c.tpp.assertion(&c.id, &self.url("/token")),
+                ),
+            ])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn jwks(&self) -> aspen_jose::Jwks {
+        let v: serde_json::Value = self
+            .client()
+            .get(self.url("/jwks"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        aspen_jose::Jwks::from_value(&v).unwrap()
+    }
+}
+
+/// The request object claims of a well-formed FAPI authorisation request.
+pub fn request_claims(
+    s: &TestServer,
+    c: &Client,
+    consent_id: &str,
+    scope: &str,
+) -> serde_json::Value {
+    let now = chrono::Utc::now().timestamp();
+    serde_json::json!({
+        "iss": c.id, "aud": s.server.public_url, "client_id": c.id,
+        "response_type": "code id_token", "redirect_uri": c.redirect, "scope": scope,
+        "state": "st-123", "nonce": "n-456", "nbf": now, "exp": now + 300,
+        "jti": uuid::Uuid::new_v4().to_string(),
+        "claims": { "id_token": {
+            "openbanking_intent_id": { "value": consent_id, "essential": true },
+            "acr": { "essential": true, "values": ["urn:openbanking:psd2:sca", "urn:openbanking:psd2:ca"] },
+        }},
+    })
+}
+
+pub fn authorize_url(s: &TestServer, c: &Client, request: &str, scope: &str) -> String {
+    let q = [
+        ("response_type", "code id_token"),
+        ("client_id", c.id.as_str()),
+        ("scope", scope),
+        ("redirect_uri", c.redirect.as_str()),
+        ("request", request),
+    ];
+    let query: Vec<String> = q
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{k}={}",
+                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+            )
+        })
+        .collect();
+    format!("{}?{}", s.url("/authorize"), query.join("&"))
+}
+
+/// Parses `…#a=b&c=d` into pairs.
+pub fn fragment(location: &str) -> std::collections::HashMap<String, String> {
+    let frag = location.split_once('#').map(|(_, f)| f).unwrap_or("");
+    frag.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                percent_encoding::percent_decode_str(&v.replace('+', " "))
+                    .decode_utf8()
+                    .unwrap()
+                    .into_owned(),
+            )
+        })
+        .collect()
+}
