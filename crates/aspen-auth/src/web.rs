@@ -1057,14 +1057,21 @@ async fn consent_page(
         input_type: input,
         error,
     };
-    render(
-        &page,
-        if error.is_some() {
-            StatusCode::BAD_REQUEST
-        } else {
-            StatusCode::OK
-        },
-    )
+    let status = if error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let mut resp = render(&page, status);
+    // The form's answer is a redirect to the TPP's origin, which Chromium
+    // checks against form-action as well; this page leaves form-action out.
+    resp.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'",
+        ),
+    );
+    resp
 }
 
 pub async fn consent_get(State(state): State<AuthState>, headers: HeaderMap) -> Response {
