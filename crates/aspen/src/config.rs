@@ -288,8 +288,12 @@ impl Config {
             let Some(rest) = var.strip_prefix("ASPEN_") else {
                 continue;
             };
-            // Variables the CLI or tests use for other purposes.
-            if rest.starts_with("TEST_") || rest == "CONFIG" || rest == "REQUIRE_POSTGRES" {
+            // Variables with other jobs: the config file path, the log
+            // filter (`ASPEN_LOG`) and test switches.
+            if rest.starts_with("TEST_")
+                || rest.starts_with("REQUIRE_")
+                || matches!(rest, "CONFIG" | "LOG" | "SCREENSHOTS")
+            {
                 continue;
             }
             let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();

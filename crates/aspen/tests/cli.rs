@@ -1,0 +1,236 @@
+//! The `aspen` binary as an operator and a TPP developer use it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn aspen(args: &[&str], data: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_aspen"))
+        .args(args)
+        .env("ASPEN_DATA_DIR", data)
+        .env("ASPEN_LOG", "warn")
+        .output()
+        .expect("aspen runs")
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn help_and_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = aspen(&["--help"], dir.path());
+    assert!(o.status.success());
+    let t = text(&o);
+    for cmd in ["serve", "migrate", "sandbox", "keys", "clients"] {
+        assert!(t.contains(cmd), "{cmd} in {t}");
+    }
+    let o = aspen(&["--version"], dir.path());
+    assert!(text(&o).contains(env!("CARGO_PKG_VERSION")));
+    let o = aspen(&["sandbox", "init", "--help"], dir.path());
+    assert!(text(&o).contains("--redirect-uri"));
+}
+
+#[test]
+fn invalid_configuration_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_aspen"))
+        .args(["serve"])
+        .env("ASPEN_LISTEN", "not-an-address")
+        .env("ASPEN_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("`listen`"), "{}", text(&o));
+    let cfg = dir.path().join("aspen.toml");
+    std::fs::write(&cfg, "[limits]\nmax_body_bytes = \"big\"\n").unwrap();
+    let o = aspen(&["--config", cfg.to_str().unwrap(), "migrate"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("limits.max_body_bytes"), "{}", text(&o));
+}
+
+#[test]
+fn kits_keys_clients_and_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let kit1 = dir.path().join("kit1");
+    let kit2 = dir.path().join("kit2");
+    let o = aspen(&["migrate"], &data);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(data.join("aspen.db").exists());
+    for (kit, org) in [(&kit1, "Org One"), (&kit2, "Org Two")] {
+        let o = aspen(
+            &[
+                "sandbox",
+                "init",
+                "--out",
+                kit.to_str().unwrap(),
+                "--redirect-uri",
+                "https://tpp.example.com/cb",
+                "--org-name",
+                org,
+            ],
+            &data,
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        for f in [
+            "transport.pem",
+            "transport-key.pem",
+            "signing-key.pem",
+            "signing-jwks.json",
+            "ssa.jwt",
+            "ca.pem",
+            "kit.json",
+            "README.md",
+        ] {
+            assert!(kit.join(f).exists(), "{f}");
+        }
+    }
+    let k1: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(kit1.join("kit.json")).unwrap()).unwrap();
+    let k2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(kit2.join("kit.json")).unwrap()).unwrap();
+    assert_ne!(k1["org_id"], k2["org_id"], "different organisations");
+    // The SSA carries the OB Directory claims and verifies with the
+    // directory JWKS the server trusts.
+    let ssa = std::fs::read_to_string(kit1.join("ssa.jwt")).unwrap();
+    let dir_jwks: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("directory/jwks.json")).unwrap())
+            .unwrap();
+    let v = aspen_jose::verify_jwt(
+        ssa.trim(),
+        &aspen_jose::Jwks::from_value(&dir_jwks).unwrap(),
+        &[aspen_jose::Alg::PS256],
+    )
+    .unwrap();
+    for c in [
+        "software_id",
+        "software_client_name",
+        "software_roles",
+        "software_redirect_uris",
+        "software_jwks",
+        "software_jwks_endpoint",
+        "org_id",
+        "org_name",
+        "org_status",
+        "iss",
+        "iat",
+        "jti",
+    ] {
+        assert!(!v.claims[c].is_null(), "{c}");
+    }
+    assert_eq!(
+        v.claims["software_roles"],
+        serde_json::json!(["AISP", "PISP", "CBPII"])
+    );
+
+    let o = aspen(&["keys", "rotate"], &data);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = aspen(&["keys", "list"], &data);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).lines().count(),
+        2,
+        "{}",
+        text(&o)
+    );
+
+    let o = aspen(&["clients", "add", "--kit", kit1.to_str().unwrap()], &data);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let client_id = out
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("client_id: ")
+        .to_string();
+    let o = aspen(
+        &[
+            "clients",
+            "add",
+            "--kit",
+            kit2.to_str().unwrap(),
+            "--auth-method",
+            "tls_client_auth",
+        ],
+        &data,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = aspen(
+        &[
+            "clients",
+            "add",
+            "--kit",
+            kit2.to_str().unwrap(),
+            "--auth-method",
+            "client_secret_basic",
+        ],
+        &data,
+    );
+    assert!(text(&o).contains("client_secret: "), "{}", text(&o));
+    let o = aspen(&["clients", "list"], &data);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 3);
+    let o = aspen(&["clients", "remove", &client_id], &data);
+    assert!(o.status.success());
+    let o = aspen(&["clients", "list"], &data);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 2);
+    // Redirect URIs outside the SSA are refused here too.
+    let o = aspen(
+        &[
+            "clients",
+            "add",
+            "--kit",
+            kit1.to_str().unwrap(),
+            "--redirect-uri",
+            "https://evil.example.com/cb",
+        ],
+        &data,
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("invalid_redirect_uri"), "{}", text(&o));
+}
+
+#[test]
+fn serve_answers_health_over_tls_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aspen"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("ASPEN_DATA_DIR", &data)
+        .env("ASPEN_LOG", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("server output").unwrap();
+        if let Some(rest) = line.strip_prefix("aspen: serving on ") {
+            break rest.split(' ').next().unwrap().to_string();
+        }
+    };
+    let ca = std::fs::read(data.join("ca.pem")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let status = rt.block_on(async {
+        reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+            .build()
+            .unwrap()
+            .get(format!("{url}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 200);
+    // Graceful stop on SIGTERM.
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let code = child.wait().unwrap();
+    assert!(code.success(), "{code:?}");
+}
