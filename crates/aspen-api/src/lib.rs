@@ -1,7 +1,9 @@
 //! The OB Read/Write API v3.1.2 resource server: `/open-banking/v3.1/**`.
 
+pub mod ais;
 pub mod ais_consents;
 pub mod common;
+pub mod links;
 
 use std::sync::Arc;
 
@@ -17,6 +19,10 @@ pub struct ApiState {
     /// Strict profile: unknown fields in `Data`/`Risk` are refused
     /// (COMMON-21).
     pub strict: bool,
+    /// Seals page links; shared by every node.
+    pub link_key: Arc<aws_lc_rs::hmac::Key>,
+    /// Transactions per page (COMMON-47: 25–1000).
+    pub page_size: i64,
 }
 
 impl aspen_auth::bearer::HasStore for ApiState {
@@ -36,6 +42,80 @@ pub fn router(state: ApiState) -> Router {
         .route(
             &format!("{AISP}/account-access-consents/{{consent_id}}"),
             get(ais_consents::read).delete(ais_consents::delete),
+        )
+        .route(&format!("{AISP}/accounts"), get(ais::list_accounts))
+        .route(&format!("{AISP}/accounts/{{id}}"), get(ais::one_account))
+        .route(&format!("{AISP}/balances"), get(ais::balances))
+        .route(
+            &format!("{AISP}/accounts/{{id}}/balances"),
+            get(ais::balances),
+        )
+        .route(&format!("{AISP}/transactions"), get(ais::bulk_transactions))
+        .route(
+            &format!("{AISP}/accounts/{{id}}/transactions"),
+            get(ais::account_transactions),
+        )
+        .route(&format!("{AISP}/beneficiaries"), get(ais::beneficiaries))
+        .route(
+            &format!("{AISP}/accounts/{{id}}/beneficiaries"),
+            get(ais::account_beneficiaries),
+        )
+        .route(&format!("{AISP}/direct-debits"), get(ais::direct_debits))
+        .route(
+            &format!("{AISP}/accounts/{{id}}/direct-debits"),
+            get(ais::account_direct_debits),
+        )
+        .route(
+            &format!("{AISP}/standing-orders"),
+            get(ais::standing_orders),
+        )
+        .route(
+            &format!("{AISP}/accounts/{{id}}/standing-orders"),
+            get(ais::account_standing_orders),
+        )
+        .route(
+            &format!("{AISP}/scheduled-payments"),
+            get(ais::scheduled_payments),
+        )
+        .route(
+            &format!("{AISP}/accounts/{{id}}/scheduled-payments"),
+            get(ais::account_scheduled_payments),
+        )
+        .route(&format!("{AISP}/statements"), get(ais::statements))
+        .route(
+            &format!("{AISP}/accounts/{{id}}/statements"),
+            get(ais::account_statements),
+        )
+        .route(
+            &format!("{AISP}/accounts/{{id}}/statements/{{sid}}"),
+            get(ais::statement),
+        )
+        .route(
+            &format!("{AISP}/accounts/{{id}}/statements/{{sid}}/file"),
+            get(ais::statement_file),
+        )
+        .route(
+            &format!("{AISP}/accounts/{{id}}/statements/{{sid}}/transactions"),
+            get(ais::statement_transactions),
+        )
+        .route(&format!("{AISP}/products"), get(ais::products))
+        .route(
+            &format!("{AISP}/accounts/{{id}}/product"),
+            get(ais::account_product),
+        )
+        .route(&format!("{AISP}/offers"), get(ais::offers))
+        .route(
+            &format!("{AISP}/accounts/{{id}}/offers"),
+            get(ais::account_offers),
+        )
+        .route(&format!("{AISP}/party"), get(ais::psu_party))
+        .route(
+            &format!("{AISP}/accounts/{{id}}/party"),
+            get(ais::account_party),
+        )
+        .route(
+            &format!("{AISP}/accounts/{{id}}/parties"),
+            get(ais::account_parties),
         )
         .with_state(state)
 }

@@ -439,7 +439,7 @@ fn history(
         ("PMNT", "RCDT"),
         json!({}),
     );
-    let masked_card = json!({ "CardSchemeName": "VisaDebit", "AuthorisationType": "PIN", "Name": "CARDHOLDER", "Identification": pan });
+    let masked_card = json!({ "CardSchemeName": "VISA", "AuthorisationType": "Contactless", "Name": "CARDHOLDER", "Identification": pan });
     let mut day = start + Duration::days(1);
     let last = anchor - Duration::days(1);
     while day <= last {

@@ -170,6 +170,8 @@ pub struct LimitsConfig {
     pub request_timeout_secs: u64,
     pub handshake_timeout_secs: u64,
     pub max_connections: usize,
+    /// AIS transactions per page (COMMON-47: 25–1000).
+    pub page_size: i64,
 }
 
 impl Default for LimitsConfig {
@@ -179,6 +181,7 @@ impl Default for LimitsConfig {
             request_timeout_secs: 30,
             handshake_timeout_secs: 10,
             max_connections: 4096,
+            page_size: 100,
         }
     }
 }
@@ -393,6 +396,12 @@ impl Config {
         }
         if self.trust.ssa_max_age_days == 0 {
             return Err(field("trust.ssa_max_age_days", "must be greater than 0"));
+        }
+        if !(25..=1000).contains(&self.limits.page_size) {
+            return Err(field(
+                "limits.page_size",
+                "must be between 25 and 1000 (COMMON-47)",
+            ));
         }
         if self.limits.max_body_bytes == 0 {
             return Err(field("limits.max_body_bytes", "must be greater than 0"));

@@ -105,6 +105,25 @@ impl DataDir {
         Ok(key)
     }
 
+    /// The secret that seals page links, in the shared key directory so
+    /// every node accepts every other node's links.
+    pub fn link_secret(&self) -> Result<Vec<u8>> {
+        let dir = self.root.join("keys");
+        fs::create_dir_all(&dir)?;
+        let path = dir.join("link-secret");
+        if !path.exists() {
+            let mut bytes = [0u8; 32];
+            aws_lc_rs::rand::fill(&mut bytes)
+                .map_err(|_| anyhow::anyhow!("system RNG unavailable"))?;
+            write_secret(&path, &hex::encode(bytes))?;
+        }
+        let hex = read(&path)?;
+        hex::decode(hex.trim())
+            .ok()
+            .filter(|b| b.len() >= 16)
+            .with_context(|| format!("{} is not a hex secret", path.display()))
+    }
+
     pub fn keyring(&self) -> Result<KeyRing> {
         KeyRing::open(&self.root.join("keys"))
     }

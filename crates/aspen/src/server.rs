@@ -26,6 +26,8 @@ use crate::{ops, tls};
 
 /// Everything the routers share.
 pub struct Runtime {
+    /// Seals AIS page links; from the shared key directory.
+    pub link_key: Arc<aws_lc_rs::hmac::Key>,
     pub config: Config,
     pub auth: aspen_auth::AuthConfig,
     pub data: DataDir,
@@ -81,7 +83,12 @@ pub async fn prepare(config: Config) -> Result<Runtime> {
         tracing::info!(?report, "sandbox world ready");
     }
     let auth = auth_config(&config, &data)?;
+    let link_key = Arc::new(aws_lc_rs::hmac::Key::new(
+        aws_lc_rs::hmac::HMAC_SHA256,
+        &data.link_secret()?,
+    ));
     Ok(Runtime {
+        link_key,
         config,
         auth,
         data,
@@ -209,6 +216,8 @@ pub fn app(rt: &Runtime, public_url: &str) -> Router {
             store: rt.store.clone(),
             base_url: public_url.to_string(),
             strict: true,
+            link_key: rt.link_key.clone(),
+            page_size: rt.config.limits.page_size,
         }));
     if rt.config.profile == Profile::Sandbox {
         router = router.route("/sandbox/whoami", axum::routing::get(whoami));

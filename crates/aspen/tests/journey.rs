@@ -263,7 +263,8 @@ async fn authorize_rejections() {
         "no request object (strict)",
     );
 
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+    type Change = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Change, &str)> = vec![
         (
             "wrong aud",
             Box::new(|v| v["aud"] = json!("https://other.example.com")),

@@ -358,3 +358,78 @@ pub fn fragment(location: &str) -> std::collections::HashMap<String, String> {
         })
         .collect()
 }
+
+/// Validates response bodies against the official v3.1.2 OpenAPI files
+/// in ../shared/standard/openapi (loaded, never copied). Basic/Detail
+/// `oneOf`s are read as `anyOf` (AIS-52: a Detail object matches both).
+pub struct OpenApi {
+    doc: serde_json::Value,
+}
+
+impl OpenApi {
+    pub fn load(file: &str) -> OpenApi {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/standard/openapi")
+            .join(file);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let mut doc: serde_json::Value = serde_json::to_value(yaml).unwrap();
+        fn one_of_to_any_of(v: &mut serde_json::Value) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    if let Some(x) = m.remove("oneOf") {
+                        m.insert("anyOf".into(), x);
+                    }
+                    m.values_mut().for_each(one_of_to_any_of);
+                }
+                serde_json::Value::Array(a) => a.iter_mut().for_each(one_of_to_any_of),
+                _ => {}
+            }
+        }
+        one_of_to_any_of(&mut doc);
+        OpenApi { doc }
+    }
+
+    /// The JSON schema of `method path` answering `status`.
+    fn schema_ref(&self, path: &str, method: &str, status: &str) -> String {
+        let mut resp = &self.doc["paths"][path][method]["responses"][status];
+        assert!(
+            !resp.is_null(),
+            "{method} {path} {status} not in the OpenAPI"
+        );
+        if let Some(r) = resp["$ref"].as_str() {
+            let name = r.rsplit('/').next().unwrap();
+            resp = &self.doc["components"]["responses"][name];
+        }
+        let content = &resp["content"];
+        let media = content
+            .as_object()
+            .and_then(|m| m.keys().find(|k| k.starts_with("application/json")))
+            .cloned()
+            .expect("json content");
+        content[&media]["schema"]["$ref"]
+            .as_str()
+            .expect("schema ref")
+            .to_string()
+    }
+
+    pub fn validate(&self, path: &str, method: &str, status: &str, body: &serde_json::Value) {
+        let reference = self.schema_ref(path, method, status);
+        let mut root = serde_json::json!({ "$ref": reference });
+        root["components"] = self.doc["components"].clone();
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft4)
+            .build(&root)
+            .unwrap_or_else(|e| panic!("schema for {path}: {e}"));
+        let errors: Vec<String> = validator
+            .iter_errors(body)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{method} {path}: body does not match {reference}:\n{}\n{body:#}",
+            errors.join("\n")
+        );
+    }
+}

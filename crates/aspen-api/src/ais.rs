@@ -1,0 +1,1016 @@
+//! AIS data endpoints (AIS-16..33): every resource of the consent's
+//! accounts, with permissions applied field by field and keyset
+//! pagination behind opaque, signed links.
+
+use std::collections::HashMap;
+
+use aspen_auth::{BoundToken, GrantKind};
+use aspen_domain::{Account, ResourceKind, Transaction, format_minor};
+use aspen_http::{Json, ObError, ObErrorCode};
+use aspen_store::consent::ConsentRecord;
+use aspen_store::{TxCursor, TxFilter};
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::common::{self, format_ms, parse_query_datetime};
+use crate::{AISP, ApiState, links};
+
+/// What the token's consent allows, checked once per request (AIS-16).
+pub struct Grant {
+    pub consent: ConsentRecord,
+    pub permissions: Vec<String>,
+    pub psu_id: String,
+}
+
+impl Grant {
+    fn has(&self, p: &str) -> bool {
+        self.permissions.iter().any(|x| x == p)
+    }
+
+    /// Basic or Detail (AIS-19): Some(true) for Detail.
+    fn level(&self, basic: &str, detail: &str) -> Option<bool> {
+        if self.has(detail) {
+            Some(true)
+        } else if self.has(basic) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    fn require(&self, any: &[&str]) -> Result<(), ObError> {
+        // AIS-23: a missing permission is a 403, not an empty list.
+        if any.iter().any(|p| self.has(p)) {
+            Ok(())
+        } else {
+            Err(ObError::forbidden())
+        }
+    }
+
+    /// The consent's transaction window in ms (AIS-17).
+    fn window(&self) -> (i64, i64) {
+        let d = &self.consent.data["Data"];
+        let at = |k: &str| {
+            d[k].as_str()
+                .and_then(common::parse_request_datetime)
+                .map(|x| x.timestamp_millis())
+        };
+        (
+            at("TransactionFromDateTime").unwrap_or(i64::MIN),
+            at("TransactionToDateTime").map_or(i64::MAX, |t| t + 1),
+        )
+    }
+}
+
+pub async fn grant(
+    state: &ApiState,
+    token: &BoundToken,
+    headers: &HeaderMap,
+) -> Result<Grant, ObError> {
+    common::require(token, GrantKind::AuthorizationCode, "accounts")?;
+    common::check_accept(headers)?;
+    common::check_fapi_headers(headers)?;
+    let consent_id = token
+        .consent_id
+        .as_deref()
+        .ok_or_else(ObError::unauthorized)?;
+    let consent = state
+        .store
+        .consent(consent_id)
+        .await
+        .map_err(ObError::internal)?
+        .filter(|c| c.kind == crate::ais_consents::KIND && !c.deleted)
+        .ok_or_else(ObError::unauthorized)?;
+    // AIS-15, COMMON-37: an expired or no-longer-authorised consent makes
+    // the token unusable.
+    if consent.status != "Authorised"
+        || consent
+            .expires_at
+            .is_some_and(|e| e <= chrono::Utc::now().timestamp_millis())
+    {
+        return Err(ObError::unauthorized());
+    }
+    let permissions = consent.data["Data"]["Permissions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let psu_id = consent.psu_id.clone().unwrap_or_default();
+    Ok(Grant {
+        consent,
+        permissions,
+        psu_id,
+    })
+}
+
+/// The consent's accounts, or the one in the path: 400 if it does not
+/// exist, 403 if it is not in the consent (AIS-25).
+async fn accounts(state: &ApiState, g: &Grant, one: Option<&str>) -> Result<Vec<Account>, ObError> {
+    let mut out = Vec::new();
+    match one {
+        Some(id) => {
+            let a = state
+                .store
+                .account(id)
+                .await
+                .map_err(ObError::internal)?
+                .ok_or_else(|| {
+                    ObError::bad_request(
+                        ObErrorCode::ResourceNotFound,
+                        "no such account",
+                        Some("AccountId"),
+                    )
+                })?;
+            if !g.consent.accounts.contains(&a.account_id) {
+                return Err(ObError::forbidden());
+            }
+            out.push(a);
+        }
+        None => {
+            for id in &g.consent.accounts {
+                if let Some(a) = state.store.account(id).await.map_err(ObError::internal)? {
+                    out.push(a);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// AIS-28: the absolute request URI, on the public base URL.
+fn self_url(state: &ApiState, uri: &OriginalUri) -> String {
+    let pq = uri.0.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    format!("{}{pq}", state.base_url)
+}
+
+fn envelope(data: Value, self_link: String, meta: Value) -> Response {
+    Json(json!({ "Data": data, "Links": { "Self": self_link }, "Meta": meta })).into_response()
+}
+
+fn mask_pan(pan: &str) -> String {
+    let n = pan.chars().count();
+    if n <= 4 {
+        return pan.to_string();
+    }
+    format!(
+        "{}{}",
+        "*".repeat(n - 4),
+        pan.chars().skip(n - 4).collect::<String>()
+    )
+}
+
+fn account_json(a: &Account, detail: bool, pan: bool) -> Value {
+    let mut m = Map::new();
+    m.insert("AccountId".into(), json!(a.account_id));
+    m.insert("Status".into(), json!("Enabled"));
+    m.insert("Currency".into(), json!(a.currency));
+    m.insert("AccountType".into(), json!(a.account_type));
+    m.insert("AccountSubType".into(), json!(a.account_sub_type));
+    m.insert("Description".into(), json!(a.description));
+    if let Some(n) = &a.nickname {
+        m.insert("Nickname".into(), json!(n));
+    }
+    // AIS-20: identifiers and servicer only with ReadAccountsDetail.
+    if detail {
+        let ids: Vec<Value> = a
+            .identifications
+            .iter()
+            .map(|i| {
+                let mut o = Map::new();
+                o.insert("SchemeName".into(), json!(i.scheme_name));
+                let id = if i.scheme_name == "UK.OBIE.PAN" && !pan {
+                    mask_pan(&i.identification)
+                } else {
+                    i.identification.clone()
+                };
+                o.insert("Identification".into(), json!(id));
+                if let Some(n) = &i.name {
+                    o.insert("Name".into(), json!(n));
+                }
+                if let Some(s) = &i.secondary_identification {
+                    o.insert("SecondaryIdentification".into(), json!(s));
+                }
+                Value::Object(o)
+            })
+            .collect();
+        m.insert("Account".into(), json!(ids));
+        if let Some(s) = &a.servicer {
+            m.insert("Servicer".into(), s.clone());
+        }
+    }
+    Value::Object(m)
+}
+
+pub async fn list_accounts(
+    State(s): State<ApiState>,
+    token: BoundToken,
+    headers: HeaderMap,
+    uri: OriginalUri,
+) -> Result<Response, ObError> {
+    let g = grant(&s, &token, &headers).await?;
+    account_response(&s, &g, None, &uri).await
+}
+
+pub async fn one_account(
+    State(s): State<ApiState>,
+    token: BoundToken,
+    headers: HeaderMap,
+    uri: OriginalUri,
+    Path(id): Path<String>,
+) -> Result<Response, ObError> {
+    let g = grant(&s, &token, &headers).await?;
+    account_response(&s, &g, Some(&id), &uri).await
+}
+
+async fn account_response(
+    s: &ApiState,
+    g: &Grant,
+    id: Option<&str>,
+    uri: &OriginalUri,
+) -> Result<Response, ObError> {
+    let detail = g
+        .level("ReadAccountsBasic", "ReadAccountsDetail")
+        .ok_or_else(ObError::forbidden)?;
+    let list: Vec<Value> = accounts(s, g, id)
+        .await?
+        .iter()
+        .map(|a| account_json(a, detail, g.has("ReadPAN")))
+        .collect();
+    Ok(envelope(
+        json!({ "Account": list }),
+        self_url(s, uri),
+        json!({ "TotalPages": 1 }),
+    ))
+}
+
+fn balances_json(a: &Account) -> Vec<Value> {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    [
+        ("InterimBooked", a.booked_minor),
+        ("InterimAvailable", a.available_minor()),
+    ]
+    .into_iter()
+    .map(|(t, v)| {
+        json!({
+            "AccountId": a.account_id,
+            "CreditDebitIndicator": if v < 0 { "Debit" } else { "Credit" },
+            "Type": t,
+            "DateTime": now,
+            "Amount": { "Amount": format_minor(v.abs()), "Currency": a.currency },
+        })
+    })
+    .collect()
+}
+
+pub async fn balances(
+    State(s): State<ApiState>,
+    token: BoundToken,
+    headers: HeaderMap,
+    uri: OriginalUri,
+    id: Option<Path<String>>,
+) -> Result<Response, ObError> {
+    let g = grant(&s, &token, &headers).await?;
+    g.require(&["ReadBalances"])?;
+    let list: Vec<Value> = accounts(&s, &g, id.as_ref().map(|p| p.0.as_str()))
+        .await?
+        .iter()
+        .flat_map(balances_json)
+        .collect();
+    Ok(envelope(
+        json!({ "Balance": list }),
+        self_url(&s, &uri),
+        json!({ "TotalPages": 1 }),
+    ))
+}
+
+/// Resource kinds served from stored OB JSON, with the fields a Basic
+/// permission must not see (AIS-20).
+fn resource_rules(
+    kind: ResourceKind,
+) -> (
+    &'static str,
+    &'static [&'static str],
+    Option<&'static str>,
+    &'static [&'static str],
+) {
+    // (array name, permissions (basic, detail), detail permission, detail-only fields)
+    match kind {
+        ResourceKind::Beneficiary => (
+            "Beneficiary",
+            &["ReadBeneficiariesBasic", "ReadBeneficiariesDetail"],
+            Some("ReadBeneficiariesDetail"),
+            &["CreditorAgent", "CreditorAccount"],
+        ),
+        ResourceKind::DirectDebit => ("DirectDebit", &["ReadDirectDebits"], None, &[]),
+        ResourceKind::StandingOrder => (
+            "StandingOrder",
+            &["ReadStandingOrdersBasic", "ReadStandingOrdersDetail"],
+            Some("ReadStandingOrdersDetail"),
+            &["CreditorAgent", "CreditorAccount"],
+        ),
+        ResourceKind::ScheduledPayment => (
+            "ScheduledPayment",
+            &["ReadScheduledPaymentsBasic", "ReadScheduledPaymentsDetail"],
+            Some("ReadScheduledPaymentsDetail"),
+            &["CreditorAgent", "CreditorAccount"],
+        ),
+        ResourceKind::Statement => (
+            "Statement",
+            &["ReadStatementsBasic", "ReadStatementsDetail"],
+            Some("ReadStatementsDetail"),
+            &["StatementAmount"],
+        ),
+        ResourceKind::Product => ("Product", &["ReadProducts"], None, &[]),
+        ResourceKind::Offer => ("Offer", &["ReadOffers"], None, &[]),
+        ResourceKind::Party => ("Party", &["ReadParty"], None, &[]),
+    }
+}
+
+fn shape(g: &Grant, kind: ResourceKind, mut body: Value) -> Value {
+    let (_, _, detail, hidden) = resource_rules(kind);
+    if let (Some(d), Value::Object(m)) = (detail, &mut body)
+        && !g.has(d)
+    {
+        for f in hidden {
+            m.remove(*f);
+        }
+    }
+    body
+}
+
+#[derive(Deserialize, Default)]
+pub struct StatementQuery {
+    #[serde(rename = "fromStatementDateTime")]
+    from: Option<String>,
+    #[serde(rename = "toStatementDateTime")]
+    to: Option<String>,
+}
+
+fn query_date(v: Option<&String>, name: &str) -> Result<Option<i64>, ObError> {
+    match v {
+        None => Ok(None),
+        Some(s) => parse_query_datetime(s)
+            .map(|d| Some(d.timestamp_millis()))
+            .ok_or_else(|| {
+                ObError::bad_request(
+                    ObErrorCode::FieldInvalidDate,
+                    format!("{name} is not an ISO 8601 date-time"),
+                    Some(name),
+                )
+            }),
+    }
+}
+
+fn statement_bounds(body: &Value) -> (i64, i64) {
+    let at = |k: &str| {
+        body[k]
+            .as_str()
+            .and_then(common::parse_request_datetime)
+            .map(|d| d.timestamp_millis())
+    };
+    (
+        at("StartDateTime").unwrap_or(i64::MIN),
+        at("EndDateTime").unwrap_or(i64::MAX),
+    )
+}
+
+async fn resource_list(
+    s: &ApiState,
+    g: &Grant,
+    kind: ResourceKind,
+    id: Option<&str>,
+    q: &StatementQuery,
+    uri: &OriginalUri,
+) -> Result<Response, ObError> {
+    let (name, perms, _, _) = resource_rules(kind);
+    g.require(perms)?;
+    let (wf, wt) = g.window();
+    let (qf, qt) = (
+        query_date(q.from.as_ref(), "fromStatementDateTime")?,
+        query_date(q.to.as_ref(), "toStatementDateTime")?,
+    );
+    let mut out = Vec::new();
+    for a in accounts(s, g, id).await? {
+        for r in s
+            .store
+            .resources(&a.account_id, kind)
+            .await
+            .map_err(ObError::internal)?
+        {
+            if kind == ResourceKind::Statement {
+                // AIS-17: only statements wholly inside the consent window;
+                // AIS-30: and inside the query filter.
+                let (start, end) = statement_bounds(&r.body);
+                if start < wf
+                    || end >= wt
+                    || qf.is_some_and(|f| start < f)
+                    || qt.is_some_and(|t| end > t)
+                {
+                    continue;
+                }
+            }
+            out.push(shape(g, kind, r.body));
+        }
+    }
+    Ok(envelope(
+        json!({ name: out }),
+        self_url(s, uri),
+        json!({ "TotalPages": 1 }),
+    ))
+}
+
+macro_rules! resource_handlers {
+    ($bulk:ident, $per:ident, $kind:expr) => {
+        pub async fn $bulk(
+            State(s): State<ApiState>,
+            token: BoundToken,
+            headers: HeaderMap,
+            uri: OriginalUri,
+            Query(q): Query<StatementQuery>,
+        ) -> Result<Response, ObError> {
+            let g = grant(&s, &token, &headers).await?;
+            resource_list(&s, &g, $kind, None, &q, &uri).await
+        }
+
+        pub async fn $per(
+            State(s): State<ApiState>,
+            token: BoundToken,
+            headers: HeaderMap,
+            uri: OriginalUri,
+            Path(id): Path<String>,
+            Query(q): Query<StatementQuery>,
+        ) -> Result<Response, ObError> {
+            let g = grant(&s, &token, &headers).await?;
+            resource_list(&s, &g, $kind, Some(&id), &q, &uri).await
+        }
+    };
+}
+
+resource_handlers!(
+    beneficiaries,
+    account_beneficiaries,
+    ResourceKind::Beneficiary
+);
+resource_handlers!(
+    direct_debits,
+    account_direct_debits,
+    ResourceKind::DirectDebit
+);
+resource_handlers!(
+    standing_orders,
+    account_standing_orders,
+    ResourceKind::StandingOrder
+);
+resource_handlers!(
+    scheduled_payments,
+    account_scheduled_payments,
+    ResourceKind::ScheduledPayment
+);
+resource_handlers!(statements, account_statements, ResourceKind::Statement);
+resource_handlers!(products, account_product, ResourceKind::Product);
+resource_handlers!(offers, account_offers, ResourceKind::Offer);
+
+/// `/accounts/{AccountId}/parties`: every party of the account (AIS-26).
+pub async fn account_parties(
+    State(s): State<ApiState>,
+    token: BoundToken,
+    headers: HeaderMap,
+    uri: OriginalUri,
+    Path(id): Path<String>,
+) -> Result<Response, ObError> {
+    let g = grant(&s, &token, &headers).await?;
+    resource_list(
+        &s,
+        &g,
+        ResourceKind::Party,
+        Some(&id),
+        &StatementQuery::default(),
+        &uri,
+    )
+    .await
+}
+
+async fn one_statement(
+    s: &ApiState,
+    g: &Grant,
+    account: &str,
+    sid: &str,
+) -> Result<Value, ObError> {
+    accounts(s, g, Some(account)).await?;
+    let r = s
+        .store
+        .resource(account, ResourceKind::Statement, sid)
+        .await
+        .map_err(ObError::internal)?
+        .ok_or_else(|| {
+            ObError::bad_request(
+                ObErrorCode::ResourceNotFound,
+                "no such statement",
+                Some("StatementId"),
+            )
+        })?;
+    let (wf, wt) = g.window();
+    let (start, end) = statement_bounds(&r.body);
+    if start < wf || end >= wt {
+        // Outside the consent's window the statement does not exist for
+        // this consent (AIS-17).
+        return Err(ObError::bad_request(
+            ObErrorCode::ResourceNotFound,
+            "no such statement",
+            Some("StatementId"),
+        ));
+    }
+    Ok(r.body)
+}
+
+pub async fn statement(
+    State(s): State<ApiState>,
+    token: BoundToken,
+    headers: HeaderMap,
+    uri: OriginalUri,
+    Path((account, sid)): Path<(String, String)>,
+) -> Result<Response, ObError> {
+    let g = grant(&s, &token, &headers).await?;
+    g.require(&["ReadStatementsBasic", "ReadStatementsDetail"])?;
+    let body = one_statement(&s, &g, &account, &sid).await?;
+    Ok(envelope(
+        json!({ "Statement": [shape(&g, ResourceKind::Statement, body)] }),
+        self_url(&s, &uri),
+        json!({ "TotalPages": 1 }),
+    ))
+}
+
+/// The statement as CSV (AIS-24: the file type is the ASPSP's to
+/// document); needs ReadStatementsDetail.
+pub async fn statement_file(
+    State(s): State<ApiState>,
+    token: BoundToken,
+    headers: HeaderMap,
+    Path((account, sid)): Path<(String, String)>,
+) -> Result<Response, ObError> {
+    common::require(&token, GrantKind::AuthorizationCode, "accounts")?;
+    common::check_fapi_headers(&headers)?;
+    let g = grant_without_accept(&s, &token).await?;
+    g.require(&["ReadStatementsDetail"])?;
+    if let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())
+        && !accept.split(',').any(|p| {
+            matches!(
+                p.split(';').next().unwrap_or("").trim(),
+                "text/csv" | "text/*" | "*/*"
+            )
+        })
+    {
+        return Err(ObError::not_acceptable());
+    }
+    let body = one_statement(&s, &g, &account, &sid).await?;
+    let (start, end) = statement_bounds(&body);
+    let filter = TxFilter {
+        from_ms: start,
+        to_ms: end + 1,
+        credits: true,
+        debits: true,
+    };
+    let txs = s
+        .store
+        .transactions_page(&account, &filter, None, None, 100_000)
+        .await
+        .map_err(ObError::internal)?;
+    let mut csv = String::from(
+        "BookingDateTime,TransactionId,CreditDebitIndicator,Amount,Currency,TransactionInformation\n",
+    );
+    for t in txs.iter().filter(|t| t.status == "Booked") {
+        let info = t
+            .information
+            .clone()
+            .unwrap_or_default()
+            .replace('"', "\"\"");
+        csv.push_str(&format!(
+            "{},{},{},{},{},\"{}\"\n",
+            format_ms(t.booking_ms),
+            t.transaction_id,
+            t.credit_debit.as_str(),
+            format_minor(t.amount_minor),
+            t.currency,
+            info
+        ));
+    }
+    let mut resp = csv.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    Ok(resp)
+}
+
+async fn grant_without_accept(s: &ApiState, token: &BoundToken) -> Result<Grant, ObError> {
+    grant(s, token, &HeaderMap::new()).await
+}
+
+pub async fn psu_party(
+    State(s): State<ApiState>,
+    token: BoundToken,
+    headers: HeaderMap,
+    uri: OriginalUri,
+) -> Result<Response, ObError> {
+    let g = grant(&s, &token, &headers).await?;
+    g.require(&["ReadPartyPSU"])?;
+    let psu = s
+        .store
+        .psu(&g.psu_id)
+        .await
+        .map_err(ObError::internal)?
+        .ok_or_else(ObError::unauthorized)?;
+    Ok(envelope(
+        json!({ "Party": psu.party }),
+        self_url(&s, &uri),
+        json!({}),
+    ))
+}
+
+pub async fn account_party(
+    State(s): State<ApiState>,
+    token: BoundToken,
+    headers: HeaderMap,
+    uri: OriginalUri,
+    Path(id): Path<String>,
+) -> Result<Response, ObError> {
+    let g = grant(&s, &token, &headers).await?;
+    g.require(&["ReadParty"])?;
+    accounts(&s, &g, Some(&id)).await?;
+    let parties = s
+        .store
+        .resources(&id, ResourceKind::Party)
+        .await
+        .map_err(ObError::internal)?;
+    let party = parties
+        .into_iter()
+        .next()
+        .map(|p| p.body)
+        .unwrap_or_else(|| json!({}));
+    Ok(envelope(
+        json!({ "Party": party }),
+        self_url(&s, &uri),
+        json!({}),
+    ))
+}
+
+// ---- transactions ----
+
+#[derive(Deserialize, Default)]
+pub struct TxQuery {
+    #[serde(rename = "fromBookingDateTime")]
+    from: Option<String>,
+    #[serde(rename = "toBookingDateTime")]
+    to: Option<String>,
+    /// Opaque page token (COMMON-48: names are the ASPSP's).
+    page: Option<String>,
+}
+
+/// What a page link carries; signed so it cannot be edited, and bound to
+/// the consent so it works only for the token that listed it.
+#[derive(Serialize, Deserialize, Clone)]
+struct PageToken {
+    c: String,
+    a: String,
+    f: i64,
+    t: i64,
+    /// `n` next (after cursor), `p` previous (before cursor).
+    d: char,
+    ms: i64,
+    id: String,
+    n: i64,
+    tp: i64,
+    total: i64,
+    /// Page number (1-based) this token opens.
+    pg: i64,
+}
+
+fn tx_json(t: &Transaction, detail: bool, pan: bool) -> Value {
+    let mut m = Map::new();
+    m.insert("AccountId".into(), json!(t.account_id));
+    m.insert("TransactionId".into(), json!(t.transaction_id));
+    if let Some(r) = &t.reference {
+        m.insert("TransactionReference".into(), json!(r));
+    }
+    m.insert(
+        "CreditDebitIndicator".into(),
+        json!(t.credit_debit.as_str()),
+    );
+    m.insert("Status".into(), json!(t.status));
+    m.insert("BookingDateTime".into(), json!(format_ms(t.booking_ms)));
+    if let Some(v) = t.value_ms {
+        m.insert("ValueDateTime".into(), json!(format_ms(v)));
+    }
+    m.insert(
+        "Amount".into(),
+        json!({ "Amount": format_minor(t.amount_minor), "Currency": t.currency }),
+    );
+    for k in ["BankTransactionCode", "ProprietaryBankTransactionCode"] {
+        if let Some(v) = t.detail.get(k) {
+            m.insert(k.into(), v.clone());
+        }
+    }
+    if let Some(card) = t.detail.get("CardInstrument") {
+        let mut card = card.clone();
+        // AIS-21: PANs masked unless ReadPAN.
+        if !pan && let Some(id) = card["Identification"].as_str() {
+            card["Identification"] = json!(mask_pan(id));
+        }
+        m.insert("CardInstrument".into(), card);
+    }
+    // AIS-20: the Detail-only fields.
+    if detail {
+        if let Some(i) = &t.information {
+            m.insert("TransactionInformation".into(), json!(i));
+        }
+        if let Some(b) = t.balance_minor {
+            m.insert(
+                "Balance".into(),
+                json!({
+                    "Amount": { "Amount": format_minor(b.abs()), "Currency": t.currency },
+                    "CreditDebitIndicator": if b < 0 { "Debit" } else { "Credit" },
+                    "Type": "InterimBooked",
+                }),
+            );
+        }
+        for k in [
+            "MerchantDetails",
+            "CreditorAgent",
+            "CreditorAccount",
+            "DebtorAgent",
+            "DebtorAccount",
+        ] {
+            if let Some(v) = t.detail.get(k) {
+                m.insert(k.into(), v.clone());
+            }
+        }
+    }
+    Value::Object(m)
+}
+
+fn tx_filter(g: &Grant, q_from: Option<i64>, q_to: Option<i64>) -> TxFilter {
+    let (wf, wt) = g.window();
+    TxFilter {
+        from_ms: wf.max(q_from.unwrap_or(i64::MIN)),
+        to_ms: wt.min(q_to.map_or(i64::MAX, |t| t + 1)),
+        // AIS-22: only the sides the consent allows.
+        credits: g.has("ReadTransactionsCredits"),
+        debits: g.has("ReadTransactionsDebits"),
+    }
+}
+
+pub async fn account_transactions(
+    State(s): State<ApiState>,
+    token: BoundToken,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<TxQuery>,
+) -> Result<Response, ObError> {
+    let g = grant(&s, &token, &headers).await?;
+    let detail = g
+        .level("ReadTransactionsBasic", "ReadTransactionsDetail")
+        .ok_or_else(ObError::forbidden)?;
+    accounts(&s, &g, Some(&id)).await?;
+    let path = format!("{AISP}/accounts/{id}/transactions");
+    transactions_page(&s, &g, &id, detail, &q, &path, None).await
+}
+
+pub async fn statement_transactions(
+    State(s): State<ApiState>,
+    token: BoundToken,
+    headers: HeaderMap,
+    Path((id, sid)): Path<(String, String)>,
+    Query(q): Query<TxQuery>,
+) -> Result<Response, ObError> {
+    let g = grant(&s, &token, &headers).await?;
+    let detail = g
+        .level("ReadTransactionsBasic", "ReadTransactionsDetail")
+        .ok_or_else(ObError::forbidden)?;
+    let body = one_statement(&s, &g, &id, &sid).await?;
+    let (start, end) = statement_bounds(&body);
+    let path = format!("{AISP}/accounts/{id}/statements/{sid}/transactions");
+    transactions_page(&s, &g, &id, detail, &q, &path, Some((start, end + 1))).await
+}
+
+/// One page of an account's transactions (AIS-29, AIS-33, COMMON-45..48).
+async fn transactions_page(
+    s: &ApiState,
+    g: &Grant,
+    account: &str,
+    detail: bool,
+    q: &TxQuery,
+    path: &str,
+    bound: Option<(i64, i64)>,
+) -> Result<Response, ObError> {
+    let page = match &q.page {
+        Some(p) => Some(
+            links::open::<PageToken>(&s.link_key, p)
+                .filter(|t| t.c == g.consent.consent_id && t.a == account)
+                .ok_or_else(|| {
+                    ObError::bad_request(
+                        ObErrorCode::FieldInvalid,
+                        "the page link is not valid",
+                        Some("page"),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let mut filter = tx_filter(
+        g,
+        query_date(q.from.as_ref(), "fromBookingDateTime")?,
+        query_date(q.to.as_ref(), "toBookingDateTime")?,
+    );
+    if let Some((f, t)) = bound {
+        filter.from_ms = filter.from_ms.max(f);
+        filter.to_ms = filter.to_ms.min(t);
+    }
+    if let Some(p) = &page {
+        filter.from_ms = p.f;
+        filter.to_ms = p.t;
+    }
+    let size = s.page_size;
+    let (total, pages) = match &page {
+        Some(p) => (p.total, p.tp),
+        None => {
+            // Counted once, on the first page; later links carry it so a
+            // deep page costs the same as the first.
+            let total = s
+                .store
+                .count_transactions(account, &filter)
+                .await
+                .map_err(ObError::internal)?;
+            (total, ((total + size - 1) / size).max(1))
+        }
+    };
+    let (rows, page_no) = match &page {
+        None => (
+            s.store
+                .transactions_page(account, &filter, None, None, size)
+                .await
+                .map_err(ObError::internal)?,
+            1,
+        ),
+        Some(p) => {
+            let cursor = TxCursor {
+                booking_ms: p.ms,
+                transaction_id: p.id.clone(),
+            };
+            let rows = if p.d == 'p' {
+                s.store
+                    .transactions_page(account, &filter, None, Some(&cursor), p.n)
+                    .await
+            } else {
+                s.store
+                    .transactions_page(account, &filter, Some(&cursor), None, p.n)
+                    .await
+            }
+            .map_err(ObError::internal)?;
+            (rows, p.pg)
+        }
+    };
+    let token = |d: char, ms: i64, id: &str, n: i64, pg: i64| {
+        let t = PageToken {
+            c: g.consent.consent_id.clone(),
+            a: account.to_string(),
+            f: filter.from_ms,
+            t: filter.to_ms,
+            d,
+            ms,
+            id: id.to_string(),
+            n,
+            tp: pages,
+            total,
+            pg,
+        };
+        format!("{}{path}?page={}", s.base_url, links::seal(&s.link_key, &t))
+    };
+    let first_link = format!("{}{path}", s.base_url);
+    let self_link = match &q.page {
+        Some(p) => format!("{}{path}?page={p}", s.base_url),
+        None => {
+            let mut qs = Vec::new();
+            if let Some(f) = &q.from {
+                qs.push(format!("fromBookingDateTime={}", urlencode(f)));
+            }
+            if let Some(t) = &q.to {
+                qs.push(format!("toBookingDateTime={}", urlencode(t)));
+            }
+            if qs.is_empty() {
+                first_link.clone()
+            } else {
+                format!("{first_link}?{}", qs.join("&"))
+            }
+        }
+    };
+    let mut links_obj = Map::new();
+    links_obj.insert("Self".into(), json!(self_link));
+    // First carries the original filters through a token (COMMON-48).
+    links_obj.insert("First".into(), json!(token('n', i64::MIN, "", size, 1)));
+    if let (Some(first), true) = (rows.first(), page_no > 1) {
+        links_obj.insert(
+            "Prev".into(),
+            json!(token(
+                'p',
+                first.booking_ms,
+                &first.transaction_id,
+                size,
+                page_no - 1
+            )),
+        );
+    }
+    if let (Some(last), true) = (rows.last(), page_no < pages) {
+        links_obj.insert(
+            "Next".into(),
+            json!(token(
+                'n',
+                last.booking_ms,
+                &last.transaction_id,
+                size,
+                page_no + 1
+            )),
+        );
+    }
+    let last_size = if total % size == 0 {
+        size.min(total.max(1))
+    } else {
+        total % size
+    };
+    links_obj.insert(
+        "Last".into(),
+        json!(token('p', i64::MAX, "", last_size, pages)),
+    );
+    let mut meta = Map::new();
+    meta.insert("TotalPages".into(), json!(pages));
+    // AIS-32: the period the data covers (history ∩ consent window ∩ filter).
+    if let Some((lo, hi)) = s
+        .store
+        .transaction_bounds(account)
+        .await
+        .map_err(ObError::internal)?
+    {
+        let from = lo.max(filter.from_ms);
+        let to = hi.min(filter.to_ms.saturating_sub(1));
+        if from <= to {
+            meta.insert("FirstAvailableDateTime".into(), json!(format_ms(from)));
+            meta.insert("LastAvailableDateTime".into(), json!(format_ms(to)));
+        }
+    }
+    let list: Vec<Value> = rows
+        .iter()
+        .map(|t| tx_json(t, detail, g.has("ReadPAN")))
+        .collect();
+    Ok(
+        Json(json!({ "Data": { "Transaction": list }, "Links": links_obj, "Meta": meta }))
+            .into_response(),
+    )
+}
+
+fn urlencode(s: &str) -> String {
+    serde_urlencoded::to_string([("v", s)])
+        .unwrap_or_default()
+        .trim_start_matches("v=")
+        .to_string()
+}
+
+/// `/transactions` across the consent's accounts: each account's
+/// transactions in time order, account after account. Kept to one page
+/// per account-walk step; large histories should use the per-account
+/// endpoint, which links every page.
+pub async fn bulk_transactions(
+    State(s): State<ApiState>,
+    token: BoundToken,
+    headers: HeaderMap,
+    uri: OriginalUri,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ObError> {
+    let g = grant(&s, &token, &headers).await?;
+    let detail = g
+        .level("ReadTransactionsBasic", "ReadTransactionsDetail")
+        .ok_or_else(ObError::forbidden)?;
+    let filter = tx_filter(
+        &g,
+        query_date(q.get("fromBookingDateTime"), "fromBookingDateTime")?,
+        query_date(q.get("toBookingDateTime"), "toBookingDateTime")?,
+    );
+    let mut list = Vec::new();
+    for a in accounts(&s, &g, None).await? {
+        let rows = s
+            .store
+            .transactions_page(&a.account_id, &filter, None, None, s.page_size)
+            .await
+            .map_err(ObError::internal)?;
+        list.extend(rows.iter().map(|t| tx_json(t, detail, g.has("ReadPAN"))));
+    }
+    Ok(envelope(
+        json!({ "Transaction": list }),
+        self_url(&s, &uri),
+        json!({ "TotalPages": 1 }),
+    ))
+}
