@@ -979,10 +979,23 @@ fn urlencode(s: &str) -> String {
         .to_string()
 }
 
-/// `/transactions` across the consent's accounts: each account's
-/// transactions in time order, account after account. Kept to one page
-/// per account-walk step; large histories should use the per-account
-/// endpoint, which links every page.
+/// Where a `/transactions` walk across the consent's accounts stands:
+/// which account, and the keyset cursor inside it.
+#[derive(Serialize, Deserialize)]
+struct BulkToken {
+    c: String,
+    f: i64,
+    t: i64,
+    ai: usize,
+    ms: i64,
+    id: String,
+    tp: i64,
+    pg: i64,
+}
+
+/// `/transactions`: the consent's accounts one after another, each in
+/// booking order, paged with the same keyset cursors as the per-account
+/// endpoint (forward links: Self, First, Next).
 pub async fn bulk_transactions(
     State(s): State<ApiState>,
     token: BoundToken,
@@ -994,23 +1007,110 @@ pub async fn bulk_transactions(
     let detail = g
         .level("ReadTransactionsBasic", "ReadTransactionsDetail")
         .ok_or_else(ObError::forbidden)?;
-    let filter = tx_filter(
+    let accts = accounts(&s, &g, None).await?;
+    let page = match q.get("page") {
+        Some(p) => Some(
+            links::open::<BulkToken>(&s.link_key, p)
+                .filter(|t| t.c == g.consent.consent_id)
+                .ok_or_else(|| {
+                    ObError::bad_request(
+                        ObErrorCode::FieldInvalid,
+                        "the page link is not valid",
+                        Some("page"),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let mut filter = tx_filter(
         &g,
         query_date(q.get("fromBookingDateTime"), "fromBookingDateTime")?,
         query_date(q.get("toBookingDateTime"), "toBookingDateTime")?,
     );
+    if let Some(p) = &page {
+        filter.from_ms = p.f;
+        filter.to_ms = p.t;
+    }
+    let size = s.page_size;
+    let pages = match &page {
+        Some(p) => p.tp,
+        None => {
+            let mut total = 0;
+            for a in &accts {
+                total += s
+                    .store
+                    .count_transactions(&a.account_id, &filter)
+                    .await
+                    .map_err(ObError::internal)?;
+            }
+            ((total + size - 1) / size).max(1)
+        }
+    };
+    let (mut ai, mut cursor, page_no) = match &page {
+        Some(p) => (
+            p.ai,
+            Some(TxCursor {
+                booking_ms: p.ms,
+                transaction_id: p.id.clone(),
+            }),
+            p.pg,
+        ),
+        None => (0, None, 1),
+    };
     let mut list = Vec::new();
-    for a in accounts(&s, &g, None).await? {
+    let mut last: Option<(usize, TxCursor)> = None;
+    while ai < accts.len() && (list.len() as i64) < size {
+        let want = size - list.len() as i64;
         let rows = s
             .store
-            .transactions_page(&a.account_id, &filter, None, None, s.page_size)
+            .transactions_page(&accts[ai].account_id, &filter, cursor.as_ref(), None, want)
             .await
             .map_err(ObError::internal)?;
+        if let Some(t) = rows.last() {
+            last = Some((
+                ai,
+                TxCursor {
+                    booking_ms: t.booking_ms,
+                    transaction_id: t.transaction_id.clone(),
+                },
+            ));
+        }
+        let exhausted = (rows.len() as i64) < want;
         list.extend(rows.iter().map(|t| tx_json(t, detail, g.has("ReadPAN"))));
+        if exhausted {
+            ai += 1;
+            cursor = None;
+        }
     }
-    Ok(envelope(
-        json!({ "Transaction": list }),
-        self_url(&s, &uri),
-        json!({ "TotalPages": 1 }),
-    ))
+    let base = format!("{}{AISP}/transactions", s.base_url);
+    let seal = |ai: usize, c: &TxCursor, pg: i64| {
+        let t = BulkToken {
+            c: g.consent.consent_id.clone(),
+            f: filter.from_ms,
+            t: filter.to_ms,
+            ai,
+            ms: c.booking_ms,
+            id: c.transaction_id.clone(),
+            tp: pages,
+            pg,
+        };
+        format!("{base}?page={}", links::seal(&s.link_key, &t))
+    };
+    let mut links_obj = Map::new();
+    links_obj.insert("Self".into(), json!(self_url(&s, &uri)));
+    links_obj.insert(
+        "First".into(),
+        json!(seal(
+            0,
+            &TxCursor {
+                booking_ms: i64::MIN,
+                transaction_id: String::new()
+            },
+            1
+        )),
+    );
+    if let (Some((ai, c)), true) = (last, page_no < pages) {
+        links_obj.insert("Next".into(), json!(seal(ai, &c, page_no + 1)));
+    }
+    Ok(Json(json!({ "Data": { "Transaction": list }, "Links": links_obj, "Meta": { "TotalPages": pages } })).into_response())
 }

@@ -28,7 +28,7 @@ struct Args {
 
 fn parse() -> Result<Args> {
     let mut it = std::env::args().skip(1);
-    let mode = it.next().context("mode: token | get")?;
+    let mode = it.next().context("mode: token | get | setup-ais")?;
     let mut a = Args {
         mode,
         url: "https://127.0.0.1:8443".into(),
@@ -65,6 +65,126 @@ fn client(kit: &std::path::Path) -> Result<reqwest::Client> {
         .build()?)
 }
 
+/// Obtains an AIS access token as a TPP would: client-credentials token,
+/// account-access consent, headless authorisation (the client must be
+/// registered with `--headless`), code exchange. Prints the token and the
+/// Financial Account's id.
+async fn setup_ais(a: &Args, key: &aspen_jose::SigningKey) -> Result<()> {
+    let c = client(&a.kit)?;
+    let base = a.url.trim_end_matches('/');
+    let token_url = format!("{base}/token");
+    let assertion = |n: &str| {
+        let now = chrono::Utc::now().timestamp();
+        aspen_jose::sign_jwt(
+            key,
+            None,
+            &serde_json::json!({
+                "iss": a.client_id, "sub": a.client_id, "aud": token_url,
+                "iat": now, "exp": now + 60, "jti": format!("setup-{n}-{now}-{}", std::process::id()),
+            }),
+        )
+    };
+    let cc: serde_json::Value = c
+        .post(&token_url)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "accounts"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", &assertion("cc")?),
+        ])
+        .send()
+        .await?
+        .json()
+        .await?;
+    let cc = cc["access_token"].as_str().context("no cc token")?;
+    let consent: serde_json::Value = c
+        .post(format!("{base}/open-banking/v3.1/aisp/account-access-consents"))
+        .bearer_auth(cc)
+        .json(&serde_json::json!({"Data": {"Permissions": ["ReadAccountsDetail", "ReadTransactionsDetail", "ReadTransactionsCredits", "ReadTransactionsDebits"]}, "Risk": {}}))
+        .send().await?.json().await?;
+    let consent_id = consent["Data"]["ConsentId"]
+        .as_str()
+        .context("no consent")?;
+    let kit: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.kit.join("kit.json"))?)?;
+    let redirect = kit["redirect_uris"][0]
+        .as_str()
+        .context("kit has no redirect URI")?;
+    let now = chrono::Utc::now().timestamp();
+    let request = aspen_jose::sign_jwt(
+        key,
+        None,
+        &serde_json::json!({
+            "iss": a.client_id, "aud": base, "client_id": a.client_id, "response_type": "code id_token",
+            "redirect_uri": redirect, "scope": "openid accounts", "nonce": "bench", "state": "bench",
+            "nbf": now, "exp": now + 300,
+            "claims": {"id_token": {"openbanking_intent_id": {"value": consent_id, "essential": true}}},
+        }),
+    )?;
+    let noredirect = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(
+            a.kit.join("ca.pem"),
+        )?)?])
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let r = noredirect
+        .get(format!("{base}/authorize"))
+        .query(&[
+            ("client_id", a.client_id.as_str()),
+            ("response_type", "code id_token"),
+            ("scope", "openid accounts"),
+            ("redirect_uri", redirect),
+            ("request", &request),
+        ])
+        .send()
+        .await?;
+    let location = r
+        .headers()
+        .get("location")
+        .context("no redirect")?
+        .to_str()?
+        .to_string();
+    let code = location
+        .split(['#', '&'])
+        .find_map(|kv| kv.strip_prefix("code="))
+        .context("no code")?
+        .to_string();
+    let t: serde_json::Value = c
+        .post(&token_url)
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", &assertion("ac")?),
+        ])
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = t["access_token"].as_str().context("no access token")?;
+    let accounts: serde_json::Value = c
+        .get(format!("{base}/open-banking/v3.1/aisp/accounts"))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let account = accounts["Data"]["Account"]
+        .as_array()
+        .and_then(|l| l.iter().find(|x| x["Description"] == "Financial Account"))
+        .and_then(|x| x["AccountId"].as_str())
+        .context("no Financial Account")?;
+    println!("{token} {account}");
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let a = parse()?;
@@ -72,6 +192,9 @@ async fn main() -> Result<()> {
         &std::fs::read_to_string(a.kit.join("signing-key.pem"))?,
         None,
     )?;
+    if a.mode == "setup-ais" {
+        return setup_ais(&a, &key).await;
+    }
     let token_url = format!("{}/token", a.url.trim_end_matches('/'));
     // Enough assertions for a generous upper bound of the rate.
     let budget = if a.mode == "token" {

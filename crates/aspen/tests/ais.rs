@@ -838,6 +838,44 @@ async fn paging_through_thousands_sees_each_transaction_once_in_order() {
         .map(|t| t["TransactionId"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(tail.last(), seen.last().map(|x| &x.1));
+    // The bulk endpoint walks every account of the consent, each once.
+    let mut bulk_seen = std::collections::HashSet::new();
+    let mut body: Value = read(&s, &c, &token, &format!("{P}/transactions"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    loop {
+        for t in body["Data"]["Transaction"].as_array().unwrap() {
+            assert!(
+                bulk_seen.insert(t["TransactionId"].as_str().unwrap().to_string()),
+                "duplicate in bulk walk"
+            );
+        }
+        let Some(next) = body["Links"]["Next"].as_str() else {
+            break;
+        };
+        body = read(
+            &s,
+            &c,
+            &token,
+            next.trim_start_matches(&s.server.public_url),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    }
+    let mut all_total = 0;
+    for a in &chosen {
+        all_total += s
+            .server
+            .store
+            .count_transactions(a, &aspen_store::TxFilter::all())
+            .await
+            .unwrap();
+    }
+    assert_eq!(bulk_seen.len() as i64, all_total);
     // A tampered link is refused.
     let next = first["Links"]["Next"]
         .as_str()
