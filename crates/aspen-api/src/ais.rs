@@ -808,20 +808,9 @@ async fn transactions_page(
     path: &str,
     bound: Option<(i64, i64)>,
 ) -> Result<Response, ObError> {
-    let page = match &q.page {
-        Some(p) => Some(
-            links::open::<PageToken>(&s.link_key, p)
-                .filter(|t| t.c == g.consent.consent_id && t.a == account)
-                .ok_or_else(|| {
-                    ObError::bad_request(
-                        ObErrorCode::FieldInvalid,
-                        "the page link is not valid",
-                        Some("page"),
-                    )
-                })?,
-        ),
-        None => None,
-    };
+    let page = open_page::<PageToken>(s, q.page.as_ref(), |t| {
+        t.c == g.consent.consent_id && t.a == account
+    })?;
     let mut filter = tx_filter(
         g,
         query_date(q.from.as_ref(), "fromBookingDateTime")?,
@@ -972,6 +961,27 @@ async fn transactions_page(
     )
 }
 
+/// Opens a page link: it must be sealed by this bank and belong to the
+/// request's consent (and account), or it is refused.
+fn open_page<T: serde::de::DeserializeOwned>(
+    s: &ApiState,
+    raw: Option<&String>,
+    belongs: impl Fn(&T) -> bool,
+) -> Result<Option<T>, ObError> {
+    raw.map(|p| {
+        links::open::<T>(&s.link_key, p)
+            .filter(|t| belongs(t))
+            .ok_or_else(|| {
+                ObError::bad_request(
+                    ObErrorCode::FieldInvalid,
+                    "the page link is not valid",
+                    Some("page"),
+                )
+            })
+    })
+    .transpose()
+}
+
 fn urlencode(s: &str) -> String {
     serde_urlencoded::to_string([("v", s)])
         .unwrap_or_default()
@@ -1008,20 +1018,7 @@ pub async fn bulk_transactions(
         .level("ReadTransactionsBasic", "ReadTransactionsDetail")
         .ok_or_else(ObError::forbidden)?;
     let accts = accounts(&s, &g, None).await?;
-    let page = match q.get("page") {
-        Some(p) => Some(
-            links::open::<BulkToken>(&s.link_key, p)
-                .filter(|t| t.c == g.consent.consent_id)
-                .ok_or_else(|| {
-                    ObError::bad_request(
-                        ObErrorCode::FieldInvalid,
-                        "the page link is not valid",
-                        Some("page"),
-                    )
-                })?,
-        ),
-        None => None,
-    };
+    let page = open_page::<BulkToken>(&s, q.get("page"), |t| t.c == g.consent.consent_id)?;
     let mut filter = tx_filter(
         &g,
         query_date(q.get("fromBookingDateTime"), "fromBookingDateTime")?,

@@ -231,24 +231,7 @@ async fn revocation_from_the_dashboard() {
             .status,
         "Revoked"
     );
-    let r = s
-        .kit_client(&c.tpp.dir)
-        .post(s.url("/token"))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", t["refresh_token"].as_str().unwrap()),
-            (
-                "client_assertion_type",
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            ),
-            (
-                "client_assertion",
-                &c.tpp.assertion(&c.id, &s.url("/token")),
-            ),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let r = s.refresh(&c, t["refresh_token"].as_str().unwrap()).await;
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
     s.stop().await;
 }

@@ -98,42 +98,19 @@ async fn headless_hybrid_flow_code_exchange_replay_and_refresh() {
     );
 
     // AUTH-56: refresh rotates; the old refresh token is spent.
-    let refresh_req = |rt: String| {
-        let s = &s;
-        let c = &c;
-        async move {
-            s.kit_client(&c.tpp.dir)
-                .post(s.url("/token"))
-                .form(&[
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", rt.as_str()),
-                    (
-                        "client_assertion_type",
-                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                    ),
-                    (
-                        "client_assertion",
-                        &c.tpp.assertion(&c.id, &s.url("/token")),
-                    ),
-                ])
-                .send()
-                .await
-                .unwrap()
-        }
-    };
-    let r = refresh_req(refresh.clone()).await;
+    let r = s.refresh(&c, &refresh).await;
     assert_eq!(r.status(), 200);
     let t2: Value = r.json().await.unwrap();
     let refresh2 = t2["refresh_token"].as_str().unwrap().to_string();
     assert_ne!(refresh2, refresh);
-    assert_eq!(refresh_req(refresh.clone()).await.status(), 400);
+    assert_eq!(s.refresh(&c, &refresh).await.status(), 400);
 
     // AUTH-53: the code a second time → invalid_grant, and what it issued
     // is revoked (the rotated refresh token came from it too).
     let r = s.exchange(&c, &code, &c.redirect).await;
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
-    let r = refresh_req(refresh2).await;
+    let r = s.refresh(&c, &refresh2).await;
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
     s.stop().await;
 }
@@ -746,24 +723,7 @@ async fn dashboard_revocation_stops_tokens_at_once() {
         .unwrap()
         .unwrap();
     assert!(tok.revoked, "the access token stops working at once");
-    let r = s
-        .kit_client(&c.tpp.dir)
-        .post(s.url("/token"))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh.as_str()),
-            (
-                "client_assertion_type",
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            ),
-            (
-                "client_assertion",
-                &c.tpp.assertion(&c.id, &s.url("/token")),
-            ),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let r = s.refresh(&c, &refresh).await;
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
     s.stop().await;
 }

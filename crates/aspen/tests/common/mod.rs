@@ -288,6 +288,27 @@ impl TestServer {
             .unwrap()
     }
 
+    /// The `refresh_token` grant, authenticated with private_key_jwt.
+    pub async fn refresh(&self, c: &Client, refresh_token: &str) -> reqwest::Response {
+        self.kit_client(&c.tpp.dir)
+            .post(self.url("/token"))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                (
+                    "client_assertion",
+                    &c.tpp.assertion(&c.id, &self.url("/token")),
+                ),
+            ])
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn jwks(&self) -> aspen_jose::Jwks {
         let v: serde_json::Value = self
             .client()
