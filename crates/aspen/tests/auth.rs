@@ -826,3 +826,54 @@ async fn production_profile_refuses_permissive_clients() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn software_jwks_endpoint_served_from_the_offline_map() {
+    // DCR-7 / DESIGN.md "Offline key sets": an SSA with only
+    // software_jwks_endpoint, whose URL the configuration maps to a file.
+    let sandbox = start_sandbox().await;
+    let tpp = Tpp::load(&sandbox.make_kit("offline", "https://tpp.example.com/cb"));
+    let dk = directory_key(&sandbox);
+    let url = "https://keystore.example.com/offline/software.jwks";
+    let ssa = mint_ssa(&tpp, &dk, |v| {
+        v.as_object_mut().unwrap().remove("software_jwks");
+        v["software_jwks_endpoint"] = json!(url);
+    });
+    let dir = sandbox.stop().await;
+    let mut cfg = sandbox_config(dir.path());
+    cfg.trust
+        .jwks_url_map
+        .insert(url.into(), tpp.dir.join("signing-jwks.json"));
+    let s = start_with(dir, cfg).await;
+    let mut claims = tpp.registration_claims(&s.server.public_url);
+    claims["software_statement"] = json!(ssa);
+    let r = s.register(&tpp, &claims).await;
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["client_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The same mapped keys verify its client assertions.
+    s.cc_token(&tpp, &id, "accounts").await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = sandbox_config(dir.path());
+    cfg.limits.max_body_bytes = 4096;
+    let s = start_with(dir, cfg).await;
+    let tpp = Tpp::load(&s.make_kit("big", "https://tpp.example.com/cb"));
+    let r = s
+        .kit_client(&tpp.dir)
+        .post(s.url("/register"))
+        .header("content-type", "application/jwt")
+        .body(vec![b'a'; 64 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(r.headers().contains_key("x-fapi-interaction-id"));
+    s.stop().await;
+}

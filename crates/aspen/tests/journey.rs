@@ -736,3 +736,64 @@ fn hash(v: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+#[tokio::test]
+async fn pkce_s256_is_honoured_when_requested() {
+    let s = start_sandbox().await;
+    let c = s.client_with("pkce", json!({"aspen_headless": true})).await;
+    let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+    let mut code_for = Vec::new();
+    for _ in 0..2 {
+        let consent = s.ais_consent(&c, ais_data()).await;
+        let mut claims = request_claims(&s, &c, &consent, SCOPE);
+        claims["code_challenge"] = json!(challenge);
+        claims["code_challenge_method"] = json!("S256");
+        let loc = location(&get(&s, &authorize_url(&s, &c, &c.tpp.sign(&claims), SCOPE)).await);
+        code_for.push(fragment(&loc)["code"].clone());
+    }
+    let exchange = |code: String, verifier: Option<&'static str>| {
+        let s = &s;
+        let c = &c;
+        async move {
+            let assertion = c.tpp.assertion(&c.id, &s.url("/token"));
+            let mut form = vec![
+                ("grant_type", "authorization_code".to_string()),
+                ("code", code),
+                ("redirect_uri", c.redirect.clone()),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_string(),
+                ),
+                ("client_assertion", assertion),
+            ];
+            if let Some(v) = verifier {
+                form.push(("code_verifier", v.to_string()));
+            }
+            s.kit_client(&c.tpp.dir)
+                .post(s.url("/token"))
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = exchange(
+        code_for[0].clone(),
+        Some("wrong-verifier-wrong-verifier-wrong-verifier"),
+    )
+    .await;
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(
+        exchange(code_for[1].clone(), Some(verifier)).await.status(),
+        200
+    );
+    // A plain challenge is refused at authorize.
+    let consent = s.ais_consent(&c, ais_data()).await;
+    let mut claims = request_claims(&s, &c, &consent, SCOPE);
+    claims["code_challenge"] = json!(challenge);
+    claims["code_challenge_method"] = json!("plain");
+    let r = get(&s, &authorize_url(&s, &c, &c.tpp.sign(&claims), SCOPE)).await;
+    assert_redirect_error(&r, &c.redirect, "invalid_request", "plain PKCE");
+    s.stop().await;
+}
