@@ -13,7 +13,7 @@ LOAD=target/release/examples/load
 WORK=$(mktemp -d)
 PORT=18443
 URL=https://127.0.0.1:$PORT
-export ASPEN_DATA_DIR=$WORK/data ASPEN_LISTEN=127.0.0.1:$PORT ASPEN_LOG=${ASPEN_LOG:-warn}
+export ASPEN_DATA_DIR=$WORK/data ASPEN_LISTEN=127.0.0.1:$PORT ASPEN_LOG=${ASPEN_LOG:-info}
 if [ "$DB" = postgres ]; then
   psql -q -h 127.0.0.1 -U postgres -d postgres -c 'drop database if exists aspen_bench' -c 'create database aspen_bench'
   export ASPEN_DATABASE_URL=postgres://postgres@127.0.0.1:5432/aspen_bench
@@ -23,21 +23,22 @@ PID=
 stop() { [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; PID=; }
 trap 'stop; rm -rf "$WORK"' EXIT
 
-start() {  # start [extra args]; prints milliseconds until /health answers
+MS=0
+start() {  # start [extra args]; sets MS to the milliseconds until /health answers
   local t0 t1
   t0=$(date +%s%N)
-  "$BIN" serve "$@" 2>"$WORK/serve.log" &
+  "$BIN" serve "$@" >"$WORK/serve.out" 2>"$WORK/serve.log" &
   PID=$!
   until curl -fsk "$URL/health" >/dev/null 2>&1; do sleep 0.02; done
   t1=$(date +%s%N)
-  echo $(( (t1 - t0) / 1000000 ))
+  MS=$(( (t1 - t0) / 1000000 ))
 }
 
 rss() { awk '/VmRSS/ {print $2 " kB"}' "/proc/$PID/status"; }
 
 echo "== $DB, $(nproc) cores, $(date -u +%F)"
-echo "first start (keys, CA, seed): $(start) ms"; stop
-echo "warm start: $(start) ms"
+start; echo "first start (keys, CA, seed): $MS ms"; stop
+start; echo "warm start: $MS ms"
 sleep 2
 echo "idle RSS: $(rss)"
 stop
@@ -46,18 +47,31 @@ stop
 CLIENT=$("$BIN" clients add --kit "$WORK/kit" | sed -n 's/^client_id: //p')
 HCLIENT=$("$BIN" clients add --kit "$WORK/kit" --headless | sed -n 's/^client_id: //p')
 
-start >/dev/null
+start
 echo "-- client-credentials token issuance (private_key_jwt, PS256 verify per request)"
 for c in 1 16 64; do "$LOAD" token --url "$URL" --kit "$WORK/kit" --client-id "$CLIENT" --conns $c --secs "$SECS"; done
 stop
 
 for n in 10000 1000000; do
-  ms=$(ASPEN_LOG=info start --sandbox-transactions $n)
+  start --sandbox-transactions $n
   seeded=$(grep -o 'bulk_added=[0-9]*.*elapsed_ms=[0-9]*' "$WORK/serve.log" | tail -1 || true)
-  echo "-- $n bulk transactions (start incl. seeding: $ms ms; $seeded)"
+  echo "-- $n bulk transactions (start incl. seeding: $MS ms; $seeded)"
   read -r TOKEN ACCOUNT < <("$LOAD" setup-ais --url "$URL" --kit "$WORK/kit" --client-id "$HCLIENT")
   for c in 1 16 64; do
     "$LOAD" get --url "$URL/open-banking/v3.1/aisp/accounts/$ACCOUNT/transactions" --kit "$WORK/kit" --bearer "$TOKEN" --conns $c --secs "$SECS"
   done
+  if [ "$n" = 10000 ]; then
+    curl -fsk --cert "$WORK/kit/transport.pem" --key "$WORK/kit/transport-key.pem" -H "authorization: Bearer $TOKEN" \
+      "$URL/open-banking/v3.1/aisp/accounts/$ACCOUNT/transactions" -o "$WORK/page.json"
+  fi
   stop
 done
+
+echo "-- ceiling: same TLS listener, same bytes ($(wc -c < "$WORK/page.json") B), no application"
+target/release/examples/ceiling "$ASPEN_DATA_DIR" "$WORK/page.json" 127.0.0.1:$PORT >/dev/null 2>&1 &
+PID=$!
+until curl -fsk "$URL/" >/dev/null 2>&1; do sleep 0.02; done
+for c in 1 16 64; do
+  "$LOAD" get --url "$URL/page" --kit "$WORK/kit" --conns $c --secs "$SECS"
+done
+stop

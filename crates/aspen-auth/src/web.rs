@@ -1271,7 +1271,9 @@ async fn dashboard_page(state: &AuthState, s: &WebSession, notice: Option<&str>)
             what,
             accounts: names.join(", "),
             given: fmt_ms(c.authorised_at),
-            expires: fmt_ms(c.expires_at),
+            expires: c
+                .expires_at
+                .map_or_else(|| "No expiry date".to_string(), |e| fmt_ms(Some(e))),
             status: c.status,
         });
     }

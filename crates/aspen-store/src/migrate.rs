@@ -39,6 +39,11 @@ pub fn sqlite() -> Migrator {
             "consents",
             include_str!("../migrations/sqlite/0003_consents.sql"),
         ),
+        (
+            4,
+            "tx_days",
+            include_str!("../migrations/sqlite/0004_tx_days.sql"),
+        ),
     ])
 }
 
@@ -58,6 +63,11 @@ pub fn postgres() -> Migrator {
             3,
             "consents",
             include_str!("../migrations/postgres/0003_consents.sql"),
+        ),
+        (
+            4,
+            "tx_days",
+            include_str!("../migrations/postgres/0004_tx_days.sql"),
         ),
     ])
 }
