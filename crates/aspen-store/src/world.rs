@@ -548,7 +548,12 @@ macro_rules! impl_world_store {
             }
 
             async fn transaction_bounds(&self, account_id: &str) -> Result<Option<(i64, i64)>, $crate::StoreError> {
-                let row: $row = sqlx::query("SELECT MIN(booking_ms), MAX(booking_ms) FROM transactions WHERE account_id = $1")
+                // Two index probes: SQLite optimises a lone MIN or MAX, not both
+                // in one query (that scans the account's whole history).
+                let row: $row = sqlx::query(
+                    "SELECT (SELECT booking_ms FROM transactions WHERE account_id = $1 ORDER BY booking_ms ASC LIMIT 1), \
+                            (SELECT booking_ms FROM transactions WHERE account_id = $1 ORDER BY booking_ms DESC LIMIT 1)",
+                )
                     .bind(account_id)
                     .fetch_one(&self.pool)
                     .await?;
