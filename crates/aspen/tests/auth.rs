@@ -87,10 +87,8 @@ async fn discovery_and_jwks() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn key_rotation_keeps_previous_key_published() {
-    let s = start_sandbox().await;
-    let before: Value = s
+async fn published_kids(s: &TestServer) -> Vec<String> {
+    let jwks: Value = s
         .client()
         .get(s.url("/jwks"))
         .send()
@@ -99,52 +97,54 @@ async fn key_rotation_keeps_previous_key_published() {
         .json()
         .await
         .unwrap();
-    let old_kid = before["keys"][0]["kid"].as_str().unwrap().to_string();
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn key_rotation_keeps_previous_key_published() {
+    // AUTH-10: `aspen keys rotate` adds a current key and keeps the old
+    // one published until it is retired.
+    let s = start_sandbox().await;
+    let old_kid = published_kids(&s).await[0].clone();
     let dir = s.stop().await;
     let data = aspen::datadir::DataDir::open(&dir.path().join("data")).unwrap();
     let new_kid = data.keyring().unwrap().rotate().unwrap().kid().to_string();
     let cfg = sandbox_config(dir.path());
     let s = start_with(dir, cfg).await;
-    let after: Value = s
-        .client()
-        .get(s.url("/jwks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let kids: Vec<&str> = after["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap())
-        .collect();
+    let kids = published_kids(&s).await;
     assert!(
-        kids.contains(&old_kid.as_str()) && kids.contains(&new_kid.as_str()),
+        kids.contains(&old_kid) && kids.contains(&new_kid),
         "{kids:?}"
     );
+    // New ID tokens are signed with the new key.
+    let c = s
+        .client_with("rotated", json!({"aspen_headless": true}))
+        .await;
+    let consent = s
+        .ais_consent(&c, json!({"Permissions": ["ReadAccountsBasic"]}))
+        .await;
+    let url = authorize_url(
+        &s,
+        &c,
+        &c.tpp
+            .sign(&request_claims(&s, &c, &consent, "openid accounts")),
+        "openid accounts",
+    );
+    let r = s.client().get(&url).send().await.unwrap();
+    let f = fragment(r.headers()["location"].to_str().unwrap());
+    let (header, _) = aspen_jose::decode_unverified(&f["id_token"]).unwrap();
+    assert_eq!(header["kid"], new_kid);
     let dir = s.stop().await;
     let data = aspen::datadir::DataDir::open(&dir.path().join("data")).unwrap();
     data.keyring().unwrap().retire(&old_kid).unwrap();
     let cfg = sandbox_config(dir.path());
     let s = start_with(dir, cfg).await;
-    let last: Value = s
-        .client()
-        .get(s.url("/jwks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let kids: Vec<&str> = last["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap())
-        .collect();
-    assert_eq!(kids, vec![new_kid.as_str()]);
+    assert_eq!(published_kids(&s).await, vec![new_kid]);
     s.stop().await;
 }
 
