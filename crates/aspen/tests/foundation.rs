@@ -225,3 +225,59 @@ async fn proxy_header_certificate_only_when_enabled() {
     assert_eq!(r.status(), 401);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn garbage_never_gets_a_server_error() {
+    // Non-negotiable 3: client mistakes get 4xx, never 5xx.
+    let s = start_sandbox().await;
+    let kit = s.make_kit("garbage", "https://tpp.example.com/cb");
+    let c = s.kit_client(&kit);
+    let bodies: [&[u8]; 5] = [
+        b"",
+        b"\xff\xfe\x00",
+        b"{",
+        b"a.b.c",
+        b"grant_type=client_credentials&grant_type=x",
+    ];
+    let targets = [
+        ("POST", "/token", "application/x-www-form-urlencoded"),
+        ("POST", "/register", "application/jwt"),
+        ("PUT", "/register/x", "application/jwt"),
+        ("POST", "/authorize", "application/x-www-form-urlencoded"),
+        ("POST", "/login", "application/x-www-form-urlencoded"),
+        ("POST", "/consent", "application/x-www-form-urlencoded"),
+        (
+            "POST",
+            "/open-banking/v3.1/aisp/account-access-consents",
+            "application/json",
+        ),
+        (
+            "GET",
+            "/open-banking/v3.1/aisp/accounts/%00",
+            "application/json",
+        ),
+        ("GET", "/authorize?request=%ff&client_id=%00", "text/plain"),
+    ];
+    for (method, path, ct) in targets {
+        for body in bodies {
+            let r = c
+                .request(method.parse().unwrap(), s.url(path))
+                .header("content-type", ct)
+                .header("authorization", "Bearer !!not-a-token!!")
+                .body(body.to_vec())
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                r.status().as_u16() < 500,
+                "{method} {path} {body:?} → {}",
+                r.status()
+            );
+            assert!(
+                r.headers().contains_key("x-fapi-interaction-id"),
+                "{method} {path}"
+            );
+        }
+    }
+    s.stop().await;
+}
