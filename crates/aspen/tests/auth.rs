@@ -45,6 +45,7 @@ async fn discovery_and_jwks() {
     // OIDC Discovery 1.0 §3 REQUIRED fields.
     for f in [
         "issuer",
+        "authorization_endpoint",
         "token_endpoint",
         "jwks_uri",
         "response_types_supported",
@@ -54,6 +55,12 @@ async fn discovery_and_jwks() {
         assert!(!doc[f].is_null(), "missing {f}");
     }
     assert_eq!(doc["registration_endpoint"], s.url("/register"));
+    assert_eq!(doc["authorization_endpoint"], s.url("/authorize"));
+    assert_eq!(
+        doc["grant_types_supported"],
+        json!(["authorization_code", "client_credentials", "refresh_token"])
+    );
+    assert_eq!(doc["request_uri_parameter_supported"], false);
     assert_eq!(doc["tls_client_certificate_bound_access_tokens"], true);
     assert_eq!(
         doc["acr_values_supported"],
