@@ -85,10 +85,6 @@ impl OAuthError {
         )
     }
 
-    pub fn with_www_authenticate(mut self, v: impl Into<String>) -> Self {
-        self.www_authenticate = Some(v.into());
-        self
-    }
 }
 
 impl std::fmt::Display for OAuthError {

@@ -2,7 +2,7 @@
 //! sandbox directory.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use aspen_jose::SigningKey;
@@ -197,8 +197,4 @@ or let the operator add it directly: `aspen clients add --kit {dir}`.
         org = opts.org_name,
         client = opts.client_name,
     )
-}
-
-pub fn default_out(base: &Path) -> PathBuf {
-    base.join("tpp-kit")
 }
