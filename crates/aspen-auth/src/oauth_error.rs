@@ -84,7 +84,6 @@ impl OAuthError {
             "an unexpected error occurred",
         )
     }
-
 }
 
 impl std::fmt::Display for OAuthError {
