@@ -68,6 +68,9 @@ pub struct DetachedHeader {
     pub iat: i64,
     pub iss: String,
     pub tan: String,
+    /// The payload's media type when the signer stated it.
+    pub cty: Option<String>,
+    /// The whole JOSE header as received.
     pub raw: Value,
 }
 
@@ -155,11 +158,11 @@ pub fn verify_detached(
     {
         return Err(InvalidClaim("typ".into()));
     }
-    if let Some(c) = obj.get("cty")
-        && c.as_str().is_none_or(|c| c.is_empty())
-    {
-        return Err(InvalidClaim("cty".into()));
-    }
+    let cty = match obj.get("cty") {
+        None => None,
+        Some(Value::String(c)) if valid_cty(c) => Some(c.clone()),
+        Some(_) => return Err(InvalidClaim("cty".into())),
+    };
     let kid = obj["kid"]
         .as_str()
         .ok_or_else(|| InvalidClaim("kid".into()))?;
@@ -173,7 +176,7 @@ pub fn verify_detached(
         .as_str()
         .ok_or_else(|| InvalidClaim(CLAIM_TAN.into()))?;
     let key = keys
-        .select(Some(kid), Alg::PS256)
+        .select_for_verify(Some(kid), Alg::PS256)
         .map_err(|_| InvalidClaim("kid".into()))?;
     if iss != exp.iss {
         return Err(InvalidClaim(CLAIM_ISS.into()));
@@ -188,14 +191,34 @@ pub fn verify_detached(
     input.extend_from_slice(h.as_bytes());
     input.push(b'.');
     input.extend_from_slice(body);
-    key.verify(Alg::PS256, &input, &sig).map_err(|_| Invalid)?;
+    key.verify(&input, &sig).map_err(|_| Invalid)?;
     Ok(DetachedHeader {
         kid: kid.to_string(),
         iat,
         iss: iss.to_string(),
         tan: tan.to_string(),
+        cty,
         raw: header,
     })
+}
+
+/// `cty` is a media type, optionally without its `application/` prefix
+/// (RFC 7515 §4.1.10: `json` means `application/json`), and optionally with
+/// parameters. COMMON-30 allows `json`/`application/json` for JSON and the
+/// file's MIME type for files, so any well-formed type is accepted here and
+/// the API layer compares it with what the endpoint expects.
+fn valid_cty(cty: &str) -> bool {
+    fn token(t: &str) -> bool {
+        !t.is_empty()
+            && t.len() <= 127
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+    }
+    let essence = cty.split(';').next().unwrap_or_default().trim();
+    match essence.split_once('/') {
+        Some((ty, sub)) => token(ty) && token(sub),
+        None => token(essence),
+    }
 }
 
 #[cfg(test)]
@@ -308,6 +331,24 @@ mod tests {
             (CLAIM_IAT, Value::from(-9000), CLAIM_IAT),
             ("x5c", serde_json::json!(["abc"]), "x5c"),
             ("typ", Value::from("JWT"), "typ"),
+            ("cty", Value::from(""), "cty"),
+            ("cty", Value::from("not a type"), "cty"),
+            ("cty", Value::from("application/"), "cty"),
+            ("cty", Value::from(7), "cty"),
+            ("kid", Value::from(7), "kid"),
+            ("kid", Value::from(""), "kid"),
+            (CLAIM_IAT, Value::from("1000"), CLAIM_IAT),
+            (CLAIM_IAT, Value::from(1000.5), CLAIM_IAT),
+            (CLAIM_ISS, Value::from(1), CLAIM_ISS),
+            ("crit", Value::from("b64"), "crit"),
+            (
+                "crit",
+                serde_json::json!(["b64", CLAIM_IAT, CLAIM_ISS, CLAIM_ISS]),
+                "crit",
+            ),
+            ("jwk", serde_json::json!({"kty":"RSA"}), "jwk"),
+            ("jku", Value::from("https://evil.example/jwks"), "jku"),
+            ("x5u", Value::from("https://evil.example/cert"), "x5u"),
         ];
         for (name, value, path) in cases {
             let mut h = base_header(&k, 1000);
@@ -317,6 +358,120 @@ mod tests {
                 verify_detached(Some(&sig), BODY, &j, &exp(&t, 1000)).unwrap_err(),
                 InvalidClaim(path.into()),
                 "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn optional_typ_and_cty_and_iat_skew() {
+        let (k, j, t) = setup();
+        for (name, value) in [
+            ("typ", "JOSE"),
+            ("cty", "json"),
+            ("cty", "application/json"),
+            ("cty", "text/csv; charset=utf-8"),
+            ("cty", "application/vnd.ms-excel"),
+        ] {
+            let mut h = base_header(&k, 1000);
+            h.as_object_mut().unwrap().insert(name.into(), value.into());
+            let sig = with_header(&k, h, BODY);
+            let got = verify_detached(Some(&sig), BODY, &j, &exp(&t, 1000)).unwrap();
+            if name == "cty" {
+                assert_eq!(got.cty.as_deref(), Some(value));
+            }
+        }
+        let sig = sign_detached(
+            &k,
+            BODY,
+            "org/soft",
+            "openbanking.org.uk",
+            1030,
+            Some("json"),
+        )
+        .unwrap();
+        // iat 30 s ahead of our clock is within the skew, 31 s is not.
+        assert!(verify_detached(Some(&sig), BODY, &j, &exp(&t, 1000)).is_ok());
+        assert_eq!(
+            verify_detached(Some(&sig), BODY, &j, &exp(&t, 999)).unwrap_err(),
+            InvalidClaim(CLAIM_IAT.into())
+        );
+        // Crit order does not matter.
+        let mut h = base_header(&k, 1000);
+        h["crit"] = serde_json::json!([CLAIM_TAN, CLAIM_ISS, CLAIM_IAT, "b64"]);
+        let sig = with_header(&k, h, BODY);
+        assert!(verify_detached(Some(&sig), BODY, &j, &exp(&t, 1000)).is_ok());
+    }
+
+    #[test]
+    fn tampered_or_garbled_header() {
+        let (k, j, t) = setup();
+        let sig = sign_detached(&k, BODY, "org/soft", "openbanking.org.uk", 1000, None).unwrap();
+        let (_, s) = sig.split_once("..").unwrap();
+        // A valid header that the signature was not made over.
+        let mut other = base_header(&k, 1000);
+        other["cty"] = "json".into();
+        let forged = format!("{}..{s}", b64(other.to_string().as_bytes()));
+        assert_eq!(
+            verify_detached(Some(&forged), BODY, &j, &exp(&t, 1000)).unwrap_err(),
+            Invalid
+        );
+        // The same header re-encoded differently (whitespace) must not
+        // verify either: verification is over the bytes received.
+        let spaced = serde_json::to_string_pretty(&base_header(&k, 1000)).unwrap();
+        let forged = format!("{}..{s}", b64(spaced.as_bytes()));
+        assert_eq!(
+            verify_detached(Some(&forged), BODY, &j, &exp(&t, 1000)).unwrap_err(),
+            Invalid
+        );
+        let e = exp(&t, 1000);
+        for bad in [
+            format!("{}..{s}", b64(b"[1,2]")),
+            format!("{}..{s}", b64(b"{not json")),
+            format!("!!..{s}"),
+            format!("{}..", b64(b"{}")),
+            format!("..{s}"),
+            format!("{}...{s}", b64(b"{}")),
+            format!("{}..{s}=", b64(b"{}")),
+        ] {
+            assert_eq!(
+                verify_detached(Some(&bad), BODY, &j, &e).unwrap_err(),
+                Malformed,
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            verify_detached(Some("  "), BODY, &j, &e).unwrap_err(),
+            Missing
+        );
+        // Signature bytes altered.
+        let mut raw = b64_decode(s).unwrap();
+        raw[10] ^= 1;
+        let (h, _) = sig.split_once("..").unwrap();
+        let flipped = format!("{h}..{}", b64(&raw));
+        assert_eq!(
+            verify_detached(Some(&flipped), BODY, &j, &e).unwrap_err(),
+            Invalid
+        );
+    }
+
+    #[test]
+    fn empty_and_binary_bodies() {
+        let (k, j, t) = setup();
+        let file = [0u8, 0x2e, 0xff, 0x2e, 0x2e, 10, 13];
+        for body in [&b""[..], &file[..], b"a.b.c"] {
+            let sig = sign_detached(
+                &k,
+                body,
+                "org/soft",
+                "openbanking.org.uk",
+                1000,
+                Some("application/octet-stream"),
+            )
+            .unwrap();
+            assert!(verify_detached(Some(&sig), body, &j, &exp(&t, 1000)).is_ok());
+            assert_eq!(
+                verify_detached(Some(&sig), b"x", &j, &exp(&t, 1000)).unwrap_err(),
+                Invalid
             );
         }
     }

@@ -14,12 +14,24 @@ pub struct VerifiedJwt {
 
 /// Signs `claims` with PS256 and the key's `kid`; `typ` as given.
 pub fn sign_jwt(key: &SigningKey, typ: Option<&str>, claims: &Value) -> Result<String, JoseError> {
-    let mut header = Map::new();
+    let mut extra = Map::new();
+    if let Some(t) = typ {
+        extra.insert("typ".into(), Value::from(t));
+    }
+    sign_jwt_with_header(key, &extra, claims)
+}
+
+/// Like [`sign_jwt`] with further header parameters (`typ`, `cty`, …).
+/// `alg` and `kid` always come from the key: extras naming them are
+/// overridden, so a caller cannot produce a header that lies about either.
+pub fn sign_jwt_with_header(
+    key: &SigningKey,
+    extra: &Map<String, Value>,
+    claims: &Value,
+) -> Result<String, JoseError> {
+    let mut header = extra.clone();
     header.insert("alg".into(), Value::from("PS256"));
     header.insert("kid".into(), Value::from(key.kid()));
-    if let Some(t) = typ {
-        header.insert("typ".into(), Value::from(t));
-    }
     let h = b64(Value::Object(header).to_string().as_bytes());
     let p = b64(claims.to_string().as_bytes());
     let input = format!("{h}.{p}");
@@ -68,9 +80,9 @@ pub fn verify_jwt(token: &str, jwks: &Jwks, allowed: &[Alg]) -> Result<VerifiedJ
         return Err(JoseError::Malformed);
     }
     let kid = header.get("kid").and_then(Value::as_str);
-    let key = jwks.select(kid, alg)?;
+    let key = jwks.select_for_verify(kid, alg)?;
     let sig = b64_decode(s)?;
-    key.verify(alg, format!("{h}.{p}").as_bytes(), &sig)?;
+    key.verify(format!("{h}.{p}").as_bytes(), &sig)?;
     let claims = json_object(p)?;
     Ok(VerifiedJwt { header, claims })
 }
@@ -153,6 +165,80 @@ mod tests {
             .unwrap();
         let t = format!("{h}.{claims}.{}", b64(&sig));
         assert!(verify_jwt(&t, &jwks(&k), &[Alg::PS256]).is_err());
+    }
+
+    #[test]
+    fn verify_then_check_claims() {
+        use crate::{ClaimChecks, ClaimError, check_claims};
+        let k = key();
+        let mut extra = Map::new();
+        extra.insert("typ".into(), "JWT".into());
+        extra.insert("alg".into(), "none".into());
+        let claims = serde_json::json!({"iss":"c1","aud":"https://as","iat":1000,"exp":1300});
+        let t = sign_jwt_with_header(&k, &extra, &claims).unwrap();
+        let v = verify_jwt(&t, &jwks(&k), &[Alg::PS256]).unwrap();
+        assert_eq!(v.header["alg"], "PS256");
+        assert_eq!(v.header["typ"], "JWT");
+        let checks = |now: i64, aud: &str| ClaimChecks {
+            now,
+            leeway_secs: 10,
+            expected_iss: Some("c1".into()),
+            expected_aud: Some(vec![aud.into()]),
+            require_exp: true,
+            ..Default::default()
+        };
+        assert_eq!(check_claims(&v.claims, &checks(1100, "https://as")), Ok(()));
+        assert_eq!(
+            check_claims(&v.claims, &checks(1310, "https://as")),
+            Err(ClaimError::Expired)
+        );
+        assert_eq!(
+            check_claims(&v.claims, &checks(1100, "https://other")),
+            Err(ClaimError::WrongAudience)
+        );
+    }
+
+    #[test]
+    fn rs256_signature_by_the_right_key_is_still_refused() {
+        // A genuine RSASSA-PKCS1-v1_5 signature by the registered key: only
+        // the alg check stands between it and acceptance (FAPI: no RS256).
+        let k = key();
+        let h = b64(serde_json::json!({"alg":"RS256","kid":k.kid()})
+            .to_string()
+            .as_bytes());
+        let p = b64(b"{}");
+        let pair = aws_lc_rs::rsa::KeyPair::from_pkcs8(&b64_decode_std(&k.to_pkcs8_pem().unwrap()))
+            .unwrap();
+        let mut sig = vec![0; pair.public_modulus_len()];
+        pair.sign(
+            &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+            &aws_lc_rs::rand::SystemRandom::new(),
+            format!("{h}.{p}").as_bytes(),
+            &mut sig,
+        )
+        .unwrap();
+        let t = format!("{h}.{p}.{}", b64(&sig));
+        assert_eq!(
+            verify_jwt(&t, &jwks(&k), &[Alg::PS256]).unwrap_err(),
+            JoseError::Algorithm("RS256".into())
+        );
+        // And relabelling it PS256 does not make it verify.
+        let h2 = b64(serde_json::json!({"alg":"PS256","kid":k.kid()})
+            .to_string()
+            .as_bytes());
+        let t2 = format!("{h2}.{p}.{}", b64(&sig));
+        assert_eq!(
+            verify_jwt(&t2, &jwks(&k), &[Alg::PS256]).unwrap_err(),
+            JoseError::BadSignature
+        );
+    }
+
+    fn b64_decode_std(pem: &str) -> Vec<u8> {
+        use base64::Engine;
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap()
     }
 
     #[test]

@@ -112,3 +112,61 @@ impl SigningKey {
         Ok(sig)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kid_defaults_to_thumbprint_and_pem_round_trips() {
+        let k = SigningKey::generate(None).unwrap();
+        let jwk = k.jwk();
+        let thumb = Jwk::rsa_thumbprint(jwk.n.as_deref().unwrap(), jwk.e.as_deref().unwrap());
+        assert_eq!(k.kid(), thumb);
+        let pem = k.to_pkcs8_pem().unwrap();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+        let named =
+            SigningKey::from_pkcs8_pem(&pem.replace('\n', "\r\n"), Some("k-2".into())).unwrap();
+        assert_eq!(named.kid(), "k-2");
+        assert_eq!(named.jwk().n, jwk.n);
+        let v = k.public_jwk();
+        assert_eq!(v["kty"], "RSA");
+        assert_eq!(v["use"], "sig");
+        assert!(v.get("d").is_none() && v.get("p").is_none());
+    }
+
+    #[test]
+    fn bad_pem_is_an_error() {
+        for pem in [
+            "",
+            "-----BEGIN PRIVATE KEY-----\n!!!\n-----END PRIVATE KEY-----\n",
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n",
+        ] {
+            assert!(SigningKey::from_pkcs8_pem(pem, None).is_err(), "{pem}");
+        }
+    }
+
+    /// Keys made by the openssl CLI load; 1024-bit ones are refused. Skipped
+    /// when openssl is not installed.
+    #[test]
+    fn openssl_generated_keys() {
+        let gen_key = |bits: u32| {
+            std::process::Command::new("openssl")
+                .args(["genpkey", "-algorithm", "RSA", "-pkeyopt"])
+                .arg(format!("rsa_keygen_bits:{bits}"))
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        };
+        let Some(pem) = gen_key(2048) else {
+            eprintln!("SKIPPED: openssl CLI not available");
+            return;
+        };
+        let k = SigningKey::from_pkcs8_pem(&pem, None).unwrap();
+        assert_eq!(k.sign_ps256(b"x").unwrap().len(), 256);
+        let small = gen_key(1024).unwrap();
+        assert!(SigningKey::from_pkcs8_pem(&small, None).is_err());
+    }
+}

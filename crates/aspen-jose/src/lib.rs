@@ -1,25 +1,44 @@
-//! JOSE for aspen: PS256 keys, JWKS, compact JWTs and OB's detached JWS
-//! (`x-jws-signature`, v3.1.2 with `b64: false`).
+//! JOSE for aspen: PS256 keys, JWKS, compact JWTs, registered-claim checks
+//! and OB's detached JWS (`x-jws-signature`, v3.1.2 with `b64: false`).
 //!
 //! Built directly on aws-lc-rs (the crypto stack rustls already uses)
-//! rather than a JWT library because: the parsed RSA key is cached and
-//! reused on every signature (jsonwebtoken re-parses DER per call, and the
+//! rather than jsonwebtoken because: the parsed RSA key pair is cached in
+//! [`SigningKey`] and each JWKS key is parsed once into an aws-lc public key
+//! (jsonwebtoken re-parses the private key DER on every sign, and the
 //! payment path signs one response per request); OB's unencoded detached
-//! payload is not supported by JWT libraries anyway; and the verification
-//! rules (which algorithms, where keys may come from) are ours to state
-//! explicitly. The primitives — RSASSA-PSS, SHA-256, key generation, PKCS#8
-//! — all come from aws-lc-rs; only the JOSE framing is written here.
+//! payload is not supported by JWT libraries anyway, and jsonwebtoken does
+//! not enforce `crit`; and the verification rules (which algorithms, where
+//! keys may come from) are ours to state explicitly. The primitives —
+//! RSASSA-PSS (SHA-256, MGF1-SHA-256, 32-byte salt), SHA-256, key
+//! generation, PKCS#8 — all come from aws-lc-rs; only the JOSE framing is
+//! written here. No second crypto stack (openssl, ring, `rsa`).
+//!
+//! Decisions:
+//! - Only PS256 is issued or accepted ([`Alg`] is a closed enum, so `none`,
+//!   `HS*` and `RS*` cannot even be named). ES256 is allowed by FAPI but no
+//!   aspen party uses it; adding it means a new `Alg` variant, EC JWK fields
+//!   and a P-256 key type.
+//! - Keys come only from the [`Jwks`] the caller passes; `jwk`, `jku`,
+//!   `x5c`, `x5u` in a header are never used (AUTH-11, DCR-7).
+//! - A JWT without `kid` verifies only if the set holds exactly one usable
+//!   key (AUTH-12); with two or more it is [`JoseError::AmbiguousKey`]. The
+//!   detached JWS always requires `kid` (COMMON-30).
+//! - Claim checks are separate ([`check_claims`]) because each endpoint maps
+//!   a failing claim to its own protocol error.
 
+mod claims;
 mod detached;
 mod jwk;
 mod jwt;
 mod key;
 
+pub use claims::{ClaimChecks, ClaimError, check_claims};
 pub use detached::{
-    DetachedExpectations, DetachedHeader, DetachedJwsError, sign_detached, verify_detached,
+    CLAIM_IAT, CLAIM_ISS, CLAIM_TAN, DetachedExpectations, DetachedHeader, DetachedJwsError,
+    sign_detached, verify_detached,
 };
 pub use jwk::{Jwk, Jwks};
-pub use jwt::{VerifiedJwt, decode_unverified, sign_jwt, verify_jwt};
+pub use jwt::{VerifiedJwt, decode_unverified, sign_jwt, sign_jwt_with_header, verify_jwt};
 pub use key::SigningKey;
 
 use aws_lc_rs::digest;
@@ -110,6 +129,21 @@ mod tests {
             "x",
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         ));
+    }
+
+    #[test]
+    fn hashes_known_answers() {
+        // Independently computed with Python's hashlib.
+        assert_eq!(
+            sha256_b64url(b"hello"),
+            "LPJNul-wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ"
+        );
+        assert_eq!(
+            half_hash("SplxlOBeZQQYbYS6WxSbIA"),
+            "o1uBp9eSe3DsmScN0jYriA"
+        );
+        assert!(constant_time_eq("abc", "abc"));
+        assert!(!constant_time_eq("abc", "abd") && !constant_time_eq("abc", "ab"));
     }
 
     #[test]
