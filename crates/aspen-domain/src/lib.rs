@@ -2,6 +2,8 @@
 //! units (all seeded currencies have two decimals) and formatted with a
 //! decimal point on the wire (COMMON-61).
 
+pub mod payments;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

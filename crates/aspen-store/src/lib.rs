@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod consent;
+pub mod payments;
 mod migrate;
 mod world;
 
@@ -18,6 +19,7 @@ use async_trait::async_trait;
 
 pub use auth::AuthStore;
 pub use consent::ConsentStore;
+pub use payments::PaymentStore;
 pub use world::{SeedState, TxCursor, TxFilter, WorldStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +46,7 @@ impl From<sqlx::Error> for StoreError {
 
 /// Everything aspen keeps, behind one object-safe handle.
 #[async_trait]
-pub trait Store: AuthStore + ConsentStore + WorldStore + Send + Sync {
+pub trait Store: AuthStore + ConsentStore + PaymentStore + WorldStore + Send + Sync {
     fn backend_name(&self) -> &'static str;
     /// A cheap round trip, for `/ready`.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -72,9 +74,11 @@ mod pg_consent {
     impl_consent_store!(PgStore, sqlx::postgres::PgRow);
 }
 impl_world_store!(SqliteStore, sqlx::sqlite::SqliteRow, sqlx::Sqlite);
+impl_payment_store!(SqliteStore, sqlx::sqlite::SqliteRow, sqlx::Sqlite);
 mod pg_world {
     use super::*;
     impl_world_store!(PgStore, sqlx::postgres::PgRow, sqlx::Postgres);
+    impl_payment_store!(PgStore, sqlx::postgres::PgRow, sqlx::Postgres);
 }
 
 #[async_trait]

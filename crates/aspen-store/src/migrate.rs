@@ -44,6 +44,11 @@ pub fn sqlite() -> Migrator {
             "tx_days",
             include_str!("../migrations/sqlite/0004_tx_days.sql"),
         ),
+        (
+            5,
+            "payments",
+            include_str!("../migrations/sqlite/0005_payments.sql"),
+        ),
     ])
 }
 
@@ -68,6 +73,11 @@ pub fn postgres() -> Migrator {
             4,
             "tx_days",
             include_str!("../migrations/postgres/0004_tx_days.sql"),
+        ),
+        (
+            5,
+            "payments",
+            include_str!("../migrations/postgres/0005_payments.sql"),
         ),
     ])
 }
