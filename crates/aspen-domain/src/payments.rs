@@ -197,7 +197,7 @@ impl AspspProfile {
         let scheme = str_at(initiation, "CreditorAccount.SchemeName")
             .map(namespaced_scheme)
             .unwrap_or_default();
-        if !rules.creditor_schemes.iter().any(|s| *s == scheme) {
+        if !rules.creditor_schemes.contains(&scheme) {
             out.push(violation(
                 RuleCode::UnsupportedScheme,
                 "Data.Initiation.CreditorAccount.SchemeName",
@@ -245,7 +245,10 @@ impl AspspProfile {
         if t == PaymentType::International {
             match destination_country(initiation) {
                 Some(country) => {
-                    let fields = self.countries.get(&country).unwrap_or(&self.other_countries);
+                    let fields = self
+                        .countries
+                        .get(&country)
+                        .unwrap_or(&self.other_countries);
                     for f in fields {
                         if str_at(&supp, f).is_none_or(|s| s.trim().is_empty()) {
                             out.push(violation(
@@ -612,10 +615,7 @@ mod tests {
             supplementary: SupplementaryRules {
                 required: vec!["Email".into(), "EntityType".into()],
                 entity_types: vec!["individual".into(), "company".into()],
-                entity_details: BTreeMap::from([(
-                    "individual".into(),
-                    "IndividualDetails".into(),
-                )]),
+                entity_details: BTreeMap::from([("individual".into(), "IndividualDetails".into())]),
             },
             countries: BTreeMap::from([(
                 "US".into(),
@@ -637,16 +637,31 @@ mod tests {
     #[test]
     fn reference_rules() {
         let p = stripe_like();
-        assert!(p.check(PaymentType::Domestic, &domestic("INV-123456")).is_empty());
-        assert!(p.check(PaymentType::Domestic, &domestic("Rent 2026/12 ABC123")).is_empty());
-        for bad in ["AB-12-CD", "INV_123456", "aaaaaa", "AAA.aaa.aaa", "Café123456"] {
+        assert!(
+            p.check(PaymentType::Domestic, &domestic("INV-123456"))
+                .is_empty()
+        );
+        assert!(
+            p.check(PaymentType::Domestic, &domestic("Rent 2026/12 ABC123"))
+                .is_empty()
+        );
+        for bad in [
+            "AB-12-CD",
+            "INV_123456",
+            "aaaaaa",
+            "AAA.aaa.aaa",
+            "Café123456",
+        ] {
             let v = p.check(PaymentType::Domestic, &domestic(bad));
             assert_eq!(v.len(), 1, "{bad}: {v:?}");
             assert_eq!(v[0].path, "Data.Initiation.RemittanceInformation.Reference");
             assert_eq!(v[0].code, RuleCode::FieldInvalid);
         }
         let mut no_ref = domestic("x");
-        no_ref.as_object_mut().unwrap().remove("RemittanceInformation");
+        no_ref
+            .as_object_mut()
+            .unwrap()
+            .remove("RemittanceInformation");
         assert_eq!(
             p.check(PaymentType::Domestic, &no_ref)[0].code,
             RuleCode::FieldMissing
@@ -677,7 +692,11 @@ mod tests {
         assert!(v[0].path.ends_with("Destination"));
         let mut i = domestic("INV123456");
         i["SupplementaryData"]["CreditorAccount"]["EntityType"] = json!("trust");
-        assert!(p.check(PaymentType::Domestic, &i)[0].path.ends_with("EntityType"));
+        assert!(
+            p.check(PaymentType::Domestic, &i)[0]
+                .path
+                .ends_with("EntityType")
+        );
         let mut i = domestic("INV123456");
         i["InstructedAmount"]["Currency"] = json!("EUR");
         assert_eq!(
@@ -690,7 +709,8 @@ mod tests {
     fn international_country_table() {
         let p = stripe_like();
         let mut i = domestic("INV123456");
-        i["CreditorAccount"] = json!({"SchemeName": "IBAN", "Identification": "GB82WEST12345698765432", "Name": "X"});
+        i["CreditorAccount"] =
+            json!({"SchemeName": "IBAN", "Identification": "GB82WEST12345698765432", "Name": "X"});
         assert!(p.check(PaymentType::International, &i).is_empty());
         i["DestinationCountryCode"] = json!("US");
         let v = p.check(PaymentType::International, &i);
@@ -737,7 +757,10 @@ mod tests {
         };
         assert_eq!(t.rate("GBP", "EUR"), parse_rate("1.16"));
         // 100.00 EUR from a GBP account at 1.16 = 86.2069 → 86.21 GBP.
-        assert_eq!(debit_for(10_000, t.rate("GBP", "EUR").unwrap()), Some(8_621));
+        assert_eq!(
+            debit_for(10_000, t.rate("GBP", "EUR").unwrap()),
+            Some(8_621)
+        );
         assert_eq!(debit_for(10_000, RATE_SCALE), Some(10_000));
         assert_eq!(rate_number(parse_rate("1.1600").unwrap()), json!(1.16));
         assert!(t.rate("GBP", "JPY").is_none());

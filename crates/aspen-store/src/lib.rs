@@ -7,8 +7,8 @@
 
 pub mod auth;
 pub mod consent;
-pub mod payments;
 mod migrate;
+pub mod payments;
 mod world;
 
 use std::str::FromStr;
