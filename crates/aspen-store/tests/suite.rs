@@ -527,3 +527,176 @@ both!(consents_codes_sessions_and_throttling, |s: Arc<
     s.clear_login_failures("psu:rora").await.unwrap();
     assert_eq!(s.login_failures("psu:rora", 2000, 900).await.unwrap(), 0);
 });
+
+fn idem(key: &str, hash: &str) -> aspen_store::payments::IdemKey {
+    aspen_store::payments::IdemKey {
+        client_id: "c1".into(),
+        endpoint: "POST /domestic-payments".into(),
+        key: key.into(),
+        body_hash: hash.into(),
+    }
+}
+
+// COMMON-24..26, PIS-12, PIS-21: one payment per consent and per key; each
+// executor step runs once; a debit the account cannot cover is rejected.
+both!(
+    payments_pay_once_and_debit_once,
+    |s: Arc<dyn Store>| async move {
+        use aspen_store::payments::{Created, PaymentCreate, PaymentRecord, Step};
+        let w = world();
+        s.seed_world(&w).await.unwrap();
+        let rora = s.psu_by_username("rora").await.unwrap().unwrap();
+        let account = s.accounts_for_psu(&rora.id).await.unwrap()[0].clone();
+        let day = 86_400_000;
+        let now = 1_900_000_000_000;
+
+        let mut c = consent("pc1");
+        c.kind = "domestic-payment".into();
+        c.created_at = now;
+        let key = idem("k-consent", "h1");
+        assert_eq!(
+            s.insert_consent_once(&c, &key, now - day).await.unwrap(),
+            Created::New
+        );
+        let mut c2 = consent("pc1-again");
+        c2.kind = "domestic-payment".into();
+        c2.created_at = now;
+        match s.insert_consent_once(&c2, &key, now - day).await.unwrap() {
+            Created::Existing(r) => assert_eq!(r.resource_id, "pc1"),
+            other => panic!("{other:?}"),
+        }
+        assert!(s.consent("pc1-again").await.unwrap().is_none());
+
+        let payment = |id: &str, consent: &str, minor: i64| PaymentRecord {
+            payment_id: id.into(),
+            kind: "domestic-payment".into(),
+            consent_id: consent.into(),
+            client_id: "c1".into(),
+            status: "Pending".into(),
+            created_at: now,
+            status_updated_at: now,
+            due_at: Some(now),
+            account_id: account.account_id.clone(),
+            debit_minor: minor,
+            debit_currency: account.currency.clone(),
+            transaction_id: None,
+            reason: None,
+            data: json!({}),
+        };
+        // Not yet authorised: nothing is written, the key stays free.
+        assert_eq!(
+            s.insert_payment_once(&payment("p1", "pc1", 1234), &idem("k-pay", "h"), now - day)
+                .await
+                .unwrap(),
+            PaymentCreate::ConsentNotAuthorised
+        );
+        assert!(
+            s.idempotency("c1", "POST /domestic-payments", "k-pay", now - day)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            s.transition_consent("pc1", &["AwaitingAuthorisation"], "Authorised", now, None)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            s.insert_payment_once(&payment("p1", "pc1", 1234), &idem("k-pay", "h"), now - day)
+                .await
+                .unwrap(),
+            PaymentCreate::New
+        );
+        assert_eq!(s.consent("pc1").await.unwrap().unwrap().status, "Consumed");
+        // A second key on the consumed consent pays nothing.
+        assert_eq!(
+            s.insert_payment_once(&payment("p2", "pc1", 1234), &idem("k-pay2", "h"), now - day)
+                .await
+                .unwrap(),
+            PaymentCreate::ConsentNotAuthorised
+        );
+        // The same key replays the first payment.
+        match s
+            .insert_payment_once(&payment("p3", "pc1", 1234), &idem("k-pay", "h"), now - day)
+            .await
+            .unwrap()
+        {
+            PaymentCreate::Existing(r) => assert_eq!(r.resource_id, "p1"),
+            other => panic!("{other:?}"),
+        }
+        // After 24 hours the key is new again.
+        assert!(
+            s.idempotency("c1", "POST /domestic-payments", "k-pay", now + day)
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        assert_eq!(s.due_payments(now, 10).await.unwrap().len(), 1);
+        let entry = aspen_domain::Transaction {
+            transaction_id: aspen_store::payments::entry_id("p1"),
+            account_id: account.account_id.clone(),
+            booking_ms: now,
+            value_ms: None,
+            amount_minor: 1234,
+            currency: account.currency.clone(),
+            credit_debit: CreditDebit::Debit,
+            status: "Pending".into(),
+            reference: Some("INV123456".into()),
+            information: Some("Payment".into()),
+            balance_minor: None,
+            detail: json!({}),
+        };
+        assert_eq!(
+            s.accept_payment("p1", now, now, &entry).await.unwrap(),
+            Step::Moved("AcceptedSettlementInProcess")
+        );
+        assert_eq!(
+            s.accept_payment("p1", now, now, &entry).await.unwrap(),
+            Step::NotApplicable
+        );
+        let mid = s.account(&account.account_id).await.unwrap().unwrap();
+        assert_eq!(
+            mid.pending_debits_minor,
+            account.pending_debits_minor + 1234
+        );
+        assert_eq!(mid.booked_minor, account.booked_minor);
+        assert_eq!(
+            s.settle_payment("p1", now + 1).await.unwrap(),
+            Step::Moved("AcceptedSettlementCompleted")
+        );
+        assert_eq!(
+            s.settle_payment("p1", now + 1).await.unwrap(),
+            Step::NotApplicable
+        );
+        let after = s.account(&account.account_id).await.unwrap().unwrap();
+        assert_eq!(after.booked_minor, account.booked_minor - 1234);
+        assert_eq!(after.pending_debits_minor, account.pending_debits_minor);
+        let p = s.payment("p1").await.unwrap().unwrap();
+        assert_eq!(
+            (p.status.as_str(), p.due_at),
+            ("AcceptedSettlementCompleted", None)
+        );
+        assert!(s.due_payments(now + day, 10).await.unwrap().is_empty());
+
+        // More than the account holds: rejected, nothing reserved.
+        let mut c3 = consent("pc3");
+        c3.kind = "domestic-payment".into();
+        c3.status = "Authorised".into();
+        s.insert_consent(&c3).await.unwrap();
+        let huge = after.available_minor() + 1;
+        s.insert_payment_once(&payment("p4", "pc3", huge), &idem("k4", "h"), now - day)
+            .await
+            .unwrap();
+        let mut e4 = entry.clone();
+        e4.transaction_id = aspen_store::payments::entry_id("p4");
+        assert_eq!(
+            s.accept_payment("p4", now, now, &e4).await.unwrap(),
+            Step::Moved("Rejected")
+        );
+        assert_eq!(
+            s.account(&account.account_id).await.unwrap().unwrap(),
+            after
+        );
+    }
+);
