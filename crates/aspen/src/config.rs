@@ -57,6 +57,7 @@ pub struct Config {
     pub tokens: TokensConfig,
     pub branding: BrandingConfig,
     pub log: LogConfig,
+    pub payments: PaymentsConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -204,6 +205,74 @@ impl Default for BrandingConfig {
     }
 }
 
+/// Payment initiation (PIS.md): the ASPSP's rules, FX, signatures,
+/// execution timing.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentsConfig {
+    /// A TOML file of payment rules (`AspspProfile`); the built-in rules
+    /// (`profiles/stripe.toml`) when unset.
+    pub profile_file: Option<PathBuf>,
+    /// `http://openbanking.org.uk/tan` of the bank's response signatures.
+    pub tan: String,
+    /// Trust anchors accepted in TPP request signatures.
+    pub trusted_tans: Vec<String>,
+    /// Oldest request-signature `iat` accepted (COMMON-31 #8).
+    pub iat_max_age_secs: i64,
+    /// Clock skew allowed for an `iat` in the future.
+    pub iat_future_skew_secs: i64,
+    /// How long a payment consent can be authorised and used.
+    pub consent_ttl_secs: i64,
+    /// Validity of an `Actual` exchange-rate quote (PIS-27).
+    pub quote_ttl_secs: i64,
+    /// How far an `Agreed` rate may sit from the table rate (basis points).
+    pub agreed_tolerance_bp: i64,
+    /// Sandbox execution timing; both 0 = immediate.
+    pub accept_after_ms: i64,
+    pub settle_after_ms: i64,
+    pub poll_interval_ms: u64,
+    /// The rate table: units of each currency per one unit of `rates_base`.
+    pub rates_base: String,
+    pub rates: BTreeMap<String, String>,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        Self {
+            profile_file: None,
+            tan: "openbanking.org.uk".into(),
+            trusted_tans: vec!["openbanking.org.uk".into()],
+            iat_max_age_secs: 300,
+            iat_future_skew_secs: 30,
+            consent_ttl_secs: 86_400,
+            quote_ttl_secs: 300,
+            agreed_tolerance_bp: 200,
+            accept_after_ms: 0,
+            settle_after_ms: 0,
+            poll_interval_ms: 500,
+            rates_base: "GBP".into(),
+            rates: [
+                ("EUR", "1.1650"),
+                ("USD", "1.2700"),
+                ("CAD", "1.7400"),
+                ("AUD", "1.9300"),
+                ("JPY", "190.50"),
+                ("CHF", "1.1200"),
+                ("SEK", "13.4000"),
+                ("NOK", "13.6000"),
+                ("DKK", "8.6900"),
+                ("PLN", "5.0500"),
+                ("SGD", "1.7000"),
+                ("HKD", "9.9000"),
+                ("INR", "107.20"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -238,6 +307,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             tokens: TokensConfig::default(),
             branding: BrandingConfig::default(),
+            payments: PaymentsConfig::default(),
             log: LogConfig::default(),
         }
     }

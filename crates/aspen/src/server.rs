@@ -35,6 +35,58 @@ pub struct Runtime {
     pub keys: KeyRing,
     pub verifier: Arc<dyn ClientCertVerifier>,
     pub tls: Arc<rustls::ServerConfig>,
+    pub payment_profile: aspen_domain::payments::AspspProfile,
+    pub rates: aspen_domain::payments::RateTable,
+    pub executor: Arc<aspen_sandbox::executor::Executor>,
+}
+
+const STRIPE_PROFILE: &str = include_str!("../profiles/stripe.toml");
+
+/// The ASPSP payment rules: the configured file, or the built-in ones.
+fn payment_profile(config: &Config) -> Result<aspen_domain::payments::AspspProfile> {
+    let (text, origin) = match &config.payments.profile_file {
+        Some(p) => (
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read payments.profile_file {}", p.display()))?,
+            p.display().to_string(),
+        ),
+        None => (STRIPE_PROFILE.to_string(), "built-in stripe profile".into()),
+    };
+    let profile: aspen_domain::payments::AspspProfile = toml::from_str(&text)
+        .with_context(|| format!("payments.profile_file: {origin} is invalid"))?;
+    if let Some(bad) = profile
+        .countries
+        .keys()
+        .find(|c| c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()))
+    {
+        anyhow::bail!(
+            "payments.profile_file: {origin}: countries.{bad} is not an ISO 3166 alpha-2 code"
+        );
+    }
+    Ok(profile)
+}
+
+fn rate_table(config: &Config) -> Result<aspen_domain::payments::RateTable> {
+    let mut rates = std::collections::BTreeMap::new();
+    for (ccy, r) in &config.payments.rates {
+        let v = aspen_domain::payments::parse_rate(r)
+            .with_context(|| format!("payments.rates.{ccy}: {r:?} is not a positive decimal"))?;
+        rates.insert(ccy.clone(), v);
+    }
+    Ok(aspen_domain::payments::RateTable {
+        base: config.payments.rates_base.clone(),
+        rates,
+    })
+}
+
+/// Hands new payment orders to the executor.
+struct Settlement(Arc<aspen_sandbox::executor::Executor>);
+
+#[async_trait::async_trait]
+impl aspen_api::pis::Settlement for Settlement {
+    async fn submitted(&self, payment_id: &str) {
+        self.0.submitted(payment_id).await;
+    }
 }
 
 /// Opens (or creates) the data directory, the keys and the store, and seeds
@@ -87,7 +139,20 @@ pub async fn prepare(config: Config) -> Result<Runtime> {
         aws_lc_rs::hmac::HMAC_SHA256,
         &data.link_secret()?,
     ));
+    let payment_profile = payment_profile(&config)?;
+    let rates = rate_table(&config)?;
+    let executor = Arc::new(aspen_sandbox::executor::Executor::new(
+        store.clone(),
+        aspen_sandbox::executor::Timing {
+            accept_after_ms: config.payments.accept_after_ms,
+            settle_after_ms: config.payments.settle_after_ms,
+            poll: Duration::from_millis(config.payments.poll_interval_ms.max(10)),
+        },
+    ));
     Ok(Runtime {
+        payment_profile,
+        rates,
+        executor,
         link_key,
         config,
         auth,
@@ -203,8 +268,36 @@ fn redact(url: &str) -> String {
     }
 }
 
+fn pis_settings(rt: &Runtime) -> Result<aspen_api::pis::PisSettings> {
+    let p = &rt.config.payments;
+    Ok(aspen_api::pis::PisSettings {
+        profile: rt.payment_profile.clone(),
+        rates: rt.rates.clone(),
+        // COMMON-30: the ASPSP signs as its directory org id.
+        iss: rt
+            .config
+            .aspsp_org_id
+            .clone()
+            .unwrap_or_else(|| "aspen-sandbox-bank".into()),
+        tan: p.tan.clone(),
+        trusted_tans: p.trusted_tans.clone(),
+        iat_max_age: p.iat_max_age_secs,
+        iat_future_skew: p.iat_future_skew_secs,
+        consent_ttl_ms: p.consent_ttl_secs * 1000,
+        quote_ttl_ms: p.quote_ttl_secs * 1000,
+        agreed_tolerance_bp: p.agreed_tolerance_bp,
+        signing_key: rt.keys.current().clone(),
+        tpp_keys: Arc::new(aspen_auth::tpp_keys::TppKeyResolver::new(
+            rt.auth.jwks_url_map.clone(),
+            rt.auth.jwks_fetch_timeout,
+        )),
+        schemas: aspen_api::pis_schema::Schemas::load(true).map_err(anyhow::Error::msg)?,
+        settlement: Arc::new(Settlement(rt.executor.clone())),
+    })
+}
+
 /// The whole HTTP application.
-pub fn app(rt: &Runtime, public_url: &str) -> Router {
+pub fn app(rt: &Runtime, public_url: &str) -> Result<Router> {
     let ops_state = ops::OpsState {
         store: rt.store.clone(),
         metrics: ops::metrics_handle(),
@@ -218,6 +311,7 @@ pub fn app(rt: &Runtime, public_url: &str) -> Router {
             strict: true,
             link_key: rt.link_key.clone(),
             page_size: rt.config.limits.page_size,
+            pis: Arc::new(pis_settings(rt)?),
         }));
     if rt.config.profile == Profile::Sandbox {
         router = router.route("/sandbox/whoami", axum::routing::get(whoami));
@@ -227,7 +321,7 @@ pub fn app(rt: &Runtime, public_url: &str) -> Router {
         header: rt.config.proxy.client_cert_header.clone(),
         verifier: rt.verifier.clone(),
     };
-    router
+    Ok(router
         .route_layer(middleware::from_fn(aspen_http::metrics_layer::track))
         .fallback(fallback)
         .layer(middleware::from_fn(ob_error_shape))
@@ -240,7 +334,7 @@ pub fn app(rt: &Runtime, public_url: &str) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(rt.config.limits.request_timeout_secs),
         ))
-        .layer(middleware::from_fn(aspen_http::interaction_id_layer))
+        .layer(middleware::from_fn(aspen_http::interaction_id_layer)))
 }
 
 /// Shows the verified client certificate: lets a TPP developer check that
@@ -385,8 +479,9 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("https://{addr}"));
-    let app = app(&rt, &public_url);
+    let app = app(&rt, &public_url)?;
     let (tx, rx) = watch::channel(false);
+    tokio::spawn(rt.executor.clone().run(rx.clone()));
     let opts = tls::ListenerOptions {
         handshake_timeout: Duration::from_secs(rt.config.limits.handshake_timeout_secs),
         max_connections: rt.config.limits.max_connections,
