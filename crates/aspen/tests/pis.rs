@@ -11,44 +11,10 @@ use serde_json::{Value, json};
 
 const PISP: &str = "/open-banking/v3.1/pisp";
 const AISP: &str = "/open-banking/v3.1/aisp";
-const TAN: &str = "openbanking.org.uk";
 
 struct Pisp {
     c: Client,
     cc: String,
-}
-
-fn iss(c: &Client) -> String {
-    format!("{}/{}", c.tpp.org_id, c.tpp.software_id)
-}
-
-fn sign(c: &Client, body: &[u8]) -> String {
-    aspen_jose::sign_detached(
-        &c.tpp.key,
-        body,
-        &iss(c),
-        TAN,
-        chrono::Utc::now().timestamp(),
-        None,
-    )
-    .unwrap()
-}
-
-fn domestic_initiation(amount: &str) -> Value {
-    json!({
-        "InstructionIdentification": "ACME412",
-        "EndToEndIdentification": "FRESCO.21302.GFX.20",
-        "InstructedAmount": { "Amount": amount, "Currency": "GBP" },
-        "CreditorAccount": {
-            "SchemeName": "UK.OBIE.SortCodeAccountNumber",
-            "Identification": "08080021325698",
-            "Name": "ACME Inc",
-        },
-        "RemittanceInformation": { "Reference": "FRESCO-101", "Unstructured": "Internal ops code 5120101" },
-        "SupplementaryData": { "CreditorAccount": {
-            "Email": "ops@acme.example", "EntityType": "company", "BusinessDetails": { "Name": "ACME Inc" },
-        }},
-    })
 }
 
 fn international_initiation(amount: &str, rate: Option<Value>) -> Value {

@@ -454,3 +454,39 @@ impl OpenApi {
         );
     }
 }
+
+/// The trust anchor TPPs name in their request signatures.
+pub const TAN: &str = "openbanking.org.uk";
+
+pub fn iss(c: &Client) -> String {
+    format!("{}/{}", c.tpp.org_id, c.tpp.software_id)
+}
+
+pub fn sign(c: &Client, body: &[u8]) -> String {
+    aspen_jose::sign_detached(
+        &c.tpp.key,
+        body,
+        &iss(c),
+        TAN,
+        chrono::Utc::now().timestamp(),
+        None,
+    )
+    .unwrap()
+}
+
+pub fn domestic_initiation(amount: &str) -> serde_json::Value {
+    serde_json::json!({
+        "InstructionIdentification": "ACME412",
+        "EndToEndIdentification": "FRESCO.21302.GFX.20",
+        "InstructedAmount": { "Amount": amount, "Currency": "GBP" },
+        "CreditorAccount": {
+            "SchemeName": "UK.OBIE.SortCodeAccountNumber",
+            "Identification": "08080021325698",
+            "Name": "ACME Inc",
+        },
+        "RemittanceInformation": { "Reference": "FRESCO-101", "Unstructured": "Internal ops code 5120101" },
+        "SupplementaryData": { "CreditorAccount": {
+            "Email": "ops@acme.example", "EntityType": "company", "BusinessDetails": { "Name": "ACME Inc" },
+        }},
+    })
+}
