@@ -41,7 +41,12 @@ try {
     out.consent_heading = (await page.getByRole('heading', { level: 1 }).textContent())?.trim();
     const boxes = page.locator('input[name="account"]');
     out.account_count = await boxes.count();
-    for (let i = 0; i < out.account_count; i++) await boxes.nth(i).uncheck();
+    // AIS shows checkboxes; a payment shows radios (one debtor account).
+    out.input_type = out.account_count ? await boxes.nth(0).getAttribute('type') : null;
+    if (out.input_type === 'checkbox') {
+      for (let i = 0; i < out.account_count; i++) await boxes.nth(i).uncheck();
+    }
+    out.details = (await page.locator('main').innerText()).trim();
     for (const i of cfg.accounts || []) await boxes.nth(i).check();
     out.chosen = [];
     for (const i of cfg.accounts || []) out.chosen.push(await boxes.nth(i).getAttribute('value'));

@@ -42,8 +42,12 @@ fn international_initiation(amount: &str, rate: Option<Value>) -> Value {
 
 impl TestServer {
     async fn pisp(&self, name: &str) -> Pisp {
+        self.pisp_with(name, true).await
+    }
+
+    async fn pisp_with(&self, name: &str, headless: bool) -> Pisp {
         let c = self
-            .client_with(name, json!({"aspen_headless": true}))
+            .client_with(name, json!({"aspen_headless": headless}))
             .await;
         let cc = self.cc_token(&c.tpp, &c.id, "payments").await;
         Pisp { c, cc }
@@ -179,8 +183,23 @@ fn minor(s: &str) -> i64 {
     aspen_domain::parse_minor(s).unwrap()
 }
 
-/// The journey for one payment type, returning the debit AIS shows.
-async fn journey(s: &TestServer, p: &Pisp, kind: &str, initiation: Value) -> (Value, i64) {
+/// How the member authorises: headless, or in Chromium choosing the
+/// debtor account at this index.
+#[derive(Clone, Copy)]
+enum Via {
+    Headless,
+    Browser(usize),
+}
+
+/// The journey for one payment type, returning the consent and the debit
+/// AIS shows.
+async fn journey(
+    s: &TestServer,
+    p: &Pisp,
+    kind: &str,
+    initiation: Value,
+    via: Via,
+) -> (Value, i64) {
     let api = OpenApi::load("payment-initiation-openapi.yaml");
     let consents = format!("/{kind}-payment-consents");
     let payments = format!("/{kind}-payments");
@@ -192,7 +211,38 @@ async fn journey(s: &TestServer, p: &Pisp, kind: &str, initiation: Value) -> (Va
     assert_eq!(consent["Data"]["Initiation"], body["Data"]["Initiation"]);
     let id = consent["Data"]["ConsentId"].as_str().unwrap().to_string();
 
-    let ac = s.authorise(&p.c, &id, "openid payments").await;
+    let ac = match via {
+        Via::Headless => s.authorise(&p.c, &id, "openid payments").await,
+        Via::Browser(account) => {
+            let scope = "openid payments";
+            let url = authorize_url(
+                s,
+                &p.c,
+                &p.c.tpp.sign(&request_claims(s, &p.c, &id, scope)),
+                scope,
+            );
+            let seen = common::browser::drive(json!({
+                "mode": "authorize", "start_url": url, "username": "rora", "password": "rora.",
+                "accounts": [account], "decision": "allow", "redirect_prefix": p.c.redirect,
+            }))
+            .await;
+            assert_eq!(seen["input_type"], "radio", "one debtor account: {seen}");
+            let details = seen["details"].as_str().unwrap();
+            let amount = initiation["InstructedAmount"]["Amount"].as_str().unwrap();
+            assert!(
+                details.contains(amount),
+                "the page shows the amount: {details}"
+            );
+            let f = fragment(seen["final_url"].as_str().unwrap());
+            let t: Value = s
+                .exchange(&p.c, &f["code"], &p.c.redirect)
+                .await
+                .json()
+                .await
+                .unwrap();
+            t["access_token"].as_str().unwrap().to_string()
+        }
+    };
     let (st, got) = signed_json(s, s.pis_get(p, &p.cc, &format!("{consents}/{id}")).await).await;
     assert_eq!(st, 200);
     api.validate(&format!("{consents}/{{ConsentId}}"), "get", "200", &got);
@@ -219,11 +269,18 @@ async fn journey(s: &TestServer, p: &Pisp, kind: &str, initiation: Value) -> (Va
     // The debtor account and its balance before, through AIS.
     let stored = s.server.store.consent(&id).await.unwrap().unwrap();
     let account = stored.accounts[0].clone();
-    let ais_consent = s
-        .ais_consent(&p.c, json!({ "Permissions": ALL_PERMISSIONS }))
+    // A headless AIS client reads the member's balances and transactions.
+    let reader = s
+        .client_with(
+            &format!("reader{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            json!({"aspen_headless": true}),
+        )
         .await;
-    let ais = s.authorise(&p.c, &ais_consent, "openid accounts").await;
-    let (booked_before, available_before) = balance(s, &p.c, &ais, &account).await;
+    let ais_consent = s
+        .ais_consent(&reader, json!({ "Permissions": ALL_PERMISSIONS }))
+        .await;
+    let ais = s.authorise(&reader, &ais_consent, "openid accounts").await;
+    let (booked_before, available_before) = balance(s, &reader, &ais, &account).await;
 
     let order = json!({ "Data": { "ConsentId": id, "Initiation": body["Data"]["Initiation"] }, "Risk": body["Risk"] });
     let key = uuid::Uuid::new_v4().to_string();
@@ -258,13 +315,19 @@ async fn journey(s: &TestServer, p: &Pisp, kind: &str, initiation: Value) -> (Va
         signed_json(s, s.pis_get(p, &p.cc, &format!("{consents}/{id}")).await).await;
     assert_eq!(consumed["Data"]["Status"], "Consumed");
 
-    let (booked_after, available_after) = balance(s, &p.c, &ais, &account).await;
+    let (booked_after, available_after) = balance(s, &reader, &ais, &account).await;
     let debit = minor(&booked_before) - minor(&booked_after);
     assert_eq!(minor(&available_before) - minor(&available_after), debit);
     // The entry is in the account's transactions.
     let txs: Value = s
-        .kit_client(&p.c.tpp.dir)
+        .kit_client(&reader.tpp.dir)
         .get(s.url(&format!("{AISP}/accounts/{account}/transactions")))
+        .query(&[(
+            "fromBookingDateTime",
+            (chrono::Utc::now() - chrono::Duration::minutes(5))
+                .format("%Y-%m-%dT%H:%M:%S")
+                .to_string(),
+        )])
         .bearer_auth(&ais)
         .send()
         .await
@@ -288,7 +351,14 @@ async fn journey(s: &TestServer, p: &Pisp, kind: &str, initiation: Value) -> (Va
 async fn domestic_payment_moves_money() {
     let s = start_sandbox().await;
     let p = s.pisp("domesticpisp").await;
-    let (_, debit) = journey(&s, &p, "domestic", domestic_initiation("12.34")).await;
+    let (_, debit) = journey(
+        &s,
+        &p,
+        "domestic",
+        domestic_initiation("12.34"),
+        Via::Headless,
+    )
+    .await;
     assert_eq!(debit, 1234);
     s.stop().await;
 }
@@ -304,6 +374,7 @@ async fn international_payment_applies_the_quoted_rate() {
         &p,
         "international",
         international_initiation("116.50", Some(rate)),
+        Via::Headless,
     )
     .await;
     let x = &consent["Data"]["ExchangeRateInformation"];
@@ -803,5 +874,54 @@ async fn each_profile_rule_broken_once() {
             &v,
         );
     }
+    s.stop().await;
+}
+
+/// The member's journey in Chromium for both payment types: sign in, see
+/// the payment, choose the account to pay from, allow; then the PISP pays.
+#[tokio::test]
+async fn browser_journeys_for_both_payment_types() {
+    if !common::browser::ready() {
+        return;
+    }
+    let s = start_sandbox().await;
+    let p = s.pisp_with("browserpisp", false).await;
+    let (_, debit) = journey(
+        &s,
+        &p,
+        "domestic",
+        domestic_initiation("7.50"),
+        Via::Browser(0),
+    )
+    .await;
+    assert_eq!(debit, 750);
+    // International from the second account offered, at the table rate
+    // (no quote requested): the debit is in that account's currency.
+    let (consent, debit) = journey(
+        &s,
+        &p,
+        "international",
+        international_initiation("58.25", None),
+        Via::Browser(1),
+    )
+    .await;
+    let id = consent["Data"]["ConsentId"].as_str().unwrap();
+    let stored = s.server.store.consent(id).await.unwrap().unwrap();
+    let account = s
+        .server
+        .store
+        .account(&stored.accounts[0])
+        .await
+        .unwrap()
+        .unwrap();
+    let expected = match account.currency.as_str() {
+        "EUR" => 5825,
+        // 58.25 EUR at 1.165 EUR per GBP = 50.00 GBP.
+        "GBP" => 5000,
+        // 58.25 EUR in USD at 1.27/1.165 = 63.4979 → 63.50.
+        "USD" => 6350,
+        other => panic!("unexpected account currency {other}"),
+    };
+    assert_eq!(debit, expected, "paid from a {} account", account.currency);
     s.stop().await;
 }

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use aspen::{Config, RunningServer};
 
+pub mod browser;
+
 pub struct TestServer {
     pub server: RunningServer,
     pub dir: tempfile::TempDir,

@@ -1,0 +1,66 @@
+//! Debian's Chromium driven by playwright-core (tests/browser/journey.mjs).
+//! Prints SKIPPED when Chromium or Node is missing, unless
+//! ASPEN_REQUIRE_BROWSER=1 (CI).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn browser_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser")
+}
+
+/// Whether the browser tests can run here; installs the npm package on
+/// first use.
+pub fn ready() -> bool {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let problem = if !std::path::Path::new(&chromium).exists() {
+        Some(format!(
+            "Chromium not found at {chromium} (apt-get install -y chromium)"
+        ))
+    } else if Command::new("node").arg("--version").output().is_err() {
+        Some("node is not installed".to_string())
+    } else if !browser_dir().join("node_modules/playwright-core").exists() {
+        let ok = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(browser_dir())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        (!ok).then(|| "npm ci in tests/browser failed".to_string())
+    } else {
+        None
+    };
+    match problem {
+        None => true,
+        Some(p) => {
+            if std::env::var("ASPEN_REQUIRE_BROWSER").as_deref() == Ok("1") {
+                panic!("browser tests required: {p}");
+            }
+            eprintln!("SKIPPED: {p}");
+            false
+        }
+    }
+}
+
+/// Runs the browser script without blocking the runtime the in-process
+/// server lives on.
+pub async fn drive(cfg: Value) -> Value {
+    let out = tokio::process::Command::new("node")
+        .arg(browser_dir().join("journey.mjs"))
+        .arg(cfg.to_string())
+        .current_dir(browser_dir())
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "journey.mjs printed {stdout:?}; stderr {:?}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(v.get("error").is_none(), "browser: {v}");
+    v
+}
