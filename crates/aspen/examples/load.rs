@@ -6,7 +6,11 @@
 //!     --url https://127.0.0.1:8443 --kit tpp-kit --client-id ID --conns 16 --secs 10
 //! cargo run --release -p aspen --example load -- get \
 //!     --url https://127.0.0.1:8443/health --kit tpp-kit --conns 16 --secs 10
+//! cargo run --release -p aspen --example load -- pis \
+//!     --url https://127.0.0.1:8443 --kit tpp-kit --client-id HEADLESS_ID --conns 16 --secs 10 --count 3000
 //! ```
+//! `pis` needs a client registered with `--headless`.
+//!
 //! `token` pre-signs every client assertion before the clock starts (each
 //! `jti` is single-use), so the client is not the bottleneck.
 
@@ -24,11 +28,13 @@ struct Args {
     conns: usize,
     secs: u64,
     bearer: Option<String>,
+    /// `pis`: authorised consents prepared before the clock starts.
+    count: usize,
 }
 
 fn parse() -> Result<Args> {
     let mut it = std::env::args().skip(1);
-    let mode = it.next().context("mode: token | get | setup-ais")?;
+    let mode = it.next().context("mode: token | get | setup-ais | pis")?;
     let mut a = Args {
         mode,
         url: "https://127.0.0.1:8443".into(),
@@ -37,6 +43,7 @@ fn parse() -> Result<Args> {
         conns: 1,
         secs: 10,
         bearer: None,
+        count: 2000,
     };
     while let Some(flag) = it.next() {
         let v = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -47,6 +54,7 @@ fn parse() -> Result<Args> {
             "--conns" => a.conns = v.parse()?,
             "--secs" => a.secs = v.parse()?,
             "--bearer" => a.bearer = Some(v),
+            "--count" => a.count = v.parse()?,
             _ => bail!("unknown flag {flag}"),
         }
     }
@@ -108,6 +116,47 @@ async fn setup_ais(a: &Args, key: &aspen_jose::SigningKey) -> Result<()> {
     let consent_id = consent["Data"]["ConsentId"]
         .as_str()
         .context("no consent")?;
+    let t = authorise(a, key, consent_id, "openid accounts", "ac").await?;
+    let token = t["access_token"].as_str().context("no access token")?;
+    let accounts: serde_json::Value = c
+        .get(format!("{base}/open-banking/v3.1/aisp/accounts"))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let account = accounts["Data"]["Account"]
+        .as_array()
+        .and_then(|l| l.iter().find(|x| x["Description"] == "Financial Account"))
+        .and_then(|x| x["AccountId"].as_str())
+        .context("no Financial Account")?;
+    println!("{token} {account}");
+    Ok(())
+}
+
+/// Headless authorisation of a consent and the code exchange; the token
+/// response.
+async fn authorise(
+    a: &Args,
+    key: &aspen_jose::SigningKey,
+    consent_id: &str,
+    scope: &str,
+    jti: &str,
+) -> Result<serde_json::Value> {
+    let c = client(&a.kit)?;
+    let base = a.url.trim_end_matches('/');
+    let token_url = format!("{base}/token");
+    let assertion = |n: &str| {
+        let now = chrono::Utc::now().timestamp();
+        aspen_jose::sign_jwt(
+            key,
+            None,
+            &serde_json::json!({
+                "iss": a.client_id, "sub": a.client_id, "aud": token_url,
+                "iat": now, "exp": now + 60, "jti": format!("setup-{n}-{now}-{}-{}", std::process::id(), uuid::Uuid::new_v4()),
+            }),
+        )
+    };
     let kit: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(a.kit.join("kit.json"))?)?;
     let redirect = kit["redirect_uris"][0]
@@ -119,7 +168,7 @@ async fn setup_ais(a: &Args, key: &aspen_jose::SigningKey) -> Result<()> {
         None,
         &serde_json::json!({
             "iss": a.client_id, "aud": base, "client_id": a.client_id, "response_type": "code id_token",
-            "redirect_uri": redirect, "scope": "openid accounts", "nonce": "bench", "state": "bench",
+            "redirect_uri": redirect, "scope": scope, "nonce": "bench", "state": "bench",
             "nbf": now, "exp": now + 300,
             "claims": {"id_token": {"openbanking_intent_id": {"value": consent_id, "essential": true}}},
         }),
@@ -135,7 +184,7 @@ async fn setup_ais(a: &Args, key: &aspen_jose::SigningKey) -> Result<()> {
         .query(&[
             ("client_id", a.client_id.as_str()),
             ("response_type", "code id_token"),
-            ("scope", "openid accounts"),
+            ("scope", scope),
             ("redirect_uri", redirect),
             ("request", &request),
         ])
@@ -162,27 +211,206 @@ async fn setup_ais(a: &Args, key: &aspen_jose::SigningKey) -> Result<()> {
                 "client_assertion_type",
                 "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
             ),
-            ("client_assertion", &assertion("ac")?),
+            ("client_assertion", &assertion(jti)?),
         ])
         .send()
         .await?
         .json()
         .await?;
-    let token = t["access_token"].as_str().context("no access token")?;
-    let accounts: serde_json::Value = c
-        .get(format!("{base}/open-banking/v3.1/aisp/accounts"))
-        .bearer_auth(token)
+    Ok(t)
+}
+
+/// `pis`: domestic payment submissions. Before the clock starts it creates
+/// and authorises enough consents (a consent pays once) and pre-signs each
+/// order body, so each timed request costs the server one request-signature
+/// verification and one response signature, plus the payment itself.
+async fn pis(a: &Args, key: &aspen_jose::SigningKey) -> Result<()> {
+    let base = a.url.trim_end_matches('/').to_string();
+    let c = client(&a.kit)?;
+    let kit: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.kit.join("kit.json"))?)?;
+    let iss = format!(
+        "{}/{}",
+        kit["org_id"].as_str().context("kit org_id")?,
+        kit["software_id"].as_str().context("kit software_id")?
+    );
+    let token_url = format!("{base}/token");
+    let now = chrono::Utc::now().timestamp();
+    let cc_assertion = aspen_jose::sign_jwt(
+        key,
+        None,
+        &serde_json::json!({
+            "iss": a.client_id, "sub": a.client_id, "aud": token_url,
+            "iat": now, "exp": now + 60, "jti": format!("pis-cc-{now}-{}", uuid::Uuid::new_v4()),
+        }),
+    )?;
+    let cc: serde_json::Value = c
+        .post(&token_url)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "payments"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", &cc_assertion),
+        ])
         .send()
         .await?
         .json()
         .await?;
-    let account = accounts["Data"]["Account"]
-        .as_array()
-        .and_then(|l| l.iter().find(|x| x["Description"] == "Financial Account"))
-        .and_then(|x| x["AccountId"].as_str())
-        .context("no Financial Account")?;
-    println!("{token} {account}");
+    let cc = cc["access_token"]
+        .as_str()
+        .context("no cc token")?
+        .to_string();
+    let initiation = serde_json::json!({
+        "InstructionIdentification": "LOAD1", "EndToEndIdentification": "LOAD1",
+        "InstructedAmount": { "Amount": "0.01", "Currency": "GBP" },
+        "CreditorAccount": { "SchemeName": "UK.OBIE.SortCodeAccountNumber", "Identification": "08080021325698", "Name": "Load" },
+        "RemittanceInformation": { "Reference": "LOAD-123456" },
+        "SupplementaryData": { "CreditorAccount": { "Email": "load@example.com", "EntityType": "company", "BusinessDetails": {} } },
+    });
+    let consent_body = serde_json::to_vec(
+        &serde_json::json!({ "Data": { "Initiation": initiation }, "Risk": {} }),
+    )?;
+    let n = a.count;
+    eprintln!("preparing {n} authorised consents");
+    let prepared = Arc::new(tokio::sync::Mutex::new(Vec::with_capacity(n)));
+    let mut setup = Vec::new();
+    let per = n.div_ceil(8);
+    for w in 0..8 {
+        let (c, cc, base, key, iss, body, initiation, prepared) = (
+            client(&a.kit)?,
+            cc.clone(),
+            base.clone(),
+            key.clone(),
+            iss.clone(),
+            consent_body.clone(),
+            initiation.clone(),
+            prepared.clone(),
+        );
+        let a = Args {
+            mode: a.mode.clone(),
+            url: a.url.clone(),
+            kit: a.kit.clone(),
+            client_id: a.client_id.clone(),
+            conns: 1,
+            secs: 0,
+            bearer: None,
+            count: 0,
+        };
+        setup.push(tokio::spawn(async move {
+            for i in 0..per {
+                if w * per + i >= n {
+                    break;
+                }
+                let sig = aspen_jose::sign_detached(&key, &body, &iss, "openbanking.org.uk", chrono::Utc::now().timestamp(), None)?;
+                let v: serde_json::Value = c
+                    .post(format!("{base}/open-banking/v3.1/pisp/domestic-payment-consents"))
+                    .bearer_auth(&cc)
+                    .header("content-type", "application/json")
+                    .header("x-idempotency-key", uuid::Uuid::new_v4().to_string())
+                    .header("x-jws-signature", sig)
+                    .body(body.clone())
+                    .send().await?.json().await?;
+                let consent = v["Data"]["ConsentId"].as_str().context("no consent")?.to_string();
+                let t = authorise(&a, &key, &consent, "openid payments", &format!("pis-{w}-{i}")).await?;
+                let token = t["access_token"].as_str().context("no access token")?.to_string();
+                let order = serde_json::to_vec(&serde_json::json!({ "Data": { "ConsentId": consent, "Initiation": initiation }, "Risk": {} }))?;
+                prepared.lock().await.push((token, order));
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in setup {
+        t.await??;
+    }
+    // Signed just before the clock starts: `iat` stays within its window.
+    let now = chrono::Utc::now().timestamp();
+    let jobs: Vec<(String, Vec<u8>, String)> = std::mem::take(&mut *prepared.lock().await)
+        .into_iter()
+        .map(|(t, o)| {
+            let sig = aspen_jose::sign_detached(key, &o, &iss, "openbanking.org.uk", now, None)
+                .expect("sign");
+            (t, o, sig)
+        })
+        .collect();
+    let jobs = Arc::new(jobs);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(a.secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..a.conns {
+        let (c, jobs, next, url) = (
+            client(&a.kit)?,
+            jobs.clone(),
+            next.clone(),
+            format!("{base}/open-banking/v3.1/pisp/domestic-payments"),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            while Instant::now() < deadline {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((token, order, sig)) = jobs.get(i) else {
+                    break;
+                };
+                let t = Instant::now();
+                let r = c
+                    .post(&url)
+                    .bearer_auth(token)
+                    .header("content-type", "application/json")
+                    .header("x-idempotency-key", format!("load-{i}"))
+                    .header("x-jws-signature", sig)
+                    .body(order.clone())
+                    .send()
+                    .await;
+                match r {
+                    Ok(r)
+                        if r.status().as_u16() == 201
+                            && r.headers().contains_key("x-jws-signature") =>
+                    {
+                        let _ = r.bytes().await;
+                        lat.push(t.elapsed());
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await?;
+        all.extend(l);
+        errors += e;
+    }
+    let elapsed = started
+        .elapsed()
+        .min(Duration::from_secs(a.secs))
+        .as_secs_f64();
+    report(&a.mode, a.conns, all, errors, elapsed);
     Ok(())
+}
+
+fn report(mode: &str, conns: usize, mut all: Vec<Duration>, errors: u64, secs: f64) {
+    all.sort();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    println!(
+        "mode={} conns={} ok={} errors={} rps={:.0} p50={:.2}ms p99={:.2}ms",
+        mode,
+        conns,
+        all.len(),
+        errors,
+        all.len() as f64 / secs,
+        pct(0.50).as_secs_f64() * 1000.0,
+        pct(0.99).as_secs_f64() * 1000.0
+    );
 }
 
 #[tokio::main]
@@ -194,6 +422,9 @@ async fn main() -> Result<()> {
     )?;
     if a.mode == "setup-ais" {
         return setup_ais(&a, &key).await;
+    }
+    if a.mode == "pis" {
+        return pis(&a, &key).await;
     }
     let token_url = format!("{}/token", a.url.trim_end_matches('/'));
     // Enough assertions for a generous upper bound of the rate.
@@ -276,21 +507,6 @@ async fn main() -> Result<()> {
         all.extend(l);
         errors += e;
     }
-    all.sort();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    println!(
-        "mode={} conns={} ok={} errors={} rps={:.0} p50={:.2}ms p99={:.2}ms",
-        a.mode,
-        a.conns,
-        all.len(),
-        errors,
-        all.len() as f64 / a.secs as f64,
-        pct(0.50).as_secs_f64() * 1000.0,
-        pct(0.99).as_secs_f64() * 1000.0
-    );
+    report(&a.mode, a.conns, all, errors, a.secs as f64);
     Ok(())
 }
