@@ -52,6 +52,13 @@ echo "-- client-credentials token issuance (private_key_jwt, PS256 verify per re
 for c in 1 16 64; do "$LOAD" token --url "$URL" --kit "$WORK/kit" --client-id "$CLIENT" --conns $c --secs "$SECS"; done
 stop
 
+start
+echo "-- domestic payment submissions (verify one request JWS, sign one response, pay)"
+for c in 1 16 64; do
+  "$LOAD" pis --url "$URL" --kit "$WORK/kit" --client-id "$HCLIENT" --conns $c --secs "$SECS" --count "${PIS_COUNT:-4000}"
+done
+stop
+
 for n in 10000 1000000; do
   start --sandbox-transactions $n
   seeded=$(grep -o 'bulk_added=[0-9]*.*elapsed_ms=[0-9]*' "$WORK/serve.log" | tail -1 || true)
