@@ -66,6 +66,8 @@ struct Kind {
     consents_path: &'static str,
     payments_path: &'static str,
     id_field: &'static str,
+    /// Prefix of consent ids, so a log line tells the type at a glance.
+    id_prefix: &'static str,
 }
 
 const DOMESTIC: Kind = Kind {
@@ -74,6 +76,7 @@ const DOMESTIC: Kind = Kind {
     consents_path: "domestic-payment-consents",
     payments_path: "domestic-payments",
     id_field: "DomesticPaymentId",
+    id_prefix: "pdc",
 };
 
 const INTERNATIONAL: Kind = Kind {
@@ -82,6 +85,7 @@ const INTERNATIONAL: Kind = Kind {
     consents_path: "international-payment-consents",
     payments_path: "international-payments",
     id_field: "InternationalPaymentId",
+    id_prefix: "pic",
 };
 
 fn now_ms() -> i64 {
@@ -457,7 +461,7 @@ async fn create_consent(
         }
     }
     let record = ConsentRecord {
-        consent_id: format!("pdc-{}", uuid::Uuid::new_v4()),
+        consent_id: format!("{}-{}", k.id_prefix, uuid::Uuid::new_v4()),
         kind: k.consent_kind.into(),
         client_id: token.client_id.clone(),
         status: "AwaitingAuthorisation".into(),

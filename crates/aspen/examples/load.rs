@@ -336,15 +336,18 @@ async fn pis(a: &Args, key: &aspen_jose::SigningKey) -> Result<()> {
         })
         .collect();
     let jobs = Arc::new(jobs);
+    // Keys are unique per run: a replayed key would measure the replay path.
+    let run = uuid::Uuid::new_v4().simple().to_string();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(a.secs);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..a.conns {
-        let (c, jobs, next, url) = (
+        let (c, jobs, next, run, url) = (
             client(&a.kit)?,
             jobs.clone(),
             next.clone(),
+            run.clone(),
             format!("{base}/open-banking/v3.1/pisp/domestic-payments"),
         );
         tasks.push(tokio::spawn(async move {
@@ -360,7 +363,7 @@ async fn pis(a: &Args, key: &aspen_jose::SigningKey) -> Result<()> {
                     .post(&url)
                     .bearer_auth(token)
                     .header("content-type", "application/json")
-                    .header("x-idempotency-key", format!("load-{i}"))
+                    .header("x-idempotency-key", format!("{run}-{i}"))
                     .header("x-jws-signature", sig)
                     .body(order.clone())
                     .send()
