@@ -763,7 +763,6 @@ async fn create_payment(
         account_id: account.account_id.clone(),
         debit_minor: debit,
         debit_currency: account.currency.clone(),
-        transaction_id: None,
         reason: None,
         data: Value::Object(data),
     };

@@ -126,31 +126,42 @@ pub(crate) const CODE_COLUMNS: &str = "code_hash, client_id, redirect_uri, conse
 #[macro_export]
 #[doc(hidden)]
 macro_rules! impl_consent_store {
-    ($store:ty, $row:ty) => {
+    ($store:ty, $row:ty, $db:ty) => {
+        /// The consent INSERT, on a pool or inside a caller's transaction.
+        pub(crate) async fn insert_consent_row<'c, E>(
+            conn: E,
+            c: &$crate::consent::ConsentRecord,
+        ) -> Result<(), $crate::StoreError>
+        where
+            E: sqlx::Executor<'c, Database = $db>,
+        {
+            let sql = format!(
+                "INSERT INTO consents ({}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+                $crate::consent::CONSENT_COLUMNS
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&c.consent_id)
+                .bind(&c.kind)
+                .bind(&c.client_id)
+                .bind(&c.status)
+                .bind(c.created_at)
+                .bind(c.status_updated_at)
+                .bind(c.expires_at)
+                .bind(&c.psu_id)
+                .bind($crate::auth::json_list(&c.accounts))
+                .bind(c.data.to_string())
+                .bind(c.authorised_at)
+                .bind(c.deleted as i64)
+                .execute(conn)
+                .await
+                .map_err($crate::StoreError::from)?;
+            Ok(())
+        }
+
         #[async_trait::async_trait]
         impl $crate::consent::ConsentStore for $store {
             async fn insert_consent(&self, c: &$crate::consent::ConsentRecord) -> Result<(), $crate::StoreError> {
-                let sql = format!(
-                    "INSERT INTO consents ({}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
-                    $crate::consent::CONSENT_COLUMNS
-                );
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(&c.consent_id)
-                    .bind(&c.kind)
-                    .bind(&c.client_id)
-                    .bind(&c.status)
-                    .bind(c.created_at)
-                    .bind(c.status_updated_at)
-                    .bind(c.expires_at)
-                    .bind(&c.psu_id)
-                    .bind($crate::auth::json_list(&c.accounts))
-                    .bind(c.data.to_string())
-                    .bind(c.authorised_at)
-                    .bind(c.deleted as i64)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::StoreError::from)?;
-                Ok(())
+                insert_consent_row(&self.pool, c).await
             }
 
             async fn consent(&self, consent_id: &str) -> Result<Option<$crate::consent::ConsentRecord>, $crate::StoreError> {

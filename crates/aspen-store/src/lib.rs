@@ -68,15 +68,17 @@ mod pg_auth {
     use super::*;
     impl_auth_store!(PgStore, sqlx::postgres::PgRow);
 }
-impl_consent_store!(SqliteStore, sqlx::sqlite::SqliteRow);
+impl_consent_store!(SqliteStore, sqlx::sqlite::SqliteRow, sqlx::Sqlite);
 mod pg_consent {
     use super::*;
-    impl_consent_store!(PgStore, sqlx::postgres::PgRow);
+    impl_consent_store!(PgStore, sqlx::postgres::PgRow, sqlx::Postgres);
 }
 impl_world_store!(SqliteStore, sqlx::sqlite::SqliteRow, sqlx::Sqlite);
 impl_payment_store!(SqliteStore, sqlx::sqlite::SqliteRow, sqlx::Sqlite);
 mod pg_world {
     use super::*;
+    // The glob above also brings in the SQLite helper; this one wins.
+    use super::pg_consent::insert_consent_row;
     impl_world_store!(PgStore, sqlx::postgres::PgRow, sqlx::Postgres);
     impl_payment_store!(PgStore, sqlx::postgres::PgRow, sqlx::Postgres);
 }

@@ -61,7 +61,6 @@ pub struct PaymentRecord {
     /// What the member pays, in the account's currency.
     pub debit_minor: i64,
     pub debit_currency: String,
-    pub transaction_id: Option<String>,
     /// Why it was rejected, for the log and the operator.
     pub reason: Option<String>,
     /// `Initiation`, `Risk` and the ASPSP-added fields the response repeats
@@ -131,8 +130,7 @@ pub trait PaymentStore: Send + Sync {
 }
 
 pub(crate) const PAYMENT_COLUMNS: &str = "payment_id, kind, consent_id, client_id, status, \
-    created_at, status_updated_at, due_at, account_id, debit_minor, debit_currency, \
-    transaction_id, reason, data";
+    created_at, status_updated_at, due_at, account_id, debit_minor, debit_currency, reason, data";
 
 /// The ledger entry of a payment: one per payment, by construction.
 pub fn entry_id(payment_id: &str) -> String {
@@ -157,9 +155,8 @@ macro_rules! impl_payment_store {
                 account_id: r.get(8),
                 debit_minor: r.get(9),
                 debit_currency: r.get(10),
-                transaction_id: r.get(11),
-                reason: r.get(12),
-                data: $crate::auth::parse_json(r.get::<&str, _>(13))?,
+                reason: r.get(11),
+                data: $crate::auth::parse_json(r.get::<&str, _>(12))?,
             })
         }
 
@@ -187,6 +184,17 @@ macro_rules! impl_payment_store {
                 resource_id: r.get(1),
                 created_at: r.get(2),
             }))
+        }
+
+        /// The record of the request that holds the key (it committed first).
+        async fn key_holder(
+            pool: &sqlx::Pool<$db>,
+            idem: &$crate::payments::IdemKey,
+            since: i64,
+        ) -> Result<$crate::payments::IdemRecord, $crate::StoreError> {
+            read_idem(pool, &idem.client_id, &idem.endpoint, &idem.key, since)
+                .await?
+                .ok_or_else(|| $crate::StoreError::Conflict("idempotency key in flux".into()))
         }
 
         /// Forgets an expired key and claims this one. `Ok(false)`: another
@@ -245,31 +253,9 @@ macro_rules! impl_payment_store {
                 let mut tx = self.pool.begin().await.map_err($crate::StoreError::from)?;
                 if !claim_key(&mut *tx, idem, &c.consent_id, c.created_at, since).await? {
                     tx.rollback().await.map_err($crate::StoreError::from)?;
-                    return match read_idem(&self.pool, &idem.client_id, &idem.endpoint, &idem.key, since).await? {
-                        Some(r) => Ok($crate::payments::Created::Existing(r)),
-                        None => Err($crate::StoreError::Conflict("idempotency key in flux".into())),
-                    };
+                    return Ok($crate::payments::Created::Existing(key_holder(&self.pool, idem, since).await?));
                 }
-                let sql = format!(
-                    "INSERT INTO consents ({}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
-                    $crate::consent::CONSENT_COLUMNS
-                );
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(&c.consent_id)
-                    .bind(&c.kind)
-                    .bind(&c.client_id)
-                    .bind(&c.status)
-                    .bind(c.created_at)
-                    .bind(c.status_updated_at)
-                    .bind(c.expires_at)
-                    .bind(&c.psu_id)
-                    .bind($crate::auth::json_list(&c.accounts))
-                    .bind(c.data.to_string())
-                    .bind(c.authorised_at)
-                    .bind(c.deleted as i64)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err($crate::StoreError::from)?;
+                insert_consent_row(&mut *tx, c).await?;
                 tx.commit().await.map_err($crate::StoreError::from)?;
                 Ok($crate::payments::Created::New)
             }
@@ -283,10 +269,7 @@ macro_rules! impl_payment_store {
                 let mut tx = self.pool.begin().await.map_err($crate::StoreError::from)?;
                 if !claim_key(&mut *tx, idem, &p.payment_id, p.created_at, since).await? {
                     tx.rollback().await.map_err($crate::StoreError::from)?;
-                    return match read_idem(&self.pool, &idem.client_id, &idem.endpoint, &idem.key, since).await? {
-                        Some(r) => Ok($crate::payments::PaymentCreate::Existing(r)),
-                        None => Err($crate::StoreError::Conflict("idempotency key in flux".into())),
-                    };
+                    return Ok($crate::payments::PaymentCreate::Existing(key_holder(&self.pool, idem, since).await?));
                 }
                 let consumed = sqlx::query(
                     "UPDATE consents SET status='Consumed', status_updated_at=$2 \
@@ -304,7 +287,7 @@ macro_rules! impl_payment_store {
                     return Ok($crate::payments::PaymentCreate::ConsentNotAuthorised);
                 }
                 let sql = format!(
-                    "INSERT INTO payments ({}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
+                    "INSERT INTO payments ({}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
                     $crate::payments::PAYMENT_COLUMNS
                 );
                 sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -319,7 +302,6 @@ macro_rules! impl_payment_store {
                     .bind(&p.account_id)
                     .bind(p.debit_minor)
                     .bind(&p.debit_currency)
-                    .bind(&p.transaction_id)
                     .bind(&p.reason)
                     .bind(p.data.to_string())
                     .execute(&mut *tx)
@@ -362,18 +344,20 @@ macro_rules! impl_payment_store {
                 entry: &aspen_domain::Transaction,
             ) -> Result<$crate::payments::Step, $crate::StoreError> {
                 use sqlx::Row;
+                if entry.transaction_id != $crate::payments::entry_id(payment_id) {
+                    return Err($crate::StoreError::Conflict("ledger entry id must be entry_id(payment_id)".into()));
+                }
                 let mut tx = self.pool.begin().await.map_err($crate::StoreError::from)?;
                 // The status compare-and-set comes first: it takes the row
                 // lock, so a second node blocks here and then finds nothing.
                 let row: Option<$row> = sqlx::query(
-                    "UPDATE payments SET status=$2, status_updated_at=$3, due_at=$4, transaction_id=$5 \
-                     WHERE payment_id=$1 AND status=$6 RETURNING account_id, debit_minor",
+                    "UPDATE payments SET status=$2, status_updated_at=$3, due_at=$4 \
+                     WHERE payment_id=$1 AND status=$5 RETURNING account_id, debit_minor",
                 )
                 .bind(payment_id)
                 .bind($crate::payments::IN_PROCESS)
                 .bind(now)
                 .bind(next_due)
-                .bind(&entry.transaction_id)
                 .bind($crate::payments::PENDING)
                 .fetch_optional(&mut *tx)
                 .await
@@ -397,7 +381,7 @@ macro_rules! impl_payment_store {
                     == 1;
                 if !reserved {
                     sqlx::query(
-                        "UPDATE payments SET status=$2, due_at=NULL, transaction_id=NULL, reason=$3 WHERE payment_id=$1",
+                        "UPDATE payments SET status=$2, due_at=NULL, reason=$3 WHERE payment_id=$1",
                     )
                     .bind(payment_id)
                     .bind($crate::payments::REJECTED)
@@ -418,7 +402,7 @@ macro_rules! impl_payment_store {
                 let mut tx = self.pool.begin().await.map_err($crate::StoreError::from)?;
                 let row: Option<$row> = sqlx::query(
                     "UPDATE payments SET status=$2, status_updated_at=$3, due_at=NULL \
-                     WHERE payment_id=$1 AND status=$4 RETURNING account_id, debit_minor, transaction_id",
+                     WHERE payment_id=$1 AND status=$4 RETURNING account_id, debit_minor",
                 )
                 .bind(payment_id)
                 .bind($crate::payments::COMPLETED)
@@ -433,7 +417,6 @@ macro_rules! impl_payment_store {
                 };
                 let account_id: String = row.get(0);
                 let amount: i64 = row.get(1);
-                let entry: Option<String> = row.get(2);
                 let booked: i64 = sqlx::query(
                     "UPDATE accounts SET booked_minor = booked_minor - $2, pending_debits_minor = pending_debits_minor - $2 \
                      WHERE account_id=$1 RETURNING booked_minor",
@@ -447,7 +430,7 @@ macro_rules! impl_payment_store {
                 sqlx::query(
                     "UPDATE transactions SET status='Booked', value_ms=$2, balance_minor=$3 WHERE transaction_id=$1",
                 )
-                .bind(entry)
+                .bind($crate::payments::entry_id(payment_id))
                 .bind(now)
                 .bind(booked)
                 .execute(&mut *tx)

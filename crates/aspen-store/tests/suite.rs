@@ -579,7 +579,6 @@ both!(
             account_id: account.account_id.clone(),
             debit_minor: minor,
             debit_currency: account.currency.clone(),
-            transaction_id: None,
             reason: None,
             data: json!({}),
         };

@@ -28,7 +28,6 @@ CREATE TABLE IF NOT EXISTS payments (
     account_id TEXT NOT NULL REFERENCES accounts (account_id),
     debit_minor INTEGER NOT NULL,
     debit_currency TEXT NOT NULL,
-    transaction_id TEXT,
     reason TEXT,
     data TEXT NOT NULL
 );
