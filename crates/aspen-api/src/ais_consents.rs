@@ -301,25 +301,15 @@ pub async fn create(
     Ok(common::created(response_body(&state, &record)))
 }
 
-/// The consent named in the path, if this client may see it (COMMON-34).
 async fn owned(state: &ApiState, token: &BoundToken, id: &str) -> Result<ConsentRecord, ObError> {
-    let c = state
-        .store
-        .consent(id)
-        .await
-        .map_err(ObError::internal)?
-        .filter(|c| c.kind == KIND && !c.deleted)
-        .ok_or_else(|| {
-            ObError::bad_request(
-                ObErrorCode::ResourceNotFound,
-                "no such consent",
-                Some("ConsentId"),
-            )
-        })?;
-    if c.client_id != token.client_id {
-        return Err(ObError::forbidden());
-    }
-    Ok(c)
+    common::owned_consent(
+        state.store.as_ref(),
+        KIND,
+        &token.client_id,
+        id,
+        "ConsentId",
+    )
+    .await
 }
 
 pub async fn read(

@@ -151,6 +151,29 @@ pub fn format_ms(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// The consent named in a path or body, if it is of this kind (else 400
+/// `Resource.NotFound`) and the caller's (else 403), COMMON-34.
+pub async fn owned_consent(
+    store: &dyn aspen_store::Store,
+    kind: &str,
+    client_id: &str,
+    id: &str,
+    path: &str,
+) -> Result<aspen_store::consent::ConsentRecord, ObError> {
+    let c = store
+        .consent(id)
+        .await
+        .map_err(ObError::internal)?
+        .filter(|c| c.kind == kind && !c.deleted)
+        .ok_or_else(|| {
+            ObError::bad_request(ObErrorCode::ResourceNotFound, "no such consent", Some(path))
+        })?;
+    if c.client_id != client_id {
+        return Err(ObError::forbidden());
+    }
+    Ok(c)
+}
+
 pub fn created(body: serde_json::Value) -> axum::response::Response {
     use axum::response::IntoResponse;
     (StatusCode::CREATED, aspen_http::Json(body)).into_response()

@@ -38,58 +38,9 @@ impl aspen_auth::bearer::HasStore for ApiState {
 pub const AISP: &str = "/open-banking/v3.1/aisp";
 pub const PISP: &str = "/open-banking/v3.1/pisp";
 
-/// `/open-banking/v3.1/pisp`: every response with a body is signed.
-fn pisp_router(state: ApiState) -> Router<ApiState> {
-    Router::new()
-        .route(
-            &format!("{PISP}/domestic-payment-consents"),
-            post(pis::domestic_consent_post),
-        )
-        .route(
-            &format!("{PISP}/domestic-payment-consents/{{id}}"),
-            get(pis::domestic_consent_get),
-        )
-        .route(
-            &format!("{PISP}/domestic-payment-consents/{{id}}/funds-confirmation"),
-            get(pis::domestic_funds),
-        )
-        .route(
-            &format!("{PISP}/domestic-payments"),
-            post(pis::domestic_payment_post),
-        )
-        .route(
-            &format!("{PISP}/domestic-payments/{{id}}"),
-            get(pis::domestic_payment_get),
-        )
-        .route(
-            &format!("{PISP}/international-payment-consents"),
-            post(pis::international_consent_post),
-        )
-        .route(
-            &format!("{PISP}/international-payment-consents/{{id}}"),
-            get(pis::international_consent_get),
-        )
-        .route(
-            &format!("{PISP}/international-payment-consents/{{id}}/funds-confirmation"),
-            get(pis::international_funds),
-        )
-        .route(
-            &format!("{PISP}/international-payments"),
-            post(pis::international_payment_post),
-        )
-        .route(
-            &format!("{PISP}/international-payments/{{id}}"),
-            get(pis::international_payment_get),
-        )
-        .route_layer(axum::middleware::from_fn_with_state(
-            state,
-            pis::sign_responses,
-        ))
-}
-
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .merge(pisp_router(state.clone()))
+        .merge(pis::routes(state.clone()))
         .route(
             &format!("{AISP}/account-access-consents"),
             post(ais_consents::create),

@@ -29,7 +29,7 @@ use crate::{ApiState, PISP};
 pub trait Settlement: Send + Sync {
     /// Called after the order is committed; may execute it before returning
     /// (immediate timing) or leave it to the executor's loop.
-    async fn submitted(&self, payment_id: &str);
+    async fn submitted(&self, payment: &PaymentRecord);
 }
 
 pub struct PisSettings {
@@ -68,6 +68,14 @@ struct Kind {
     id_field: &'static str,
     /// Prefix of consent ids, so a log line tells the type at a glance.
     id_prefix: &'static str,
+}
+
+/// Route parameter: which payment type a handler serves.
+pub const D: u8 = 0;
+pub const I: u8 = 1;
+
+const fn kind<const K: u8>() -> Kind {
+    if K == D { DOMESTIC } else { INTERNATIONAL }
 }
 
 const DOMESTIC: Kind = Kind {
@@ -246,11 +254,6 @@ fn replayable(rec: &IdemRecord, hash: &str) -> Result<(), ObError> {
     }
 }
 
-/// What the common front of every signed POST yields.
-struct Signed {
-    key: IdemKey,
-}
-
 async fn signed_post(
     state: &ApiState,
     token: &BoundToken,
@@ -258,20 +261,18 @@ async fn signed_post(
     endpoint: &str,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Signed, ObError> {
+) -> Result<IdemKey, ObError> {
     common::require(token, grant, "payments")?;
     common::check_content_type(headers)?;
     common::check_accept(headers)?;
     common::check_fapi_headers(headers)?;
     let key = idempotency_key(headers)?;
     verify_request(state, token, headers, body).await?;
-    Ok(Signed {
-        key: IdemKey {
-            client_id: token.client_id.clone(),
-            endpoint: endpoint.to_string(),
-            key,
-            body_hash: body_hash(body),
-        },
+    Ok(IdemKey {
+        client_id: token.client_id.clone(),
+        endpoint: endpoint.to_string(),
+        key,
+        body_hash: body_hash(body),
     })
 }
 
@@ -402,15 +403,15 @@ fn consent_body(state: &ApiState, k: Kind, c: &ConsentRecord) -> Value {
     })
 }
 
-async fn create_consent(
-    state: ApiState,
-    k: Kind,
+pub async fn create_consent<const K: u8>(
+    State(state): State<ApiState>,
     token: BoundToken,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ObError> {
+    let k = kind::<K>();
     let endpoint = format!("POST /{}", k.consents_path);
-    let s = signed_post(
+    let key = signed_post(
         &state,
         &token,
         GrantKind::ClientCredentials,
@@ -419,8 +420,8 @@ async fn create_consent(
         &body,
     )
     .await?;
-    if let Some(rec) = earlier(&state, &s.key).await? {
-        replayable(&rec, &s.key.body_hash)?;
+    if let Some(rec) = earlier(&state, &key).await? {
+        replayable(&rec, &key.body_hash)?;
         return replay_consent(&state, k, &rec).await;
     }
     let value = parse_json(&body)?;
@@ -448,9 +449,6 @@ async fn create_consent(
             ));
         }
         if let Some(x) = exchange_rate_info(&state.pis, initiation, now)? {
-            if x.get("ExpirationDateTime").is_some() {
-                aspsp.insert("QuoteExpiresAt".into(), json!(now + state.pis.quote_ttl_ms));
-            }
             aspsp.insert("ExchangeRateInformation".into(), x);
         }
     }
@@ -476,7 +474,7 @@ async fn create_consent(
     };
     match state
         .store
-        .insert_consent_once(&record, &s.key, now - IDEM_WINDOW_MS)
+        .insert_consent_once(&record, &key, now - IDEM_WINDOW_MS)
         .await
         .map_err(ObError::internal)?
     {
@@ -485,7 +483,7 @@ async fn create_consent(
             Ok(common::created(consent_body(&state, k, &record)))
         }
         Created::Existing(rec) => {
-            replayable(&rec, &s.key.body_hash)?;
+            replayable(&rec, &key.body_hash)?;
             replay_consent(&state, k, &rec).await
         }
     }
@@ -501,39 +499,24 @@ async fn replay_consent(state: &ApiState, k: Kind, rec: &IdemRecord) -> Result<R
     Ok(common::created(consent_body(state, k, &c)))
 }
 
-/// The consent in the path, if it is of this type (else 400 NotFound) and
-/// this client's (else 403), COMMON-34.
-async fn owned_consent(
-    state: &ApiState,
-    k: Kind,
-    client_id: &str,
-    id: &str,
-    path: &str,
-) -> Result<ConsentRecord, ObError> {
-    let c = state
-        .store
-        .consent(id)
-        .await
-        .map_err(ObError::internal)?
-        .filter(|c| c.kind == k.consent_kind && !c.deleted)
-        .ok_or_else(|| bad(ObErrorCode::ResourceNotFound, "no such consent", path))?;
-    if c.client_id != client_id {
-        return Err(ObError::forbidden());
-    }
-    Ok(c)
-}
-
-async fn read_consent(
-    state: ApiState,
-    k: Kind,
+pub async fn read_consent<const K: u8>(
+    State(state): State<ApiState>,
     token: BoundToken,
     headers: HeaderMap,
-    id: String,
+    Path(id): Path<String>,
 ) -> Result<Response, ObError> {
+    let k = kind::<K>();
     common::require(&token, GrantKind::ClientCredentials, "payments")?;
     common::check_accept(&headers)?;
     common::check_fapi_headers(&headers)?;
-    let c = owned_consent(&state, k, &token.client_id, &id, "ConsentId").await?;
+    let c = common::owned_consent(
+        state.store.as_ref(),
+        k.consent_kind,
+        &token.client_id,
+        &id,
+        "ConsentId",
+    )
+    .await?;
     Ok(Json(consent_body(&state, k, &c)).into_response())
 }
 
@@ -578,17 +561,24 @@ fn debit_minor(
     rules::debit_for(amount, rate).ok_or_else(|| ObError::internal("debit overflow"))
 }
 
-async fn funds_confirmation(
-    state: ApiState,
-    k: Kind,
+pub async fn funds_confirmation<const K: u8>(
+    State(state): State<ApiState>,
     token: BoundToken,
     headers: HeaderMap,
-    id: String,
+    Path(id): Path<String>,
 ) -> Result<Response, ObError> {
+    let k = kind::<K>();
     common::require(&token, GrantKind::AuthorizationCode, "payments")?;
     common::check_accept(&headers)?;
     common::check_fapi_headers(&headers)?;
-    let c = owned_consent(&state, k, &token.client_id, &id, "ConsentId").await?;
+    let c = common::owned_consent(
+        state.store.as_ref(),
+        k.consent_kind,
+        &token.client_id,
+        &id,
+        "ConsentId",
+    )
+    .await?;
     if token.consent_id.as_deref() != Some(c.consent_id.as_str()) {
         return Err(bad(
             ObErrorCode::ResourceConsentMismatch,
@@ -666,15 +656,15 @@ async fn load_payment(state: &ApiState, id: &str) -> Result<PaymentRecord, ObErr
         .ok_or_else(|| ObError::internal("idempotency key names a missing payment"))
 }
 
-async fn create_payment(
-    state: ApiState,
-    k: Kind,
+pub async fn create_payment<const K: u8>(
+    State(state): State<ApiState>,
     token: BoundToken,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ObError> {
+    let k = kind::<K>();
     let endpoint = format!("POST /{}", k.payments_path);
-    let s = signed_post(
+    let key = signed_post(
         &state,
         &token,
         GrantKind::AuthorizationCode,
@@ -683,8 +673,8 @@ async fn create_payment(
         &body,
     )
     .await?;
-    if let Some(rec) = earlier(&state, &s.key).await? {
-        replayable(&rec, &s.key.body_hash)?;
+    if let Some(rec) = earlier(&state, &key).await? {
+        replayable(&rec, &key.body_hash)?;
         let p = load_payment(&state, &rec.resource_id).await?;
         return Ok(common::created(payment_body(&state, k, &p)));
     }
@@ -703,7 +693,14 @@ async fn create_payment(
             "Data.ConsentId",
         ));
     }
-    let c = owned_consent(&state, k, &token.client_id, consent_id, "Data.ConsentId").await?;
+    let c = common::owned_consent(
+        state.store.as_ref(),
+        k.consent_kind,
+        &token.client_id,
+        consent_id,
+        "Data.ConsentId",
+    )
+    .await?;
     let now = now_ms();
     if c.status != "Authorised" {
         return Err(bad(
@@ -734,9 +731,10 @@ async fn create_payment(
         ));
     }
     // PIS-20.6: an Actual quote holds until it expires.
-    if c.data["Aspsp"]["QuoteExpiresAt"]
-        .as_i64()
-        .is_some_and(|e| e <= now)
+    if c.data["Aspsp"]["ExchangeRateInformation"]["ExpirationDateTime"]
+        .as_str()
+        .and_then(common::parse_request_datetime)
+        .is_some_and(|e| e.timestamp_millis() <= now)
     {
         return Err(bad(
             ObErrorCode::FieldInvalidDate,
@@ -768,17 +766,17 @@ async fn create_payment(
     };
     let id = match state
         .store
-        .insert_payment_once(&p, &s.key, now - IDEM_WINDOW_MS)
+        .insert_payment_once(&p, &key, now - IDEM_WINDOW_MS)
         .await
         .map_err(ObError::internal)?
     {
         PaymentCreate::New => {
             tracing::info!(payment_id = %p.payment_id, consent_id = %c.consent_id, debit_minor = debit, "payment order accepted");
-            state.pis.settlement.submitted(&p.payment_id).await;
+            state.pis.settlement.submitted(&p).await;
             p.payment_id
         }
         PaymentCreate::Existing(rec) => {
-            replayable(&rec, &s.key.body_hash)?;
+            replayable(&rec, &key.body_hash)?;
             rec.resource_id
         }
         PaymentCreate::ConsentNotAuthorised => {
@@ -793,13 +791,13 @@ async fn create_payment(
     Ok(common::created(payment_body(&state, k, &current)))
 }
 
-async fn read_payment(
-    state: ApiState,
-    k: Kind,
+pub async fn read_payment<const K: u8>(
+    State(state): State<ApiState>,
     token: BoundToken,
     headers: HeaderMap,
-    id: String,
+    Path(id): Path<String>,
 ) -> Result<Response, ObError> {
+    let k = kind::<K>();
     common::require(&token, GrantKind::ClientCredentials, "payments")?;
     common::check_accept(&headers)?;
     common::check_fapi_headers(&headers)?;
@@ -816,94 +814,38 @@ async fn read_payment(
     Ok(Json(payment_body(&state, k, &p)).into_response())
 }
 
-// The route handlers, one per path and type.
-
-pub async fn domestic_consent_post(
-    State(s): State<ApiState>,
-    t: BoundToken,
-    h: HeaderMap,
-    b: Bytes,
-) -> Result<Response, ObError> {
-    create_consent(s, DOMESTIC, t, h, b).await
-}
-
-pub async fn international_consent_post(
-    State(s): State<ApiState>,
-    t: BoundToken,
-    h: HeaderMap,
-    b: Bytes,
-) -> Result<Response, ObError> {
-    create_consent(s, INTERNATIONAL, t, h, b).await
-}
-
-pub async fn domestic_consent_get(
-    State(s): State<ApiState>,
-    t: BoundToken,
-    h: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, ObError> {
-    read_consent(s, DOMESTIC, t, h, id).await
-}
-
-pub async fn international_consent_get(
-    State(s): State<ApiState>,
-    t: BoundToken,
-    h: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, ObError> {
-    read_consent(s, INTERNATIONAL, t, h, id).await
-}
-
-pub async fn domestic_funds(
-    State(s): State<ApiState>,
-    t: BoundToken,
-    h: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, ObError> {
-    funds_confirmation(s, DOMESTIC, t, h, id).await
-}
-
-pub async fn international_funds(
-    State(s): State<ApiState>,
-    t: BoundToken,
-    h: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, ObError> {
-    funds_confirmation(s, INTERNATIONAL, t, h, id).await
-}
-
-pub async fn domestic_payment_post(
-    State(s): State<ApiState>,
-    t: BoundToken,
-    h: HeaderMap,
-    b: Bytes,
-) -> Result<Response, ObError> {
-    create_payment(s, DOMESTIC, t, h, b).await
-}
-
-pub async fn international_payment_post(
-    State(s): State<ApiState>,
-    t: BoundToken,
-    h: HeaderMap,
-    b: Bytes,
-) -> Result<Response, ObError> {
-    create_payment(s, INTERNATIONAL, t, h, b).await
-}
-
-pub async fn domestic_payment_get(
-    State(s): State<ApiState>,
-    t: BoundToken,
-    h: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, ObError> {
-    read_payment(s, DOMESTIC, t, h, id).await
-}
-
-pub async fn international_payment_get(
-    State(s): State<ApiState>,
-    t: BoundToken,
-    h: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, ObError> {
-    read_payment(s, INTERNATIONAL, t, h, id).await
+/// `/open-banking/v3.1/pisp` (PIS-1 D1–D5, I1–I5); every response with a
+/// body is signed.
+pub fn routes(state: ApiState) -> axum::Router<ApiState> {
+    use axum::routing::{get, post};
+    let mut r = axum::Router::new();
+    for (k, consent_post, consent_get, funds, payment_post, payment_get) in [
+        (
+            DOMESTIC,
+            post(create_consent::<D>),
+            get(read_consent::<D>),
+            get(funds_confirmation::<D>),
+            post(create_payment::<D>),
+            get(read_payment::<D>),
+        ),
+        (
+            INTERNATIONAL,
+            post(create_consent::<I>),
+            get(read_consent::<I>),
+            get(funds_confirmation::<I>),
+            post(create_payment::<I>),
+            get(read_payment::<I>),
+        ),
+    ] {
+        r = r
+            .route(&format!("{PISP}/{}", k.consents_path), consent_post)
+            .route(&format!("{PISP}/{}/{{id}}", k.consents_path), consent_get)
+            .route(
+                &format!("{PISP}/{}/{{id}}/funds-confirmation", k.consents_path),
+                funds,
+            )
+            .route(&format!("{PISP}/{}", k.payments_path), payment_post)
+            .route(&format!("{PISP}/{}/{{id}}", k.payments_path), payment_get);
+    }
+    r.route_layer(axum::middleware::from_fn_with_state(state, sign_responses))
 }

@@ -101,28 +101,26 @@ impl Executor {
     }
 
     /// A new order: executed at once with immediate timing; otherwise
-    /// scheduled for the loop.
-    pub async fn submitted(&self, payment_id: &str) {
+    /// left to the loop. Failures are left to the loop as well: each step
+    /// either happened or not.
+    pub async fn submitted(&self, p: &PaymentRecord) {
         if !self.timing.immediate() {
             return;
         }
-        for _ in 0..2 {
-            let p = match self.store.payment(payment_id).await {
-                Ok(Some(p)) => p,
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, payment_id, "payment execution deferred");
-                    return;
-                }
-            };
-            match self.step(&p, now_ms()).await {
-                Ok(Step::Moved(_)) => {}
-                Ok(Step::NotApplicable) => return,
-                Err(e) => {
-                    // The loop retries: the step either happened or not.
-                    tracing::warn!(error = %e, payment_id, "payment execution deferred");
-                    return;
-                }
+        let now = now_ms();
+        let settled = match self.step(p, now).await {
+            Ok(Step::Moved(payments::IN_PROCESS)) => {
+                self.store.settle_payment(&p.payment_id, now).await
+            }
+            other => other,
+        };
+        match settled {
+            Ok(Step::Moved(to)) => {
+                tracing::info!(payment_id = %p.payment_id, status = to, "payment status");
+            }
+            Ok(Step::NotApplicable) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, payment_id = %p.payment_id, "payment execution deferred");
             }
         }
     }

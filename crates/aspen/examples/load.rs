@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+#[derive(Clone)]
 struct Args {
     mode: String,
     url: String,
@@ -73,6 +74,59 @@ fn client(kit: &std::path::Path) -> Result<reqwest::Client> {
         .build()?)
 }
 
+/// A fresh `private_key_jwt` client assertion for the token endpoint.
+fn assertion(a: &Args, key: &aspen_jose::SigningKey) -> Result<String> {
+    let now = chrono::Utc::now().timestamp();
+    Ok(aspen_jose::sign_jwt(
+        key,
+        None,
+        &serde_json::json!({
+            "iss": a.client_id, "sub": a.client_id,
+            "aud": format!("{}/token", a.url.trim_end_matches('/')),
+            "iat": now, "exp": now + 60, "jti": uuid::Uuid::new_v4().to_string(),
+        }),
+    )?)
+}
+
+/// A client-credentials access token for `scope`.
+async fn cc_token(
+    a: &Args,
+    key: &aspen_jose::SigningKey,
+    c: &reqwest::Client,
+    scope: &str,
+) -> Result<String> {
+    let t: serde_json::Value = c
+        .post(format!("{}/token", a.url.trim_end_matches('/')))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", scope),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", &assertion(a, key)?),
+        ])
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(t["access_token"]
+        .as_str()
+        .context("no cc token")?
+        .to_string())
+}
+
+/// The browser's side of `/authorize`: no client certificate, no redirects
+/// followed.
+fn browser(kit: &std::path::Path) -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(
+            kit.join("ca.pem"),
+        )?)?])
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?)
+}
+
 /// Obtains an AIS access token as a TPP would: client-credentials token,
 /// account-access consent, headless authorisation (the client must be
 /// registered with `--headless`), code exchange. Prints the token and the
@@ -80,34 +134,8 @@ fn client(kit: &std::path::Path) -> Result<reqwest::Client> {
 async fn setup_ais(a: &Args, key: &aspen_jose::SigningKey) -> Result<()> {
     let c = client(&a.kit)?;
     let base = a.url.trim_end_matches('/');
-    let token_url = format!("{base}/token");
-    let assertion = |n: &str| {
-        let now = chrono::Utc::now().timestamp();
-        aspen_jose::sign_jwt(
-            key,
-            None,
-            &serde_json::json!({
-                "iss": a.client_id, "sub": a.client_id, "aud": token_url,
-                "iat": now, "exp": now + 60, "jti": format!("setup-{n}-{now}-{}", std::process::id()),
-            }),
-        )
-    };
-    let cc: serde_json::Value = c
-        .post(&token_url)
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("scope", "accounts"),
-            (
-                "client_assertion_type",
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            ),
-            ("client_assertion", &assertion("cc")?),
-        ])
-        .send()
-        .await?
-        .json()
-        .await?;
-    let cc = cc["access_token"].as_str().context("no cc token")?;
+    let cc = cc_token(a, key, &c, "accounts").await?;
+    let cc = cc.as_str();
     let consent: serde_json::Value = c
         .post(format!("{base}/open-banking/v3.1/aisp/account-access-consents"))
         .bearer_auth(cc)
@@ -116,7 +144,7 @@ async fn setup_ais(a: &Args, key: &aspen_jose::SigningKey) -> Result<()> {
     let consent_id = consent["Data"]["ConsentId"]
         .as_str()
         .context("no consent")?;
-    let t = authorise(a, key, consent_id, "openid accounts", "ac").await?;
+    let t = authorise(a, key, &c, &browser(&a.kit)?, consent_id, "openid accounts").await?;
     let token = t["access_token"].as_str().context("no access token")?;
     let accounts: serde_json::Value = c
         .get(format!("{base}/open-banking/v3.1/aisp/accounts"))
@@ -139,24 +167,12 @@ async fn setup_ais(a: &Args, key: &aspen_jose::SigningKey) -> Result<()> {
 async fn authorise(
     a: &Args,
     key: &aspen_jose::SigningKey,
+    c: &reqwest::Client,
+    noredirect: &reqwest::Client,
     consent_id: &str,
     scope: &str,
-    jti: &str,
 ) -> Result<serde_json::Value> {
-    let c = client(&a.kit)?;
     let base = a.url.trim_end_matches('/');
-    let token_url = format!("{base}/token");
-    let assertion = |n: &str| {
-        let now = chrono::Utc::now().timestamp();
-        aspen_jose::sign_jwt(
-            key,
-            None,
-            &serde_json::json!({
-                "iss": a.client_id, "sub": a.client_id, "aud": token_url,
-                "iat": now, "exp": now + 60, "jti": format!("setup-{n}-{now}-{}-{}", std::process::id(), uuid::Uuid::new_v4()),
-            }),
-        )
-    };
     let kit: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(a.kit.join("kit.json"))?)?;
     let redirect = kit["redirect_uris"][0]
@@ -173,12 +189,6 @@ async fn authorise(
             "claims": {"id_token": {"openbanking_intent_id": {"value": consent_id, "essential": true}}},
         }),
     )?;
-    let noredirect = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(
-            a.kit.join("ca.pem"),
-        )?)?])
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
     let r = noredirect
         .get(format!("{base}/authorize"))
         .query(&[
@@ -202,7 +212,7 @@ async fn authorise(
         .context("no code")?
         .to_string();
     let t: serde_json::Value = c
-        .post(&token_url)
+        .post(format!("{base}/token"))
         .form(&[
             ("grant_type", "authorization_code"),
             ("code", code.as_str()),
@@ -211,7 +221,7 @@ async fn authorise(
                 "client_assertion_type",
                 "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
             ),
-            ("client_assertion", &assertion(jti)?),
+            ("client_assertion", &assertion(a, key)?),
         ])
         .send()
         .await?
@@ -234,35 +244,7 @@ async fn pis(a: &Args, key: &aspen_jose::SigningKey) -> Result<()> {
         kit["org_id"].as_str().context("kit org_id")?,
         kit["software_id"].as_str().context("kit software_id")?
     );
-    let token_url = format!("{base}/token");
-    let now = chrono::Utc::now().timestamp();
-    let cc_assertion = aspen_jose::sign_jwt(
-        key,
-        None,
-        &serde_json::json!({
-            "iss": a.client_id, "sub": a.client_id, "aud": token_url,
-            "iat": now, "exp": now + 60, "jti": format!("pis-cc-{now}-{}", uuid::Uuid::new_v4()),
-        }),
-    )?;
-    let cc: serde_json::Value = c
-        .post(&token_url)
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("scope", "payments"),
-            (
-                "client_assertion_type",
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            ),
-            ("client_assertion", &cc_assertion),
-        ])
-        .send()
-        .await?
-        .json()
-        .await?;
-    let cc = cc["access_token"]
-        .as_str()
-        .context("no cc token")?
-        .to_string();
+    let cc = cc_token(a, key, &c, "payments").await?;
     let initiation = serde_json::json!({
         "InstructionIdentification": "LOAD1", "EndToEndIdentification": "LOAD1",
         "InstructedAmount": { "Amount": "0.01", "Currency": "GBP" },
@@ -279,8 +261,9 @@ async fn pis(a: &Args, key: &aspen_jose::SigningKey) -> Result<()> {
     let mut setup = Vec::new();
     let per = n.div_ceil(8);
     for w in 0..8 {
-        let (c, cc, base, key, iss, body, initiation, prepared) = (
+        let (c, nr, cc, base, key, iss, body, initiation, prepared) = (
             client(&a.kit)?,
+            browser(&a.kit)?,
             cc.clone(),
             base.clone(),
             key.clone(),
@@ -289,16 +272,7 @@ async fn pis(a: &Args, key: &aspen_jose::SigningKey) -> Result<()> {
             initiation.clone(),
             prepared.clone(),
         );
-        let a = Args {
-            mode: a.mode.clone(),
-            url: a.url.clone(),
-            kit: a.kit.clone(),
-            client_id: a.client_id.clone(),
-            conns: 1,
-            secs: 0,
-            bearer: None,
-            count: 0,
-        };
+        let a = a.clone();
         setup.push(tokio::spawn(async move {
             for i in 0..per {
                 if w * per + i >= n {
@@ -314,7 +288,7 @@ async fn pis(a: &Args, key: &aspen_jose::SigningKey) -> Result<()> {
                     .body(body.clone())
                     .send().await?.json().await?;
                 let consent = v["Data"]["ConsentId"].as_str().context("no consent")?.to_string();
-                let t = authorise(&a, &key, &consent, "openid payments", &format!("pis-{w}-{i}")).await?;
+                let t = authorise(&a, &key, &c, &nr, &consent, "openid payments").await?;
                 let token = t["access_token"].as_str().context("no access token")?.to_string();
                 let order = serde_json::to_vec(&serde_json::json!({ "Data": { "ConsentId": consent, "Initiation": initiation }, "Risk": {} }))?;
                 prepared.lock().await.push((token, order));

@@ -84,8 +84,8 @@ struct Settlement(Arc<aspen_sandbox::executor::Executor>);
 
 #[async_trait::async_trait]
 impl aspen_api::pis::Settlement for Settlement {
-    async fn submitted(&self, payment_id: &str) {
-        self.0.submitted(payment_id).await;
+    async fn submitted(&self, payment: &aspen_store::payments::PaymentRecord) {
+        self.0.submitted(payment).await;
     }
 }
 
