@@ -925,3 +925,216 @@ async fn browser_journeys_for_both_payment_types() {
     assert_eq!(debit, expected, "paid from a {} account", account.currency);
     s.stop().await;
 }
+
+/// PIS-27: an Agreed rate is honoured and echoed without an expiry; an
+/// Indicative one is quoted without an expiry.
+#[tokio::test]
+async fn agreed_and_indicative_rates() {
+    let s = start_sandbox().await;
+    let p = s.pisp("agreedpisp").await;
+    let rate = json!({ "UnitCurrency": "GBP", "RateType": "Agreed", "ExchangeRate": 1.17, "ContractIdentification": "FX-2026-001" });
+    let (consent, debit) = journey(
+        &s,
+        &p,
+        "international",
+        international_initiation("117.00", Some(rate)),
+        Via::Headless,
+    )
+    .await;
+    let x = &consent["Data"]["ExchangeRateInformation"];
+    assert_eq!(
+        (
+            x["RateType"].as_str(),
+            x["ExchangeRate"].as_f64(),
+            x["ContractIdentification"].as_str()
+        ),
+        (Some("Agreed"), Some(1.17), Some("FX-2026-001"))
+    );
+    assert!(x.get("ExpirationDateTime").is_none());
+    // 117.00 EUR at the agreed 1.17 = 100.00 GBP, not the table's 100.43.
+    assert_eq!(debit, 10_000);
+
+    let body = json!({ "Data": { "Initiation": international_initiation("10.00", Some(json!({ "UnitCurrency": "GBP", "RateType": "Indicative" }))) }, "Risk": {} });
+    let (st, v) = signed_json(
+        &s,
+        s.signed_post(&p, &p.cc, "/international-payment-consents", &body, None)
+            .await,
+    )
+    .await;
+    assert_eq!(st, 201);
+    let x = &v["Data"]["ExchangeRateInformation"];
+    assert_eq!(x["ExchangeRate"], json!(1.165));
+    assert!(x.get("ExpirationDateTime").is_none());
+    s.stop().await;
+}
+
+/// A payment consent stops being usable when it expires
+/// (`payments.consent_ttl_secs`): its token dies with it, nothing is paid
+/// and the consent stays as it was.
+#[tokio::test]
+async fn expired_consent_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = sandbox_config(dir.path());
+    cfg.payments.consent_ttl_secs = 1;
+    let s = start_with(dir, cfg).await;
+    let p = s.pisp("expirypisp").await;
+    let (consent, ac) = authorised(
+        &s,
+        &p,
+        &json!({ "Data": { "Initiation": domestic_initiation("5.00") }, "Risk": {} }),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let order = json!({ "Data": { "ConsentId": consent, "Initiation": domestic_initiation("5.00") }, "Risk": {} });
+    // The token never outlives its consent (AUTH-59): COMMON-37's 401.
+    let r = s
+        .signed_post(&p, &ac, "/domestic-payments", &order, None)
+        .await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        s.server
+            .store
+            .consent(&consent)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "Authorised"
+    );
+    s.stop().await;
+}
+
+/// PIS-20.6 alone: the quote expires before the consent does.
+#[tokio::test]
+async fn expired_actual_quote_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = sandbox_config(dir.path());
+    cfg.payments.quote_ttl_secs = 1;
+    let s = start_with(dir, cfg).await;
+    let p = s.pisp("quotepisp").await;
+    let quoted = json!({ "Data": { "Initiation": international_initiation("5.00", Some(json!({ "UnitCurrency": "GBP", "RateType": "Actual" }))) }, "Risk": {} });
+    let (_, v) = signed_json(
+        &s,
+        s.signed_post(&p, &p.cc, "/international-payment-consents", &quoted, None)
+            .await,
+    )
+    .await;
+    let consent = v["Data"]["ConsentId"].as_str().unwrap().to_string();
+    let ac = s.authorise(&p.c, &consent, "openid payments").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let order = json!({ "Data": { "ConsentId": consent, "Initiation": quoted["Data"]["Initiation"] }, "Risk": {} });
+    let (st, v) = signed_json(
+        &s,
+        s.signed_post(&p, &ac, "/international-payments", &order, None)
+            .await,
+    )
+    .await;
+    assert_eq!(st, 400, "{v:#}");
+    assert_eq!(
+        error_codes(&v)[0],
+        (
+            "UK.OBIE.Field.InvalidDate".into(),
+            "Data.Initiation.ExchangeRateInformation".into()
+        )
+    );
+    s.stop().await;
+}
+
+/// PIS-21 and PIS-35: more than the account holds: funds confirmation says
+/// so, the order is accepted and then Rejected at execution, and no money
+/// moves.
+#[tokio::test]
+async fn insufficient_funds_rejects_at_execution() {
+    let s = start_sandbox().await;
+    let p = s.pisp("poorpisp").await;
+    let (consent, ac) = authorised(
+        &s,
+        &p,
+        &json!({ "Data": { "Initiation": domestic_initiation("9999999.00") }, "Risk": {} }),
+    )
+    .await;
+    let (st, funds) = signed_json(
+        &s,
+        s.pis_get(
+            &p,
+            &ac,
+            &format!("/domestic-payment-consents/{consent}/funds-confirmation"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        funds["Data"]["FundsAvailableResult"]["FundsAvailable"],
+        false
+    );
+    let account = s
+        .server
+        .store
+        .consent(&consent)
+        .await
+        .unwrap()
+        .unwrap()
+        .accounts[0]
+        .clone();
+    let before = s.server.store.account(&account).await.unwrap().unwrap();
+    let order = json!({ "Data": { "ConsentId": consent, "Initiation": domestic_initiation("9999999.00") }, "Risk": {} });
+    let (st, v) = signed_json(
+        &s,
+        s.signed_post(&p, &ac, "/domestic-payments", &order, None)
+            .await,
+    )
+    .await;
+    assert_eq!(st, 201, "{v:#}");
+    OpenApi::load("payment-initiation-openapi.yaml").validate(
+        "/domestic-payments",
+        "post",
+        "201",
+        &v,
+    );
+    assert_eq!(v["Data"]["Status"], "Rejected");
+    assert_eq!(
+        s.server.store.account(&account).await.unwrap().unwrap(),
+        before
+    );
+    s.stop().await;
+}
+
+/// PIS-2 / PIS-41.9 and COMMON-34: an AC token cannot create a consent; a
+/// payment order is invisible to other clients.
+#[tokio::test]
+async fn grants_and_ownership_of_payment_orders() {
+    let s = start_sandbox().await;
+    let p = s.pisp("grantpisp").await;
+    let body = json!({ "Data": { "Initiation": domestic_initiation("1.50") }, "Risk": {} });
+    let (consent, ac) = authorised(&s, &p, &body).await;
+    let r = s
+        .signed_post(&p, &ac, "/domestic-payment-consents", &body, None)
+        .await;
+    assert_eq!(r.status(), 401);
+    let order = json!({ "Data": { "ConsentId": consent, "Initiation": body["Data"]["Initiation"] }, "Risk": {} });
+    let (_, v) = signed_json(
+        &s,
+        s.signed_post(&p, &ac, "/domestic-payments", &order, None)
+            .await,
+    )
+    .await;
+    let pid = v["Data"]["DomesticPaymentId"].as_str().unwrap().to_string();
+    let other = s.pisp("strangerpisp").await;
+    let r = s
+        .pis_get(&other, &other.cc, &format!("/domestic-payments/{pid}"))
+        .await;
+    assert_eq!(r.status(), 403);
+    // The right type matters too: a domestic id on the international path.
+    let (st, v) = signed_json(
+        &s,
+        s.pis_get(&p, &p.cc, &format!("/international-payments/{pid}"))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (st, error_codes(&v)[0].0.as_str()),
+        (400, "UK.OBIE.Resource.NotFound")
+    );
+    s.stop().await;
+}
