@@ -678,6 +678,10 @@ pub struct TxQuery {
 struct PageToken {
     c: String,
     a: String,
+    /// The endpoint path that made the link: a link is valid only there,
+    /// so an account's page cannot be replayed on a statement's (whose
+    /// period is narrower).
+    e: String,
     f: i64,
     t: i64,
     /// `n` next (after cursor), `p` previous (before cursor).
@@ -809,20 +813,22 @@ async fn transactions_page(
     bound: Option<(i64, i64)>,
 ) -> Result<Response, ObError> {
     let page = open_page::<PageToken>(s, q.page.as_ref(), |t| {
-        t.c == g.consent.consent_id && t.a == account
+        t.c == g.consent.consent_id && t.a == account && t.e == path
     })?;
     let mut filter = tx_filter(
         g,
         query_date(q.from.as_ref(), "fromBookingDateTime")?,
         query_date(q.to.as_ref(), "toBookingDateTime")?,
     );
-    if let Some((f, t)) = bound {
-        filter.from_ms = filter.from_ms.max(f);
-        filter.to_ms = filter.to_ms.min(t);
-    }
     if let Some(p) = &page {
         filter.from_ms = p.f;
         filter.to_ms = p.t;
+    }
+    // Applied after the link's window too: a statement never shows rows
+    // outside its period, whatever a link says.
+    if let Some((f, t)) = bound {
+        filter.from_ms = filter.from_ms.max(f);
+        filter.to_ms = filter.to_ms.min(t);
     }
     let size = s.page_size;
     let (total, pages) = match &page {
@@ -868,6 +874,7 @@ async fn transactions_page(
         let t = PageToken {
             c: g.consent.consent_id.clone(),
             a: account.to_string(),
+            e: path.to_string(),
             f: filter.from_ms,
             t: filter.to_ms,
             d,

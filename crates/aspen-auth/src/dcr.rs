@@ -673,6 +673,14 @@ async fn own_client(
     token: &BoundToken,
     client_id: &str,
 ) -> Result<ClientRecord, OAuthError> {
+    // DCR-4: only a client-credentials token manages a registration; a
+    // PSU's token of the same client is refused (and stays valid for what
+    // it was issued for).
+    if token.grant != crate::bearer::GrantKind::ClientCredentials {
+        return Err(OAuthError::invalid_token(
+            "a client-credentials access token is required to manage a registration (DCR-4)",
+        ));
+    }
     let client = if token.client_id == client_id {
         state.store.client(client_id).await?
     } else {

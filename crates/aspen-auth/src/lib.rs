@@ -62,6 +62,11 @@ pub struct AuthConfig {
     pub session_ttl: Duration,
     /// PSU for headless authorisation without `login_hint`.
     pub default_psu: String,
+    /// Login attempts per PSU (lockout with backoff).
+    pub login_per_psu: aspen_store::consent::ThrottleRule,
+    /// Login attempts per client address (from a trusted proxy's
+    /// forwarding header only when the connection comes from that proxy).
+    pub login_per_address: aspen_store::consent::ThrottleRule,
     pub brand: web::Brand,
 }
 

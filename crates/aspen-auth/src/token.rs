@@ -6,7 +6,6 @@ use std::collections::HashMap;
 
 use aspen_http::{ClientCert, Json, PeerCert};
 use aspen_store::auth::{ClientRecord, TokenKind, TokenRecord};
-use aspen_store::consent::Redeemed;
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -19,8 +18,11 @@ use crate::oauth_error::OAuthError;
 use crate::{AuthState, secrets};
 
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-/// Longest client-assertion lifetime accepted ("short exp", AUTH-47 [choice]).
-const MAX_ASSERTION_LIFETIME: i64 = 600;
+/// Longest client-assertion lifetime accepted, from now to `exp` (AUTH-47
+/// [choice]: FAPI asks for a "short" exp without a figure; the OB
+/// conformance tools sign 30 minutes, so 60 minutes lets every real client
+/// in while the single-use `jti` record bounds replay storage).
+const MAX_ASSERTION_LIFETIME: i64 = 3600;
 const SKEW: i64 = 60;
 
 /// Form parameters; a repeated parameter is an error (RFC 6749 §3.2).
@@ -36,6 +38,11 @@ fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String
     }
     let mut out = HashMap::new();
     for (k, v) in form_urlencoded_pairs(body) {
+        // RFC 6749 §3.2: a parameter sent without a value is treated as
+        // omitted (conformance-dcr sends `scope=`).
+        if v.is_empty() {
+            continue;
+        }
         if out.insert(k.clone(), v).is_some() {
             return Err(OAuthError::invalid_request(format!(
                 "parameter {k} is repeated"
@@ -180,15 +187,17 @@ pub async fn authenticate(
                 ));
             }
         }
-        Method::SecretBasic(_, secret) => check_secret(&client, &secret)?,
-        Method::SecretPost(_, secret) => check_secret(&client, secret)?,
+        Method::SecretBasic(_, secret) => check_secret(state, &client, &secret)?,
+        Method::SecretPost(_, secret) => check_secret(state, &client, secret)?,
     }
     Ok(client)
 }
 
-fn check_secret(client: &ClientRecord, secret: &str) -> Result<(), OAuthError> {
-    // AUTH-49: secrets only for permissive sandbox clients.
-    if !client.permissive {
+fn check_secret(state: &AuthState, client: &ClientRecord, secret: &str) -> Result<(), OAuthError> {
+    // AUTH-49: secrets only for permissive clients of a server running the
+    // sandbox profile now — a client registered while the data was a
+    // sandbox gains nothing under production.
+    if !client.permissive || state.config.profile != crate::ServerProfile::Sandbox {
         return Err(OAuthError::invalid_client(
             "client secrets are not accepted for this client",
         ));
@@ -350,7 +359,9 @@ async fn client_credentials(
         None => registered.iter().map(|s| s.to_string()).collect(),
         Some(req) => {
             let mut out = Vec::new();
-            for s in req.split_whitespace() {
+            // AUTH-14: `openid` names no resource on this grant; it is
+            // dropped, not refused (OB FCS asks for `accounts openid`).
+            for s in req.split_whitespace().filter(|s| *s != "openid") {
                 if !registered.contains(&s) {
                     return Err(OAuthError::invalid_scope(format!(
                         "scope {s:?} is not registered for this client"
@@ -424,20 +435,18 @@ async fn authorization_code(
         .ok_or_else(|| OAuthError::invalid_request("redirect_uri is required"))?;
     let now = chrono::Utc::now().timestamp();
     let code_hash = secrets::hash(code);
-    let rec = match state.store.redeem_code(&code_hash, now).await? {
-        Redeemed::Unknown => return Err(OAuthError::invalid_grant("the code is not valid")),
-        Redeemed::Replayed(_) => {
-            // AUTH-53: a second use revokes what the first one issued.
-            state.store.revoke_tokens_of_code(&code_hash).await?;
-            tracing::warn!(client_id = %client.client_id, "authorisation code replayed; its tokens are revoked");
-            return Err(OAuthError::invalid_grant("the code has already been used"));
-        }
-        Redeemed::Fresh(r) => r,
+    let Some((rec, spent)) = state.store.code(&code_hash).await? else {
+        return Err(OAuthError::invalid_grant("the code is not valid"));
     };
+    // A code is spent only by the client it was issued to: another client
+    // (or a wrong verifier below) neither burns it nor revokes its tokens.
     if rec.client_id != client.client_id {
         return Err(OAuthError::invalid_grant(
             "the code was issued to another client",
         ));
+    }
+    if spent {
+        return Err(replayed(state, client, &code_hash).await);
     }
     if rec.redirect_uri != *redirect_uri {
         return Err(OAuthError::invalid_grant(
@@ -456,12 +465,7 @@ async fn authorization_code(
         }
     }
     let consent = live_consent(state, &rec.consent_id).await?;
-    // COMMON-58 [choice]: a re-authorisation retires the earlier tokens.
-    state
-        .store
-        .revoke_tokens_of_consent(&rec.consent_id)
-        .await?;
-    issue_consent_tokens(
+    let issued = consent_tokens(
         state,
         client,
         cert,
@@ -474,8 +478,28 @@ async fn authorization_code(
             acr: rec.acr.clone(),
             auth_time: rec.auth_time,
         }),
-    )
-    .await
+    )?;
+    // One transaction: the code's compare-and-set, the consent's earlier
+    // tokens retired (COMMON-58 [choice]) and the new ones written.
+    if !state
+        .store
+        .spend_code(&code_hash, &client.client_id, now, &issued.records)
+        .await?
+    {
+        return Err(replayed(state, client, &code_hash).await);
+    }
+    Ok(token_response(issued.body))
+}
+
+/// AUTH-53: a second use of a code revokes everything the first one
+/// bought. The store's spend holds the code's row until its tokens are
+/// committed, so this revocation sees them whichever node won.
+async fn replayed(state: &AuthState, client: &ClientRecord, code_hash: &str) -> OAuthError {
+    if let Err(e) = state.store.revoke_tokens_of_code(code_hash).await {
+        return e.into();
+    }
+    tracing::warn!(client_id = %client.client_id, "authorisation code replayed; its tokens are revoked");
+    OAuthError::invalid_grant("the code has already been used")
 }
 
 struct IdTokenInfo {
@@ -505,8 +529,15 @@ async fn live_consent(
     Ok(c)
 }
 
+/// Tokens for a consent, built but not yet stored: the caller writes them
+/// in the transaction that spends what bought them.
+struct Issued {
+    records: Vec<TokenRecord>,
+    body: Value,
+}
+
 #[allow(clippy::too_many_arguments)]
-async fn issue_consent_tokens(
+fn consent_tokens(
     state: &AuthState,
     client: &ClientRecord,
     cert: &ClientCert,
@@ -515,7 +546,7 @@ async fn issue_consent_tokens(
     scope: &str,
     code_hash: Option<&str>,
     id: Option<IdTokenInfo>,
-) -> Result<Response, OAuthError> {
+) -> Result<Issued, OAuthError> {
     let now = chrono::Utc::now().timestamp();
     let consent_exp = consent.expires_at.map(|ms| ms / 1000);
     let ttl = state.config.access_token_ttl.as_secs() as i64;
@@ -536,7 +567,7 @@ async fn issue_consent_tokens(
         revoked: false,
         code_hash: code_hash.map(str::to_string),
     };
-    state.store.insert_token(&base).await?;
+    let mut records = vec![base.clone()];
     let mut body = serde_json::json!({
         "access_token": access,
         "token_type": "Bearer",
@@ -549,15 +580,12 @@ async fn issue_consent_tokens(
     {
         let refresh = secrets::random_token();
         let exp = consent_exp.unwrap_or(NEVER);
-        state
-            .store
-            .insert_token(&TokenRecord {
-                token_hash: secrets::hash(&refresh),
-                kind: TokenKind::Refresh,
-                expires_at: exp,
-                ..base.clone()
-            })
-            .await?;
+        records.push(TokenRecord {
+            token_hash: secrets::hash(&refresh),
+            kind: TokenKind::Refresh,
+            expires_at: exp,
+            ..base
+        });
         body["refresh_token"] = serde_json::json!(refresh);
         Some(exp)
     } else {
@@ -585,7 +613,7 @@ async fn issue_consent_tokens(
             .map_err(OAuthError::server_error)?;
         body["id_token"] = serde_json::json!(id_token);
     }
-    Ok(token_response(body))
+    Ok(Issued { records, body })
 }
 
 /// AUTH-56: works while the consent is Authorised and unexpired; rotates
@@ -611,7 +639,19 @@ async fn refresh_token(
         .await?
         .filter(|t| t.kind == TokenKind::Refresh && !t.revoked && t.client_id == client.client_id)
         .ok_or_else(|| OAuthError::invalid_grant("the refresh token is not valid"))?;
-    if rec.expires_at <= chrono::Utc::now().timestamp() {
+    // AUTH-56, AUTH-60: the refresh token is bound like the access tokens
+    // it buys; over another certificate it is refused (and not spent).
+    if rec
+        .cert_thumbprint
+        .as_deref()
+        .is_none_or(|t| !secrets::constant_time_eq(t, &cert.thumbprint))
+    {
+        return Err(OAuthError::invalid_grant(
+            "the refresh token is bound to another certificate",
+        ));
+    }
+    let now = chrono::Utc::now().timestamp();
+    if rec.expires_at <= now {
         return Err(OAuthError::invalid_grant("the refresh token has expired"));
     }
     let consent_id = rec
@@ -631,9 +671,8 @@ async fn refresh_token(
             req.clone()
         }
     };
-    state.store.revoke_token(&hash).await?;
     let psu = rec.psu_id.clone().unwrap_or_default();
-    issue_consent_tokens(
+    let issued = consent_tokens(
         state,
         client,
         cert,
@@ -642,6 +681,21 @@ async fn refresh_token(
         &scope,
         rec.code_hash.as_deref(),
         None,
-    )
-    .await
+    )?;
+    // Rotation is one compare-and-set with the new tokens' INSERTs: of
+    // concurrent refreshes of one token, on any nodes, exactly one wins.
+    if !state
+        .store
+        .rotate_refresh_token(
+            &hash,
+            &client.client_id,
+            &cert.thumbprint,
+            now,
+            &issued.records,
+        )
+        .await?
+    {
+        return Err(OAuthError::invalid_grant("the refresh token is not valid"));
+    }
+    Ok(token_response(issued.body))
 }

@@ -22,10 +22,9 @@ const COOKIE: &str = "__Host-aspen-session";
 const SKEW: i64 = 60;
 pub const ACR_SCA: &str = "urn:openbanking:psd2:sca";
 pub const ACR_CA: &str = "urn:openbanking:psd2:ca";
-/// Failed logins allowed per window, per PSU and per address.
-const MAX_FAILURES_PSU: i64 = 5;
-const MAX_FAILURES_ADDR: i64 = 20;
-const FAILURE_WINDOW: i64 = 900;
+/// Prefix of a dashboard visitor's cookie before sign-in: such a session
+/// lives only in the cookie (no row until there is something to keep).
+const ANON_PREFIX: &str = "anon.";
 
 /// Branding for the pages (from configuration).
 #[derive(Debug, Clone)]
@@ -568,8 +567,26 @@ async fn new_session(
     Ok((id, s))
 }
 
+/// A dashboard visitor who has not signed in: the session is the cookie
+/// alone. Its CSRF token is derived from the cookie value, which a
+/// cross-site page can neither read nor set (`__Host-`, HttpOnly).
+fn anonymous_session(state: &AuthState, cookie: &str) -> WebSession {
+    WebSession {
+        id_hash: secrets::hash(cookie),
+        kind: "dashboard".into(),
+        csrf: secrets::hash(&format!("csrf:{cookie}")),
+        psu_id: None,
+        auth_time: None,
+        payload: json!({}),
+        expires_at: now() + state.config.session_ttl.as_secs() as i64,
+    }
+}
+
 async fn current_session(state: &AuthState, headers: &HeaderMap) -> Option<WebSession> {
     let v = cookie_value(headers)?;
+    if v.starts_with(ANON_PREFIX) {
+        return Some(anonymous_session(state, &v));
+    }
     state
         .store
         .session(&secrets::hash(&v), now())
@@ -725,6 +742,15 @@ async fn approve(
         return Err(fail(
             "access_denied",
             "the intent was authorised by another customer",
+        ));
+    }
+    // PIS-13: a payment (or funds) consent is authorised against an account
+    // the PSU holds — the one the TPP named, when it named one. With none,
+    // the TPP hears access_denied now rather than a failing payment later.
+    if consent.kind != "account-access" && accounts.is_empty() {
+        return Err(fail(
+            "access_denied",
+            "the customer holds no account that this consent can use",
         ));
     }
     let from: &[&str] = if consent_view::is_long_lived(&consent.kind) {
@@ -897,40 +923,62 @@ pub async fn login_submit(
     let t = now();
     let user_key = format!("psu:{}", form.username.to_lowercase());
     let addr_key = remote.map(|r| format!("addr:{}", r.0.0.ip()));
-    let mut over = state
-        .store
-        .login_failures(&user_key, t, FAILURE_WINDOW)
-        .await
-        .unwrap_or(0)
-        >= MAX_FAILURES_PSU;
+    // An attempt is reserved in the database before any password is
+    // hashed, so parallel guesses (on any number of nodes) check at most
+    // the limit; the address first, so a locked PSU still costs the
+    // address an attempt.
+    let limits = &state.config;
+    let mut reserved_addr = false;
     if let Some(k) = &addr_key {
-        over |= state
+        match state
             .store
-            .login_failures(k, t, FAILURE_WINDOW)
+            .reserve_login_attempt(k, t, limits.login_per_address)
             .await
-            .unwrap_or(0)
-            >= MAX_FAILURES_ADDR;
+        {
+            Ok(true) => reserved_addr = true,
+            Ok(false) => return too_many(&show),
+            Err(e) => return authz_error_response(&state, e.into()),
+        }
     }
-    if over {
-        return show(
-            "Too many unsuccessful attempts. Wait a few minutes and try again.",
-            StatusCode::TOO_MANY_REQUESTS,
-        );
+    match state
+        .store
+        .reserve_login_attempt(&user_key, t, limits.login_per_psu)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            // No password was checked: the address gets its attempt back,
+            // so one locked PSU does not lock out a shared address.
+            if let (true, Some(k)) = (reserved_addr, &addr_key) {
+                let _ = state.store.release_login_attempt(k).await;
+            }
+            return too_many(&show);
+        }
+        Err(e) => return authz_error_response(&state, e.into()),
     }
     let psu = match state.store.psu_by_username(&form.username).await {
         Ok(p) => p,
         Err(e) => return authz_error_response(&state, e.into()),
     };
-    let ok = psu
-        .as_ref()
-        .is_some_and(|p| verify_password(&p.password_hash, &form.password));
+    // The same argon2 work whether or not the username exists, so timing
+    // does not tell which usernames are real.
+    let ok = match &psu {
+        Some(p) => verify_password(&p.password_hash, &form.password),
+        None => {
+            verify_password(dummy_hash(), &form.password);
+            false
+        }
+    };
     let Some(psu) = psu.filter(|_| ok) else {
         let _ = state
             .store
-            .record_login_failure(&user_key, t, FAILURE_WINDOW)
+            .fail_login_attempt(&user_key, t, limits.login_per_psu)
             .await;
         if let Some(k) = &addr_key {
-            let _ = state.store.record_login_failure(k, t, FAILURE_WINDOW).await;
+            let _ = state
+                .store
+                .fail_login_attempt(k, t, limits.login_per_address)
+                .await;
         }
         // One message whatever was wrong, so usernames cannot be probed.
         return show(
@@ -938,6 +986,9 @@ pub async fn login_submit(
             StatusCode::UNAUTHORIZED,
         );
     };
+    if let (true, Some(k)) = (reserved_addr, &addr_key) {
+        let _ = state.store.release_login_attempt(k).await;
+    }
     let _ = state.store.clear_login_failures(&user_key).await;
     // A fresh session id after login defeats session fixation.
     let _ = state.store.delete_session(&s.id_hash).await;
@@ -955,6 +1006,29 @@ pub async fn login_submit(
     resp.headers_mut()
         .insert(header::SET_COOKIE, session_cookie(&id, new.expires_at - t));
     no_store(resp)
+}
+
+fn too_many(show: &impl Fn(&'static str, StatusCode) -> Response) -> Response {
+    show(
+        "Too many unsuccessful attempts. Wait a few minutes and try again.",
+        StatusCode::TOO_MANY_REQUESTS,
+    )
+}
+
+/// An argon2 hash with the library's default parameters — the ones PSU
+/// passwords are hashed with — verified when the username is unknown.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        SaltString::encode_b64(b"aspen-dummy-salt")
+            .and_then(|salt| {
+                argon2::Argon2::default()
+                    .hash_password(secrets::random_token().as_bytes(), &salt)
+                    .map(|h| h.to_string())
+            })
+            .unwrap_or_default()
+    })
 }
 
 pub fn verify_password(hash: &str, password: &str) -> bool {
@@ -1203,27 +1277,27 @@ async fn dashboard_session(state: &AuthState, headers: &HeaderMap) -> Option<Web
 }
 
 pub async fn dashboard(State(state): State<AuthState>, headers: HeaderMap) -> Response {
-    let Some(s) = dashboard_session(&state, &headers).await else {
-        // Not signed in: start a dashboard session on the login page.
-        return match new_session(&state, "dashboard", None, json!({})).await {
-            Ok((id, s)) => {
-                let page = LoginPage {
-                    brand: &state.config.brand,
-                    csrf: &s.csrf,
-                    client_name: None,
-                    error: None,
-                };
-                let mut resp = render(&page, StatusCode::OK);
-                resp.headers_mut().insert(
-                    header::SET_COOKIE,
-                    session_cookie(&id, s.expires_at - now()),
-                );
-                resp
-            }
-            Err(e) => authz_error_response(&state, e.into()),
-        };
+    if let Some(s) = dashboard_session(&state, &headers).await {
+        return dashboard_page(&state, &s, None).await;
+    }
+    // Not signed in: a login page with a cookie-only session (kept when the
+    // visitor already has one); nothing is written until the PSU signs in.
+    let id = cookie_value(&headers)
+        .filter(|v| v.starts_with(ANON_PREFIX))
+        .unwrap_or_else(|| format!("{ANON_PREFIX}{}", secrets::random_token()));
+    let s = anonymous_session(&state, &id);
+    let page = LoginPage {
+        brand: &state.config.brand,
+        csrf: &s.csrf,
+        client_name: None,
+        error: None,
     };
-    dashboard_page(&state, &s, None).await
+    let mut resp = render(&page, StatusCode::OK);
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        session_cookie(&id, s.expires_at - now()),
+    );
+    resp
 }
 
 async fn dashboard_page(state: &AuthState, s: &WebSession, notice: Option<&str>) -> Response {
@@ -1334,9 +1408,16 @@ pub async fn logout(
     headers: HeaderMap,
     axum::Form(form): axum::Form<CsrfForm>,
 ) -> Response {
-    if let Some(s) = current_session(&state, &headers).await
-        && secrets::constant_time_eq(&s.csrf, &form.csrf)
-    {
+    if let Some(s) = current_session(&state, &headers).await {
+        // A cross-site form cannot sign the PSU out: without the page's
+        // token nothing changes, the cookie included.
+        if !secrets::constant_time_eq(&s.csrf, &form.csrf) {
+            return error_page(
+                &state,
+                StatusCode::FORBIDDEN,
+                "The form could not be verified. Reload the page and try again.",
+            );
+        }
         let _ = state.store.delete_session(&s.id_hash).await;
     }
     let mut resp = redirect(StatusCode::SEE_OTHER, "/account/consents");

@@ -289,13 +289,9 @@ macro_rules! impl_auth_store {
             }
 
             async fn use_jti(&self, scope: &str, jti: &str, expires_at: i64) -> Result<bool, $crate::StoreError> {
+                // Expired ids go in the background purge
+                // (`ConsentStore::purge_expired`), not on this path.
                 let now = chrono::Utc::now().timestamp();
-                // Forget ids whose JWTs can no longer be presented anyway.
-                sqlx::query("DELETE FROM used_jti WHERE expires_at < $1")
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::StoreError::from)?;
                 let r = sqlx::query(
                     "INSERT INTO used_jti (scope, jti, expires_at) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING",
                 )

@@ -45,13 +45,16 @@ pub struct CodeRecord {
     pub expires_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum Redeemed {
-    /// First use: the code is now spent.
-    Fresh(CodeRecord),
-    /// Used before: the caller must revoke what it issued (AUTH-53).
-    Replayed(CodeRecord),
-    Unknown,
+/// How a login throttle locks a key out (per PSU or per address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleRule {
+    /// Attempts allowed per window.
+    pub limit: i64,
+    /// Window length, seconds.
+    pub window: i64,
+    /// First lockout, seconds; each further lockout doubles it (up to 64×)
+    /// until a success clears the key or a day passes without attempts.
+    pub lock_secs: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -92,8 +95,38 @@ pub trait ConsentStore: Send + Sync {
     async fn consents_for_psu(&self, psu_id: &str) -> Result<Vec<ConsentRecord>, StoreError>;
 
     async fn insert_code(&self, c: &CodeRecord) -> Result<(), StoreError>;
-    async fn redeem_code(&self, code_hash: &str, now: i64) -> Result<Redeemed, StoreError>;
+    /// The code and whether it has been spent.
+    async fn code(&self, code_hash: &str) -> Result<Option<(CodeRecord, bool)>, StoreError>;
+    /// Spends the code for its own client and writes the tokens it buys in
+    /// one transaction, retiring the consent's earlier tokens (COMMON-58).
+    /// The spend is a compare-and-set: false, with nothing written, when
+    /// the code was spent (or expired) first — on any node.
+    async fn spend_code(
+        &self,
+        code_hash: &str,
+        client_id: &str,
+        now: i64,
+        tokens: &[crate::auth::TokenRecord],
+    ) -> Result<bool, StoreError>;
     async fn revoke_tokens_of_code(&self, code_hash: &str) -> Result<(), StoreError>;
+    /// Spends a refresh token of `client_id` bound to `cert_thumbprint` and
+    /// writes its replacements in one transaction. The spend is a
+    /// compare-and-set on `revoked`: of any number of concurrent refreshes,
+    /// on any nodes, one wins; false, with nothing written, for the rest.
+    async fn rotate_refresh_token(
+        &self,
+        token_hash: &str,
+        client_id: &str,
+        cert_thumbprint: &str,
+        now: i64,
+        tokens: &[crate::auth::TokenRecord],
+    ) -> Result<bool, StoreError>;
+    /// Deletes up to `batch` rows of each kind of expired short-lived state
+    /// (web sessions, authorisation codes a day past expiry, used JWT ids,
+    /// tokens a day past expiry, idempotency keys older than their 24-hour
+    /// life, idle login throttles); returns how many went. Safe to run on
+    /// every node at once.
+    async fn purge_expired(&self, now: i64, batch: i64) -> Result<u64, StoreError>;
     async fn revoke_tokens_of_consent(&self, consent_id: &str) -> Result<(), StoreError>;
 
     async fn insert_session(&self, s: &WebSession) -> Result<(), StoreError>;
@@ -106,14 +139,28 @@ pub trait ConsentStore: Send + Sync {
     ) -> Result<(), StoreError>;
     async fn delete_session(&self, id_hash: &str) -> Result<(), StoreError>;
 
-    /// Failures counted in the current window for a throttle key.
-    async fn login_failures(&self, key: &str, now: i64, window: i64) -> Result<i64, StoreError>;
-    async fn record_login_failure(
+    /// Reserves one login attempt for a throttle key before any password
+    /// is checked. One statement, so N concurrent attempts on any number of
+    /// nodes reserve at most `rule.limit`; false when the key is locked out
+    /// or its window is full.
+    async fn reserve_login_attempt(
         &self,
         key: &str,
         now: i64,
-        window: i64,
-    ) -> Result<i64, StoreError>;
+        rule: ThrottleRule,
+    ) -> Result<bool, StoreError>;
+    /// A reserved attempt failed: once the window's attempts reach the
+    /// limit the key is locked out, for longer each time.
+    async fn fail_login_attempt(
+        &self,
+        key: &str,
+        now: i64,
+        rule: ThrottleRule,
+    ) -> Result<(), StoreError>;
+    /// Gives back a reserved attempt that succeeded (per-address keys: a
+    /// success does not wipe the address's failures).
+    async fn release_login_attempt(&self, key: &str) -> Result<(), StoreError>;
+    /// Forgets the key (a PSU's successful login).
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError>;
 }
 
@@ -152,6 +199,37 @@ macro_rules! impl_consent_store {
                 .bind(c.data.to_string())
                 .bind(c.authorised_at)
                 .bind(c.deleted as i64)
+                .execute(conn)
+                .await
+                .map_err($crate::StoreError::from)?;
+            Ok(())
+        }
+
+        /// A token INSERT inside a caller's transaction.
+        async fn insert_token_in<'c, E>(
+            conn: E,
+            t: &$crate::auth::TokenRecord,
+        ) -> Result<(), $crate::StoreError>
+        where
+            E: sqlx::Executor<'c, Database = $db>,
+        {
+            let sql = format!(
+                "INSERT INTO tokens ({}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+                $crate::auth::TOKEN_COLUMNS
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&t.token_hash)
+                .bind(t.kind.as_str())
+                .bind(&t.client_id)
+                .bind(&t.scope)
+                .bind(&t.consent_id)
+                .bind(&t.psu_id)
+                .bind(&t.grant)
+                .bind(&t.cert_thumbprint)
+                .bind(t.issued_at)
+                .bind(t.expires_at)
+                .bind(t.revoked as i64)
+                .bind(&t.code_hash)
                 .execute(conn)
                 .await
                 .map_err($crate::StoreError::from)?;
@@ -278,43 +356,140 @@ macro_rules! impl_consent_store {
                 Ok(())
             }
 
-            async fn redeem_code(&self, code_hash: &str, now: i64) -> Result<$crate::consent::Redeemed, $crate::StoreError> {
-                // Spending the code is one conditional UPDATE: two nodes
-                // redeeming the same code at once cannot both win.
-                let spent = sqlx::query("UPDATE auth_codes SET used_at=$2 WHERE code_hash=$1 AND used_at IS NULL")
-                    .bind(code_hash)
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::StoreError::from)?
-                    .rows_affected()
-                    == 1;
-                let sql = format!("SELECT {} FROM auth_codes WHERE code_hash=$1", $crate::consent::CODE_COLUMNS);
+            async fn code(&self, code_hash: &str) -> Result<Option<($crate::consent::CodeRecord, bool)>, $crate::StoreError> {
+                let sql = format!("SELECT {}, used_at FROM auth_codes WHERE code_hash=$1", $crate::consent::CODE_COLUMNS);
                 let row: Option<$row> = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(code_hash)
                     .fetch_optional(&self.pool)
                     .await
                     .map_err($crate::StoreError::from)?;
-                let Some(r) = row else { return Ok($crate::consent::Redeemed::Unknown) };
                 use sqlx::Row;
-                let rec = $crate::consent::CodeRecord {
-                    code_hash: r.get(0),
-                    client_id: r.get(1),
-                    redirect_uri: r.get(2),
-                    consent_id: r.get(3),
-                    psu_id: r.get(4),
-                    nonce: r.get(5),
-                    scope: r.get(6),
-                    code_challenge: r.get(7),
-                    acr: r.get(8),
-                    auth_time: r.get(9),
-                    expires_at: r.get(10),
-                };
-                Ok(if spent {
-                    $crate::consent::Redeemed::Fresh(rec)
-                } else {
-                    $crate::consent::Redeemed::Replayed(rec)
-                })
+                Ok(row.map(|r| {
+                    (
+                        $crate::consent::CodeRecord {
+                            code_hash: r.get(0),
+                            client_id: r.get(1),
+                            redirect_uri: r.get(2),
+                            consent_id: r.get(3),
+                            psu_id: r.get(4),
+                            nonce: r.get(5),
+                            scope: r.get(6),
+                            code_challenge: r.get(7),
+                            acr: r.get(8),
+                            auth_time: r.get(9),
+                            expires_at: r.get(10),
+                        },
+                        r.get::<Option<i64>, _>(11).is_some(),
+                    )
+                }))
+            }
+
+            async fn spend_code(
+                &self,
+                code_hash: &str,
+                client_id: &str,
+                now: i64,
+                tokens: &[$crate::auth::TokenRecord],
+            ) -> Result<bool, $crate::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::StoreError::from)?;
+                // The compare-and-set takes the code's row lock: a replay on
+                // another node waits here until this transaction has
+                // committed its tokens, so its revocation then sees them.
+                let spent = sqlx::query(
+                    "UPDATE auth_codes SET used_at=$2 WHERE code_hash=$1 AND client_id=$3 \
+                     AND used_at IS NULL AND expires_at > $2",
+                )
+                .bind(code_hash)
+                .bind(now)
+                .bind(client_id)
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::StoreError::from)?
+                .rows_affected()
+                    == 1;
+                if !spent {
+                    return Ok(false);
+                }
+                let consents: std::collections::BTreeSet<&str> =
+                    tokens.iter().filter_map(|t| t.consent_id.as_deref()).collect();
+                for c in consents {
+                    sqlx::query("UPDATE tokens SET revoked=1 WHERE consent_id=$1")
+                        .bind(c)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err($crate::StoreError::from)?;
+                }
+                for t in tokens {
+                    insert_token_in(&mut *tx, t).await?;
+                }
+                tx.commit().await.map_err($crate::StoreError::from)?;
+                Ok(true)
+            }
+
+            async fn rotate_refresh_token(
+                &self,
+                token_hash: &str,
+                client_id: &str,
+                cert_thumbprint: &str,
+                now: i64,
+                tokens: &[$crate::auth::TokenRecord],
+            ) -> Result<bool, $crate::StoreError> {
+                let mut tx = self.pool.begin().await.map_err($crate::StoreError::from)?;
+                let spent = sqlx::query(
+                    "UPDATE tokens SET revoked=1 WHERE token_hash=$1 AND client_id=$2 \
+                     AND cert_thumbprint=$3 AND kind='refresh' AND revoked=0 AND expires_at > $4",
+                )
+                .bind(token_hash)
+                .bind(client_id)
+                .bind(cert_thumbprint)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::StoreError::from)?
+                .rows_affected()
+                    == 1;
+                if !spent {
+                    return Ok(false);
+                }
+                for t in tokens {
+                    insert_token_in(&mut *tx, t).await?;
+                }
+                tx.commit().await.map_err($crate::StoreError::from)?;
+                Ok(true)
+            }
+
+            async fn purge_expired(&self, now: i64, batch: i64) -> Result<u64, $crate::StoreError> {
+                const DAY: i64 = 86_400;
+                let steps: [(&str, i64); 6] = [
+                    ("DELETE FROM web_sessions WHERE id_hash IN \
+                      (SELECT id_hash FROM web_sessions WHERE expires_at <= $1 LIMIT $2)", now),
+                    // Spent codes stay a day past expiry so a late replay
+                    // still revokes what the code bought (AUTH-53).
+                    ("DELETE FROM auth_codes WHERE code_hash IN \
+                      (SELECT code_hash FROM auth_codes WHERE expires_at <= $1 LIMIT $2)", now - DAY),
+                    ("DELETE FROM used_jti WHERE (scope, jti) IN \
+                      (SELECT scope, jti FROM used_jti WHERE expires_at < $1 LIMIT $2)", now),
+                    ("DELETE FROM tokens WHERE token_hash IN \
+                      (SELECT token_hash FROM tokens WHERE expires_at <= $1 LIMIT $2)", now - DAY),
+                    // COMMON-25: a key lives 24 hours (created_at in ms).
+                    ("DELETE FROM idempotency_keys WHERE (client_id, endpoint, idem_key) IN \
+                      (SELECT client_id, endpoint, idem_key FROM idempotency_keys WHERE created_at <= $1 LIMIT $2)",
+                     (now - DAY) * 1000),
+                    ("DELETE FROM login_failures WHERE throttle_key IN \
+                      (SELECT throttle_key FROM login_failures WHERE window_start <= $1 AND locked_until <= $1 + 86400 LIMIT $2)",
+                     now - DAY),
+                ];
+                let mut total = 0;
+                for (sql, cutoff) in steps {
+                    total += sqlx::query(sql)
+                        .bind(cutoff)
+                        .bind(batch)
+                        .execute(&self.pool)
+                        .await
+                        .map_err($crate::StoreError::from)?
+                        .rows_affected();
+                }
+                Ok(total)
             }
 
             async fn revoke_tokens_of_code(&self, code_hash: &str) -> Result<(), $crate::StoreError> {
@@ -398,36 +573,73 @@ macro_rules! impl_consent_store {
                 Ok(())
             }
 
-            async fn login_failures(&self, key: &str, now: i64, window: i64) -> Result<i64, $crate::StoreError> {
-                let row: Option<$row> = sqlx::query("SELECT failures, window_start FROM login_failures WHERE throttle_key=$1")
-                    .bind(key)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::StoreError::from)?;
-                use sqlx::Row;
-                Ok(match row {
-                    Some(r) if r.get::<i64, _>(1) + window > now => r.get(0),
-                    _ => 0,
-                })
-            }
-
-            async fn record_login_failure(&self, key: &str, now: i64, window: i64) -> Result<i64, $crate::StoreError> {
-                // One upsert: the count is shared by every node.
-                let row: $row = sqlx::query(
-                    "INSERT INTO login_failures (throttle_key, failures, window_start) VALUES ($1, 1, $2) \
+            async fn reserve_login_attempt(
+                &self,
+                key: &str,
+                now: i64,
+                rule: $crate::consent::ThrottleRule,
+            ) -> Result<bool, $crate::StoreError> {
+                // A lapsed lockout or window starts a new window; a day
+                // without attempts also forgets earlier lockouts. The WHERE
+                // refuses while locked or full, so the reservation and the
+                // check are one statement on every backend.
+                let row: Option<$row> = sqlx::query(
+                    "INSERT INTO login_failures (throttle_key, failures, window_start, locked_until, lockouts) \
+                     VALUES ($1, 1, $2, 0, 0) \
                      ON CONFLICT (throttle_key) DO UPDATE SET \
-                       failures = CASE WHEN login_failures.window_start + $3 > $2 THEN login_failures.failures + 1 ELSE 1 END, \
-                       window_start = CASE WHEN login_failures.window_start + $3 > $2 THEN login_failures.window_start ELSE $2 END \
+                       failures = CASE WHEN login_failures.locked_until > 0 OR login_failures.window_start + $3 <= $2 \
+                                  THEN 1 ELSE login_failures.failures + 1 END, \
+                       window_start = CASE WHEN login_failures.locked_until > 0 OR login_failures.window_start + $3 <= $2 \
+                                  THEN $2 ELSE login_failures.window_start END, \
+                       lockouts = CASE WHEN login_failures.window_start + 86400 <= $2 \
+                                  THEN 0 ELSE login_failures.lockouts END, \
+                       locked_until = 0 \
+                     WHERE login_failures.locked_until <= $2 \
+                       AND (login_failures.locked_until > 0 OR login_failures.window_start + $3 <= $2 \
+                            OR login_failures.failures < $4) \
                      RETURNING failures",
                 )
                 .bind(key)
                 .bind(now)
-                .bind(window)
-                .fetch_one(&self.pool)
+                .bind(rule.window)
+                .bind(rule.limit)
+                .fetch_optional(&self.pool)
                 .await
                 .map_err($crate::StoreError::from)?;
-                use sqlx::Row;
-                Ok(row.get(0))
+                Ok(row.is_some())
+            }
+
+            async fn fail_login_attempt(
+                &self,
+                key: &str,
+                now: i64,
+                rule: $crate::consent::ThrottleRule,
+            ) -> Result<(), $crate::StoreError> {
+                sqlx::query(
+                    "UPDATE login_failures SET \
+                       locked_until = CASE WHEN failures >= $3 \
+                         THEN $2 + $4 * (CASE WHEN lockouts >= 6 THEN 64 ELSE (1 << CAST(lockouts AS INTEGER)) END) \
+                         ELSE locked_until END, \
+                       lockouts = CASE WHEN failures >= $3 THEN lockouts + 1 ELSE lockouts END \
+                     WHERE throttle_key = $1",
+                )
+                .bind(key)
+                .bind(now)
+                .bind(rule.limit)
+                .bind(rule.lock_secs)
+                .execute(&self.pool)
+                .await
+                .map_err($crate::StoreError::from)?;
+                Ok(())
+            }
+
+            async fn release_login_attempt(&self, key: &str) -> Result<(), $crate::StoreError> {
+                sqlx::query("UPDATE login_failures SET failures = failures - 1 WHERE throttle_key = $1 AND failures > 0")
+                    .bind(key)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::StoreError::from)?;
+                Ok(())
             }
 
             async fn clear_login_failures(&self, key: &str) -> Result<(), $crate::StoreError> {

@@ -49,6 +49,11 @@ pub fn sqlite() -> Migrator {
             "payments",
             include_str!("../migrations/sqlite/0005_payments.sql"),
         ),
+        (
+            6,
+            "hardening",
+            include_str!("../migrations/sqlite/0006_hardening.sql"),
+        ),
     ])
 }
 
@@ -78,6 +83,11 @@ pub fn postgres() -> Migrator {
             5,
             "payments",
             include_str!("../migrations/postgres/0005_payments.sql"),
+        ),
+        (
+            6,
+            "hardening",
+            include_str!("../migrations/postgres/0006_hardening.sql"),
         ),
     ])
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use aspen_domain::{CreditDebit, ResourceKind, World};
 use aspen_store::auth::{ClientRecord, TokenKind, TokenRecord};
-use aspen_store::consent::{CodeRecord, ConsentRecord, Redeemed};
+use aspen_store::consent::{CodeRecord, ConsentRecord, ThrottleRule};
 use aspen_store::{Store, TxCursor, TxFilter};
 use serde_json::json;
 
@@ -461,26 +461,35 @@ both!(consents_codes_sessions_and_throttling, |s: Arc<
         expires_at: 100,
     };
     s.insert_code(&code).await.unwrap();
+    assert_eq!(s.code("h1").await.unwrap(), Some((code.clone(), false)));
+    // Another client cannot spend it, nor can anyone once it has expired.
+    assert!(!s.spend_code("h1", "c2", 50, &[]).await.unwrap());
+    assert!(!s.spend_code("h1", "c1", 100, &[]).await.unwrap());
     let mut handles = Vec::new();
-    for _ in 0..6 {
+    for i in 0..6 {
         let s = s.clone();
         handles.push(tokio::spawn(async move {
-            s.redeem_code("h1", 50).await.unwrap()
+            let mut t = token(&format!("from-code-{i}"), "c1", Some("k1"));
+            t.code_hash = Some("h1".into());
+            s.spend_code("h1", "c1", 50, &[t]).await.unwrap()
         }));
     }
-    let mut fresh = 0;
+    let mut winners = 0;
     for h in handles {
-        match h.await.unwrap() {
-            Redeemed::Fresh(c) => {
-                assert_eq!(c, code);
-                fresh += 1;
-            }
-            Redeemed::Replayed(_) => {}
-            Redeemed::Unknown => panic!("code vanished"),
-        }
+        winners += h.await.unwrap() as usize;
     }
-    assert_eq!(fresh, 1);
-    assert_eq!(s.redeem_code("nope", 50).await.unwrap(), Redeemed::Unknown);
+    assert_eq!(winners, 1, "exactly one concurrent spend wins");
+    assert!(s.code("h1").await.unwrap().unwrap().1, "the code is spent");
+    let mut written = 0;
+    for i in 0..6 {
+        written += s
+            .token_by_hash(&format!("from-code-{i}"))
+            .await
+            .unwrap()
+            .is_some() as usize;
+    }
+    assert_eq!(written, 1, "only the winner's tokens were written");
+    assert!(s.code("nope").await.unwrap().is_none());
     s.insert_token(&token("tc", "c1", None)).await.unwrap();
     s.revoke_tokens_of_code("code-1").await.unwrap();
     assert!(s.token_by_hash("tc").await.unwrap().unwrap().revoked);
@@ -511,21 +520,144 @@ both!(consents_codes_sessions_and_throttling, |s: Arc<
     s.delete_session("s1").await.unwrap();
     assert!(s.session("s1", 50).await.unwrap().is_none());
 
-    // Login throttling counts within a window and resets after it.
-    for i in 1..=3 {
-        assert_eq!(
-            s.record_login_failure("psu:rora", 1000, 900).await.unwrap(),
-            i
+    // Login throttling: attempts are reserved up to the limit, concurrently
+    // too; failures at the limit lock the key out with a doubling lockout.
+    let rule = ThrottleRule {
+        limit: 3,
+        window: 900,
+        lock_secs: 60,
+    };
+    let mut handles = Vec::new();
+    for _ in 0..12 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            s.reserve_login_attempt("psu:rora", 1000, rule)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut reserved = 0;
+    for h in handles {
+        reserved += h.await.unwrap() as usize;
+    }
+    assert_eq!(
+        reserved, 3,
+        "12 concurrent attempts reserve exactly the limit"
+    );
+    s.fail_login_attempt("psu:rora", 1000, rule).await.unwrap();
+    assert!(
+        !s.reserve_login_attempt("psu:rora", 1059, rule)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.reserve_login_attempt("psu:rora", 1060, rule)
+            .await
+            .unwrap()
+    );
+    for _ in 0..2 {
+        assert!(
+            s.reserve_login_attempt("psu:rora", 1060, rule)
+                .await
+                .unwrap()
         );
     }
-    assert_eq!(s.login_failures("psu:rora", 1500, 900).await.unwrap(), 3);
-    assert_eq!(s.login_failures("psu:rora", 2000, 900).await.unwrap(), 0);
-    assert_eq!(
-        s.record_login_failure("psu:rora", 2000, 900).await.unwrap(),
-        1
+    s.fail_login_attempt("psu:rora", 1060, rule).await.unwrap();
+    // Second lockout: twice as long.
+    assert!(
+        !s.reserve_login_attempt("psu:rora", 1179, rule)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.reserve_login_attempt("psu:rora", 1180, rule)
+            .await
+            .unwrap()
+    );
+    // A released attempt is given back; a cleared key starts afresh.
+    s.release_login_attempt("psu:rora").await.unwrap();
+    assert!(
+        s.reserve_login_attempt("psu:rora", 1180, rule)
+            .await
+            .unwrap()
     );
     s.clear_login_failures("psu:rora").await.unwrap();
-    assert_eq!(s.login_failures("psu:rora", 2000, 900).await.unwrap(), 0);
+    for _ in 0..3 {
+        assert!(
+            s.reserve_login_attempt("psu:rora", 1200, rule)
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        !s.reserve_login_attempt("psu:rora", 1200, rule)
+            .await
+            .unwrap()
+    );
+    // A new window lets attempts in again.
+    assert!(
+        s.reserve_login_attempt("psu:rora", 2100, rule)
+            .await
+            .unwrap()
+    );
+
+    // Refresh rotation: one winner of concurrent rotations, only over the
+    // bound certificate, and the new tokens written with it.
+    let mut rt = token("rt1", "c1", Some("k9"));
+    rt.kind = TokenKind::Refresh;
+    s.insert_token(&rt).await.unwrap();
+    assert!(
+        !s.rotate_refresh_token("rt1", "c1", "other-cert", 10, &[])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.rotate_refresh_token("rt1", "c2", "x5t", 10, &[])
+            .await
+            .unwrap()
+    );
+    let mut handles = Vec::new();
+    for i in 0..8 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            let t = token(&format!("rotated-{i}"), "c1", Some("k9"));
+            s.rotate_refresh_token("rt1", "c1", "x5t", 10, &[t])
+                .await
+                .unwrap()
+        }));
+    }
+    let mut winners = 0;
+    for h in handles {
+        winners += h.await.unwrap() as usize;
+    }
+    assert_eq!(winners, 1);
+    let mut written = 0;
+    for i in 0..8 {
+        written += s
+            .token_by_hash(&format!("rotated-{i}"))
+            .await
+            .unwrap()
+            .is_some() as usize;
+    }
+    assert_eq!(written, 1);
+
+    // Purge: expired sessions and JWT ids go, live ones stay.
+    for (id, exp) in [("old", 10), ("live", 10_000)] {
+        s.insert_session(&aspen_store::consent::WebSession {
+            id_hash: id.into(),
+            kind: "authorize".into(),
+            csrf: "x".into(),
+            psu_id: None,
+            auth_time: None,
+            payload: json!({}),
+            expires_at: exp,
+        })
+        .await
+        .unwrap();
+    }
+    s.purge_expired(5_000, 1).await.unwrap();
+    assert!(s.session("old", 0).await.unwrap().is_none());
+    assert!(s.session("live", 0).await.unwrap().is_some());
 });
 
 fn idem(key: &str, hash: &str) -> aspen_store::payments::IdemKey {

@@ -52,6 +52,8 @@ pub struct Config {
     pub tls: TlsConfig,
     pub trust: TrustConfig,
     pub proxy: ProxyConfig,
+    pub psu_login: PsuLoginConfig,
+    pub housekeeping: HousekeepingConfig,
     pub sandbox: SandboxConfig,
     pub limits: LimitsConfig,
     pub tokens: TokensConfig,
@@ -124,11 +126,22 @@ impl Default for TokensConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxyConfig {
-    /// Trust `client_cert_header` as the client certificate. Only for a
-    /// TLS-terminating proxy that strips the header from client requests.
+    /// Trust `client_cert_header` as the client certificate — only on
+    /// connections from `trusted_addresses` or from a proxy presenting a
+    /// certificate whose subject is in `trusted_subject_dns`. Start-up
+    /// refuses it with neither set.
     pub trust_client_cert_header: bool,
     /// Header carrying the URL-encoded PEM client certificate.
     pub client_cert_header: String,
+    /// The proxies' own addresses, as CIDRs (`10.0.0.0/8`, `192.0.2.7/32`,
+    /// `::1/128`). From these, `client_cert_header` and the client address
+    /// in `X-Forwarded-For` are believed; from anyone else both are
+    /// ignored (the header is stripped).
+    pub trusted_addresses: Vec<String>,
+    /// Subject DNs (RFC 4514, as in `tls_client_auth_subject_dn`) of
+    /// proxies that authenticate to aspen with their own TLS client
+    /// certificate; such a connection is trusted like `trusted_addresses`.
+    pub trusted_subject_dns: Vec<String>,
 }
 
 impl Default for ProxyConfig {
@@ -136,6 +149,54 @@ impl Default for ProxyConfig {
         Self {
             trust_client_cert_header: false,
             client_cert_header: "x-ssl-client-cert".into(),
+            trusted_addresses: Vec::new(),
+            trusted_subject_dns: Vec::new(),
+        }
+    }
+}
+
+/// PSU sign-in throttling: every attempt is reserved in the database
+/// before the password is checked, per PSU and per client address.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PsuLoginConfig {
+    /// Attempts per PSU per window before a lockout.
+    pub max_attempts_per_psu: i64,
+    /// Attempts per client address per window before a lockout.
+    pub max_attempts_per_address: i64,
+    pub window_secs: i64,
+    /// First lockout; each further one doubles it, up to 64 times.
+    pub lockout_secs: i64,
+}
+
+impl Default for PsuLoginConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts_per_psu: 5,
+            max_attempts_per_address: 20,
+            window_secs: 900,
+            lockout_secs: 60,
+        }
+    }
+}
+
+/// Background housekeeping on every node.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HousekeepingConfig {
+    /// How often expired sessions, codes, JWT ids, tokens, idempotency
+    /// keys and login throttles are purged.
+    pub purge_interval_secs: u64,
+    /// Rows of each kind deleted per statement (bounded batches keep
+    /// locks short).
+    pub purge_batch: i64,
+}
+
+impl Default for HousekeepingConfig {
+    fn default() -> Self {
+        Self {
+            purge_interval_secs: 60,
+            purge_batch: 500,
         }
     }
 }
@@ -168,9 +229,29 @@ impl Default for SandboxConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     pub max_body_bytes: usize,
+    /// Longest a request may take once its headers have arrived (reading
+    /// the body and producing the response); answered with 408 when over.
     pub request_timeout_secs: u64,
+    /// Longest a TLS handshake may take, counted from the TCP accept; the
+    /// connection is closed when over.
     pub handshake_timeout_secs: u64,
+    /// Longest the headers of a request may take to arrive, counted from
+    /// its first byte; the connection is closed when over, however slowly
+    /// bytes keep coming (slowloris).
+    pub header_read_timeout_secs: u64,
+    /// Longest a connection may stay open with no request in progress and
+    /// nothing received (HTTP/1.1 keep-alive and HTTP/2 alike); the
+    /// connection is then closed. Also bounds how long a client may take
+    /// to read a response.
+    pub idle_timeout_secs: u64,
+    /// Open connections across all clients; further connections are
+    /// closed as soon as they are accepted.
     pub max_connections: usize,
+    /// Open connections from one client IP address, 0 for no limit;
+    /// further connections from that address are closed as soon as they
+    /// are accepted. At most `max_connections`. Behind a proxy or a NAT all
+    /// its clients share one address: raise it accordingly.
+    pub max_connections_per_address: usize,
     /// AIS transactions per page (COMMON-47: 25–1000).
     pub page_size: i64,
 }
@@ -181,7 +262,10 @@ impl Default for LimitsConfig {
             max_body_bytes: 1024 * 1024,
             request_timeout_secs: 30,
             handshake_timeout_secs: 10,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 30,
             max_connections: 4096,
+            max_connections_per_address: 64,
             page_size: 100,
         }
     }
@@ -303,6 +387,8 @@ impl Default for Config {
             tls: TlsConfig::default(),
             trust: TrustConfig::default(),
             proxy: ProxyConfig::default(),
+            psu_login: PsuLoginConfig::default(),
+            housekeeping: HousekeepingConfig::default(),
             sandbox: SandboxConfig::default(),
             limits: LimitsConfig::default(),
             tokens: TokensConfig::default(),
@@ -476,16 +562,72 @@ impl Config {
         if self.limits.max_body_bytes == 0 {
             return Err(field("limits.max_body_bytes", "must be greater than 0"));
         }
-        if self.limits.request_timeout_secs == 0 {
-            return Err(field(
+        for (name, secs) in [
+            (
                 "limits.request_timeout_secs",
-                "must be greater than 0",
+                self.limits.request_timeout_secs,
+            ),
+            (
+                "limits.handshake_timeout_secs",
+                self.limits.handshake_timeout_secs,
+            ),
+            (
+                "limits.header_read_timeout_secs",
+                self.limits.header_read_timeout_secs,
+            ),
+            ("limits.idle_timeout_secs", self.limits.idle_timeout_secs),
+        ] {
+            if secs == 0 {
+                return Err(field(name, "must be greater than 0"));
+            }
+        }
+        if self.limits.max_connections == 0 {
+            return Err(field("limits.max_connections", "must be greater than 0"));
+        }
+        if self.limits.max_connections_per_address > self.limits.max_connections {
+            return Err(field(
+                "limits.max_connections_per_address",
+                "must not exceed limits.max_connections",
             ));
         }
         if self.proxy.trust_client_cert_header
             && http::HeaderName::from_bytes(self.proxy.client_cert_header.as_bytes()).is_err()
         {
             return Err(field("proxy.client_cert_header", "not a valid header name"));
+        }
+        for (i, a) in self.proxy.trusted_addresses.iter().enumerate() {
+            if a.parse::<ipnet::IpNet>().is_err() {
+                return Err(field(
+                    &format!("proxy.trusted_addresses[{i}]"),
+                    format!("{a:?} is not a CIDR such as 10.0.0.0/8 or 192.0.2.7/32"),
+                ));
+            }
+        }
+        if self.proxy.trust_client_cert_header
+            && self.proxy.trusted_addresses.is_empty()
+            && self.proxy.trusted_subject_dns.is_empty()
+        {
+            return Err(field(
+                "proxy.trust_client_cert_header",
+                "the header would be believed from anyone who reaches the listener; list the proxy in proxy.trusted_addresses (CIDRs) or its certificate subject in proxy.trusted_subject_dns",
+            ));
+        }
+        let l = &self.psu_login;
+        if l.max_attempts_per_psu < 1
+            || l.max_attempts_per_address < 1
+            || l.window_secs < 1
+            || l.lockout_secs < 1
+        {
+            return Err(field(
+                "psu_login",
+                "max_attempts_per_psu, max_attempts_per_address, window_secs and lockout_secs must be at least 1",
+            ));
+        }
+        if self.housekeeping.purge_interval_secs == 0 || self.housekeeping.purge_batch < 1 {
+            return Err(field(
+                "housekeeping",
+                "purge_interval_secs and purge_batch must be at least 1",
+            ));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(field("log.format", "must be \"text\" or \"json\""));

@@ -28,9 +28,55 @@ impl DataDir {
     pub fn open(root: &Path) -> Result<Self> {
         fs::create_dir_all(root)
             .with_context(|| format!("cannot create data directory {}", root.display()))?;
+        // Keys, the database and its WAL live here: the owner only.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(root, fs::Permissions::from_mode(0o700)).with_context(|| {
+                format!("cannot restrict data directory {} to 0700", root.display())
+            })?;
+        }
         Ok(Self {
             root: root.to_path_buf(),
         })
+    }
+
+    /// The embedded database file and its WAL/shared-memory companions,
+    /// created or narrowed to 0600 before SQLite opens them (SQLite gives
+    /// the companions the main file's mode).
+    pub fn protect_database_files(&self) -> Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            let db = self.root.join("aspen.db");
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&db)
+                .with_context(|| format!("cannot create {}", db.display()))?;
+            for name in ["aspen.db", "aspen.db-wal", "aspen.db-shm"] {
+                let p = self.root.join(name);
+                if p.exists() {
+                    fs::set_permissions(&p, fs::Permissions::from_mode(0o600))
+                        .with_context(|| format!("cannot restrict {} to 0600", p.display()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Files only the sandbox profile creates: the sandbox CA's key, the
+    /// directory key and the self-made server certificate.
+    pub fn sandbox_artifacts(&self) -> Vec<PathBuf> {
+        [
+            self.root.join("ca-key.pem"),
+            self.root.join("directory").join("signing-key.pem"),
+            self.root.join("server-key.pem"),
+        ]
+        .into_iter()
+        .filter(|p| p.exists())
+        .collect()
     }
 
     pub fn ca_cert_path(&self) -> PathBuf {

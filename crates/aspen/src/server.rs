@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use aspen_http::{ObError, PeerCert};
+use aspen_http::{ObError, PeerCert, RemoteAddr};
 use aspen_store::Store;
 use axum::Router;
 use axum::body::Body;
@@ -93,6 +93,9 @@ impl aspen_api::pis::Settlement for Settlement {
 /// the sandbox world. Shared by `serve` and the tests.
 pub async fn prepare(config: Config) -> Result<Runtime> {
     let data = DataDir::open(&config.data_dir)?;
+    if config.profile == Profile::Production {
+        refuse_sandbox_history(&config, &data)?;
+    }
     let mut ca_files = config.trust.client_ca_files.clone();
     let (cert_file, key_file) = match (&config.tls.cert_file, &config.tls.key_file) {
         (Some(c), Some(k)) => (c.clone(), k.clone()),
@@ -118,10 +121,20 @@ pub async fn prepare(config: Config) -> Result<Runtime> {
     let tls = tls::server_config(&cert_file, &key_file, verifier.clone())?;
 
     let url = config.database_url();
+    if config.database_url.is_none() {
+        data.protect_database_files()?;
+    }
     let store = aspen_store::connect(&url)
         .await
         .with_context(|| format!("cannot open database {}", redact(&url)))?;
     store.migrate().await.context("database migration failed")?;
+    if config.profile == Profile::Production && store.seed_state().await?.is_some() {
+        anyhow::bail!(
+            "the database {} holds the sandbox's generated bank (sandbox PSUs and accounts); \
+             the production profile needs a database of its own: set database_url to a new one",
+            redact(&url)
+        );
+    }
     if config.profile == Profile::Sandbox {
         let report = aspen_sandbox::seed(
             store.as_ref(),
@@ -162,6 +175,27 @@ pub async fn prepare(config: Config) -> Result<Runtime> {
         verifier,
         tls,
     })
+}
+
+/// The production profile starts only on data that never ran as a sandbox
+/// and with the operator's own server certificate: a sandbox CA, directory
+/// key or self-made server certificate would quietly widen trust.
+fn refuse_sandbox_history(config: &Config, data: &DataDir) -> Result<()> {
+    if config.tls.cert_file.is_none() {
+        anyhow::bail!(
+            "the production profile needs the bank's own server certificate: set tls.cert_file and \
+             tls.key_file (PEM) in the configuration or ASPEN_TLS__CERT_FILE / ASPEN_TLS__KEY_FILE"
+        );
+    }
+    if let Some(found) = data.sandbox_artifacts().first() {
+        anyhow::bail!(
+            "the data directory {} was used by the sandbox profile ({} exists); the production \
+             profile needs a fresh data directory: set data_dir to a new, empty one",
+            data.root.display(),
+            found.display()
+        );
+    }
+    Ok(())
 }
 
 /// The authorisation server's settings from the configuration and the data
@@ -207,6 +241,16 @@ fn auth_config(config: &Config, data: &DataDir) -> Result<aspen_auth::AuthConfig
         id_token_ttl: Duration::from_secs(600),
         session_ttl: Duration::from_secs(config.tokens.session_ttl_secs),
         default_psu: config.sandbox.default_psu.clone(),
+        login_per_psu: aspen_store::consent::ThrottleRule {
+            limit: config.psu_login.max_attempts_per_psu,
+            window: config.psu_login.window_secs,
+            lock_secs: config.psu_login.lockout_secs,
+        },
+        login_per_address: aspen_store::consent::ThrottleRule {
+            limit: config.psu_login.max_attempts_per_address,
+            window: config.psu_login.window_secs,
+            lock_secs: config.psu_login.lockout_secs,
+        },
         brand: aspen_auth::web::Brand {
             name: config.branding.name.clone(),
             colour: config.branding.primary_colour.clone(),
@@ -320,6 +364,21 @@ pub fn app(rt: &Runtime, public_url: &str) -> Result<Router> {
         enabled: rt.config.proxy.trust_client_cert_header,
         header: rt.config.proxy.client_cert_header.clone(),
         verifier: rt.verifier.clone(),
+        // Both lists were validated with the configuration.
+        addresses: rt
+            .config
+            .proxy
+            .trusted_addresses
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect(),
+        subjects: rt
+            .config
+            .proxy
+            .trusted_subject_dns
+            .iter()
+            .filter_map(|d| aspen_http::client_cert::parse_dn(d))
+            .collect(),
     };
     Ok(router
         .route_layer(middleware::from_fn(aspen_http::metrics_layer::track))
@@ -334,7 +393,8 @@ pub fn app(rt: &Runtime, public_url: &str) -> Result<Router> {
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(rt.config.limits.request_timeout_secs),
         ))
-        .layer(middleware::from_fn(aspen_http::interaction_id_layer)))
+        .layer(middleware::from_fn(aspen_http::interaction_id_layer))
+        .layer(middleware::map_response(security_headers)))
 }
 
 /// Shows the verified client certificate: lets a TPP developer check that
@@ -355,6 +415,25 @@ async fn whoami(axum::Extension(PeerCert(cert)): axum::Extension<PeerCert>) -> R
         )
             .into_response(),
     }
+}
+
+/// Every answer comes over TLS only: browsers must not downgrade (HSTS),
+/// sniff a JSON or JWT body into something executable, or leak page URLs
+/// (which may carry consent ids) to other sites.
+async fn security_headers(mut resp: Response) -> Response {
+    use axum::http::{HeaderValue, header};
+    let h = resp.headers_mut();
+    h.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.entry(header::REFERRER_POLICY)
+        .or_insert(HeaderValue::from_static("no-referrer"));
+    resp
 }
 
 async fn fallback(req: Request) -> Response {
@@ -404,21 +483,75 @@ struct ProxyCert {
     enabled: bool,
     header: String,
     verifier: Arc<dyn ClientCertVerifier>,
+    addresses: Vec<ipnet::IpNet>,
+    subjects: Vec<Vec<(String, String)>>,
+}
+
+impl ProxyCert {
+    fn trusted_ip(&self, ip: std::net::IpAddr) -> bool {
+        self.addresses.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The connection comes from a configured proxy: by its address, or by
+    /// the certificate it authenticated the TLS connection with.
+    fn from_proxy(&self, req: &Request<Body>) -> bool {
+        let by_addr = req
+            .extensions()
+            .get::<RemoteAddr>()
+            .is_some_and(|r| self.trusted_ip(r.0.ip()));
+        let by_cert = req
+            .extensions()
+            .get::<PeerCert>()
+            .and_then(|p| p.0.as_ref())
+            .is_some_and(|c| {
+                let subject = c.subject_attributes();
+                self.subjects
+                    .iter()
+                    .any(|s| aspen_http::client_cert::dn_equal(s, &subject))
+            });
+        by_addr || by_cert
+    }
+
+    /// The client's address behind the proxy: the right-most
+    /// `X-Forwarded-For` entry that is not itself a trusted proxy (entries
+    /// further left are whatever the client chose to send).
+    fn forwarded_client(&self, req: &Request<Body>) -> Option<std::net::IpAddr> {
+        let mut hops: Vec<std::net::IpAddr> = Vec::new();
+        for v in req.headers().get_all("x-forwarded-for") {
+            for part in v.to_str().ok()?.split(',') {
+                hops.push(part.trim().parse().ok()?);
+            }
+        }
+        hops.into_iter().rev().find(|ip| !self.trusted_ip(*ip))
+    }
 }
 
 /// Behind a TLS-terminating proxy the client certificate arrives in a
-/// header. It is read only when explicitly enabled; otherwise the header is
+/// header. It is believed only when enabled and only on a connection from a
+/// configured proxy (COMMON-3: otherwise anyone reaching the listener could
+/// name another TPP's public certificate); everywhere else the header is
 /// removed so nothing downstream can mistake it for a verified identity.
+/// From a proxy, the client address for throttling comes from
+/// `X-Forwarded-For`.
 async fn proxy_client_cert(
     axum::extract::State(p): axum::extract::State<Arc<ProxyCert>>,
     mut req: Request<Body>,
     next: Next,
 ) -> Response {
+    let from_proxy = p.from_proxy(&req);
     let value = req
         .headers_mut()
         .remove(p.header.as_str())
         .and_then(|v| v.to_str().ok().map(str::to_string));
-    if p.enabled {
+    if from_proxy {
+        if let Some(ip) = p.forwarded_client(&req) {
+            req.extensions_mut()
+                .insert(RemoteAddr(SocketAddr::new(ip, 0)));
+        }
+    } else if value.is_some() {
+        tracing::info!("client certificate header from a non-proxy connection ignored");
+    }
+    if p.enabled && from_proxy {
         let cert = value
             .as_deref()
             .and_then(|v| tls::verify_forwarded(p.verifier.as_ref(), v))
@@ -434,6 +567,7 @@ async fn proxy_client_cert(
             )
                 .into_response();
         }
+        // The proxy's own certificate, if it sent one, is not the TPP's.
         req.extensions_mut().insert(PeerCert(cert));
     } else if req.extensions().get::<PeerCert>().is_none() {
         req.extensions_mut().insert(PeerCert(None));
@@ -467,6 +601,35 @@ impl RunningServer {
     }
 }
 
+/// Purges expired short-lived state on every node, in bounded batches:
+/// several nodes purging at once only share the work.
+async fn housekeeping(
+    store: Arc<dyn Store>,
+    cfg: crate::config::HousekeepingConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(cfg.purge_interval_secs));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        // A few batches per tick at most, so one node never holds the
+        // database for long; the rest waits for the next tick.
+        for _ in 0..10 {
+            let now = chrono::Utc::now().timestamp();
+            match store.purge_expired(now, cfg.purge_batch).await {
+                Ok(n) if (n as i64) < cfg.purge_batch => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "purging expired state failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
 pub async fn start(config: Config) -> Result<RunningServer> {
     let addr = config.listen_addr()?;
     let rt = prepare(config).await?;
@@ -482,9 +645,18 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     let app = app(&rt, &public_url)?;
     let (tx, rx) = watch::channel(false);
     tokio::spawn(rt.executor.clone().run(rx.clone()));
+    tokio::spawn(housekeeping(
+        rt.store.clone(),
+        rt.config.housekeeping.clone(),
+        rx.clone(),
+    ));
+    let limits = &rt.config.limits;
     let opts = tls::ListenerOptions {
-        handshake_timeout: Duration::from_secs(rt.config.limits.handshake_timeout_secs),
-        max_connections: rt.config.limits.max_connections,
+        handshake_timeout: Duration::from_secs(limits.handshake_timeout_secs),
+        header_read_timeout: Duration::from_secs(limits.header_read_timeout_secs),
+        idle_timeout: Duration::from_secs(limits.idle_timeout_secs),
+        max_connections: limits.max_connections,
+        max_connections_per_address: limits.max_connections_per_address,
     };
     let task = tokio::spawn(tls::serve(listener, rt.tls.clone(), app, opts, rx));
     tracing::info!(%addr, %public_url, profile = %rt.config.profile, "aspen listening");

@@ -802,6 +802,8 @@ async fn production_profile_refuses_permissive_clients() {
     cfg.trust.client_ca_files = vec![data.join("ca.pem")];
     cfg.trust.directory_jwks_files = vec![data.join("directory/jwks.json")];
     cfg.trust.directory_issuers = vec!["aspen sandbox directory".into()];
+    cfg.tls.cert_file = Some(data.join("server.pem"));
+    cfg.tls.key_file = Some(data.join("server-key.pem"));
     let s = start_with(dir, cfg).await;
     let tpp = Tpp::load(&kit);
     let doc: Value = s

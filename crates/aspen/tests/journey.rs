@@ -18,13 +18,6 @@ async fn get(s: &TestServer, url: &str) -> reqwest::Response {
     s.client().get(url).send().await.unwrap()
 }
 
-fn location(r: &reqwest::Response) -> String {
-    r.headers()
-        .get("location")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn headless_hybrid_flow_code_exchange_replay_and_refresh() {
     let s = start_sandbox().await;
@@ -386,58 +379,6 @@ async fn authorize_rejections() {
 
 /// A browser without JavaScript: follows the flow by hand, keeping the
 /// session cookie.
-struct Browser<'a> {
-    s: &'a TestServer,
-    http: reqwest::Client,
-    cookie: Option<String>,
-}
-
-impl<'a> Browser<'a> {
-    fn new(s: &'a TestServer) -> Self {
-        Self {
-            s,
-            http: s.client(),
-            cookie: None,
-        }
-    }
-
-    fn keep(&mut self, r: &reqwest::Response) {
-        if let Some(v) = r.headers().get("set-cookie") {
-            let v = v.to_str().unwrap();
-            assert!(
-                v.contains("HttpOnly") && v.contains("Secure") && v.contains("SameSite=Lax"),
-                "{v}"
-            );
-            self.cookie = Some(v.split(';').next().unwrap().to_string());
-        }
-    }
-
-    async fn get(&mut self, url: &str) -> reqwest::Response {
-        let mut req = self.http.get(url);
-        if let Some(c) = &self.cookie {
-            req = req.header("cookie", c);
-        }
-        let r = req.send().await.unwrap();
-        self.keep(&r);
-        r
-    }
-
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        let mut req = self.http.post(self.s.url(path)).form(form);
-        if let Some(c) = &self.cookie {
-            req = req.header("cookie", c);
-        }
-        let r = req.send().await.unwrap();
-        self.keep(&r);
-        r
-    }
-}
-
-fn csrf_of(html: &str) -> String {
-    let i = html.find("name=\"csrf\" value=\"").expect("csrf field") + 19;
-    html[i..].split('"').next().unwrap().to_string()
-}
-
 fn account_values(html: &str) -> Vec<String> {
     html.match_indices("name=\"account\" value=\"")
         .map(|(i, m)| html[i + m.len()..].split('"').next().unwrap().to_string())

@@ -492,3 +492,115 @@ pub fn domestic_initiation(amount: &str) -> serde_json::Value {
         }},
     })
 }
+
+/// The `Location` header, or empty.
+pub fn location(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+/// A cookie-keeping HTTP client for the PSU pages.
+pub struct Browser<'a> {
+    s: &'a TestServer,
+    http: reqwest::Client,
+    pub cookie: Option<String>,
+}
+
+impl<'a> Browser<'a> {
+    pub fn new(s: &'a TestServer) -> Self {
+        Self {
+            s,
+            http: s.client(),
+            cookie: None,
+        }
+    }
+
+    fn keep(&mut self, r: &reqwest::Response) {
+        if let Some(v) = r.headers().get("set-cookie") {
+            let v = v.to_str().unwrap();
+            assert!(
+                v.contains("HttpOnly") && v.contains("Secure") && v.contains("SameSite=Lax"),
+                "{v}"
+            );
+            self.cookie = Some(v.split(';').next().unwrap().to_string());
+        }
+    }
+
+    pub async fn get(&mut self, url: &str) -> reqwest::Response {
+        let mut req = self.http.get(url);
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", c);
+        }
+        let r = req.send().await.unwrap();
+        self.keep(&r);
+        r
+    }
+
+    pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        let mut req = self.http.post(self.s.url(path)).form(form);
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", c);
+        }
+        let r = req.send().await.unwrap();
+        self.keep(&r);
+        r
+    }
+}
+
+/// The hidden CSRF field of a page.
+pub fn csrf_of(html: &str) -> String {
+    let i = html.find("name=\"csrf\" value=\"").expect("csrf field") + 19;
+    html[i..].split('"').next().unwrap().to_string()
+}
+
+impl TestServer {
+    /// Headless `/authorize` for a consent: the fragment the TPP receives.
+    pub async fn headless_fragment(
+        &self,
+        c: &Client,
+        consent: &str,
+        scope: &str,
+    ) -> std::collections::HashMap<String, String> {
+        let url = authorize_url(
+            self,
+            c,
+            &c.tpp.sign(&request_claims(self, c, consent, scope)),
+            scope,
+        );
+        let r = self.client().get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 302, "headless authorize");
+        fragment(&location(&r))
+    }
+
+    /// POSTs a signed PIS body with the given idempotency key.
+    pub async fn pis_post(
+        &self,
+        c: &Client,
+        token: &str,
+        path: &str,
+        body: &serde_json::Value,
+        key: &str,
+    ) -> reqwest::Response {
+        let bytes = serde_json::to_vec(body).unwrap();
+        self.kit_client(&c.tpp.dir)
+            .post(self.url(&format!("/open-banking/v3.1/pisp{path}")))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .header("x-idempotency-key", key)
+            .header("x-jws-signature", sign(c, &bytes))
+            .body(bytes)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// A domestic payment consent request body.
+pub fn domestic_consent_body(initiation: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "Data": { "Initiation": initiation },
+        "Risk": { "PaymentContextCode": "PartyToParty" },
+    })
+}
