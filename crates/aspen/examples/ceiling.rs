@@ -37,7 +37,11 @@ async fn main() -> Result<()> {
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let opts = aspen::tls::ListenerOptions {
         handshake_timeout: Duration::from_secs(10),
+        header_read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(30),
         max_connections: 4096,
+        // The load generator connects from one address.
+        max_connections_per_address: 0,
     };
     aspen::tls::serve(listener, tls, app, opts, rx).await;
     Ok(())

@@ -4,9 +4,21 @@
 //! but a certificate that is sent must chain to a trusted CA or the
 //! handshake fails (COMMON-3). The verified leaf goes into every request's
 //! extensions as [`PeerCert`].
+//!
+//! Connections cost the server a slot whether or not they carry requests,
+//! so each one is bounded in time (handshake, header read, keep-alive idle;
+//! the request timeout is a layer of the app) and in number (per source
+//! address and overall), and the accept loop keeps running whatever one
+//! client holds.
 
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -19,8 +31,10 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
@@ -100,9 +114,24 @@ pub fn verify_forwarded(
     ClientCert::from_der(leaf.to_vec())
 }
 
+/// How the listener protects itself from clients that hold connections
+/// without using them.
 pub struct ListenerOptions {
+    /// Longest a TLS handshake may take, counted from the TCP accept.
     pub handshake_timeout: Duration,
+    /// Longest the headers of a request may take once its first byte has
+    /// arrived (slowloris).
+    pub header_read_timeout: Duration,
+    /// Longest a connection may stay open with no request in flight and no
+    /// byte arriving (keep-alive idle, HTTP/1.1 and HTTP/2 alike).
+    pub idle_timeout: Duration,
+    /// Open connections across all clients; a connection beyond it is
+    /// closed right after accept.
     pub max_connections: usize,
+    /// Open connections from one source IP address, 0 for no limit; a
+    /// connection beyond it is closed right after accept, before any TLS
+    /// work.
+    pub max_connections_per_address: usize,
 }
 
 /// Accepts TLS connections until `shutdown` flips, then lets in-flight
@@ -116,12 +145,17 @@ pub async fn serve(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let limit = Arc::new(Semaphore::new(opts.max_connections));
+    let per_address = PerAddress::default();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let timeouts = Timeouts {
+        header_read: opts.header_read_timeout,
+        idle: opts.idle_timeout,
+    };
+    let mut warned_full: Option<Instant> = None;
     loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.changed() => break,
-        };
+        // Accept first and decide afterwards: the loop never waits for a
+        // free slot, so connections over a limit are closed at once instead
+        // of queueing in the kernel ahead of other clients' connections.
         let (tcp, peer_addr) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -133,12 +167,28 @@ pub async fn serve(
             },
             _ = shutdown.changed() => break,
         };
+        let Some(slot) = per_address.claim(peer_addr.ip(), opts.max_connections_per_address) else {
+            tracing::debug!(peer = %peer_addr, "connection refused: too many from this address");
+            continue;
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            // Once per 10 s at most: under a flood this fires per connection.
+            if warned_full.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                tracing::warn!(
+                    max_connections = opts.max_connections,
+                    "connection refused: limits.max_connections reached"
+                );
+                warned_full = Some(Instant::now());
+            }
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
         let watcher = graceful.watcher();
         let handshake_timeout = opts.handshake_timeout;
         tokio::spawn(async move {
+            let _slot = slot;
             let _permit = permit;
             let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
@@ -160,19 +210,250 @@ pub async fn serve(
                     .map(Arc::new),
             );
             let remote = RemoteAddr(peer_addr);
-            let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(peer.clone());
-                req.extensions_mut().insert(remote);
-                app.clone().oneshot(req)
+            let activity = Arc::new(Activity::new());
+            let svc = {
+                let activity = activity.clone();
+                hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                    // The headers are complete: from here until the response
+                    // is ready the request timeout (TimeoutLayer) governs.
+                    let in_flight = InFlight::start(activity.clone());
+                    req.extensions_mut().insert(peer.clone());
+                    req.extensions_mut().insert(remote);
+                    let response = app.clone().oneshot(req);
+                    async move {
+                        let response = response.await;
+                        drop(in_flight);
+                        response
+                    }
+                })
+            };
+            let io = TokioIo::new(Watched {
+                inner: tls,
+                activity: activity.clone(),
             });
             let builder = auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection(TokioIo::new(tls), svc);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(peer = %peer_addr, error = %e, "connection ended with error");
+            let conn = watcher.watch(builder.serve_connection(io, svc).into_owned());
+            // Dropping the connection future closes the socket.
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!(peer = %peer_addr, error = %e, "connection ended with error");
+                },
+                why = watchdog(&activity, timeouts) => {
+                    tracing::debug!(peer = %peer_addr, reason = why, "connection closed");
+                }
             }
         });
     }
     drop(listener);
     // Give in-flight requests a bounded time to finish.
     let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+}
+
+/// Open connections per source address. Addresses are canonical, so an
+/// IPv4 client counts the same on a dual-stack listener (`::ffff:a.b.c.d`).
+#[derive(Default)]
+struct PerAddress(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+impl PerAddress {
+    /// A slot for one more connection from `ip`, or `None` when it already
+    /// holds `cap` of them (`cap` 0: no limit).
+    fn claim(&self, ip: IpAddr, cap: usize) -> Option<AddressSlot> {
+        let ip = ip.to_canonical();
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = map.entry(ip).or_insert(0);
+        if cap != 0 && *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            map: self.0.clone(),
+            ip,
+        })
+    }
+}
+
+/// One connection's place in [`PerAddress`], given back on drop; an address
+/// with no connection left is removed so the map stays as small as the set
+/// of connected clients.
+struct AddressSlot {
+    map: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Timeouts {
+    header_read: Duration,
+    idle: Duration,
+}
+
+/// No byte has arrived since the connection went idle.
+const NONE: u64 = u64::MAX;
+
+/// What the watchdog knows about one connection, shared with its IO
+/// ([`Watched`]) and its requests ([`InFlight`]). Times are milliseconds
+/// since `start`.
+struct Activity {
+    start: Instant,
+    /// Requests whose headers arrived and whose response is not ready yet.
+    in_flight: AtomicUsize,
+    /// When the last request in flight finished (or the connection opened).
+    idle_since: AtomicU64,
+    /// When the first byte arrived after `idle_since`, or [`NONE`].
+    first_byte: AtomicU64,
+    /// Wakes the watchdog when the deadline may have changed.
+    wake: Notify,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            first_byte: AtomicU64::new(NONE),
+            wake: Notify::new(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(NONE - 1)
+    }
+
+    fn bytes_arrived(&self) {
+        // Only the first byte moves the deadline: later ones (one every few
+        // seconds, slowloris) must not extend it.
+        if self.first_byte.load(Ordering::Relaxed) == NONE
+            && self
+                .first_byte
+                .compare_exchange(NONE, self.now(), Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// A request between its headers and its response: while any is, the
+/// connection is not idle.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(activity)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let a = &self.0;
+        // Set before the count drops, so a watchdog that sees no request in
+        // flight also sees when the idle period began.
+        a.idle_since.store(a.now(), Ordering::SeqCst);
+        a.first_byte.store(NONE, Ordering::SeqCst);
+        if a.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            a.wake.notify_one();
+        }
+    }
+}
+
+/// Resolves when the connection has to be closed; says why. With a request
+/// in flight it waits (the request timeout bounds that). Otherwise the
+/// connection may stay idle for `idle` and, once a byte arrived, has
+/// `header_read` to complete a request's headers. This works below HTTP, so
+/// it covers HTTP/1.1 and HTTP/2 alike; the response body is written after
+/// the response is ready, so the idle timer also bounds a client that never
+/// reads it.
+async fn watchdog(a: &Activity, t: Timeouts) -> &'static str {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(NONE);
+    loop {
+        if a.in_flight.load(Ordering::SeqCst) > 0 {
+            a.wake.notified().await;
+            continue;
+        }
+        let (reason, deadline) = match a.first_byte.load(Ordering::SeqCst) {
+            NONE => (
+                "idle timeout",
+                a.idle_since
+                    .load(Ordering::SeqCst)
+                    .saturating_add(ms(t.idle)),
+            ),
+            first => (
+                "header read timeout",
+                first.saturating_add(ms(t.header_read)),
+            ),
+        };
+        match a.start.checked_add(Duration::from_millis(deadline)) {
+            Some(at) if at <= Instant::now() => return reason,
+            Some(at) => tokio::select! {
+                _ = tokio::time::sleep_until(at) => {}
+                _ = a.wake.notified() => {}
+            },
+            // A timeout too long to represent: never.
+            None => a.wake.notified().await,
+        }
+    }
+}
+
+/// The TLS stream, telling [`Activity`] when application bytes arrive.
+struct Watched<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.bytes_arrived();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
