@@ -25,19 +25,29 @@ pub struct Grant {
     pub psu_id: String,
 }
 
+fn missing_permission(any: &[&str]) -> ObError {
+    ObError::forbidden(
+        aspen_http::Forbidden::Permission,
+        format!(
+            "the consent grants none of the permissions {}",
+            any.join(", ")
+        ),
+    )
+}
+
 impl Grant {
     fn has(&self, p: &str) -> bool {
         self.permissions.iter().any(|x| x == p)
     }
 
-    /// Basic or Detail (AIS-19): Some(true) for Detail.
-    fn level(&self, basic: &str, detail: &str) -> Option<bool> {
+    /// Basic or Detail (AIS-19): true for Detail; neither is a 403.
+    fn level(&self, basic: &str, detail: &str) -> Result<bool, ObError> {
         if self.has(detail) {
-            Some(true)
+            Ok(true)
         } else if self.has(basic) {
-            Some(false)
+            Ok(false)
         } else {
-            None
+            Err(missing_permission(&[basic, detail]))
         }
     }
 
@@ -46,7 +56,7 @@ impl Grant {
         if any.iter().any(|p| self.has(p)) {
             Ok(())
         } else {
-            Err(ObError::forbidden())
+            Err(missing_permission(any))
         }
     }
 
@@ -128,7 +138,10 @@ async fn accounts(state: &ApiState, g: &Grant, one: Option<&str>) -> Result<Vec<
                     )
                 })?;
             if !g.consent.accounts.contains(&a.account_id) {
-                return Err(ObError::forbidden());
+                return Err(ObError::forbidden(
+                    aspen_http::Forbidden::Account,
+                    "the account is not covered by the consent",
+                ));
             }
             out.push(a);
         }
@@ -234,9 +247,7 @@ async fn account_response(
     id: Option<&str>,
     uri: &OriginalUri,
 ) -> Result<Response, ObError> {
-    let detail = g
-        .level("ReadAccountsBasic", "ReadAccountsDetail")
-        .ok_or_else(ObError::forbidden)?;
+    let detail = g.level("ReadAccountsBasic", "ReadAccountsDetail")?;
     let list: Vec<Value> = accounts(s, g, id)
         .await?
         .iter()
@@ -777,9 +788,7 @@ pub async fn account_transactions(
     Query(q): Query<TxQuery>,
 ) -> Result<Response, ObError> {
     let g = grant(&s, &token, &headers).await?;
-    let detail = g
-        .level("ReadTransactionsBasic", "ReadTransactionsDetail")
-        .ok_or_else(ObError::forbidden)?;
+    let detail = g.level("ReadTransactionsBasic", "ReadTransactionsDetail")?;
     accounts(&s, &g, Some(&id)).await?;
     let path = format!("{AISP}/accounts/{id}/transactions");
     transactions_page(&s, &g, &id, detail, &q, &path, None).await
@@ -793,9 +802,7 @@ pub async fn statement_transactions(
     Query(q): Query<TxQuery>,
 ) -> Result<Response, ObError> {
     let g = grant(&s, &token, &headers).await?;
-    let detail = g
-        .level("ReadTransactionsBasic", "ReadTransactionsDetail")
-        .ok_or_else(ObError::forbidden)?;
+    let detail = g.level("ReadTransactionsBasic", "ReadTransactionsDetail")?;
     let body = one_statement(&s, &g, &id, &sid).await?;
     let (start, end) = statement_bounds(&body);
     let path = format!("{AISP}/accounts/{id}/statements/{sid}/transactions");
@@ -1021,9 +1028,7 @@ pub async fn bulk_transactions(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ObError> {
     let g = grant(&s, &token, &headers).await?;
-    let detail = g
-        .level("ReadTransactionsBasic", "ReadTransactionsDetail")
-        .ok_or_else(ObError::forbidden)?;
+    let detail = g.level("ReadTransactionsBasic", "ReadTransactionsDetail")?;
     let accts = accounts(&s, &g, None).await?;
     let page = open_page::<BulkToken>(&s, q.get("page"), |t| t.c == g.consent.consent_id)?;
     let mut filter = tx_filter(

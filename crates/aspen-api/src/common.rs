@@ -3,7 +3,7 @@
 //! date parsing (COMMON-11, COMMON-12).
 
 use aspen_auth::{BoundToken, GrantKind};
-use aspen_http::{ObError, ObErrorCode};
+use aspen_http::{Forbidden, ObError, ObErrorCode};
 use axum::http::{HeaderMap, StatusCode, header};
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 
@@ -13,7 +13,10 @@ pub fn require(token: &BoundToken, grant: GrantKind, scope: &str) -> Result<(), 
         return Err(ObError::unauthorized());
     }
     if !token.has_scope(scope) {
-        return Err(ObError::forbidden());
+        return Err(ObError::forbidden(
+            Forbidden::Scope,
+            format!("the access token does not carry the {scope:?} scope"),
+        ));
     }
     Ok(())
 }
@@ -95,7 +98,10 @@ fn valid_imf_fixdate(s: &str) -> bool {
     let s = s.trim();
     let normalised = s.strip_suffix(" UTC").map(|x| format!("{x} GMT"));
     let s = normalised.as_deref().unwrap_or(s);
-    DateTime::parse_from_rfc2822(s).is_ok() && s.len() == 29 && s.ends_with(" GMT")
+    // IMF-fixdate is case-sensitive and fixed-width (RFC 7231 §7.1.1.1):
+    // the date must read back exactly as it was written.
+    DateTime::parse_from_rfc2822(s)
+        .is_ok_and(|d| d.format("%a, %d %b %Y %H:%M:%S GMT").to_string() == s)
 }
 
 /// Request date-times in every ISO 8601 form OB allows (COMMON-11): with
@@ -169,7 +175,10 @@ pub async fn owned_consent(
             ObError::bad_request(ObErrorCode::ResourceNotFound, "no such consent", Some(path))
         })?;
     if c.client_id != client_id {
-        return Err(ObError::forbidden());
+        return Err(ObError::forbidden(
+            Forbidden::OtherTpp,
+            "the consent belongs to another TPP",
+        ));
     }
     Ok(c)
 }
@@ -212,5 +221,8 @@ mod tests {
         assert!(valid_imf_fixdate("Sun, 10 Sep 2017 19:43:31 UTC"));
         assert!(!valid_imf_fixdate("2017-09-10T19:43:31Z"));
         assert!(!valid_imf_fixdate("Sun, 10 Sep 2017"));
+        // RFC 7231 names are case-sensitive (schemathesis found this).
+        assert!(!valid_imf_fixdate("sun, 10 SEP 2017 19:43:31 GMT"));
+        assert!(!valid_imf_fixdate("Sun, 10 Sep 2017 19:43:31 gmt"));
     }
 }

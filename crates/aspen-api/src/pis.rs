@@ -809,7 +809,10 @@ pub async fn read_payment<const K: u8>(
         .filter(|p| p.kind == k.consent_kind)
         .ok_or_else(|| bad(ObErrorCode::ResourceNotFound, "no such payment", k.id_field))?;
     if p.client_id != token.client_id {
-        return Err(ObError::forbidden());
+        return Err(ObError::forbidden(
+            aspen_http::Forbidden::OtherTpp,
+            "the payment belongs to another TPP",
+        ));
     }
     Ok(Json(payment_body(&state, k, &p)).into_response())
 }

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::bearer::BoundToken;
-use crate::discovery::{SIGNING_ALGS, token_endpoint_auth_methods};
+use crate::discovery::Capabilities;
 use crate::oauth_error::OAuthError;
 use crate::{AuthState, ServerProfile, secrets};
 
@@ -313,13 +313,14 @@ pub fn validate_metadata(
             OAuthError::invalid_client_metadata("token_endpoint_auth_method is required")
         })?
         .to_string();
-    if !token_endpoint_auth_methods(state.config.profile).contains(&method.as_str()) {
+    let caps = Capabilities::of(state.config.profile);
+    if !caps.knows_auth_method(&method) {
         return Err(OAuthError::invalid_client_metadata(format!(
             "token_endpoint_auth_method {method:?} is not supported"
         )));
     }
     let secret_method = method.starts_with("client_secret_");
-    if secret_method && !permissive {
+    if !caps.accepts_auth_method(&method, permissive) {
         return Err(OAuthError::invalid_client_metadata(format!(
             "{method} is only available to clients registered with \"{EXT_PROFILE}\": \"permissive\" in the sandbox"
         )));
@@ -336,11 +337,11 @@ pub fn validate_metadata(
         ("request_object_signing_alg", true),
     ] {
         match str_claim(req, name) {
-            Some(a) if SIGNING_ALGS.contains(&a) => {}
+            Some(a) if caps.signing_algs.contains(&a) => {}
             Some(a) => {
                 return Err(OAuthError::invalid_client_metadata(format!(
                     "{name} {a:?} is not supported (supported: {})",
-                    SIGNING_ALGS.join(", ")
+                    caps.signing_algs.join(", ")
                 )));
             }
             None if required => {
@@ -392,10 +393,7 @@ pub fn validate_metadata(
         .filter(|g| !g.is_empty())
         .ok_or_else(|| OAuthError::invalid_client_metadata("grant_types is required"))?;
     for g in &grant_types {
-        if !matches!(
-            g.as_str(),
-            "client_credentials" | "authorization_code" | "refresh_token"
-        ) {
+        if !caps.grant_types.contains(&g.as_str()) {
             return Err(OAuthError::invalid_client_metadata(format!(
                 "grant type {g:?} is not supported"
             )));
@@ -415,8 +413,7 @@ pub fn validate_metadata(
         }
     };
     for r in &response_types {
-        let ok = r == "code id_token" || (r == "code" && permissive);
-        if !ok {
+        if !caps.accepts_response_type(r, permissive) {
             return Err(OAuthError::invalid_client_metadata(format!(
                 "response type {r:?} is not supported"
             )));
@@ -550,11 +547,12 @@ async fn validate_request(
         OAuthError::invalid_client_metadata(format!("the request body is not a compact JWS: {e}"))
     })?;
     let alg = str_claim(&header, "alg").unwrap_or("");
-    if !SIGNING_ALGS.contains(&alg) {
+    let caps = Capabilities::of(state.config.profile);
+    if !caps.signing_algs.contains(&alg) {
         // AUTH-4: none, RS256 and HS* are refused outright.
         return Err(OAuthError::invalid_client_metadata(format!(
             "request JWT alg {alg:?} is not supported (supported: {})",
-            SIGNING_ALGS.join(", ")
+            caps.signing_algs.join(", ")
         )));
     }
     let ssa = str_claim(&unverified, "software_statement")

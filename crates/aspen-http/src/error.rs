@@ -77,6 +77,36 @@ impl ObErrorCode {
     }
 }
 
+/// Why a request with a valid token is refused (403). COMMON-39 [choice]:
+/// the body names the reason with a code in aspen's own namespace (the OB
+/// codes are an `x-namespaced-enum`, open to a bank's own), so a TPP
+/// engineer can tell a missing permission from someone else's resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forbidden {
+    /// The token lacks the scope the endpoint needs.
+    Scope,
+    /// The consent does not grant the permission the endpoint needs.
+    Permission,
+    /// The account is not one the consent covers.
+    Account,
+    /// The resource belongs to another TPP.
+    OtherTpp,
+    /// The token is for another consent than the resource's.
+    OtherConsent,
+}
+
+impl Forbidden {
+    pub fn code(self) -> &'static str {
+        match self {
+            Forbidden::Scope => "Aspen.Forbidden.Scope",
+            Forbidden::Permission => "Aspen.Forbidden.Permission",
+            Forbidden::Account => "Aspen.Forbidden.Account",
+            Forbidden::OtherTpp => "Aspen.Forbidden.OtherTpp",
+            Forbidden::OtherConsent => "Aspen.Forbidden.OtherConsent",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
 pub struct ObErrorItem {
@@ -140,9 +170,19 @@ impl ObError {
         }
     }
 
-    /// 403 without a body (COMMON-39).
-    pub fn forbidden() -> Self {
-        Self::new(StatusCode::FORBIDDEN, "")
+    /// 403 with an `OBErrorResponse1` that names the reason (COMMON-39).
+    pub fn forbidden(reason: Forbidden, message: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            StatusCode::FORBIDDEN,
+            "The request is not allowed for this token.",
+        );
+        e.errors.push(ObErrorItem {
+            error_code: reason.code(),
+            message: message.into(),
+            path: None,
+            url: None,
+        });
+        e
     }
 
     pub fn not_found() -> Self {
@@ -188,13 +228,9 @@ impl ObError {
 
     /// The `OBErrorResponse1` body, or `None` for statuses sent bare.
     pub fn body(&self) -> Option<serde_json::Value> {
-        let bare = matches!(
-            self.status,
-            StatusCode::UNAUTHORIZED
-                | StatusCode::NOT_ACCEPTABLE
-                | StatusCode::UNSUPPORTED_MEDIA_TYPE
-        ) || (self.status == StatusCode::FORBIDDEN && self.errors.is_empty());
-        if bare {
+        // Only 401 goes bare (COMMON-37); 406 and 415 say which header was
+        // wrong, like every other refusal.
+        if self.status == StatusCode::UNAUTHORIZED {
             return None;
         }
         let id = uuid::Uuid::new_v4().to_string();
@@ -203,6 +239,11 @@ impl ObError {
             // OBErrorResponse1 requires at least one item.
             let code = if self.status.is_server_error() {
                 ObErrorCode::UnexpectedError
+            } else if matches!(
+                self.status,
+                StatusCode::NOT_ACCEPTABLE | StatusCode::UNSUPPORTED_MEDIA_TYPE
+            ) {
+                ObErrorCode::HeaderInvalid
             } else {
                 ObErrorCode::ResourceNotFound
             };
@@ -213,13 +254,27 @@ impl ObError {
                 url: None,
             });
         }
+        // OBError1 Message and Path are 1..500 characters; a client's own
+        // input echoed back (a path, a value) must not break the schema.
+        for e in &mut errors {
+            e.message = clip(&e.message);
+            e.path = e.path.as_deref().map(clip);
+        }
         tracing::info!(error_id = %id, status = self.status.as_u16(), "ob error response");
         Some(serde_json::json!({
             "Code": self.code_text(),
             "Id": id,
-            "Message": self.message,
+            "Message": clip(&self.message),
             "Errors": errors,
         }))
+    }
+}
+
+/// At most 500 characters (OBError1 / OBErrorResponse1 `maxLength`).
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(500) {
+        Some((i, _)) => s[..i].to_string(),
+        None => s.to_string(),
     }
 }
 
@@ -264,7 +319,23 @@ mod tests {
     #[test]
     fn unauthorized_has_no_body() {
         assert!(ObError::unauthorized().body().is_none());
-        assert!(ObError::forbidden().body().is_none());
+        let b = ObError::forbidden(Forbidden::Permission, "ReadBalances is not granted")
+            .body()
+            .unwrap();
+        assert_eq!(b["Code"], "403 Forbidden");
+        assert_eq!(b["Errors"][0]["ErrorCode"], "Aspen.Forbidden.Permission");
+        assert_eq!(b["Errors"][0]["Message"], "ReadBalances is not granted");
+    }
+
+    #[test]
+    fn echoed_input_is_clipped_to_the_schema() {
+        let long = "é".repeat(900);
+        let b = ObError::bad_request(ObErrorCode::FieldInvalid, long.clone(), Some(&long))
+            .body()
+            .unwrap();
+        for f in ["Message", "Path"] {
+            assert_eq!(b["Errors"][0][f].as_str().unwrap().chars().count(), 500);
+        }
     }
 
     #[test]

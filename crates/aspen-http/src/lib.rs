@@ -13,7 +13,7 @@ pub mod json;
 pub mod metrics_layer;
 
 pub use client_cert::{ClientCert, PeerCert};
-pub use error::{ObError, ObErrorCode};
+pub use error::{Forbidden, ObError, ObErrorCode};
 pub use interaction::{InteractionId, interaction_id_layer};
 pub use json::Json;
 

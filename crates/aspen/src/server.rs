@@ -92,6 +92,8 @@ impl aspen_api::pis::Settlement for Settlement {
 /// Opens (or creates) the data directory, the keys and the store, and seeds
 /// the sandbox world. Shared by `serve` and the tests.
 pub async fn prepare(config: Config) -> Result<Runtime> {
+    // Also when the configuration was built in code rather than loaded.
+    config.validate()?;
     let data = DataDir::open(&config.data_dir)?;
     if config.profile == Profile::Production {
         refuse_sandbox_history(&config, &data)?;
@@ -451,32 +453,61 @@ async fn fallback(req: Request) -> Response {
     }
 }
 
-/// Under `/open-banking/` a bare 404/405 from the router (unknown method on a
-/// known path) becomes an `OBErrorResponse1` (COMMON-34).
+/// Under `/open-banking/` every refusal is an `OBErrorResponse1`
+/// (COMMON-34, COMMON-51) — also those made before a handler runs: the
+/// router's 404/405, the extractors' 400s (a repeated or malformed query
+/// parameter, a path that is not UTF-8) and the body limit's 413, which
+/// the framework answers in plain text. 401 stays bare (COMMON-37).
 async fn ob_error_shape(req: Request, next: Next) -> Response {
     let ob = req.uri().path().starts_with("/open-banking/");
     let resp = next.run(req).await;
-    if ob
-        && matches!(
-            resp.status(),
-            StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_FOUND
-        )
-        && !resp
-            .headers()
-            .contains_key(axum::http::header::CONTENT_TYPE)
+    let status = resp.status();
+    let json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !ob
+        || json
+        || status == StatusCode::UNAUTHORIZED
+        || !(status.is_client_error() || status.is_server_error())
     {
-        let allow = resp.headers().get(axum::http::header::ALLOW).cloned();
-        let mut out = if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
-            ObError::method_not_allowed().into_response()
-        } else {
-            ObError::not_found().into_response()
-        };
-        if let Some(allow) = allow {
-            out.headers_mut().insert(axum::http::header::ALLOW, allow);
-        }
-        return out;
+        return resp;
     }
-    resp
+    let allow = resp.headers().get(axum::http::header::ALLOW).cloned();
+    let (_, body) = resp.into_parts();
+    // The framework's own text says what was wrong; it is short.
+    let text = axum::body::to_bytes(body, 2048)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let detail = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let err = match status {
+        StatusCode::NOT_FOUND => ObError::not_found(),
+        StatusCode::METHOD_NOT_ALLOWED => ObError::method_not_allowed(),
+        StatusCode::BAD_REQUEST => ObError::bad_request(
+            aspen_http::ObErrorCode::FieldInvalid,
+            format!("the request could not be read: {detail}"),
+            None,
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ObError::new(status, "The request body is too large.")
+            .with(aspen_http::ObErrorCode::FieldInvalid, detail, None),
+        s if s.is_server_error() => ObError::internal(detail),
+        _ => ObError::new(status, detail.clone()).with(
+            aspen_http::ObErrorCode::FieldInvalid,
+            detail,
+            None,
+        ),
+    };
+    let mut out = err.into_response();
+    if let Some(allow) = allow {
+        out.headers_mut().insert(axum::http::header::ALLOW, allow);
+    }
+    out
 }
 
 struct ProxyCert {
@@ -494,7 +525,7 @@ impl ProxyCert {
 
     /// The connection comes from a configured proxy: by its address, or by
     /// the certificate it authenticated the TLS connection with.
-    fn from_proxy(&self, req: &Request<Body>) -> bool {
+    fn is_from_proxy(&self, req: &Request<Body>) -> bool {
         let by_addr = req
             .extensions()
             .get::<RemoteAddr>()
@@ -538,7 +569,7 @@ async fn proxy_client_cert(
     mut req: Request<Body>,
     next: Next,
 ) -> Response {
-    let from_proxy = p.from_proxy(&req);
+    let from_proxy = p.is_from_proxy(&req);
     let value = req
         .headers_mut()
         .remove(p.header.as_str())

@@ -325,17 +325,17 @@ async fn every_endpoint_validates_against_the_openapi() {
         .status(),
         403
     );
-    assert_eq!(
+    assert_forbidden(
         read(
             &s,
             &c,
             &token,
-            &format!("{P}/accounts/{}/transactions", excluded.account_id)
+            &format!("{P}/accounts/{}/transactions", excluded.account_id),
         )
-        .await
-        .status(),
-        403
-    );
+        .await,
+        "Aspen.Forbidden.Account",
+    )
+    .await;
     let r = read(&s, &c, &token, &format!("{P}/accounts/acc-nope")).await;
     assert_eq!(r.status(), 400);
     let e: Value = r.json().await.unwrap();
@@ -453,10 +453,11 @@ async fn narrower_permissions_show_less_and_refuse_the_rest() {
             "{p}"
         );
     }
-    assert_eq!(
-        read(&s, &c, &token, &format!("{P}/party")).await.status(),
-        403
-    );
+    assert_forbidden(
+        read(&s, &c, &token, &format!("{P}/party")).await,
+        "Aspen.Forbidden.Permission",
+    )
+    .await;
     s.stop().await;
 }
 
@@ -593,7 +594,7 @@ async fn other_clients_revoked_expired_and_deleted_consents() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_forbidden(r, "Aspen.Forbidden.OtherTpp").await;
     let r = s
         .kit_client(&other.tpp.dir)
         .delete(s.url(&format!("{P}/account-access-consents/{consent}")))
@@ -620,7 +621,7 @@ async fn other_clients_revoked_expired_and_deleted_consents() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_forbidden(r, "Aspen.Forbidden.Scope").await;
 
     // Expired: ExpirationDateTime passes → 401 on the next call.
     let (exp_consent, exp_token, _) = authorised(&s, &c, json!({"Permissions": ["ReadAccountsBasic"], "ExpirationDateTime": (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339()}), &[0]).await;

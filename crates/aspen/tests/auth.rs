@@ -66,12 +66,22 @@ async fn discovery_and_jwks() {
         doc["acr_values_supported"],
         json!(["urn:openbanking:psd2:sca", "urn:openbanking:psd2:ca"])
     );
-    // AUTH-7: sandbox offers the permissive methods too.
-    let methods = doc["token_endpoint_auth_methods_supported"]
-        .as_array()
-        .unwrap();
-    assert!(methods.contains(&json!("private_key_jwt")));
-    assert!(methods.contains(&json!("client_secret_basic")));
+    // AUTH-8 [choice]: the standard fields list what an ordinary
+    // registration gets (DCR tools copy them); the sandbox's permissive
+    // extras are advertised apart.
+    assert_eq!(
+        doc["token_endpoint_auth_methods_supported"],
+        json!(["tls_client_auth", "private_key_jwt"])
+    );
+    assert_eq!(doc["response_types_supported"], json!(["code id_token"]));
+    assert_eq!(
+        doc["aspen_permissive_token_endpoint_auth_methods_supported"],
+        json!(["client_secret_basic", "client_secret_post"])
+    );
+    assert_eq!(
+        doc["aspen_permissive_response_types_supported"],
+        json!(["code"])
+    );
 
     let jwks: Value = c
         .get(s.url("/jwks"))
@@ -804,6 +814,9 @@ async fn production_profile_refuses_permissive_clients() {
     cfg.trust.directory_issuers = vec!["aspen sandbox directory".into()];
     cfg.tls.cert_file = Some(data.join("server.pem"));
     cfg.tls.key_file = Some(data.join("server-key.pem"));
+    // The test clients read the CA from the data directory.
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::copy(data.join("ca.pem"), dir.path().join("data/ca.pem")).unwrap();
     let s = start_with(dir, cfg).await;
     let tpp = Tpp::load(&kit);
     let doc: Value = s

@@ -192,6 +192,7 @@ async fn proxy_header_certificate_only_when_enabled() {
 
     let mut cfg = sandbox_config(dir.path());
     cfg.proxy.trust_client_cert_header = true;
+    cfg.proxy.trusted_addresses = vec!["127.0.0.1/32".into()];
     let s = start_with(dir, cfg).await;
     let r = s
         .client()

@@ -68,7 +68,11 @@ async fn parallel_password_guesses_check_at_most_the_limit() {
         tasks.push(tokio::spawn(async move {
             http.post(url)
                 .header("cookie", cookie)
-                .form(&[("csrf", csrf.as_str()), ("username", "mits"), ("password", password)])
+                .form(&[
+                    ("csrf", csrf.as_str()),
+                    ("username", "mits"),
+                    ("password", password),
+                ])
                 .send()
                 .await
                 .unwrap()
@@ -129,10 +133,16 @@ async fn unknown_usernames_cost_the_same_work() {
     let (mut known, mut unknown) = (Vec::new(), Vec::new());
     for _ in 0..7 {
         let t = Instant::now();
-        assert_eq!(post_login(&http, &s, &cookie, &csrf, "rora", "wrong").await, 401);
+        assert_eq!(
+            post_login(&http, &s, &cookie, &csrf, "rora", "wrong").await,
+            401
+        );
         known.push(t.elapsed());
         let t = Instant::now();
-        assert_eq!(post_login(&http, &s, &cookie, &csrf, "nobody-here", "wrong").await, 401);
+        assert_eq!(
+            post_login(&http, &s, &cookie, &csrf, "nobody-here", "wrong").await,
+            401
+        );
         unknown.push(t.elapsed());
     }
     let (k, u) = (median(known), median(unknown));
@@ -175,7 +185,10 @@ async fn parallel_refreshes_have_one_winner_and_need_the_bound_certificate() {
                 "client_assertion_type",
                 "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
             ),
-            ("client_assertion", &c.tpp.assertion(&c.id, &s.url("/token"))),
+            (
+                "client_assertion",
+                &c.tpp.assertion(&c.id, &s.url("/token")),
+            ),
         ])
         .send()
         .await
@@ -208,7 +221,9 @@ async fn code_races_and_strangers_cannot_burn_a_code() {
     // Finding 6: the winner's token sometimes survived a detected replay;
     // another client or a missing PKCE verifier burned the owner's code.
     let s = start_sandbox().await;
-    let c = s.client_with("racer", json!({"aspen_headless": true})).await;
+    let c = s
+        .client_with("racer", json!({"aspen_headless": true}))
+        .await;
     let consent = s.ais_consent(&c, ais_data()).await;
     let code = s.headless_fragment(&c, &consent, SCOPE).await["code"].clone();
     let tasks: Vec<_> = (0..8).map(|_| s.exchange(&c, &code, &c.redirect)).collect();
@@ -230,7 +245,11 @@ async fn code_races_and_strangers_cannot_burn_a_code() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 401, "the winner's token is revoked after replay");
+    assert_eq!(
+        r.status(),
+        401,
+        "the winner's token is revoked after replay"
+    );
 
     // A stranger's attempt and the owner's attempt without its PKCE
     // verifier leave the code spendable by its owner.
@@ -263,7 +282,10 @@ async fn code_races_and_strangers_cannot_burn_a_code() {
                 "client_assertion_type",
                 "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
             ),
-            ("client_assertion", &c.tpp.assertion(&c.id, &s.url("/token"))),
+            (
+                "client_assertion",
+                &c.tpp.assertion(&c.id, &s.url("/token")),
+            ),
         ])
         .send()
         .await
@@ -333,8 +355,9 @@ async fn forwarded_certificates_only_from_the_proxy() {
     let sandbox = start_sandbox().await;
     let c = sandbox.client_with("victim", json!({})).await;
     let cert_pem = std::fs::read_to_string(c.tpp.dir.join("transport.pem")).unwrap();
-    let header = percent_encoding::utf8_percent_encode(&cert_pem, percent_encoding::NON_ALPHANUMERIC)
-        .to_string();
+    let header =
+        percent_encoding::utf8_percent_encode(&cert_pem, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
     let dir = sandbox.stop().await;
 
     // Startup refuses header mode that names no proxy.
@@ -342,7 +365,10 @@ async fn forwarded_certificates_only_from_the_proxy() {
     cfg.proxy.trust_client_cert_header = true;
     assert!(cfg.validate().is_err());
 
-    for (proxies, expected) in [(vec!["10.0.0.0/8".to_string()], 401), (vec!["127.0.0.1/32".into()], 200)] {
+    for (proxies, expected) in [
+        (vec!["10.0.0.0/8".to_string()], 401),
+        (vec!["127.0.0.1/32".into()], 200),
+    ] {
         let mut cfg = sandbox_config(dir.path());
         cfg.proxy.trust_client_cert_header = true;
         cfg.proxy.trusted_addresses = proxies.clone();
@@ -380,28 +406,53 @@ async fn anonymous_visits_write_nothing_and_expired_state_is_purged() {
     let s = start_with(dir, cfg).await;
     let before = session_rows(&s).await;
     for _ in 0..30 {
-        let r = s.client().get(s.url("/account/consents")).send().await.unwrap();
+        let r = s
+            .client()
+            .get(s.url("/account/consents"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
-    assert_eq!(session_rows(&s).await, before, "anonymous visits wrote rows");
+    assert_eq!(
+        session_rows(&s).await,
+        before,
+        "anonymous visits wrote rows"
+    );
 
     // The cookie-only session still signs a PSU in, and a bad CSRF token
     // on sign-out changes nothing (finding 13).
     let mut b = Browser::new(&s);
-    let page = b.get(&s.url("/account/consents")).await.text().await.unwrap();
+    let page = b
+        .get(&s.url("/account/consents"))
+        .await
+        .text()
+        .await
+        .unwrap();
     let csrf = csrf_of(&page);
     let r = b
-        .post("/login", &[("csrf", &csrf), ("username", "rora"), ("password", "rora.")])
+        .post(
+            "/login",
+            &[("csrf", &csrf), ("username", "rora"), ("password", "rora.")],
+        )
         .await;
     assert_eq!(r.status(), 303);
-    let page = b.get(&s.url("/account/consents")).await.text().await.unwrap();
+    let page = b
+        .get(&s.url("/account/consents"))
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(page.contains("Connected applications"), "{page}");
     let dash_csrf = csrf_of(&page);
     let r = b.post("/logout", &[("csrf", "forged")]).await;
     assert_eq!(r.status(), 403);
     assert!(r.headers().get("set-cookie").is_none());
     let r = b.get(&s.url("/account/consents")).await;
-    assert!(r.text().await.unwrap().contains(&dash_csrf), "still signed in");
+    assert!(
+        r.text().await.unwrap().contains(&dash_csrf),
+        "still signed in"
+    );
 
     // An expired session row goes within a few purge intervals.
     let now = chrono::Utc::now().timestamp();
@@ -420,7 +471,13 @@ async fn anonymous_visits_write_nothing_and_expired_state_is_purged() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if s.server.store.session("expired-one", 0).await.unwrap().is_none() {
+        if s.server
+            .store
+            .session("expired-one", 0)
+            .await
+            .unwrap()
+            .is_none()
+        {
             break;
         }
         assert!(Instant::now() < deadline, "expired session never purged");
@@ -464,7 +521,12 @@ async fn registration_management_needs_a_client_credentials_token() {
     let c = s.client_with("dcr4", json!({"aspen_headless": true})).await;
     let consent = s.ais_consent(&c, ais_data()).await;
     let f = s.headless_fragment(&c, &consent, SCOPE).await;
-    let t: Value = s.exchange(&c, &f["code"], &c.redirect).await.json().await.unwrap();
+    let t: Value = s
+        .exchange(&c, &f["code"], &c.redirect)
+        .await
+        .json()
+        .await
+        .unwrap();
     let psu_token = t["access_token"].as_str().unwrap();
     let get = |token: String| {
         let s = &s;
@@ -499,7 +561,9 @@ async fn payment_consent_for_an_account_the_psu_lacks_is_refused_at_authorisatio
     // Finding 11 (PIS-13): it was authorised with no account, then funds
     // confirmation and the payment answered 500.
     let s = start_sandbox().await;
-    let c = s.client_with("nodebtor", json!({"aspen_headless": true})).await;
+    let c = s
+        .client_with("nodebtor", json!({"aspen_headless": true}))
+        .await;
     let cc = s.cc_token(&c.tpp, &c.id, "payments").await;
     let mut init = domestic_initiation("5.00");
     init["DebtorAccount"] = json!({
@@ -508,7 +572,13 @@ async fn payment_consent_for_an_account_the_psu_lacks_is_refused_at_authorisatio
         "Name": "Not A Customer",
     });
     let r = s
-        .pis_post(&c, &cc, "/domestic-payment-consents", &domestic_consent_body(init), "nd-1")
+        .pis_post(
+            &c,
+            &cc,
+            "/domestic-payment-consents",
+            &domestic_consent_body(init),
+            "nd-1",
+        )
         .await;
     assert_eq!(r.status(), 201);
     let id = r.json::<Value>().await.unwrap()["Data"]["ConsentId"]
@@ -516,7 +586,11 @@ async fn payment_consent_for_an_account_the_psu_lacks_is_refused_at_authorisatio
         .unwrap()
         .to_string();
     let f = s.headless_fragment(&c, &id, "openid payments").await;
-    assert_eq!(f.get("error").map(String::as_str), Some("access_denied"), "{f:?}");
+    assert_eq!(
+        f.get("error").map(String::as_str),
+        Some("access_denied"),
+        "{f:?}"
+    );
     assert!(!f.contains_key("code"));
     // The consent was not authorised: its funds check is refused cleanly.
     let r = s
@@ -540,10 +614,17 @@ async fn a_page_link_works_only_where_it_was_made() {
     let mut cfg = sandbox_config(dir.path());
     cfg.limits.page_size = 25;
     let s = start_with(dir, cfg).await;
-    let c = s.client_with("pager", json!({"aspen_headless": true})).await;
+    let c = s
+        .client_with("pager", json!({"aspen_headless": true}))
+        .await;
     let consent = s.ais_consent(&c, ais_data()).await;
     let f = s.headless_fragment(&c, &consent, SCOPE).await;
-    let t: Value = s.exchange(&c, &f["code"], &c.redirect).await.json().await.unwrap();
+    let t: Value = s
+        .exchange(&c, &f["code"], &c.redirect)
+        .await
+        .json()
+        .await
+        .unwrap();
     let token = t["access_token"].as_str().unwrap().to_string();
     let get = |url: String| {
         let s = &s;
@@ -557,7 +638,10 @@ async fn a_page_link_works_only_where_it_was_made() {
                 .send()
                 .await
                 .unwrap();
-            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
         }
     };
     let aisp = s.url("/open-banking/v3.1/aisp");
@@ -593,7 +677,11 @@ async fn a_page_link_works_only_where_it_was_made() {
 async fn pages_carry_the_browser_security_headers() {
     // Finding 13: no HSTS, X-Content-Type-Options or Referrer-Policy.
     let s = start_sandbox().await;
-    for path in ["/account/consents", "/health", "/.well-known/openid-configuration"] {
+    for path in [
+        "/account/consents",
+        "/health",
+        "/.well-known/openid-configuration",
+    ] {
         let r = s.client().get(s.url(path)).send().await.unwrap();
         let h = r.headers();
         assert!(

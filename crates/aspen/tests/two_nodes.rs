@@ -103,7 +103,9 @@ async fn races_have_one_winner_across_two_nodes() {
     };
     let (a, b) = two_nodes(&pg).await;
     let nodes = [&a, &b];
-    let c = a.client_with("twonode", json!({"aspen_headless": true})).await;
+    let c = a
+        .client_with("twonode", json!({"aspen_headless": true}))
+        .await;
     let data = json!({ "Permissions": ALL_PERMISSIONS });
 
     // Authorisation codes: one redemption wins; the replays on either node
@@ -132,7 +134,12 @@ async fn races_have_one_winner_across_two_nodes() {
     // Refresh tokens: one rotation wins.
     let consent = a.ais_consent(&c, data.clone()).await;
     let code = b.headless_fragment(&c, &consent, SCOPE).await["code"].clone();
-    let t: Value = a.exchange(&c, &code, &c.redirect).await.json().await.unwrap();
+    let t: Value = a
+        .exchange(&c, &code, &c.redirect)
+        .await
+        .json()
+        .await
+        .unwrap();
     let refresh = t["refresh_token"].as_str().unwrap().to_string();
     let results = on_both(nodes, 12, |s| s.refresh(&c, &refresh)).await;
     let wins = results.iter().filter(|r| r.status() == 200).count();
@@ -159,7 +166,11 @@ async fn races_have_one_winner_across_two_nodes() {
             s.client()
                 .post(s.url("/login"))
                 .header("cookie", cookie)
-                .form(&[("csrf", csrf.as_str()), ("username", "ivsa"), ("password", "nope")])
+                .form(&[
+                    ("csrf", csrf.as_str()),
+                    ("username", "ivsa"),
+                    ("password", "nope"),
+                ])
                 .send()
                 .await
                 .unwrap()
@@ -170,7 +181,10 @@ async fn races_have_one_winner_across_two_nodes() {
     .await;
     let checked = statuses.iter().filter(|s| **s == 401).count();
     assert!(checked <= 5, "{checked} guesses checked across two nodes");
-    assert!(statuses.iter().all(|s| matches!(s, 401 | 429)), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| matches!(s, 401 | 429)),
+        "{statuses:?}"
+    );
 
     // Idempotency keys: one consent for one key, whichever node answers.
     let cc = a.cc_token(&c.tpp, &c.id, "payments").await;
@@ -194,7 +208,10 @@ async fn races_have_one_winner_across_two_nodes() {
     })
     .await;
     let codes = fragments.iter().filter(|f| f.contains_key("code")).count();
-    assert_eq!(codes, 1, "one authorisation across two nodes: {fragments:?}");
+    assert_eq!(
+        codes, 1,
+        "one authorisation across two nodes: {fragments:?}"
+    );
 
     a.stop().await;
     b.stop().await;

@@ -604,3 +604,18 @@ pub fn domestic_consent_body(initiation: serde_json::Value) -> serde_json::Value
         "Risk": { "PaymentContextCode": "PartyToParty" },
     })
 }
+
+/// A 403 that explains itself (COMMON-39): `OBErrorResponse1` with aspen's
+/// reason code and a message.
+pub async fn assert_forbidden(r: reqwest::Response, code: &str) {
+    assert_eq!(r.status(), 403);
+    let b: serde_json::Value = r.json().await.expect("a 403 body");
+    assert_eq!(b["Code"], "403 Forbidden", "{b:#}");
+    assert_eq!(b["Errors"][0]["ErrorCode"], code, "{b:#}");
+    assert!(
+        b["Errors"][0]["Message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{b:#}"
+    );
+}
