@@ -15,6 +15,10 @@ pub struct SigningKey {
     pair: Arc<KeyPair>,
     pkcs8: Arc<Vec<u8>>,
     jwk: Jwk,
+    /// The certificate chain for the key (DER, leaf first), published as
+    /// `x5c` / `x5t#S256` (RFC 7517 §4.7-4.9): OB clients check response
+    /// signatures against a key whose certificate they can verify.
+    x5c: Arc<Vec<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -56,6 +60,7 @@ impl SigningKey {
             pair: Arc::new(pair),
             pkcs8: Arc::new(der.to_vec()),
             jwk,
+            x5c: Arc::new(Vec::new()),
         })
     }
 
@@ -97,9 +102,30 @@ impl SigningKey {
         &self.jwk
     }
 
-    /// The public JWK (`kty`, `kid`, `use: sig`, `alg: PS256`, `n`, `e`).
+    /// The key with its certificate chain (DER, leaf first). The caller
+    /// checks that the leaf certifies this key.
+    pub fn with_certificates(mut self, chain: Vec<Vec<u8>>) -> Self {
+        self.x5c = Arc::new(chain);
+        self
+    }
+
+    pub fn certificates(&self) -> &[Vec<u8>] {
+        &self.x5c
+    }
+
+    /// The public JWK (`kty`, `kid`, `use: sig`, `alg: PS256`, `n`, `e`),
+    /// with `x5c` and `x5t#S256` when the key has a certificate.
     pub fn public_jwk(&self) -> serde_json::Value {
-        serde_json::to_value(&self.jwk).unwrap_or(serde_json::Value::Null)
+        let mut v = serde_json::to_value(&self.jwk).unwrap_or(serde_json::Value::Null);
+        if let (Some(leaf), Some(m)) = (self.x5c.first(), v.as_object_mut()) {
+            let std = base64::engine::general_purpose::STANDARD;
+            m.insert(
+                "x5c".into(),
+                self.x5c.iter().map(|c| std.encode(c)).collect(),
+            );
+            m.insert("x5t#S256".into(), crate::sha256_b64url(leaf).into());
+        }
+        v
     }
 
     /// RSASSA-PSS with SHA-256 and a 32-byte salt over `msg`.

@@ -121,6 +121,10 @@ pub struct InitArgs {
     /// Data directory holding the sandbox CA and directory key.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// An ECDSA P-256 transport key instead of the RSA-2048 one the OB
+    /// Directory issues.
+    #[arg(long)]
+    pub ec_transport: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -221,9 +225,10 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
                 server.public_url
             );
             eprintln!(
-                "aspen: serving on {} (data in {})",
+                "aspen: serving on {} (data in {}); aspsp_org_id {}",
                 server.public_url,
-                server.data_dir.display()
+                server.data_dir.display(),
+                server.aspsp_org_id
             );
             let stop = server.shutdown_sender();
             tokio::spawn(async move {
@@ -269,14 +274,17 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
                     roles: args.roles,
                     directory_issuer: config.sandbox.directory_issuer.clone(),
                     server_url,
+                    aspsp_org_id: config.aspsp_org_id.clone(),
+                    ec_transport: args.ec_transport,
                 },
             )?;
             println!(
-                "TPP kit written to {} (org_id {}, software_id {}, signing kid {}); see its README.md",
+                "TPP kit written to {} (org_id {}, software_id {}, signing kid {}; the bank's aspsp_org_id {}); see its README.md",
                 args.out.display(),
                 kit.org_id,
                 kit.software_id,
-                kit.kid
+                kit.kid,
+                kit.aspsp_org_id
             );
             Ok(())
         }
@@ -301,6 +309,19 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
                 KeysCommand::List(_) => {}
                 KeysCommand::Rotate(_) => {
                     let kid = ring.rotate()?.kid().to_string();
+                    if config.profile == Profile::Sandbox {
+                        // The sandbox CA certifies the new key at once, so
+                        // /jwks publishes it with x5c.
+                        let org_id = match &config.aspsp_org_id {
+                            Some(id) => id.clone(),
+                            None => data.aspsp_org_id()?,
+                        };
+                        ring.certify_missing(&data.sandbox_ca()?, &config.branding.name, &org_id)?;
+                    } else {
+                        println!(
+                            "put the bank's certificate for {kid} in keys/{kid}.crt.pem (chain, leaf first) before restarting"
+                        );
+                    }
                     println!("new current signing key {kid}; restart the servers to use it");
                 }
                 KeysCommand::Retire { kid, .. } => {

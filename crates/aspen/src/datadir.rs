@@ -170,6 +170,22 @@ impl DataDir {
             .with_context(|| format!("{} is not a hex secret", path.display()))
     }
 
+    /// The bank's organisation id at the directory, OB-shaped (18
+    /// characters of `[0-9A-Za-z]`), made once per data directory: the DCR
+    /// `aud` and the `iss` of response signatures unless `aspsp_org_id` is
+    /// configured.
+    pub fn aspsp_org_id(&self) -> Result<String> {
+        let path = self.root.join("aspsp-org-id");
+        if !path.exists() {
+            write_public(&path, &format!("0015800001{}", crate::kit::base62(8)))?;
+        }
+        let id = read(&path)?.trim().to_string();
+        if id.len() != 18 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            bail!("{} must hold 18 letters or digits", path.display());
+        }
+        Ok(id)
+    }
+
     pub fn keyring(&self) -> Result<KeyRing> {
         KeyRing::open(&self.root.join("keys"))
     }
@@ -216,8 +232,15 @@ impl KeyRing {
         let mut keys = Vec::new();
         for kid in &state.published {
             let pem = read(&dir.join(format!("{kid}.pem")))?;
-            let key = SigningKey::from_pkcs8_pem(&pem, Some(kid.clone()))
+            let mut key = SigningKey::from_pkcs8_pem(&pem, Some(kid.clone()))
                 .with_context(|| format!("key {kid} is not a valid RSA key"))?;
+            let cert_path = Self::cert_path(dir, kid);
+            if cert_path.exists() {
+                let chain = pki::certifies(&read(&cert_path)?, &key).with_context(|| {
+                    format!("{} does not certify key {kid}", cert_path.display())
+                })?;
+                key = key.with_certificates(chain);
+            }
             keys.push(key);
         }
         if !state.published.contains(&state.current) {
@@ -228,6 +251,36 @@ impl KeyRing {
             state,
             keys,
         })
+    }
+
+    /// `keys/<kid>.crt.pem`: the key's certificate chain (leaf first),
+    /// published as `x5c`. The sandbox CA issues it in the sandbox; in
+    /// production the operator puts the bank's certificate there.
+    fn cert_path(dir: &Path, kid: &str) -> PathBuf {
+        dir.join(format!("{kid}.crt.pem"))
+    }
+
+    /// Issues a certificate from `ca` for every published key without one.
+    pub fn certify_missing(&mut self, ca: &IssuedCert, org_name: &str, org_id: &str) -> Result<()> {
+        for key in &mut self.keys {
+            if !key.certificates().is_empty() {
+                continue;
+            }
+            let pem = pki::signing_cert(ca, key, org_name, org_id, key.kid())?;
+            write_public(&Self::cert_path(&self.dir, key.kid()), &pem)?;
+            let chain = pki::certifies(&pem, key)?;
+            *key = key.clone().with_certificates(chain);
+        }
+        Ok(())
+    }
+
+    /// Published keys that have no certificate (production warns).
+    pub fn uncertified(&self) -> Vec<&str> {
+        self.keys
+            .iter()
+            .filter(|k| k.certificates().is_empty())
+            .map(|k| k.kid())
+            .collect()
     }
 
     pub fn current(&self) -> &SigningKey {

@@ -20,16 +20,21 @@ pub struct KitOptions {
     pub roles: Vec<String>,
     pub directory_issuer: String,
     pub server_url: String,
+    /// The bank's org id when configured; else the data directory's.
+    pub aspsp_org_id: Option<String>,
+    /// ECDSA P-256 transport key instead of RSA-2048.
+    pub ec_transport: bool,
 }
 
 pub struct Kit {
     pub org_id: String,
+    pub aspsp_org_id: String,
     pub software_id: String,
     pub kid: String,
 }
 
 /// Base62, the alphabet the OB Directory uses for org and software ids.
-fn base62(len: usize) -> String {
+pub(crate) fn base62(len: usize) -> String {
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let mut bytes = vec![0u8; len];
     aws_lc_rs::rand::fill(&mut bytes).expect("system RNG available");
@@ -80,12 +85,29 @@ pub fn create(data: &DataDir, opts: &KitOptions) -> Result<Kit> {
     let ca = data.sandbox_ca()?;
     let directory = data.directory_key()?;
 
-    let transport = pki::transport_cert(&ca, &opts.org_name, &org_id, &software_id)?;
+    let aspsp_org_id = match &opts.aspsp_org_id {
+        Some(id) => id.clone(),
+        None => data.aspsp_org_id()?,
+    };
+    let transport = pki::transport_cert(
+        &ca,
+        &opts.org_name,
+        &org_id,
+        &software_id,
+        !opts.ec_transport,
+    )?;
     write_public(&opts.out.join("transport.pem"), &transport.cert_pem)?;
     write_secret(&opts.out.join("transport-key.pem"), &transport.key_pem)?;
 
+    // As the OB Directory issues them: an RSA-2048 signing key with its
+    // certificate beside it (some TPP tools load the key's certificate).
     let signing = SigningKey::generate(None).context("RSA key generation failed")?;
     write_secret(&opts.out.join("signing-key.pem"), &signing.to_pkcs8_pem()?)?;
+    let signing_pem = pki::signing_cert(&ca, &signing, &opts.org_name, &org_id, &software_id)?;
+    write_public(&opts.out.join("signing.pem"), &signing_pem)?;
+    let signing = signing
+        .clone()
+        .with_certificates(pki::certifies(&signing_pem, &signing)?);
     let jwks = serde_json::json!({ "keys": [signing.public_jwk()] });
     write_public(
         &opts.out.join("signing-jwks.json"),
@@ -135,6 +157,7 @@ pub fn create(data: &DataDir, opts: &KitOptions) -> Result<Kit> {
 
     let kit = serde_json::json!({
         "org_id": org_id,
+        "aspsp_org_id": aspsp_org_id,
         "org_name": opts.org_name,
         "software_id": software_id,
         "client_name": opts.client_name,
@@ -150,16 +173,23 @@ pub fn create(data: &DataDir, opts: &KitOptions) -> Result<Kit> {
     )?;
     write_public(
         &opts.out.join("README.md"),
-        &readme(opts, &org_id, &software_id, signing.kid()),
+        &readme(opts, &org_id, &software_id, signing.kid(), &aspsp_org_id),
     )?;
     Ok(Kit {
         org_id,
+        aspsp_org_id,
         software_id,
         kid: signing.kid().to_string(),
     })
 }
 
-fn readme(opts: &KitOptions, org_id: &str, software_id: &str, kid: &str) -> String {
+fn readme(
+    opts: &KitOptions,
+    org_id: &str,
+    software_id: &str,
+    kid: &str,
+    aspsp_org_id: &str,
+) -> String {
     let dir = opts.out.display();
     let url = &opts.server_url;
     format!(
@@ -167,10 +197,13 @@ fn readme(opts: &KitOptions, org_id: &str, software_id: &str, kid: &str) -> Stri
 
 Organisation `{org}` (org_id `{org_id}`), software `{client}` (software_id `{software_id}`).
 
+The bank's organisation id (`aspsp_org_id`) is `{aspsp_org_id}`: use it as the `aud` of registration
+requests (the issuer URL works too) and expect it as the `iss` of the bank's response signatures.
+
 | file | what |
 | --- | --- |
-| `transport.pem`, `transport-key.pem` | mTLS transport certificate (O={org}, OU={org_id}, CN={software_id}), signed by the sandbox CA |
-| `signing-key.pem`, `signing-jwks.json` | PS256 signing key (kid `{kid}`) and its public JWKS |
+| `transport.pem`, `transport-key.pem` | mTLS transport certificate (C=GB, O={org}, OU={org_id}, CN={software_id}; RSA-2048 unless `--ec-transport`), signed by the sandbox CA |
+| `signing-key.pem`, `signing.pem`, `signing-jwks.json` | PS256 signing key (RSA-2048, kid `{kid}`), its certificate (chain: leaf, CA) and its public JWKS (with `x5c`) |
 | `ssa.jwt` | software statement assertion signed by the sandbox directory (the key in `aspen-data/directory/jwks.json`) |
 | `ca.pem` | the CA that issued the server's certificate: trust it with `--cacert` |
 | `kit.json` | the identifiers above, machine-readable |

@@ -84,8 +84,16 @@ pub fn transport_cert(
     org_name: &str,
     org_id: &str,
     software_id: &str,
+    rsa: bool,
 ) -> Result<IssuedCert> {
-    let key = KeyPair::generate()?;
+    // RSA-2048 as the OB Directory issues (some TPP tools accept no other);
+    // P-256 on request.
+    let key = if rsa {
+        let rsa = aspen_jose::SigningKey::generate(None).context("RSA key generation failed")?;
+        KeyPair::from_pem_and_sign_algo(&rsa.to_pkcs8_pem()?, &rcgen::PKCS_RSA_SHA256)?
+    } else {
+        KeyPair::generate()?
+    };
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CountryName, "GB");
@@ -107,4 +115,64 @@ pub fn transport_cert(
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
     })
+}
+
+/// A signing certificate for an existing RSA key (the bank's PS256 keys,
+/// a kit's signing key), as the OB Directory issues them: `O` the
+/// organisation, `OU` its org id, `CN` the key's owner (software id or
+/// kid). Returns the chain PEM (leaf, then the CA).
+pub fn signing_cert(
+    ca: &IssuedCert,
+    key: &aspen_jose::SigningKey,
+    org_name: &str,
+    org_id: &str,
+    common_name: &str,
+) -> Result<String> {
+    let pair = KeyPair::from_pem_and_sign_algo(&key.to_pkcs8_pem()?, &rcgen::PKCS_RSA_SHA256)
+        .context("the signing key cannot be certified")?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CountryName, "GB");
+    dn.push(DnType::OrganizationName, org_name);
+    dn.push(DnType::OrganizationalUnitName, org_id);
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::ContentCommitment,
+    ];
+    params.serial_number = Some(random_serial());
+    params.use_authority_key_identifier_extension = true;
+    validity(&mut params, 825);
+    let cert = params.signed_by(&pair, &load_issuer(ca)?)?;
+    Ok(format!("{}{}", cert.pem(), ca.cert_pem))
+}
+
+/// Whether the leaf of a PEM chain certifies this RSA key (same modulus).
+pub fn certifies(chain_pem: &str, key: &aspen_jose::SigningKey) -> Result<Vec<Vec<u8>>> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let chain: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<_, _>>()
+        .context("not a PEM certificate chain")?;
+    let leaf = chain.first().context("the chain holds no certificate")?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|e| anyhow::anyhow!("the leaf certificate does not parse: {e}"))?;
+    let n = match cert.public_key().parsed() {
+        Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => aspen_jose::b64(
+            rsa.modulus
+                .iter()
+                .skip_while(|b| **b == 0)
+                .copied()
+                .collect::<Vec<_>>()
+                .as_slice(),
+        ),
+        _ => anyhow::bail!("the leaf certificate does not hold an RSA key"),
+    };
+    if key.jwk().n.as_deref() != Some(n.as_str()) {
+        anyhow::bail!("the leaf certificate is for another key than {}", key.kid());
+    }
+    Ok(chain)
 }

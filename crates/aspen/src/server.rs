@@ -33,6 +33,9 @@ pub struct Runtime {
     pub data: DataDir,
     pub store: Arc<dyn Store>,
     pub keys: KeyRing,
+    /// The bank's directory org id (configured, or made once per data
+    /// directory).
+    pub aspsp_org_id: String,
     pub verifier: Arc<dyn ClientCertVerifier>,
     pub tls: Arc<rustls::ServerConfig>,
     pub payment_profile: aspen_domain::payments::AspspProfile,
@@ -117,7 +120,22 @@ pub async fn prepare(config: Config) -> Result<Runtime> {
         data.directory_key()?;
         ca_files.insert(0, data.ca_cert_path());
     }
-    let keys = data.keyring()?;
+    let aspsp_org_id = match &config.aspsp_org_id {
+        Some(id) => id.clone(),
+        None => data.aspsp_org_id()?,
+    };
+    let mut keys = data.keyring()?;
+    if config.profile == Profile::Sandbox {
+        keys.certify_missing(&data.sandbox_ca()?, &config.branding.name, &aspsp_org_id)?;
+    } else {
+        for kid in keys.uncertified() {
+            tracing::warn!(
+                %kid,
+                "signing key has no certificate (keys/{kid}.crt.pem): /jwks publishes it without x5c, \
+                 and OB clients that check response signatures against the directory will refuse them"
+            );
+        }
+    }
     let roots = tls::root_store(&ca_files)?;
     let verifier = tls::client_verifier(roots)?;
     let tls = tls::server_config(&cert_file, &key_file, verifier.clone())?;
@@ -149,7 +167,7 @@ pub async fn prepare(config: Config) -> Result<Runtime> {
         .context("seeding the sandbox failed")?;
         tracing::info!(?report, "sandbox world ready");
     }
-    let auth = auth_config(&config, &data)?;
+    let auth = auth_config(&config, &data, &aspsp_org_id)?;
     let link_key = Arc::new(aws_lc_rs::hmac::Key::new(
         aws_lc_rs::hmac::HMAC_SHA256,
         &data.link_secret()?,
@@ -174,6 +192,7 @@ pub async fn prepare(config: Config) -> Result<Runtime> {
         data,
         store,
         keys,
+        aspsp_org_id,
         verifier,
         tls,
     })
@@ -202,7 +221,11 @@ fn refuse_sandbox_history(config: &Config, data: &DataDir) -> Result<()> {
 
 /// The authorisation server's settings from the configuration and the data
 /// directory's sandbox trust anchors.
-fn auth_config(config: &Config, data: &DataDir) -> Result<aspen_auth::AuthConfig> {
+fn auth_config(
+    config: &Config,
+    data: &DataDir,
+    aspsp_org_id: &str,
+) -> Result<aspen_auth::AuthConfig> {
     let mut directory_files = config.trust.directory_jwks_files.clone();
     let mut issuers = config.trust.directory_issuers.clone();
     if config.profile == Profile::Sandbox {
@@ -231,7 +254,7 @@ fn auth_config(config: &Config, data: &DataDir) -> Result<aspen_auth::AuthConfig
             Profile::Sandbox => aspen_auth::ServerProfile::Sandbox,
             Profile::Production => aspen_auth::ServerProfile::Production,
         },
-        aspsp_org_id: config.aspsp_org_id.clone(),
+        aspsp_org_id: Some(aspsp_org_id.to_string()),
         directory_issuers: issuers,
         directory_jwks,
         ssa_max_age: Duration::from_secs(config.trust.ssa_max_age_days * 86_400),
@@ -320,11 +343,7 @@ fn pis_settings(rt: &Runtime) -> Result<aspen_api::pis::PisSettings> {
         profile: rt.payment_profile.clone(),
         rates: rt.rates.clone(),
         // COMMON-30: the ASPSP signs as its directory org id.
-        iss: rt
-            .config
-            .aspsp_org_id
-            .clone()
-            .unwrap_or_else(|| "aspen-sandbox-bank".into()),
+        iss: rt.aspsp_org_id.clone(),
         tan: p.tan.clone(),
         trusted_tans: p.trusted_tans.clone(),
         iat_max_age: p.iat_max_age_secs,
@@ -609,6 +628,7 @@ async fn proxy_client_cert(
 /// A running server.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    pub aspsp_org_id: String,
     pub public_url: String,
     pub data_dir: std::path::PathBuf,
     pub store: Arc<dyn Store>,
@@ -690,9 +710,10 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         max_connections_per_address: limits.max_connections_per_address,
     };
     let task = tokio::spawn(tls::serve(listener, rt.tls.clone(), app, opts, rx));
-    tracing::info!(%addr, %public_url, profile = %rt.config.profile, "aspen listening");
+    tracing::info!(%addr, %public_url, profile = %rt.config.profile, aspsp_org_id = %rt.aspsp_org_id, "aspen listening");
     Ok(RunningServer {
         addr,
+        aspsp_org_id: rt.aspsp_org_id.clone(),
         public_url,
         data_dir: rt.data.root.clone(),
         store: rt.store.clone(),

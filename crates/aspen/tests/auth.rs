@@ -31,6 +31,22 @@ async fn error_of(r: reqwest::Response) -> (u16, String) {
 #[tokio::test]
 async fn discovery_and_jwks() {
     let s = start_sandbox().await;
+    // The bank's org id is OB-shaped, stable per data directory, and in
+    // every kit.
+    let org = &s.server.aspsp_org_id;
+    assert!(
+        org.len() == 18 && org.bytes().all(|b| b.is_ascii_alphanumeric()),
+        "{org}"
+    );
+    let kit: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            s.make_kit("orgid", "https://tpp.example.com/cb")
+                .join("kit.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(&kit["aspsp_org_id"], org);
     let c = s.client();
     let doc: Value = c
         .get(s.url("/.well-known/openid-configuration"))
@@ -94,6 +110,15 @@ async fn discovery_and_jwks() {
     let keys = jwks["keys"].as_array().unwrap();
     assert!(!keys.is_empty());
     for k in keys {
+        // The bank's keys carry their certificate chain (OB clients verify
+        // response signatures against it): x5c, and x5t#S256 of the leaf.
+        let x5c = k["x5c"].as_array().expect("x5c");
+        assert!(x5c.len() >= 2, "leaf and CA");
+        use base64::Engine;
+        let leaf = base64::engine::general_purpose::STANDARD
+            .decode(x5c[0].as_str().unwrap())
+            .unwrap();
+        assert_eq!(k["x5t#S256"], aspen_jose::sha256_b64url(&leaf));
         // AUTH-9: public parts only, kid/kty/use/alg present.
         assert_eq!(k["kty"], "RSA");
         assert_eq!(k["use"], "sig");

@@ -138,6 +138,18 @@ fn kits_keys_clients_and_migrate() {
         "{}",
         text(&o)
     );
+    // The rotated key got its certificate with it (x5c in /jwks).
+    let certs = std::fs::read_dir(data.join("keys"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".crt.pem")
+        })
+        .count();
+    assert_eq!(certs, 2, "every published key has a certificate");
 
     let o = aspen(&["clients", "add", "--kit", kit1.to_str().unwrap()], &data);
     assert!(o.status.success(), "{}", text(&o));

@@ -109,7 +109,8 @@ async fn kit_certificate_is_accepted_and_unknown_ca_is_refused() {
 
     // A certificate from a CA the server does not trust fails the handshake.
     let rogue = aspen::pki::new_ca("Rogue CA").unwrap();
-    let leaf = aspen::pki::transport_cert(&rogue, "Rogue", "rogueorg", "roguesoftware").unwrap();
+    let leaf =
+        aspen::pki::transport_cert(&rogue, "Rogue", "rogueorg", "roguesoftware", false).unwrap();
     let mut ident = leaf.cert_pem.clone().into_bytes();
     ident.extend(leaf.key_pem.as_bytes());
     let rogue_client = client_builder(&s.ca_pem())
@@ -212,7 +213,8 @@ async fn proxy_header_certificate_only_when_enabled() {
 
     // A forwarded certificate from an untrusted CA is refused.
     let rogue = aspen::pki::new_ca("Rogue CA").unwrap();
-    let leaf = aspen::pki::transport_cert(&rogue, "Rogue", "rogueorg", "roguesoftware").unwrap();
+    let leaf =
+        aspen::pki::transport_cert(&rogue, "Rogue", "rogueorg", "roguesoftware", false).unwrap();
     let enc =
         percent_encoding::utf8_percent_encode(&leaf.cert_pem, percent_encoding::NON_ALPHANUMERIC)
             .to_string();

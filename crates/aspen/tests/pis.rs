@@ -131,7 +131,8 @@ async fn signed_json(s: &TestServer, r: reqwest::Response) -> (u16, Value) {
         &bytes,
         &jwks,
         &aspen_jose::DetachedExpectations {
-            iss: "aspen-sandbox-bank",
+            // COMMON-30: the bank signs as its OB-shaped org id.
+            iss: &s.server.aspsp_org_id,
             tans: &tans,
             now: chrono::Utc::now().timestamp(),
             max_future_skew: 30,

@@ -58,6 +58,8 @@ impl TestServer {
                 roles: vec!["AISP".into(), "PISP".into(), "CBPII".into()],
                 directory_issuer: "aspen sandbox directory".into(),
                 server_url: self.server.public_url.clone(),
+                aspsp_org_id: None,
+                ec_transport: false,
             },
         )
         .expect("kit");
