@@ -73,8 +73,10 @@ pub struct AspspProfile {
 #[serde(deny_unknown_fields)]
 pub struct ReferenceRules {
     pub required: bool,
-    /// Characters allowed besides ASCII letters and digits.
-    pub allowed_punctuation: String,
+    /// Characters allowed besides ASCII letters and digits; unset = any
+    /// (the OB schema's own 1..35 characters).
+    #[serde(default)]
+    pub allowed_punctuation: Option<String>,
     /// The reference must contain a run of at least this many ASCII
     /// alphanumerics (0 = no rule).
     pub min_alphanumeric_run: usize,
@@ -285,16 +287,16 @@ impl AspspProfile {
             }
             return;
         };
-        if let Some(bad) = reference
-            .chars()
-            .find(|c| !c.is_ascii_alphanumeric() && !r.allowed_punctuation.contains(*c))
+        if let Some(allowed) = &r.allowed_punctuation
+            && let Some(bad) = reference
+                .chars()
+                .find(|c| !c.is_ascii_alphanumeric() && !allowed.contains(*c))
         {
             out.push(violation(
                 RuleCode::FieldInvalid,
                 PATH,
                 format!(
-                    "the reference may hold letters, digits and {:?} only; {bad:?} is not allowed",
-                    r.allowed_punctuation
+                    "the reference may hold letters, digits and {allowed:?} only; {bad:?} is not allowed"
                 ),
             ));
             return;
@@ -568,7 +570,7 @@ mod tests {
             name: "t".into(),
             reference: ReferenceRules {
                 required: true,
-                allowed_punctuation: " &-./".into(),
+                allowed_punctuation: Some(" &-./".into()),
                 min_alphanumeric_run: 6,
                 reject_homogeneous: true,
             },

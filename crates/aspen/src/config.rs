@@ -294,8 +294,11 @@ impl Default for BrandingConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PaymentsConfig {
-    /// A TOML file of payment rules (`AspspProfile`); the built-in rules
-    /// (`profiles/stripe.toml`) when unset.
+    /// Built-in payment rules by name: `stripe` (the bank's own rules
+    /// modelled on Stripe's PIS overview; the default) or `ob` (the OB
+    /// v3.1.2 rules alone).
+    pub profile: String,
+    /// A TOML file of payment rules (`AspspProfile`); overrides `profile`.
     pub profile_file: Option<PathBuf>,
     /// `http://openbanking.org.uk/tan` of the bank's response signatures.
     pub tan: String,
@@ -323,6 +326,7 @@ pub struct PaymentsConfig {
 impl Default for PaymentsConfig {
     fn default() -> Self {
         Self {
+            profile: "stripe".into(),
             profile_file: None,
             tan: "openbanking.org.uk".into(),
             trusted_tans: vec!["openbanking.org.uk".into()],
@@ -627,6 +631,12 @@ impl Config {
             return Err(field(
                 "housekeeping",
                 "purge_interval_secs and purge_batch must be at least 1",
+            ));
+        }
+        if !matches!(self.payments.profile.as_str(), "stripe" | "ob") {
+            return Err(field(
+                "payments.profile",
+                "must be \"stripe\" or \"ob\" (or set payments.profile_file)",
             ));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {

@@ -44,6 +44,7 @@ pub struct Runtime {
 }
 
 const STRIPE_PROFILE: &str = include_str!("../profiles/stripe.toml");
+const OB_PROFILE: &str = include_str!("../profiles/ob.toml");
 
 /// The ASPSP payment rules: the configured file, or the built-in ones.
 fn payment_profile(config: &Config) -> Result<aspen_domain::payments::AspspProfile> {
@@ -53,6 +54,9 @@ fn payment_profile(config: &Config) -> Result<aspen_domain::payments::AspspProfi
                 .with_context(|| format!("cannot read payments.profile_file {}", p.display()))?,
             p.display().to_string(),
         ),
+        None if config.payments.profile == "ob" => {
+            (OB_PROFILE.to_string(), "built-in ob profile".into())
+        }
         None => (STRIPE_PROFILE.to_string(), "built-in stripe profile".into()),
     };
     let profile: aspen_domain::payments::AspspProfile = toml::from_str(&text)

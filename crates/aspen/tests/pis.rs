@@ -387,6 +387,60 @@ async fn international_payment_applies_the_quoted_rate() {
     s.stop().await;
 }
 
+/// A payment as the OB Functional Conformance Suite sends it: the OB
+/// schema's required fields and nothing a bank may add.
+fn minimal_ob_payment(kind: &str) -> Value {
+    let mut i = json!({
+        "InstructionIdentification": "FCS0001",
+        "EndToEndIdentification": "FCS0001E2E",
+        "InstructedAmount": { "Amount": "1.00", "Currency": "GBP" },
+        "CreditorAccount": {
+            "SchemeName": "UK.OBIE.SortCodeAccountNumber",
+            "Identification": "11280001234567",
+            "Name": "OB Test",
+        },
+    });
+    if kind == "international" {
+        i["CurrencyOfTransfer"] = json!("EUR");
+        i["InstructedAmount"]["Currency"] = json!("EUR");
+        i["CreditorAccount"] = json!({
+            "SchemeName": "UK.OBIE.IBAN",
+            "Identification": "DE89370400440532013000",
+            "Name": "OB Test",
+        });
+    }
+    i
+}
+
+#[tokio::test]
+async fn the_ob_profile_takes_the_minimal_ob_payment() {
+    // Issue 10: with `payments.profile = "ob"` the OB rules alone apply, so
+    // the conformance suite's payments run; the default (Stripe) rules
+    // refuse the same body with the bank's own reasons.
+    let s = start_sandbox().await;
+    let p = s.pisp("stripeprofile").await;
+    for kind in ["domestic", "international"] {
+        let body = json!({ "Data": { "Initiation": minimal_ob_payment(kind) }, "Risk": {} });
+        let (st, v) = signed_json(
+            &s,
+            s.signed_post(&p, &p.cc, &format!("/{kind}-payment-consents"), &body, None)
+                .await,
+        )
+        .await;
+        assert_eq!(st, 400, "{kind}: {v:#}");
+    }
+    let dir = s.stop().await;
+    let mut cfg = sandbox_config(dir.path());
+    cfg.payments.profile = "ob".into();
+    let s = start_with(dir, cfg).await;
+    let p = s.pisp("obprofile").await;
+    for kind in ["domestic", "international"] {
+        let (_, debit) = journey(&s, &p, kind, minimal_ob_payment(kind), Via::Headless).await;
+        assert!(debit > 0, "{kind}");
+    }
+    s.stop().await;
+}
+
 /// A consent authorised headlessly, and its AC token.
 async fn authorised(s: &TestServer, p: &Pisp, body: &Value) -> (String, String) {
     let (st, v) = signed_json(
