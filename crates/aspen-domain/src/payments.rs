@@ -63,10 +63,25 @@ pub struct AspspProfile {
     /// `SupplementaryData.CreditorAccount` (dotted, e.g.
     /// `BankAccountDetails.RoutingNumber`) for international payments.
     #[serde(default)]
-    pub countries: BTreeMap<String, Vec<String>>,
-    /// Required for destination countries not listed in `countries`.
+    pub countries: BTreeMap<String, CountryRule>,
+    /// The rule for destination countries not listed in `countries`; when
+    /// unset and `countries` is not empty, those countries are refused.
     #[serde(default)]
-    pub other_countries: Vec<String>,
+    pub other_countries: Option<CountryRule>,
+}
+
+/// What an international payment to one destination country needs.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountryRule {
+    /// Creditor scheme accepted for this country → fields it needs under
+    /// `SupplementaryData.CreditorAccount` (e.g.
+    /// `BankAccountDetails.SwiftCode`). A scheme not listed is refused.
+    pub schemes: BTreeMap<String, Vec<String>>,
+    /// `EntityType` → KYC fields it needs under
+    /// `SupplementaryData.CreditorAccount` (e.g. `Individual.DateOfBirth`).
+    #[serde(default)]
+    pub kyc: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -245,31 +260,7 @@ impl AspspProfile {
         }
         self.check_supplementary(&supp, &mut out);
         if t == PaymentType::International {
-            match destination_country(initiation) {
-                Some(country) => {
-                    let fields = self
-                        .countries
-                        .get(&country)
-                        .unwrap_or(&self.other_countries);
-                    for f in fields {
-                        if str_at(&supp, f).is_none_or(|s| s.trim().is_empty()) {
-                            out.push(violation(
-                                RuleCode::FieldMissing,
-                                &format!("{SUPP}.{f}"),
-                                format!("{f} is required for payments to {country}"),
-                            ));
-                        }
-                    }
-                }
-                None if !self.countries.is_empty() || !self.other_countries.is_empty() => {
-                    out.push(violation(
-                        RuleCode::FieldExpected,
-                        "Data.Initiation.DestinationCountryCode",
-                        "the destination country cannot be told from the creditor: send DestinationCountryCode",
-                    ));
-                }
-                None => {}
-            }
+            self.check_country(initiation, &scheme, &supp, &mut out);
         }
         out
     }
@@ -330,6 +321,60 @@ impl AspspProfile {
         }
     }
 
+    /// The destination country's table row: the schemes it takes, their
+    /// bank details, and the creditor's KYC fields by `EntityType`.
+    fn check_country(
+        &self,
+        initiation: &Value,
+        scheme: &str,
+        supp: &Value,
+        out: &mut Vec<Violation>,
+    ) {
+        const DEST: &str = "Data.Initiation.DestinationCountryCode";
+        let Some(country) = destination_country(initiation) else {
+            if !self.countries.is_empty() || self.other_countries.is_some() {
+                out.push(violation(
+                    RuleCode::FieldExpected,
+                    DEST,
+                    "the destination country cannot be told from the creditor: send DestinationCountryCode",
+                ));
+            }
+            return;
+        };
+        let Some(rule) = self
+            .countries
+            .get(&country)
+            .or(self.other_countries.as_ref())
+        else {
+            if !self.countries.is_empty() {
+                out.push(violation(
+                    RuleCode::FieldInvalid,
+                    DEST,
+                    format!("payments to {country} are not supported"),
+                ));
+            }
+            return;
+        };
+        match rule.schemes.get(scheme) {
+            None => out.push(violation(
+                RuleCode::UnsupportedScheme,
+                "Data.Initiation.CreditorAccount.SchemeName",
+                format!(
+                    "payments to {country} take {}",
+                    rule.schemes
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+            )),
+            Some(fields) => require_fields(supp, fields, &country, out),
+        }
+        if let Some(fields) = str_at(supp, "EntityType").and_then(|et| rule.kyc.get(et)) {
+            require_fields(supp, fields, &country, out);
+        }
+    }
+
     fn check_supplementary(&self, supp: &Value, out: &mut Vec<Violation>) {
         let s = &self.supplementary;
         for f in &s.required {
@@ -366,6 +411,25 @@ impl AspspProfile {
                     format!("{details} is required when EntityType is {et}"),
                 ));
             }
+        }
+    }
+}
+
+/// Each field (dotted, under `SupplementaryData.CreditorAccount`) present:
+/// a non-empty string or an object.
+fn require_fields(supp: &Value, fields: &[String], country: &str, out: &mut Vec<Violation>) {
+    for f in fields {
+        let present = match get(supp, f) {
+            Some(Value::String(s)) => !s.trim().is_empty(),
+            Some(v) => v.is_object(),
+            None => false,
+        };
+        if !present {
+            out.push(violation(
+                RuleCode::FieldMissing,
+                &format!("{SUPP}.{f}"),
+                format!("{f} is required for payments to {country}"),
+            ));
         }
     }
 }
@@ -617,13 +681,34 @@ mod tests {
             supplementary: SupplementaryRules {
                 required: vec!["Email".into(), "EntityType".into()],
                 entity_types: vec!["individual".into(), "company".into()],
-                entity_details: BTreeMap::from([("individual".into(), "IndividualDetails".into())]),
+                entity_details: BTreeMap::from([
+                    ("individual".into(), "Individual".into()),
+                    ("company".into(), "BusinessDetails".into()),
+                ]),
             },
-            countries: BTreeMap::from([(
-                "US".into(),
-                vec!["BankAccountDetails.RoutingNumber".into()],
-            )]),
-            other_countries: vec![],
+            countries: BTreeMap::from([
+                (
+                    "GB".into(),
+                    CountryRule {
+                        schemes: BTreeMap::from([("UK.OBIE.IBAN".into(), vec![])]),
+                        kyc: BTreeMap::new(),
+                    },
+                ),
+                (
+                    "US".into(),
+                    CountryRule {
+                        schemes: BTreeMap::from([(
+                            "UK.OBIE.IBAN".into(),
+                            vec!["BankAccountDetails.RoutingNumber".into()],
+                        )]),
+                        kyc: BTreeMap::from([
+                            ("individual".into(), vec!["Individual.DateOfBirth".into()]),
+                            ("company".into(), vec!["BusinessDetails.Address".into()]),
+                        ]),
+                    },
+                ),
+            ]),
+            other_countries: None,
         }
     }
 
@@ -632,7 +717,7 @@ mod tests {
             "InstructedAmount": {"Amount": "1.00", "Currency": "GBP"},
             "CreditorAccount": {"SchemeName": "UK.OBIE.SortCodeAccountNumber", "Identification": "11223344556677", "Name": "A"},
             "RemittanceInformation": {"Reference": reference},
-            "SupplementaryData": {"CreditorAccount": {"Email": "a@b.co", "EntityType": "individual", "IndividualDetails": {}}},
+            "SupplementaryData": {"CreditorAccount": {"Email": "a@b.co", "EntityType": "individual", "Individual": {}}},
         })
     }
 
@@ -714,11 +799,45 @@ mod tests {
         i["CreditorAccount"] =
             json!({"SchemeName": "IBAN", "Identification": "GB82WEST12345698765432", "Name": "X"});
         assert!(p.check(PaymentType::International, &i).is_empty());
+        // Stripe's tables: to the US the bank details need a routing number
+        // and an individual creditor a date of birth.
         i["DestinationCountryCode"] = json!("US");
-        let v = p.check(PaymentType::International, &i);
+        let paths: Vec<String> = p
+            .check(PaymentType::International, &i)
+            .into_iter()
+            .map(|v| v.path)
+            .collect();
         assert_eq!(
-            v[0].path,
-            "Data.Initiation.SupplementaryData.CreditorAccount.BankAccountDetails.RoutingNumber"
+            paths,
+            [
+                "Data.Initiation.SupplementaryData.CreditorAccount.BankAccountDetails.RoutingNumber",
+                "Data.Initiation.SupplementaryData.CreditorAccount.Individual.DateOfBirth",
+            ]
+        );
+        i["SupplementaryData"]["CreditorAccount"]["BankAccountDetails"] =
+            json!({"RoutingNumber": "110000000"});
+        i["SupplementaryData"]["CreditorAccount"]["Individual"] =
+            json!({"DateOfBirth": "1990-01-31"});
+        assert!(p.check(PaymentType::International, &i).is_empty());
+        // A company creditor: the business address instead.
+        i["SupplementaryData"]["CreditorAccount"]["EntityType"] = json!("company");
+        i["SupplementaryData"]["CreditorAccount"]["BusinessDetails"] = json!({});
+        let v = p.check(PaymentType::International, &i);
+        assert_eq!(v.len(), 1);
+        assert!(v[0].path.ends_with("BusinessDetails.Address"));
+        // A scheme the country does not take, and a country not served.
+        i["CreditorAccount"]["SchemeName"] = json!("UK.OBIE.SortCodeAccountNumber");
+        i["CreditorAccount"]["Identification"] = json!("11223344556677");
+        assert_eq!(
+            p.check(PaymentType::International, &i)[0].code,
+            RuleCode::UnsupportedScheme
+        );
+        i["CreditorAccount"] = json!({"SchemeName": "UK.OBIE.IBAN", "Identification": "GB82WEST12345698765432", "Name": "X"});
+        i["DestinationCountryCode"] = json!("ZZ");
+        assert!(
+            p.check(PaymentType::International, &i)[0]
+                .path
+                .ends_with("DestinationCountryCode")
         );
     }
 

@@ -31,7 +31,8 @@ fn international_initiation(amount: &str, rate: Option<Value>) -> Value {
         },
         "RemittanceInformation": { "Reference": "INV2026-4471" },
         "SupplementaryData": { "CreditorAccount": {
-            "Email": "kasse@muster.example", "EntityType": "individual", "IndividualDetails": { "FirstName": "Max" },
+            "Email": "kasse@muster.example", "EntityType": "individual",
+            "Individual": { "Name": "Max Muster", "DateOfBirth": "1980-04-01" },
         }},
     });
     if let Some(r) = rate {
@@ -842,17 +843,74 @@ async fn each_profile_rule_broken_once() {
             "UK.OBIE.Unsupported.AccountIdentifier",
             "Data.Initiation.CreditorAccount.Identification",
         ),
+        // Stripe's bank-account table: per country, the schemes it takes
+        // and the details each needs.
         (
             "international",
-            Box::new(|i| i["DestinationCountryCode"] = json!("US")),
+            Box::new(|i| {
+                i["DestinationCountryCode"] = json!("US");
+                i["CreditorAccount"] = json!({"SchemeName": "UK.OBIE.BBAN", "Identification": "000123456789", "Name": "Acme Corp"});
+            }),
             "UK.OBIE.Field.Missing",
             "Data.Initiation.SupplementaryData.CreditorAccount.BankAccountDetails.RoutingNumber",
         ),
         (
             "international",
-            Box::new(|i| i["DestinationCountryCode"] = json!("ZA")),
+            Box::new(|i| {
+                i["DestinationCountryCode"] = json!("ZA");
+                i["CreditorAccount"] = json!({"SchemeName": "UK.OBIE.BBAN", "Identification": "62001234567", "Name": "Acme SA"});
+            }),
             "UK.OBIE.Field.Missing",
             "Data.Initiation.SupplementaryData.CreditorAccount.BankAccountDetails.SwiftCode",
+        ),
+        (
+            "international",
+            Box::new(|i| i["DestinationCountryCode"] = json!("US")),
+            "UK.OBIE.Unsupported.Scheme",
+            "Data.Initiation.CreditorAccount.SchemeName",
+        ),
+        (
+            "international",
+            Box::new(|i| i["DestinationCountryCode"] = json!("KP")),
+            "UK.OBIE.Field.Invalid",
+            "Data.Initiation.DestinationCountryCode",
+        ),
+        // Stripe's KYC table: per country and EntityType.
+        (
+            "international",
+            Box::new(|i| {
+                i["SupplementaryData"]["CreditorAccount"]["Individual"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("DateOfBirth");
+            }),
+            "UK.OBIE.Field.Missing",
+            "Data.Initiation.SupplementaryData.CreditorAccount.Individual.DateOfBirth",
+        ),
+        (
+            "international",
+            Box::new(|i| {
+                i["DestinationCountryCode"] = json!("AE");
+                i["CreditorAccount"]["Identification"] = json!("AE070331234567890123456");
+                i["SupplementaryData"]["CreditorAccount"]["EntityType"] = json!("company");
+                i["SupplementaryData"]["CreditorAccount"]["BusinessDetails"] =
+                    json!({"RegisteredName": "Acme FZE"});
+            }),
+            "UK.OBIE.Field.Missing",
+            "Data.Initiation.SupplementaryData.CreditorAccount.BusinessDetails.AddressNonPOBox",
+        ),
+        (
+            "international",
+            Box::new(|i| {
+                i["DestinationCountryCode"] = json!("BT");
+                i["CreditorAccount"] = json!({"SchemeName": "UK.OBIE.BBAN", "Identification": "110000123", "Name": "Tashi"});
+                i["SupplementaryData"]["CreditorAccount"]["BankAccountDetails"] =
+                    json!({"SwiftCode": "BNBTBTBT"});
+                i["SupplementaryData"]["CreditorAccount"]["Individual"]["AddressNonPOBox"] =
+                    json!({"Line1": "Norzin Lam", "City": "Thimphu", "CountryCode": "BT"});
+            }),
+            "UK.OBIE.Field.Missing",
+            "Data.Initiation.SupplementaryData.CreditorAccount.Individual.PhoneNumber",
         ),
         (
             "international",
