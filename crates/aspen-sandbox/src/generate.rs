@@ -1032,14 +1032,34 @@ mod tests {
                     .any(|r| r.account_id == a.account_id && r.kind == ResourceKind::Party)
             );
         }
-        for k in [
-            ResourceKind::Beneficiary,
-            ResourceKind::DirectDebit,
-            ResourceKind::StandingOrder,
-            ResourceKind::ScheduledPayment,
-            ResourceKind::Offer,
-        ] {
-            assert!(w.resources.iter().any(|r| r.kind == k), "{k:?}");
+        // Issue 10: every sandbox PSU has, on at least one account, a record
+        // for every AIS endpoint, so a full-permission consent reads data
+        // everywhere.
+        for psu in &w.psus {
+            let mine: Vec<&str> = w
+                .accounts
+                .iter()
+                .filter(|a| a.psu_id == psu.id)
+                .map(|a| a.account_id.as_str())
+                .collect();
+            for k in [
+                ResourceKind::Beneficiary,
+                ResourceKind::DirectDebit,
+                ResourceKind::StandingOrder,
+                ResourceKind::ScheduledPayment,
+                ResourceKind::Statement,
+                ResourceKind::Product,
+                ResourceKind::Offer,
+                ResourceKind::Party,
+            ] {
+                assert!(
+                    w.resources
+                        .iter()
+                        .any(|r| r.kind == k && mine.contains(&r.account_id.as_str())),
+                    "{} has no {k:?}",
+                    psu.username
+                );
+            }
         }
     }
 

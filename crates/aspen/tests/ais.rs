@@ -906,3 +906,78 @@ async fn aspen_sandbox_account(s: &TestServer) -> String {
         .unwrap()
         .account_id
 }
+
+#[tokio::test]
+async fn every_sandbox_psu_has_data_on_every_endpoint() {
+    // Issue 10: a full-permission consent of any sandbox PSU reads records
+    // from every AIS endpoint.
+    let s = start_sandbox().await;
+    let c = s
+        .client_with("everywhere", json!({"aspen_headless": true}))
+        .await;
+    for psu in ["rora", "mits", "ivsa"] {
+        let consent = s
+            .ais_consent(&c, json!({ "Permissions": ALL_PERMISSIONS }))
+            .await;
+        let mut claims = request_claims(&s, &c, &consent, "openid accounts");
+        claims["login_hint"] = json!(psu);
+        let r = s
+            .client()
+            .get(authorize_url(
+                &s,
+                &c,
+                &c.tpp.sign(&claims),
+                "openid accounts",
+            ))
+            .send()
+            .await
+            .unwrap();
+        let code = fragment(&location(&r))["code"].clone();
+        let t: Value = s
+            .exchange(&c, &code, &c.redirect)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let token = t["access_token"].as_str().unwrap();
+        for (path, key) in [
+            ("accounts", "Account"),
+            ("balances", "Balance"),
+            ("transactions", "Transaction"),
+            ("beneficiaries", "Beneficiary"),
+            ("direct-debits", "DirectDebit"),
+            ("standing-orders", "StandingOrder"),
+            ("scheduled-payments", "ScheduledPayment"),
+            ("statements", "Statement"),
+            ("products", "Product"),
+            ("offers", "Offer"),
+        ] {
+            let v: Value = s
+                .kit_client(&c.tpp.dir)
+                .get(s.url(&format!("{P}/{path}")))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert!(
+                v["Data"][key].as_array().is_some_and(|a| !a.is_empty()),
+                "{psu}: {path} is empty: {v:#}"
+            );
+        }
+        let v: Value = s
+            .kit_client(&c.tpp.dir)
+            .get(s.url(&format!("{P}/party")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(v["Data"]["Party"].is_object(), "{psu}: {v:#}");
+    }
+    s.stop().await;
+}
