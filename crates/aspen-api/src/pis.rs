@@ -132,7 +132,22 @@ fn violations(v: Vec<rules::Violation>) -> Result<(), ObError> {
 /// Signs every PIS response that has a body, errors included (COMMON-32,
 /// PIS-3), over the exact bytes sent.
 pub async fn sign_responses(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    sign(&state, next.run(req).await).await
+}
+
+/// At the edge of the whole application: PIS answers made outside a PIS
+/// route (the router's 404/405, refusals before a handler runs, reshaped
+/// into OB errors) are signed too, so a TPP can trust every `/pisp` body.
+pub async fn sign_unsigned(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    let pisp = req.uri().path().starts_with(PISP);
     let resp = next.run(req).await;
+    if !pisp || resp.headers().contains_key("x-jws-signature") {
+        return resp;
+    }
+    sign(&state, resp).await
+}
+
+async fn sign(state: &ApiState, resp: Response) -> Response {
     let (mut parts, body) = resp.into_parts();
     let bytes = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(b) => b,

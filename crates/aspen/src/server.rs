@@ -371,17 +371,18 @@ pub fn app(rt: &Runtime, public_url: &str) -> Result<Router> {
         store: rt.store.clone(),
         metrics: ops::metrics_handle(),
     };
+    let api = aspen_api::ApiState {
+        store: rt.store.clone(),
+        base_url: public_url.to_string(),
+        strict: true,
+        link_key: rt.link_key.clone(),
+        page_size: rt.config.limits.page_size,
+        pis: Arc::new(pis_settings(rt)?),
+    };
     let mut router = Router::new()
         .merge(ops::router(ops_state))
         .merge(aspen_auth::router(auth_state(rt, public_url)))
-        .merge(aspen_api::router(aspen_api::ApiState {
-            store: rt.store.clone(),
-            base_url: public_url.to_string(),
-            strict: true,
-            link_key: rt.link_key.clone(),
-            page_size: rt.config.limits.page_size,
-            pis: Arc::new(pis_settings(rt)?),
-        }));
+        .merge(aspen_api::router(api.clone()));
     if rt.config.profile == Profile::Sandbox {
         router = router.route("/sandbox/whoami", axum::routing::get(whoami));
     }
@@ -409,6 +410,10 @@ pub fn app(rt: &Runtime, public_url: &str) -> Result<Router> {
         .route_layer(middleware::from_fn(aspen_http::metrics_layer::track))
         .fallback(fallback)
         .layer(middleware::from_fn(ob_error_shape))
+        .layer(middleware::from_fn_with_state(
+            api,
+            aspen_api::pis::sign_unsigned,
+        ))
         .layer(middleware::from_fn_with_state(
             Arc::new(proxy),
             proxy_client_cert,

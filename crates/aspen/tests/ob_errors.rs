@@ -147,3 +147,56 @@ async fn framework_refusals_are_ob_errors() {
     assert!(r.bytes().await.unwrap().is_empty());
     s.stop().await;
 }
+
+#[tokio::test]
+async fn every_pisp_body_is_signed_even_outside_a_route() {
+    // Schemathesis found unsigned 404/405 bodies under /pisp (COMMON-32).
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = sandbox_config(dir.path());
+    cfg.limits.max_body_bytes = 16 * 1024;
+    let s = start_with(dir, cfg).await;
+    let c = s.client_with("signedpisp", json!({})).await;
+    let cc = s.cc_token(&c.tpp, &c.id, "payments").await;
+    let http = s.kit_client(&c.tpp.dir);
+    let pisp = s.url("/open-banking/v3.1/pisp");
+    let jwks = s.jwks().await;
+    let tans = vec![TAN.to_string()];
+    for (req, status) in [
+        (http.get(format!("{pisp}/no-such-thing")), 404),
+        (http.put(format!("{pisp}/domestic-payment-consents")), 405),
+        (
+            http.post(format!("{pisp}/domestic-payment-consents"))
+                .header("content-type", "application/json")
+                .header("x-idempotency-key", "big-1")
+                .body(vec![b' '; 64 * 1024]),
+            413,
+        ),
+    ] {
+        let r = req.bearer_auth(&cc).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status);
+        let sig = r
+            .headers()
+            .get("x-jws-signature")
+            .unwrap_or_else(|| panic!("{status} unsigned"))
+            .to_str()
+            .unwrap()
+            .to_string();
+        let bytes = r.bytes().await.unwrap();
+        aspen_jose::verify_detached(
+            Some(&sig),
+            &bytes,
+            &jwks,
+            &aspen_jose::DetachedExpectations {
+                iss: &s.server.aspsp_org_id,
+                tans: &tans,
+                now: chrono::Utc::now().timestamp(),
+                max_future_skew: 30,
+                max_age: 60,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{status}: {e}"));
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["Code"].as_str().unwrap()[..3], status.to_string());
+    }
+    s.stop().await;
+}
