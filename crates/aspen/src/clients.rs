@@ -47,6 +47,14 @@ pub struct AddArgs {
     /// Space-separated scopes (default: all the SSA's roles allow).
     #[arg(long)]
     pub scope: Option<String>,
+    /// Response types, repeatable (default: `code id_token`; `code` needs
+    /// --permissive).
+    #[arg(long = "response-type")]
+    pub response_types: Vec<String>,
+    /// Grant types, repeatable (default: client_credentials,
+    /// authorization_code, refresh_token).
+    #[arg(long = "grant-type")]
+    pub grant_types: Vec<String>,
 }
 
 pub async fn add(config: Config, args: AddArgs) -> Result<()> {
@@ -87,10 +95,16 @@ pub async fn add(config: Config, args: AddArgs) -> Result<()> {
     put("id_token_signed_response_alg", json!("PS256"));
     put("request_object_signing_alg", json!("PS256"));
     put("application_type", json!("web"));
+    if !args.grant_types.is_empty() {
+        put("grant_types", json!(args.grant_types));
+    }
     put(
         "grant_types",
         json!(["client_credentials", "authorization_code", "refresh_token"]),
     );
+    if !args.response_types.is_empty() {
+        put("response_types", json!(args.response_types));
+    }
     if method == "tls_client_auth" {
         let dn = args
             .subject_dn

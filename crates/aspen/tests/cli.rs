@@ -184,12 +184,43 @@ fn kits_keys_clients_and_migrate() {
         &data,
     );
     assert!(text(&o).contains("client_secret: "), "{}", text(&o));
+    // Response and grant types from flags; `code` alone needs permissive.
+    let o = aspen(
+        &[
+            "clients",
+            "add",
+            "--kit",
+            kit2.to_str().unwrap(),
+            "--grant-type",
+            "client_credentials",
+            "--response-type",
+            "code id_token",
+        ],
+        &data,
+    );
+    assert!(
+        text(&o).contains("\"grant_types\": [\n    \"client_credentials\"\n  ]"),
+        "{}",
+        text(&o)
+    );
+    let o = aspen(
+        &[
+            "clients",
+            "add",
+            "--kit",
+            kit2.to_str().unwrap(),
+            "--response-type",
+            "code",
+        ],
+        &data,
+    );
+    assert!(!o.status.success(), "{}", text(&o));
     let o = aspen(&["clients", "list"], &data);
-    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 3);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 4);
     let o = aspen(&["clients", "remove", &client_id], &data);
     assert!(o.status.success());
     let o = aspen(&["clients", "list"], &data);
-    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 2);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 3);
     // Redirect URIs outside the SSA are refused here too.
     let o = aspen(
         &[
