@@ -42,6 +42,7 @@ async fn main() -> Result<()> {
         max_connections: 4096,
         // The load generator connects from one address.
         max_connections_per_address: 0,
+        cap_exempt: Vec::new(),
     };
     aspen::tls::serve(listener, tls, app, opts, rx).await;
     Ok(())

@@ -717,6 +717,14 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         idle_timeout: Duration::from_secs(limits.idle_timeout_secs),
         max_connections: limits.max_connections,
         max_connections_per_address: limits.max_connections_per_address,
+        // Validated with the configuration.
+        cap_exempt: rt
+            .config
+            .proxy
+            .trusted_addresses
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect(),
     };
     let task = tokio::spawn(tls::serve(listener, rt.tls.clone(), app, opts, rx));
     tracing::info!(%addr, %public_url, profile = %rt.config.profile, aspsp_org_id = %rt.aspsp_org_id, "aspen listening");

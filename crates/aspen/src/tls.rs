@@ -132,6 +132,9 @@ pub struct ListenerOptions {
     /// connection beyond it is closed right after accept, before any TLS
     /// work.
     pub max_connections_per_address: usize,
+    /// Addresses the per-address cap does not apply to: the configured
+    /// proxies, through which every client arrives from one address.
+    pub cap_exempt: Vec<ipnet::IpNet>,
 }
 
 /// Accepts TLS connections until `shutdown` flips, then lets in-flight
@@ -167,7 +170,16 @@ pub async fn serve(
             },
             _ = shutdown.changed() => break,
         };
-        let Some(slot) = per_address.claim(peer_addr.ip(), opts.max_connections_per_address) else {
+        let cap = if opts
+            .cap_exempt
+            .iter()
+            .any(|n| n.contains(&peer_addr.ip().to_canonical()))
+        {
+            0
+        } else {
+            opts.max_connections_per_address
+        };
+        let Some(slot) = per_address.claim(peer_addr.ip(), cap) else {
             tracing::debug!(peer = %peer_addr, "connection refused: too many from this address");
             continue;
         };

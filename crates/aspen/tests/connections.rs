@@ -329,3 +329,37 @@ async fn one_address_at_its_cap_does_not_starve_others() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_trusted_proxy_is_not_held_to_the_per_address_cap() {
+    // Behind a proxy every client arrives from the proxy's address: the
+    // configured proxies are exempt, everyone else keeps the cap.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = sandbox_config(dir.path());
+    cfg.limits.max_connections_per_address = 2;
+    cfg.proxy.trusted_addresses = vec!["127.0.0.1/32".into()];
+    let s = start_with(dir, cfg).await;
+    let mut opened = Vec::new();
+    for _ in 0..6 {
+        opened.push(TcpStream::connect(s.server.addr).await.expect("connect"));
+    }
+    for c in &mut opened {
+        assert!(
+            closed_within(c, Duration::from_millis(300)).await.is_none(),
+            "a connection from the proxy was closed"
+        );
+    }
+    // 127.0.0.2 is no proxy: its third connection is closed at once.
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        sock.bind("127.0.0.2:0".parse().unwrap()).expect("bind");
+        others.push(sock.connect(s.server.addr).await.expect("connect"));
+    }
+    let mut closed = 0;
+    for c in &mut others {
+        closed += closed_within(c, Duration::from_millis(500)).await.is_some() as usize;
+    }
+    assert_eq!(closed, 1);
+    s.stop().await;
+}
