@@ -127,7 +127,6 @@ pub trait ConsentStore: Send + Sync {
     /// life, idle login throttles); returns how many went. Safe to run on
     /// every node at once.
     async fn purge_expired(&self, now: i64, batch: i64) -> Result<u64, StoreError>;
-    async fn revoke_tokens_of_consent(&self, consent_id: &str) -> Result<(), StoreError>;
 
     async fn insert_session(&self, s: &WebSession) -> Result<(), StoreError>;
     async fn session(&self, id_hash: &str, now: i64) -> Result<Option<WebSession>, StoreError>;
@@ -495,15 +494,6 @@ macro_rules! impl_consent_store {
             async fn revoke_tokens_of_code(&self, code_hash: &str) -> Result<(), $crate::StoreError> {
                 sqlx::query("UPDATE tokens SET revoked=1 WHERE code_hash=$1")
                     .bind(code_hash)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::StoreError::from)?;
-                Ok(())
-            }
-
-            async fn revoke_tokens_of_consent(&self, consent_id: &str) -> Result<(), $crate::StoreError> {
-                sqlx::query("UPDATE tokens SET revoked=1 WHERE consent_id=$1")
-                    .bind(consent_id)
                     .execute(&self.pool)
                     .await
                     .map_err($crate::StoreError::from)?;

@@ -77,6 +77,23 @@ pub fn server_cert(ca: &IssuedCert, names: &[String]) -> Result<IssuedCert> {
     })
 }
 
+/// A leaf with the subject the OB Directory uses (`C=GB`, `O`
+/// organisation, `OU` org id, `CN`), valid 825 days.
+fn ob_leaf(org_name: &str, org_id: &str, common_name: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CountryName, "GB");
+    dn.push(DnType::OrganizationName, org_name);
+    dn.push(DnType::OrganizationalUnitName, org_id);
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.serial_number = Some(random_serial());
+    params.use_authority_key_identifier_extension = true;
+    validity(&mut params, 825);
+    params
+}
+
 /// An OB-style transport certificate: `O` = organisation name, `OU` =
 /// directory org id, `CN` = software id (DCR-20).
 pub fn transport_cert(
@@ -94,22 +111,12 @@ pub fn transport_cert(
     } else {
         KeyPair::generate()?
     };
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CountryName, "GB");
-    dn.push(DnType::OrganizationName, org_name);
-    dn.push(DnType::OrganizationalUnitName, org_id);
-    dn.push(DnType::CommonName, software_id);
-    params.distinguished_name = dn;
-    params.is_ca = IsCa::ExplicitNoCa;
+    let mut params = ob_leaf(org_name, org_id, software_id);
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    params.serial_number = Some(random_serial());
-    params.use_authority_key_identifier_extension = true;
-    validity(&mut params, 825);
     let cert = params.signed_by(&key, &load_issuer(ca)?)?;
     Ok(IssuedCert {
         cert_pem: cert.pem(),
@@ -130,21 +137,11 @@ pub fn signing_cert(
 ) -> Result<String> {
     let pair = KeyPair::from_pem_and_sign_algo(&key.to_pkcs8_pem()?, &rcgen::PKCS_RSA_SHA256)
         .context("the signing key cannot be certified")?;
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CountryName, "GB");
-    dn.push(DnType::OrganizationName, org_name);
-    dn.push(DnType::OrganizationalUnitName, org_id);
-    dn.push(DnType::CommonName, common_name);
-    params.distinguished_name = dn;
-    params.is_ca = IsCa::ExplicitNoCa;
+    let mut params = ob_leaf(org_name, org_id, common_name);
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::ContentCommitment,
     ];
-    params.serial_number = Some(random_serial());
-    params.use_authority_key_identifier_extension = true;
-    validity(&mut params, 825);
     let cert = params.signed_by(&pair, &load_issuer(ca)?)?;
     Ok(format!("{}{}", cert.pem(), ca.cert_pem))
 }

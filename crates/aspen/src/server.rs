@@ -390,14 +390,7 @@ pub fn app(rt: &Runtime, public_url: &str) -> Result<Router> {
         enabled: rt.config.proxy.trust_client_cert_header,
         header: rt.config.proxy.client_cert_header.clone(),
         verifier: rt.verifier.clone(),
-        // Both lists were validated with the configuration.
-        addresses: rt
-            .config
-            .proxy
-            .trusted_addresses
-            .iter()
-            .filter_map(|a| a.parse().ok())
-            .collect(),
+        addresses: proxy_networks(&rt.config),
         subjects: rt
             .config
             .proxy
@@ -536,6 +529,16 @@ async fn ob_error_shape(req: Request, next: Next) -> Response {
         out.headers_mut().insert(axum::http::header::ALLOW, allow);
     }
     out
+}
+
+/// `proxy.trusted_addresses`, validated with the configuration.
+fn proxy_networks(config: &Config) -> Vec<ipnet::IpNet> {
+    config
+        .proxy
+        .trusted_addresses
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect()
 }
 
 struct ProxyCert {
@@ -717,14 +720,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         idle_timeout: Duration::from_secs(limits.idle_timeout_secs),
         max_connections: limits.max_connections,
         max_connections_per_address: limits.max_connections_per_address,
-        // Validated with the configuration.
-        cap_exempt: rt
-            .config
-            .proxy
-            .trusted_addresses
-            .iter()
-            .filter_map(|a| a.parse().ok())
-            .collect(),
+        cap_exempt: proxy_networks(&rt.config),
     };
     let task = tokio::spawn(tls::serve(listener, rt.tls.clone(), app, opts, rx));
     tracing::info!(%addr, %public_url, profile = %rt.config.profile, aspsp_org_id = %rt.aspsp_org_id, "aspen listening");

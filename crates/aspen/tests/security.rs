@@ -176,23 +176,12 @@ async fn parallel_refreshes_have_one_winner_and_need_the_bound_certificate() {
     // Another TPP's transport certificate with this client's assertion.
     let other = Tpp::load(&s.make_kit("othercert", "https://othercert.example.com/cb"));
     let r = s
-        .kit_client(&other.dir)
-        .post(s.url("/token"))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh.as_str()),
-            (
-                "client_assertion_type",
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            ),
-            (
-                "client_assertion",
-                &c.tpp.assertion(&c.id, &s.url("/token")),
-            ),
-        ])
-        .send()
-        .await
-        .unwrap();
+        .token_request(
+            &other.dir,
+            &c,
+            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+        )
+        .await;
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
 
@@ -271,25 +260,17 @@ async fn code_races_and_strangers_cannot_burn_a_code() {
     let r = s.exchange(&c, &code, &c.redirect).await;
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
     let r = s
-        .kit_client(&c.tpp.dir)
-        .post(s.url("/token"))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", c.redirect.as_str()),
-            ("code_verifier", verifier),
-            (
-                "client_assertion_type",
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            ),
-            (
-                "client_assertion",
-                &c.tpp.assertion(&c.id, &s.url("/token")),
-            ),
-        ])
-        .send()
-        .await
-        .unwrap();
+        .token_request(
+            &c.tpp.dir,
+            &c,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", &c.redirect),
+                ("code_verifier", verifier),
+            ],
+        )
+        .await;
     assert_eq!(r.status(), 200, "the owner still redeems its code");
     s.stop().await;
 }

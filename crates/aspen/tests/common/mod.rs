@@ -270,47 +270,54 @@ impl TestServer {
         body["Data"]["ConsentId"].as_str().unwrap().to_string()
     }
 
-    /// Exchanges an authorisation code at the token endpoint.
-    pub async fn exchange(&self, c: &Client, code: &str, redirect: &str) -> reqwest::Response {
-        self.kit_client(&c.tpp.dir)
+    /// A token request authenticated with the client's private_key_jwt
+    /// assertion, over the transport certificate of the kit in `kit_dir`.
+    pub async fn token_request(
+        &self,
+        kit_dir: &Path,
+        c: &Client,
+        pairs: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let assertion = c.tpp.assertion(&c.id, &self.url("/token"));
+        let mut form = pairs.to_vec();
+        form.push((
+            "client_assertion_type",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        ));
+        form.push(("client_assertion", &assertion));
+        self.kit_client(kit_dir)
             .post(self.url("/token"))
-            .form(&[
-                ("grant_type", "authorization_code"),
-                ("code", code),
-                ("redirect_uri", redirect),
-                (
-                    "client_assertion_type",
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                ),
-                (
-                    "client_assertion",
-                    &c.tpp.assertion(&c.id, &self.url("/token")),
-                ),
-            ])
+            .form(&form)
             .send()
             .await
             .unwrap()
     }
 
+    /// Exchanges an authorisation code at the token endpoint.
+    pub async fn exchange(&self, c: &Client, code: &str, redirect: &str) -> reqwest::Response {
+        self.token_request(
+            &c.tpp.dir,
+            c,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", redirect),
+            ],
+        )
+        .await
+    }
+
     /// The `refresh_token` grant, authenticated with private_key_jwt.
     pub async fn refresh(&self, c: &Client, refresh_token: &str) -> reqwest::Response {
-        self.kit_client(&c.tpp.dir)
-            .post(self.url("/token"))
-            .form(&[
+        self.token_request(
+            &c.tpp.dir,
+            c,
+            &[
                 ("grant_type", "refresh_token"),
                 ("refresh_token", refresh_token),
-                (
-                    "client_assertion_type",
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                ),
-                (
-                    "client_assertion",
-                    &c.tpp.assertion(&c.id, &self.url("/token")),
-                ),
-            ])
-            .send()
-            .await
-            .unwrap()
+            ],
+        )
+        .await
     }
 
     pub async fn jwks(&self) -> aspen_jose::Jwks {
