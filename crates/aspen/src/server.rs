@@ -402,6 +402,10 @@ pub fn app(rt: &Runtime, public_url: &str) -> Result<Router> {
     Ok(router
         .route_layer(middleware::from_fn(aspen_http::metrics_layer::track))
         .fallback(fallback)
+        .layer(middleware::from_fn_with_state(
+            rt.config.limits.max_body_bytes,
+            read_body_first,
+        ))
         .layer(middleware::from_fn(ob_error_shape))
         .layer(middleware::from_fn_with_state(
             api,
@@ -418,6 +422,62 @@ pub fn app(rt: &Runtime, public_url: &str) -> Result<Router> {
         ))
         .layer(middleware::from_fn(aspen_http::interaction_id_layer))
         .layer(middleware::map_response(security_headers)))
+}
+
+/// Reads the whole request body (up to the limit) before anything answers.
+/// A refusal made before a handler reads the body (401, 404) would
+/// otherwise leave the rest unread, and the connection — HTTP/1.1 closed
+/// without `Connection: close`, an HTTP/2 stream reset — breaks for a
+/// client that did nothing wrong on it. A body over the limit is refused
+/// here (413), saying on HTTP/1.1 that the connection closes.
+async fn read_body_first(
+    axum::extract::State(limit): axum::extract::State<usize>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            let (status, text) = if too_large {
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body is larger than {limit} bytes"),
+                )
+            } else {
+                (
+                    StatusCode::BAD_REQUEST,
+                    "the request body could not be read".to_string(),
+                )
+            };
+            let mut resp = if parts.uri.path().starts_with("/open-banking/") {
+                ObError::new(status, text.clone())
+                    .with(aspen_http::ObErrorCode::FieldInvalid, text, None)
+                    .into_response()
+            } else {
+                (
+                    status,
+                    aspen_http::Json(serde_json::json!({
+                        "error": "invalid_request",
+                        "error_description": text,
+                    })),
+                )
+                    .into_response()
+            };
+            if parts.version <= axum::http::Version::HTTP_11 {
+                resp.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
+            resp
+        }
+    }
 }
 
 /// Shows the verified client certificate: lets a TPP developer check that

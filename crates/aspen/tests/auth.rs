@@ -922,5 +922,31 @@ async fn oversized_bodies_are_refused() {
         .unwrap();
     assert_eq!(r.status(), 413);
     assert!(r.headers().contains_key("x-fapi-interaction-id"));
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
+    // Over HTTP/1.1 the refusal says the connection closes; a refusal
+    // made before a handler reads the body (no token: 401) reads it
+    // first, so the connection stays usable.
+    let h1 = client_builder(&s.ca_pem()).http1_only().build().unwrap();
+    let r = h1
+        .post(s.url("/register"))
+        .header("content-type", "application/jwt")
+        .body(vec![b'a'; 64 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.headers()["connection"], "close");
+    for _ in 0..3 {
+        let r = h1
+            .post(s.url("/open-banking/v3.1/aisp/account-access-consents"))
+            .header("content-type", "application/json")
+            .body(vec![b' '; 3000])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        assert!(r.headers().get("connection").is_none());
+        assert_eq!(h1.get(s.url("/health")).send().await.unwrap().status(), 200);
+    }
     s.stop().await;
 }
