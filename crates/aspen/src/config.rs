@@ -294,9 +294,10 @@ impl Default for BrandingConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PaymentsConfig {
-    /// Built-in payment rules by name: `stripe` (the bank's own rules
-    /// modelled on Stripe's PIS overview; the default) or `ob` (the OB
-    /// v3.1.2 rules alone).
+    /// Built-in payment rules by name: `ob` (the OB v3.1.2 rules alone;
+    /// the default, so the official conformance suite and any OB client
+    /// work unchanged) or `stripe` (a bank's own rules: Stripe's published
+    /// PIS overview).
     pub profile: String,
     /// A TOML file of payment rules (`AspspProfile`); overrides `profile`.
     pub profile_file: Option<PathBuf>,
@@ -326,7 +327,7 @@ pub struct PaymentsConfig {
 impl Default for PaymentsConfig {
     fn default() -> Self {
         Self {
-            profile: "stripe".into(),
+            profile: "ob".into(),
             profile_file: None,
             tan: "openbanking.org.uk".into(),
             trusted_tans: vec!["openbanking.org.uk".into()],

@@ -41,6 +41,14 @@ fn international_initiation(amount: &str, rate: Option<Value>) -> Value {
     i
 }
 
+/// A sandbox with the Stripe payment rules (`payments.profile = "stripe"`).
+async fn start_stripe() -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = sandbox_config(dir.path());
+    cfg.payments.profile = "stripe".into();
+    start_with(dir, cfg).await
+}
+
 impl TestServer {
     async fn pisp(&self, name: &str) -> Pisp {
         self.pisp_with(name, true).await
@@ -415,10 +423,10 @@ fn minimal_ob_payment(kind: &str) -> Value {
 
 #[tokio::test]
 async fn the_ob_profile_takes_the_minimal_ob_payment() {
-    // Issue 10: with `payments.profile = "ob"` the OB rules alone apply, so
-    // the conformance suite's payments run; the default (Stripe) rules
-    // refuse the same body with the bank's own reasons.
-    let s = start_sandbox().await;
+    // Issue 10: under the default `ob` rules the conformance suite's
+    // payments run; the Stripe rules refuse the same body with the bank's
+    // own reasons.
+    let s = start_stripe().await;
     let p = s.pisp("stripeprofile").await;
     for kind in ["domestic", "international"] {
         let body = json!({ "Data": { "Initiation": minimal_ob_payment(kind) }, "Risk": {} });
@@ -431,8 +439,7 @@ async fn the_ob_profile_takes_the_minimal_ob_payment() {
         assert_eq!(st, 400, "{kind}: {v:#}");
     }
     let dir = s.stop().await;
-    let mut cfg = sandbox_config(dir.path());
-    cfg.payments.profile = "ob".into();
+    let cfg = sandbox_config(dir.path());
     let s = start_with(dir, cfg).await;
     let p = s.pisp("obprofile").await;
     for kind in ["domestic", "international"] {
@@ -747,7 +754,7 @@ type Edit = Box<dyn Fn(&mut Value)>;
 
 #[tokio::test]
 async fn each_profile_rule_broken_once() {
-    let s = start_sandbox().await;
+    let s = start_stripe().await;
     let p = s.pisp("profilepisp").await;
     let cases: Vec<(&str, Edit, &str, &str)> = vec![
         (
