@@ -90,14 +90,35 @@ fn validate(body: &Value, strict: bool) -> Result<ConsentRequest, ObError> {
     }
     if strict {
         // COMMON-21: the strict profile refuses fields the schema lacks.
+        // OBError1.Path is 1..500 characters: an empty key is named by
+        // its parent ("$" at the top).
+        let path = |parent: &str, k: &str| match (parent, k) {
+            ("", "") => "$".to_string(),
+            (p, "") => p.to_string(),
+            ("", k) => k.to_string(),
+            (p, k) => format!("{p}.{k}"),
+        };
         for k in obj.keys() {
             if k != "Data" && k != "Risk" {
                 return Err(invalid(
                     ObErrorCode::ResourceInvalidFormat,
-                    format!("unknown field {k}"),
-                    k,
+                    format!("unknown field {k:?}"),
+                    &path("", k),
                 ));
             }
+        }
+        // OBRisk2 has no properties and admits none (additionalProperties:
+        // false in the v3.1.2 OpenAPI).
+        if let Some(k) = obj
+            .get("Risk")
+            .and_then(Value::as_object)
+            .and_then(|r| r.keys().next())
+        {
+            return Err(invalid(
+                ObErrorCode::ResourceInvalidFormat,
+                format!("unknown field Risk.{k:?}: the account-access Risk object is empty"),
+                &path("Risk", k),
+            ));
         }
         for k in data.keys() {
             if !matches!(
@@ -109,8 +130,8 @@ fn validate(body: &Value, strict: bool) -> Result<ConsentRequest, ObError> {
             ) {
                 return Err(invalid(
                     ObErrorCode::ResourceInvalidFormat,
-                    format!("unknown field Data.{k}"),
-                    &format!("Data.{k}"),
+                    format!("unknown field Data.{k:?}"),
+                    &path("Data", k),
                 ));
             }
         }

@@ -514,7 +514,11 @@ pub fn destination_country(initiation: &Value) -> Option<String> {
     let scheme = str_at(initiation, "CreditorAccount.SchemeName").map(namespaced_scheme)?;
     let ident = str_at(initiation, "CreditorAccount.Identification")?;
     match scheme.as_str() {
-        "UK.OBIE.IBAN" if ident.len() >= 2 => Some(ident[..2].to_string()),
+        // By characters, not bytes: the identification is client input.
+        "UK.OBIE.IBAN" => {
+            let cc: String = ident.chars().take(2).collect();
+            (cc.len() == 2 && cc.bytes().all(|b| b.is_ascii_uppercase())).then_some(cc)
+        }
         "UK.OBIE.SortCodeAccountNumber" => Some("GB".into()),
         _ => None,
     }
@@ -839,6 +843,17 @@ mod tests {
                 .path
                 .ends_with("DestinationCountryCode")
         );
+    }
+
+    #[test]
+    fn destination_from_a_non_ascii_identification_does_not_panic() {
+        // Schemathesis found `ident[..2]` splitting "a®".
+        for ident in ["a®", "®", "é1", "GB"] {
+            let i =
+                json!({"CreditorAccount": {"SchemeName": "UK.OBIE.IBAN", "Identification": ident}});
+            let got = destination_country(&i);
+            assert_eq!(got.as_deref(), (ident == "GB").then_some("GB"), "{ident}");
+        }
     }
 
     #[test]

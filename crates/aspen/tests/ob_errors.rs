@@ -200,3 +200,47 @@ async fn every_pisp_body_is_signed_even_outside_a_route() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn what_schemathesis_found_stays_fixed() {
+    let s = start_sandbox().await;
+    let api = OpenApi::load("account-info-openapi.yaml");
+    let c = s.client_with("regress", json!({})).await;
+    let http = s.kit_client(&c.tpp.dir);
+    let cc = s.cc_token(&c.tpp, &c.id, "accounts").await;
+    // OBRisk2 admits no fields; an empty field name is still named.
+    for (body, path) in [
+        (
+            json!({"Data": {"Permissions": ["ReadAccountsDetail"]}, "Risk": {"x": 42}}),
+            "Risk.x",
+        ),
+        (
+            json!({"Data": {"Permissions": ["ReadAccountsDetail"]}, "Risk": {}, "": 1}),
+            "$",
+        ),
+    ] {
+        let r = http
+            .post(s.url(&format!("{P}/account-access-consents")))
+            .bearer_auth(&cc)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let b: Value = r.json().await.unwrap();
+        api.validate("/account-access-consents", "post", "400", &b);
+        assert_eq!(b["Errors"][0]["Path"], path, "{b:#}");
+    }
+    // A non-ASCII IBAN start made the handler panic (no answer at all).
+    let pay = s.cc_token(&c.tpp, &c.id, "payments").await;
+    let body = json!({"Data": {"Initiation": {
+        "InstructionIdentification": "FUZZ001", "EndToEndIdentification": "FUZZ.E2E.001",
+        "CurrencyOfTransfer": "EUR", "InstructedAmount": {"Amount": "1.00", "Currency": "EUR"},
+        "CreditorAccount": {"SchemeName": "UK.OBIE.IBAN", "Identification": "a®", "Name": "ACME Inc"},
+    }}, "Risk": {}});
+    let r = s
+        .pis_post(&c, &pay, "/international-payment-consents", &body, "fuzz-1")
+        .await;
+    assert_eq!(r.status(), 400);
+    s.stop().await;
+}
