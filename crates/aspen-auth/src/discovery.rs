@@ -107,8 +107,12 @@ pub async fn openid_configuration(State(s): State<AuthState>) -> Response {
 }
 
 pub async fn jwks(State(s): State<AuthState>) -> Response {
-    let keys: Vec<serde_json::Value> = s.keys.published.iter().map(|k| k.public_jwk()).collect();
-    cached(Json(serde_json::json!({ "keys": keys })).into_response())
+    let mut resp = s.jwks_body.clone().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(aspen_http::json::JSON_UTF8),
+    );
+    cached(resp)
 }
 
 fn cached(mut resp: Response) -> Response {

@@ -102,17 +102,26 @@ pub struct AuthState {
     pub store: Arc<dyn Store>,
     pub keys: Arc<ServerKeys>,
     pub tpp_keys: Arc<tpp_keys::TppKeyResolver>,
+    /// The `/jwks` body, serialised once: the published keys change only
+    /// with a restart, and with their certificate chains (`x5c`) the body
+    /// is several kilobytes of base64 not worth rebuilding per request.
+    pub jwks_body: axum::body::Bytes,
 }
 
 impl AuthState {
     pub fn new(config: AuthConfig, store: Arc<dyn Store>, keys: ServerKeys) -> Self {
         let tpp_keys =
             tpp_keys::TppKeyResolver::new(config.jwks_url_map.clone(), config.jwks_fetch_timeout);
+        let jwks: Vec<serde_json::Value> = keys.published.iter().map(|k| k.public_jwk()).collect();
+        let jwks_body = serde_json::to_vec(&serde_json::json!({ "keys": jwks }))
+            .unwrap_or_default()
+            .into();
         Self {
             config: Arc::new(config),
             store,
             keys: Arc::new(keys),
             tpp_keys: Arc::new(tpp_keys),
+            jwks_body,
         }
     }
 }

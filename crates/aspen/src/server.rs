@@ -621,16 +621,19 @@ impl ProxyCert {
             .extensions()
             .get::<RemoteAddr>()
             .is_some_and(|r| self.trusted_ip(r.0.ip()));
-        let by_cert = req
-            .extensions()
-            .get::<PeerCert>()
-            .and_then(|p| p.0.as_ref())
-            .is_some_and(|c| {
-                let subject = c.subject_attributes();
-                self.subjects
-                    .iter()
-                    .any(|s| aspen_http::client_cert::dn_equal(s, &subject))
-            });
+        // Parsing the certificate's subject only when a proxy subject is
+        // configured keeps this off the path of every other request.
+        let by_cert = !self.subjects.is_empty()
+            && req
+                .extensions()
+                .get::<PeerCert>()
+                .and_then(|p| p.0.as_ref())
+                .is_some_and(|c| {
+                    let subject = c.subject_attributes();
+                    self.subjects
+                        .iter()
+                        .any(|s| aspen_http::client_cert::dn_equal(s, &subject))
+                });
         by_addr || by_cert
     }
 
