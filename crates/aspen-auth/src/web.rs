@@ -925,17 +925,16 @@ pub async fn login_submit(
     let addr_key = remote.map(|r| format!("addr:{}", r.0.0.ip()));
     // An attempt is reserved in the database before any password is
     // hashed, so parallel guesses (on any number of nodes) check at most
-    // the limit; the address first, so a locked PSU still costs the
-    // address an attempt.
+    // the limit: per address, then per PSU. Past this point the address
+    // (when there is one) holds a reservation.
     let limits = &state.config;
-    let mut reserved_addr = false;
     if let Some(k) = &addr_key {
         match state
             .store
             .reserve_login_attempt(k, t, limits.login_per_address)
             .await
         {
-            Ok(true) => reserved_addr = true,
+            Ok(true) => {}
             Ok(false) => return too_many(&show),
             Err(e) => return authz_error_response(&state, e.into()),
         }
@@ -949,7 +948,7 @@ pub async fn login_submit(
         Ok(false) => {
             // No password was checked: the address gets its attempt back,
             // so one locked PSU does not lock out a shared address.
-            if let (true, Some(k)) = (reserved_addr, &addr_key) {
+            if let Some(k) = &addr_key {
                 let _ = state.store.release_login_attempt(k).await;
             }
             return too_many(&show);
@@ -986,7 +985,7 @@ pub async fn login_submit(
             StatusCode::UNAUTHORIZED,
         );
     };
-    if let (true, Some(k)) = (reserved_addr, &addr_key) {
+    if let Some(k) = &addr_key {
         let _ = state.store.release_login_attempt(k).await;
     }
     let _ = state.store.clear_login_failures(&user_key).await;
