@@ -5,18 +5,23 @@
 use std::collections::HashMap;
 
 use aspen_auth::{BoundToken, GrantKind};
+use aspen_core::{Direction, TxFilter, TxPageRequest};
 use aspen_domain::{Account, ResourceKind, Transaction, format_minor};
 use aspen_http::{Json, ObError, ObErrorCode};
 use aspen_store::consent::ConsentRecord;
-use aspen_store::{TxCursor, TxFilter};
 use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::common::{self, format_ms, parse_query_datetime};
+use crate::common::{self, core_error, format_ms, parse_query_datetime};
 use crate::{AISP, ApiState, links};
+
+/// Transactions per call to the core when aspen walks a whole period.
+const CORE_PAGE: u32 = 1000;
+/// Most entries a statement file holds.
+const STATEMENT_FILE_MAX: usize = 100_000;
 
 /// What the token's consent allows, checked once per request (AIS-16).
 pub struct Grant {
@@ -120,16 +125,16 @@ pub async fn grant(
 }
 
 /// The consent's accounts, or the one in the path: 400 if it does not
-/// exist, 403 if it is not in the consent (AIS-25).
+/// exist, 403 if it is not in the consent (AIS-25). The list is one call to
+/// the core (the PSU's accounts), whatever the number of accounts.
 async fn accounts(state: &ApiState, g: &Grant, one: Option<&str>) -> Result<Vec<Account>, ObError> {
-    let mut out = Vec::new();
     match one {
         Some(id) => {
             let a = state
-                .store
+                .core
                 .account(id)
                 .await
-                .map_err(ObError::internal)?
+                .map_err(core_error)?
                 .ok_or_else(|| {
                     ObError::bad_request(
                         ObErrorCode::ResourceNotFound,
@@ -143,17 +148,26 @@ async fn accounts(state: &ApiState, g: &Grant, one: Option<&str>) -> Result<Vec<
                     "the account is not covered by the consent",
                 ));
             }
-            out.push(a);
+            Ok(vec![a])
         }
         None => {
-            for id in &g.consent.accounts {
-                if let Some(a) = state.store.account(id).await.map_err(ObError::internal)? {
-                    out.push(a);
-                }
-            }
+            let mut held: HashMap<String, Account> = state
+                .core
+                .accounts_for_psu(&g.psu_id)
+                .await
+                .map_err(core_error)?
+                .into_iter()
+                .map(|a| (a.account_id.clone(), a))
+                .collect();
+            // In the consent's order; an account the PSU no longer holds
+            // drops out.
+            Ok(g.consent
+                .accounts
+                .iter()
+                .filter_map(|id| held.remove(id))
+                .collect())
         }
     }
-    Ok(out)
 }
 
 /// AIS-28: the absolute request URI, on the public base URL.
@@ -409,10 +423,10 @@ async fn resource_list(
     let mut out = Vec::new();
     for a in accounts(s, g, id).await? {
         for r in s
-            .store
+            .core
             .resources(&a.account_id, kind)
             .await
-            .map_err(ObError::internal)?
+            .map_err(core_error)?
         {
             if kind == ResourceKind::Statement {
                 // AIS-17: only statements wholly inside the consent window;
@@ -515,10 +529,10 @@ async fn one_statement(
 ) -> Result<Value, ObError> {
     accounts(s, g, Some(account)).await?;
     let r = s
-        .store
+        .core
         .resource(account, ResourceKind::Statement, sid)
         .await
-        .map_err(ObError::internal)?
+        .map_err(core_error)?
         .ok_or_else(|| {
             ObError::bad_request(
                 ObErrorCode::ResourceNotFound,
@@ -587,11 +601,30 @@ pub async fn statement_file(
         credits: true,
         debits: true,
     };
-    let txs = s
-        .store
-        .transactions_page(&account, &filter, None, None, 100_000)
-        .await
-        .map_err(ObError::internal)?;
+    // The whole period, a core page at a time.
+    let mut txs = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = s
+            .core
+            .transactions(
+                &account,
+                &TxPageRequest {
+                    filter: filter.clone(),
+                    cursor: cursor.take(),
+                    direction: Direction::Forward,
+                    limit: CORE_PAGE,
+                },
+            )
+            .await
+            .map_err(core_error)?;
+        let full = page.len() as u32 == CORE_PAGE;
+        cursor = page.last().map(|e| e.cursor.clone());
+        txs.extend(page.into_iter().map(|e| e.transaction));
+        if !full || txs.len() > STATEMENT_FILE_MAX {
+            break;
+        }
+    }
     let mut csv = String::from(
         "BookingDateTime,TransactionId,CreditDebitIndicator,Amount,Currency,TransactionInformation\n",
     );
@@ -632,10 +665,10 @@ pub async fn psu_party(
     let g = grant(&s, &token, &headers).await?;
     g.require(&["ReadPartyPSU"])?;
     let psu = s
-        .store
-        .psu(&g.psu_id)
+        .core
+        .customer(&g.psu_id)
         .await
-        .map_err(ObError::internal)?
+        .map_err(core_error)?
         .ok_or_else(ObError::unauthorized)?;
     Ok(envelope(
         json!({ "Party": psu.party }),
@@ -655,10 +688,10 @@ pub async fn account_party(
     g.require(&["ReadParty"])?;
     accounts(&s, &g, Some(&id)).await?;
     let parties = s
-        .store
+        .core
         .resources(&id, ResourceKind::Party)
         .await
-        .map_err(ObError::internal)?;
+        .map_err(core_error)?;
     let party = parties
         .into_iter()
         .next()
@@ -697,13 +730,16 @@ struct PageToken {
     t: i64,
     /// `n` next (after cursor), `p` previous (before cursor).
     d: char,
-    ms: i64,
-    id: String,
-    n: i64,
+    /// The core's cursor; none: from the start (`n`) or the end (`p`).
+    cur: Option<String>,
+    n: u32,
     tp: i64,
     total: i64,
     /// Page number (1-based) this token opens.
     pg: i64,
+    /// Booking times of the account's first and last entries (AIS-32).
+    lo: Option<i64>,
+    hi: Option<i64>,
 }
 
 fn tx_json(t: &Transaction, detail: bool, pan: bool) -> Value {
@@ -810,6 +846,8 @@ pub async fn statement_transactions(
 }
 
 /// One page of an account's transactions (AIS-29, AIS-33, COMMON-45..48).
+/// The first page asks the core for the count and the period once; later
+/// links carry them, so a deep page costs one call like the first.
 async fn transactions_page(
     s: &ApiState,
     g: &Grant,
@@ -838,46 +876,57 @@ async fn transactions_page(
         filter.to_ms = filter.to_ms.min(t);
     }
     let size = s.page_size;
-    let (total, pages) = match &page {
-        Some(p) => (p.total, p.tp),
+    let (total, pages, lo, hi) = match &page {
+        Some(p) => (p.total, p.tp, p.lo, p.hi),
         None => {
-            // Counted once, on the first page; later links carry it so a
-            // deep page costs the same as the first.
-            let total = s
-                .store
-                .count_transactions(account, &filter)
+            let sum = s
+                .core
+                .transaction_summary(account, &filter)
                 .await
-                .map_err(ObError::internal)?;
-            (total, ((total + size - 1) / size).max(1))
+                .map_err(core_error)?;
+            (
+                sum.count,
+                ((sum.count + size - 1) / size).max(1),
+                sum.first_booking_ms,
+                sum.last_booking_ms,
+            )
         }
     };
-    let (rows, page_no) = match &page {
-        None => (
-            s.store
-                .transactions_page(account, &filter, None, None, size)
-                .await
-                .map_err(ObError::internal)?,
-            1,
-        ),
-        Some(p) => {
-            let cursor = TxCursor {
-                booking_ms: p.ms,
-                transaction_id: p.id.clone(),
-            };
-            let rows = if p.d == 'p' {
-                s.store
-                    .transactions_page(account, &filter, None, Some(&cursor), p.n)
-                    .await
+    let request = match &page {
+        None => TxPageRequest {
+            filter: filter.clone(),
+            cursor: None,
+            direction: Direction::Forward,
+            limit: size as u32,
+        },
+        Some(p) => TxPageRequest {
+            filter: filter.clone(),
+            cursor: p.cur.clone(),
+            direction: if p.d == 'p' {
+                Direction::Backward
             } else {
-                s.store
-                    .transactions_page(account, &filter, Some(&cursor), None, p.n)
-                    .await
-            }
-            .map_err(ObError::internal)?;
-            (rows, p.pg)
-        }
+                Direction::Forward
+            },
+            limit: p.n.clamp(1, size as u32),
+        },
     };
-    let token = |d: char, ms: i64, id: &str, n: i64, pg: i64| {
+    let rows = s
+        .core
+        .transactions(account, &request)
+        .await
+        .map_err(|e| match e {
+            // The core no longer knows the position the link holds.
+            aspen_core::CoreError::BadRequest(_) if request.cursor.is_some() => {
+                ObError::bad_request(
+                    ObErrorCode::FieldInvalid,
+                    "the page link is no longer valid; start again from the first page",
+                    Some("page"),
+                )
+            }
+            e => core_error(e),
+        })?;
+    let page_no = page.as_ref().map_or(1, |p| p.pg);
+    let token = |d: char, cur: Option<&str>, n: i64, pg: i64| {
         let t = PageToken {
             c: g.consent.consent_id.clone(),
             a: account.to_string(),
@@ -885,12 +934,13 @@ async fn transactions_page(
             f: filter.from_ms,
             t: filter.to_ms,
             d,
-            ms,
-            id: id.to_string(),
-            n,
+            cur: cur.map(str::to_string),
+            n: n as u32,
             tp: pages,
             total,
             pg,
+            lo,
+            hi,
         };
         format!("{}{path}?page={}", s.base_url, links::seal(&s.link_key, &t))
     };
@@ -915,29 +965,17 @@ async fn transactions_page(
     let mut links_obj = Map::new();
     links_obj.insert("Self".into(), json!(self_link));
     // First carries the original filters through a token (COMMON-48).
-    links_obj.insert("First".into(), json!(token('n', i64::MIN, "", size, 1)));
+    links_obj.insert("First".into(), json!(token('n', None, size, 1)));
     if let (Some(first), true) = (rows.first(), page_no > 1) {
         links_obj.insert(
             "Prev".into(),
-            json!(token(
-                'p',
-                first.booking_ms,
-                &first.transaction_id,
-                size,
-                page_no - 1
-            )),
+            json!(token('p', Some(&first.cursor), size, page_no - 1)),
         );
     }
     if let (Some(last), true) = (rows.last(), page_no < pages) {
         links_obj.insert(
             "Next".into(),
-            json!(token(
-                'n',
-                last.booking_ms,
-                &last.transaction_id,
-                size,
-                page_no + 1
-            )),
+            json!(token('n', Some(&last.cursor), size, page_no + 1)),
         );
     }
     let last_size = if total % size == 0 {
@@ -945,19 +983,11 @@ async fn transactions_page(
     } else {
         total % size
     };
-    links_obj.insert(
-        "Last".into(),
-        json!(token('p', i64::MAX, "", last_size, pages)),
-    );
+    links_obj.insert("Last".into(), json!(token('p', None, last_size, pages)));
     let mut meta = Map::new();
     meta.insert("TotalPages".into(), json!(pages));
     // AIS-32: the period the data covers (history ∩ consent window ∩ filter).
-    if let Some((lo, hi)) = s
-        .store
-        .transaction_bounds(account)
-        .await
-        .map_err(ObError::internal)?
-    {
+    if let (Some(lo), Some(hi)) = (lo, hi) {
         let from = lo.max(filter.from_ms);
         let to = hi.min(filter.to_ms.saturating_sub(1));
         if from <= to {
@@ -967,7 +997,7 @@ async fn transactions_page(
     }
     let list: Vec<Value> = rows
         .iter()
-        .map(|t| tx_json(t, detail, g.has("ReadPAN")))
+        .map(|e| tx_json(&e.transaction, detail, g.has("ReadPAN")))
         .collect();
     Ok(
         Json(json!({ "Data": { "Transaction": list }, "Links": links_obj, "Meta": meta }))
@@ -1004,21 +1034,20 @@ fn urlencode(s: &str) -> String {
 }
 
 /// Where a `/transactions` walk across the consent's accounts stands:
-/// which account, and the keyset cursor inside it.
+/// which account, and the core's cursor inside it.
 #[derive(Serialize, Deserialize)]
 struct BulkToken {
     c: String,
     f: i64,
     t: i64,
     ai: usize,
-    ms: i64,
-    id: String,
+    cur: Option<String>,
     tp: i64,
     pg: i64,
 }
 
 /// `/transactions`: the consent's accounts one after another, each in
-/// booking order, paged with the same keyset cursors as the per-account
+/// booking order, paged with the core's cursors like the per-account
 /// endpoint (forward links: Self, First, Next).
 pub async fn bulk_transactions(
     State(s): State<ApiState>,
@@ -1047,59 +1076,58 @@ pub async fn bulk_transactions(
             let mut total = 0;
             for a in &accts {
                 total += s
-                    .store
-                    .count_transactions(&a.account_id, &filter)
+                    .core
+                    .transaction_summary(&a.account_id, &filter)
                     .await
-                    .map_err(ObError::internal)?;
+                    .map_err(core_error)?
+                    .count;
             }
             ((total + size - 1) / size).max(1)
         }
     };
     let (mut ai, mut cursor, page_no) = match &page {
-        Some(p) => (
-            p.ai,
-            Some(TxCursor {
-                booking_ms: p.ms,
-                transaction_id: p.id.clone(),
-            }),
-            p.pg,
-        ),
+        Some(p) => (p.ai, p.cur.clone(), p.pg),
         None => (0, None, 1),
     };
     let mut list = Vec::new();
-    let mut last: Option<(usize, TxCursor)> = None;
+    let mut last: Option<(usize, String)> = None;
     while ai < accts.len() && (list.len() as i64) < size {
         let want = size - list.len() as i64;
         let rows = s
-            .store
-            .transactions_page(&accts[ai].account_id, &filter, cursor.as_ref(), None, want)
-            .await
-            .map_err(ObError::internal)?;
-        if let Some(t) = rows.last() {
-            last = Some((
-                ai,
-                TxCursor {
-                    booking_ms: t.booking_ms,
-                    transaction_id: t.transaction_id.clone(),
+            .core
+            .transactions(
+                &accts[ai].account_id,
+                &TxPageRequest {
+                    filter: filter.clone(),
+                    cursor: cursor.take(),
+                    direction: Direction::Forward,
+                    limit: want as u32,
                 },
-            ));
+            )
+            .await
+            .map_err(core_error)?;
+        if let Some(e) = rows.last() {
+            last = Some((ai, e.cursor.clone()));
+            cursor = Some(e.cursor.clone());
         }
         let exhausted = (rows.len() as i64) < want;
-        list.extend(rows.iter().map(|t| tx_json(t, detail, g.has("ReadPAN"))));
+        list.extend(
+            rows.iter()
+                .map(|e| tx_json(&e.transaction, detail, g.has("ReadPAN"))),
+        );
         if exhausted {
             ai += 1;
             cursor = None;
         }
     }
     let base = format!("{}{AISP}/transactions", s.base_url);
-    let seal = |ai: usize, c: &TxCursor, pg: i64| {
+    let seal = |ai: usize, cur: Option<String>, pg: i64| {
         let t = BulkToken {
             c: g.consent.consent_id.clone(),
             f: filter.from_ms,
             t: filter.to_ms,
             ai,
-            ms: c.booking_ms,
-            id: c.transaction_id.clone(),
+            cur,
             tp: pages,
             pg,
         };
@@ -1107,19 +1135,9 @@ pub async fn bulk_transactions(
     };
     let mut links_obj = Map::new();
     links_obj.insert("Self".into(), json!(self_url(&s, &uri)));
-    links_obj.insert(
-        "First".into(),
-        json!(seal(
-            0,
-            &TxCursor {
-                booking_ms: i64::MIN,
-                transaction_id: String::new()
-            },
-            1
-        )),
-    );
+    links_obj.insert("First".into(), json!(seal(0, None, 1)));
     if let (Some((ai, c)), true) = (last, page_no < pages) {
-        links_obj.insert("Next".into(), json!(seal(ai, &c, page_no + 1)));
+        links_obj.insert("Next".into(), json!(seal(ai, Some(c), page_no + 1)));
     }
     Ok(Json(json!({ "Data": { "Transaction": list }, "Links": links_obj, "Meta": { "TotalPages": pages } })).into_response())
 }

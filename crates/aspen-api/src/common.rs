@@ -188,6 +188,18 @@ pub fn created(body: serde_json::Value) -> axum::response::Response {
     (StatusCode::CREATED, aspen_http::Json(body)).into_response()
 }
 
+/// A core failure as the TPP sees it: 503 with `Retry-After` while the
+/// core cannot answer; anything else is the bank's fault, a 500 with a body.
+pub fn core_error(e: aspen_core::CoreError) -> ObError {
+    match e {
+        aspen_core::CoreError::Unavailable {
+            detail,
+            retry_after,
+        } => ObError::unavailable(retry_after.as_secs(), detail),
+        other => ObError::internal(other),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,8 @@ use axum::routing::{get, post};
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<dyn Store>,
+    /// Accounts, transactions and payment execution: the bank's core.
+    pub core: Arc<dyn aspen_core::Core>,
     /// Public base URL for absolute links (COMMON-2).
     pub base_url: String,
     /// Strict profile: unknown fields in `Data`/`Risk` are refused
@@ -25,7 +27,7 @@ pub struct ApiState {
     pub link_key: Arc<aws_lc_rs::hmac::Key>,
     /// Transactions per page (COMMON-47: 25–1000).
     pub page_size: i64,
-    /// Payment initiation: profile, rates, signing, executor hand-off.
+    /// Payment initiation: profile, rates, signing, hand-off to the core.
     pub pis: Arc<pis::PisSettings>,
 }
 

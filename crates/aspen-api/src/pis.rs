@@ -22,16 +22,6 @@ use crate::common::{self, format_ms};
 use crate::pis_schema::{self, Schemas};
 use crate::{ApiState, PISP};
 
-/// Hands a new payment order to whatever executes payments (the sandbox
-/// executor in this binary). Defined here, implemented by the binary, so
-/// the API does not depend on the executor's crate.
-#[async_trait::async_trait]
-pub trait Settlement: Send + Sync {
-    /// Called after the order is committed; may execute it before returning
-    /// (immediate timing) or leave it to the executor's loop.
-    async fn submitted(&self, payment: &PaymentRecord);
-}
-
 pub struct PisSettings {
     pub profile: AspspProfile,
     pub rates: RateTable,
@@ -53,7 +43,8 @@ pub struct PisSettings {
     pub signing_key: SigningKey,
     pub tpp_keys: Arc<aspen_auth::tpp_keys::TppKeyResolver>,
     pub schemas: Schemas,
-    pub settlement: Arc<dyn Settlement>,
+    /// Submits new orders to the core and mirrors their status.
+    pub payments: Arc<aspen_core::sync::PaymentSync>,
 }
 
 /// COMMON-24: the replay window.
@@ -611,11 +602,16 @@ pub async fn funds_confirmation<const K: u8>(
     }
     let account = debtor_account(&state, &c).await?;
     let need = debit_minor(&state.pis, &c, &account.currency)?;
+    let available = state
+        .core
+        .funds_available(&account.account_id, need)
+        .await
+        .map_err(common::core_error)?;
     let now = now_ms();
     Ok(Json(json!({
         "Data": { "FundsAvailableResult": {
             "FundsAvailableDateTime": format_ms(now),
-            "FundsAvailable": account.available_minor() >= need,
+            "FundsAvailable": available,
         }},
         "Links": { "Self": format!("{}{PISP}/{}/{}/funds-confirmation", state.base_url, k.consents_path, c.consent_id) },
         "Meta": {},
@@ -632,10 +628,10 @@ async fn debtor_account(
         .first()
         .ok_or_else(|| ObError::internal("authorised payment consent without an account"))?;
     state
-        .store
+        .core
         .account(id)
         .await
-        .map_err(ObError::internal)?
+        .map_err(common::core_error)?
         .ok_or_else(|| ObError::internal("consent names a missing account"))
 }
 
@@ -787,7 +783,7 @@ pub async fn create_payment<const K: u8>(
     {
         PaymentCreate::New => {
             tracing::info!(payment_id = %p.payment_id, consent_id = %c.consent_id, debit_minor = debit, "payment order accepted");
-            state.pis.settlement.submitted(&p).await;
+            state.pis.payments.submitted(&p).await;
             p.payment_id
         }
         PaymentCreate::Existing(rec) => {

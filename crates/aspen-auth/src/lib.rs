@@ -100,6 +100,8 @@ pub struct ServerKeys {
 pub struct AuthState {
     pub config: Arc<AuthConfig>,
     pub store: Arc<dyn Store>,
+    /// The PSU's accounts for the consent page and dashboard.
+    pub core: Arc<dyn aspen_core::Core>,
     pub keys: Arc<ServerKeys>,
     pub tpp_keys: Arc<tpp_keys::TppKeyResolver>,
     /// The `/jwks` body, serialised once: the published keys change only
@@ -109,7 +111,12 @@ pub struct AuthState {
 }
 
 impl AuthState {
-    pub fn new(config: AuthConfig, store: Arc<dyn Store>, keys: ServerKeys) -> Self {
+    pub fn new(
+        config: AuthConfig,
+        store: Arc<dyn Store>,
+        core: Arc<dyn aspen_core::Core>,
+        keys: ServerKeys,
+    ) -> Self {
         let tpp_keys =
             tpp_keys::TppKeyResolver::new(config.jwks_url_map.clone(), config.jwks_fetch_timeout);
         let jwks: Vec<serde_json::Value> = keys.published.iter().map(|k| k.public_jwk()).collect();
@@ -119,6 +126,7 @@ impl AuthState {
         Self {
             config: Arc::new(config),
             store,
+            core,
             keys: Arc::new(keys),
             tpp_keys: Arc::new(tpp_keys),
             jwks_body,

@@ -64,6 +64,17 @@ enum AuthzError {
         description: String,
     },
     Internal(String),
+    /// The bank's core cannot list the PSU's accounts now.
+    Unavailable(String),
+}
+
+impl From<aspen_core::CoreError> for AuthzError {
+    fn from(e: aspen_core::CoreError) -> Self {
+        match e {
+            aspen_core::CoreError::Unavailable { detail, .. } => AuthzError::Unavailable(detail),
+            other => AuthzError::Internal(other.to_string()),
+        }
+    }
 }
 
 impl From<aspen_store::StoreError> for AuthzError {
@@ -155,6 +166,17 @@ fn authz_error_response(state: &AuthState, e: AuthzError) -> Response {
                 pairs.push(("state", s));
             }
             fragment_redirect(&redirect_uri, &pairs)
+        }
+        AuthzError::Unavailable(m) => {
+            tracing::warn!(error = %m, "core unavailable during authorisation");
+            let mut resp = error_page(
+                state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Our banking systems are not available right now. Please try again in a few minutes.",
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+            resp
         }
         AuthzError::Internal(m) => {
             tracing::error!(error = %m, "authorisation failed");
@@ -682,8 +704,8 @@ async fn eligible_accounts(
     state: &AuthState,
     psu_id: &str,
     consent: &ConsentRecord,
-) -> Result<Vec<AccountChoice>, aspen_store::StoreError> {
-    let accounts = state.store.accounts_for_psu(psu_id).await?;
+) -> Result<Vec<AccountChoice>, aspen_core::CoreError> {
+    let accounts = state.core.accounts_for_psu(psu_id).await?;
     let currency = consent_view::payment_currency(&consent.kind, &consent.data);
     let fixed = consent_view::fixed_debtor(&consent.data);
     Ok(accounts
@@ -1305,7 +1327,7 @@ async fn dashboard_page(state: &AuthState, s: &WebSession, notice: Option<&str>)
         Ok(c) => c,
         Err(e) => return authz_error_response(state, e.into()),
     };
-    let accounts = state.store.accounts_for_psu(&psu).await.unwrap_or_default();
+    let accounts = state.core.accounts_for_psu(&psu).await.unwrap_or_default();
     let mut rows = Vec::new();
     for c in consents {
         let client_name = state

@@ -130,6 +130,8 @@ pub struct ObError {
     pub errors: Vec<ObErrorItem>,
     /// `WWW-Authenticate` for 401s.
     pub www_authenticate: Option<&'static str>,
+    /// `Retry-After` (seconds) for 503s.
+    pub retry_after: Option<u64>,
 }
 
 impl ObError {
@@ -139,6 +141,7 @@ impl ObError {
             message: message.into(),
             errors: Vec::new(),
             www_authenticate: None,
+            retry_after: None,
         }
     }
 
@@ -205,6 +208,24 @@ impl ObError {
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Unsupported Content-Type.",
         )
+    }
+
+    /// 503 with `Retry-After`: a system behind aspen (the core banking
+    /// connector) cannot answer now; the request may be sent again.
+    pub fn unavailable(retry_after_secs: u64, detail: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %detail, "service unavailable");
+        Self {
+            retry_after: Some(retry_after_secs.max(1)),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The service is temporarily unavailable.",
+            )
+            .with(
+                ObErrorCode::UnexpectedError,
+                "The bank's core system is temporarily unavailable; try again after the Retry-After delay.",
+                None,
+            )
+        }
     }
 
     /// 500; the detail goes to the log, never to the client (COMMON-54).
@@ -292,6 +313,10 @@ impl IntoResponse for ObError {
             Some(body) => (self.status, Json(body)).into_response(),
             None => self.status.into_response(),
         };
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
         if let Some(v) = self.www_authenticate {
             resp.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -2,7 +2,6 @@
 //! seed, seeded once (idempotent on restart), plus optional bulk history
 //! for load tests.
 
-pub mod executor;
 mod generate;
 
 use std::time::Instant;

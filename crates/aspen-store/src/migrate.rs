@@ -54,6 +54,11 @@ pub fn sqlite() -> Migrator {
             "hardening",
             include_str!("../migrations/sqlite/0006_hardening.sql"),
         ),
+        (
+            7,
+            "core",
+            include_str!("../migrations/sqlite/0007_core.sql"),
+        ),
     ])
 }
 
@@ -88,6 +93,11 @@ pub fn postgres() -> Migrator {
             6,
             "hardening",
             include_str!("../migrations/postgres/0006_hardening.sql"),
+        ),
+        (
+            7,
+            "core",
+            include_str!("../migrations/postgres/0007_core.sql"),
         ),
     ])
 }

@@ -113,21 +113,66 @@ pub trait PaymentStore: Send + Sync {
     async fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, StoreError>;
     /// Payments whose next step is due, oldest first.
     async fn due_payments(&self, now: i64, limit: i64) -> Result<Vec<PaymentRecord>, StoreError>;
-    /// `Pending` → `AcceptedSettlementInProcess`: reserves the funds and
-    /// writes `entry` as a pending debit; `Rejected` when the account cannot
-    /// cover it. One transaction.
-    async fn accept_payment(
+    /// Moves an OB payment to `status` as the core reported it, only
+    /// forward: `from` lists the statuses it may move from. `due_at` is when
+    /// to ask the core again (None once final). False when the payment was
+    /// not in one of `from` (another node got there first).
+    async fn advance_payment(
+        &self,
+        payment_id: &str,
+        from: &[&str],
+        status: &str,
+        at: i64,
+        reason: Option<&str>,
+        due_at: Option<i64>,
+    ) -> Result<bool, StoreError>;
+    /// When to look at a payment again, without a status change.
+    async fn postpone_payment(&self, payment_id: &str, due_at: i64) -> Result<(), StoreError>;
+
+    /// The builtin ledger's side (the core): records a payment unless its
+    /// id is known, and returns the stored one either way.
+    async fn ledger_submit(&self, p: &LedgerPayment) -> Result<LedgerPayment, StoreError>;
+    async fn ledger_payment(&self, payment_id: &str) -> Result<Option<LedgerPayment>, StoreError>;
+    async fn ledger_due(&self, now: i64, limit: i64) -> Result<Vec<LedgerPayment>, StoreError>;
+    /// `Pending` → `Accepted`: reserves the funds and writes `entry` as a
+    /// pending debit; `Rejected` when the account cannot cover it. One
+    /// transaction.
+    async fn ledger_accept(
         &self,
         payment_id: &str,
         now: i64,
         next_due: i64,
         entry: &aspen_domain::Transaction,
     ) -> Result<Step, StoreError>;
-    /// `AcceptedSettlementInProcess` → `AcceptedSettlementCompleted`: books
-    /// the reserved debit (balance down, entry `Booked` with its running
-    /// balance). One transaction.
-    async fn settle_payment(&self, payment_id: &str, now: i64) -> Result<Step, StoreError>;
+    /// `Accepted` → `Completed`: books the reserved debit (balance down,
+    /// entry `Booked` with its running balance). One transaction.
+    async fn ledger_settle(&self, payment_id: &str, now: i64) -> Result<Step, StoreError>;
 }
+
+/// A payment as the builtin ledger keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerPayment {
+    pub payment_id: String,
+    pub account_id: String,
+    pub debit_minor: i64,
+    pub debit_currency: String,
+    /// `Pending`, `Accepted`, `Completed`, `Rejected`.
+    pub status: String,
+    pub created_at: i64,
+    pub status_updated_at: i64,
+    pub due_at: Option<i64>,
+    pub reason: Option<String>,
+    /// The submitted instruction (payee, reference), for the ledger entry.
+    pub instruction: Value,
+}
+
+pub const LEDGER_PENDING: &str = "Pending";
+pub const LEDGER_ACCEPTED: &str = "Accepted";
+pub const LEDGER_COMPLETED: &str = "Completed";
+pub const LEDGER_REJECTED: &str = "Rejected";
+
+pub(crate) const LEDGER_COLUMNS: &str = "payment_id, account_id, debit_minor, debit_currency, status, \
+    created_at, status_updated_at, due_at, reason, instruction";
 
 pub(crate) const PAYMENT_COLUMNS: &str = "payment_id, kind, consent_id, client_id, status, \
     created_at, status_updated_at, due_at, account_id, debit_minor, debit_currency, reason, data";
@@ -157,6 +202,22 @@ macro_rules! impl_payment_store {
                 debit_currency: r.get(10),
                 reason: r.get(11),
                 data: $crate::auth::parse_json(r.get::<&str, _>(12))?,
+            })
+        }
+
+        fn ledger_from_row(r: &$row) -> Result<$crate::payments::LedgerPayment, $crate::StoreError> {
+            use sqlx::Row;
+            Ok($crate::payments::LedgerPayment {
+                payment_id: r.get(0),
+                account_id: r.get(1),
+                debit_minor: r.get(2),
+                debit_currency: r.get(3),
+                status: r.get(4),
+                created_at: r.get(5),
+                status_updated_at: r.get(6),
+                due_at: r.get(7),
+                reason: r.get(8),
+                instruction: $crate::auth::parse_json(r.get::<&str, _>(9))?,
             })
         }
 
@@ -336,7 +397,106 @@ macro_rules! impl_payment_store {
                 rows.iter().map(payment_from_row).collect()
             }
 
-            async fn accept_payment(
+            async fn advance_payment(
+                &self,
+                payment_id: &str,
+                from: &[&str],
+                status: &str,
+                at: i64,
+                reason: Option<&str>,
+                due_at: Option<i64>,
+            ) -> Result<bool, $crate::StoreError> {
+                // At most three source statuses: padded so the statement is
+                // always the same one.
+                let f = |i: usize| from.get(i).copied().unwrap_or("");
+                let r = sqlx::query(
+                    "UPDATE payments SET status=$2, status_updated_at=$3, reason=COALESCE($4, reason), due_at=$5 \
+                     WHERE payment_id=$1 AND status IN ($6, $7, $8)",
+                )
+                .bind(payment_id)
+                .bind(status)
+                .bind(at)
+                .bind(reason)
+                .bind(due_at)
+                .bind(f(0))
+                .bind(f(1))
+                .bind(f(2))
+                .execute(&self.pool)
+                .await
+                .map_err($crate::StoreError::from)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn postpone_payment(&self, payment_id: &str, due_at: i64) -> Result<(), $crate::StoreError> {
+                sqlx::query("UPDATE payments SET due_at=$2 WHERE payment_id=$1 AND due_at IS NOT NULL")
+                    .bind(payment_id)
+                    .bind(due_at)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::StoreError::from)?;
+                Ok(())
+            }
+
+            async fn ledger_submit(
+                &self,
+                p: &$crate::payments::LedgerPayment,
+            ) -> Result<$crate::payments::LedgerPayment, $crate::StoreError> {
+                let sql = format!(
+                    "INSERT INTO core_payments ({}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) \
+                     ON CONFLICT (payment_id) DO NOTHING",
+                    $crate::payments::LEDGER_COLUMNS
+                );
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(&p.payment_id)
+                    .bind(&p.account_id)
+                    .bind(p.debit_minor)
+                    .bind(&p.debit_currency)
+                    .bind(&p.status)
+                    .bind(p.created_at)
+                    .bind(p.status_updated_at)
+                    .bind(p.due_at)
+                    .bind(&p.reason)
+                    .bind(p.instruction.to_string())
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::StoreError::from)?;
+                self.ledger_payment(&p.payment_id)
+                    .await?
+                    .ok_or($crate::StoreError::NotFound)
+            }
+
+            async fn ledger_payment(
+                &self,
+                payment_id: &str,
+            ) -> Result<Option<$crate::payments::LedgerPayment>, $crate::StoreError> {
+                let sql = format!("SELECT {} FROM core_payments WHERE payment_id=$1", $crate::payments::LEDGER_COLUMNS);
+                let row: Option<$row> = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(payment_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::StoreError::from)?;
+                row.map(|r| ledger_from_row(&r)).transpose()
+            }
+
+            async fn ledger_due(
+                &self,
+                now: i64,
+                limit: i64,
+            ) -> Result<Vec<$crate::payments::LedgerPayment>, $crate::StoreError> {
+                let sql = format!(
+                    "SELECT {} FROM core_payments WHERE due_at IS NOT NULL AND due_at <= $1 ORDER BY due_at LIMIT $2",
+                    $crate::payments::LEDGER_COLUMNS
+                );
+                let rows: Vec<$row> = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err($crate::StoreError::from)?;
+                rows.iter().map(ledger_from_row).collect()
+            }
+
+            async fn ledger_accept(
                 &self,
                 payment_id: &str,
                 now: i64,
@@ -351,14 +511,14 @@ macro_rules! impl_payment_store {
                 // The status compare-and-set comes first: it takes the row
                 // lock, so a second node blocks here and then finds nothing.
                 let row: Option<$row> = sqlx::query(
-                    "UPDATE payments SET status=$2, status_updated_at=$3, due_at=$4 \
+                    "UPDATE core_payments SET status=$2, status_updated_at=$3, due_at=$4 \
                      WHERE payment_id=$1 AND status=$5 RETURNING account_id, debit_minor",
                 )
                 .bind(payment_id)
-                .bind($crate::payments::IN_PROCESS)
+                .bind($crate::payments::LEDGER_ACCEPTED)
                 .bind(now)
                 .bind(next_due)
-                .bind($crate::payments::PENDING)
+                .bind($crate::payments::LEDGER_PENDING)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err($crate::StoreError::from)?;
@@ -381,33 +541,33 @@ macro_rules! impl_payment_store {
                     == 1;
                 if !reserved {
                     sqlx::query(
-                        "UPDATE payments SET status=$2, due_at=NULL, reason=$3 WHERE payment_id=$1",
+                        "UPDATE core_payments SET status=$2, due_at=NULL, reason=$3 WHERE payment_id=$1",
                     )
                     .bind(payment_id)
-                    .bind($crate::payments::REJECTED)
+                    .bind($crate::payments::LEDGER_REJECTED)
                     .bind("insufficient funds at execution")
                     .execute(&mut *tx)
                     .await
                     .map_err($crate::StoreError::from)?;
                     tx.commit().await.map_err($crate::StoreError::from)?;
-                    return Ok($crate::payments::Step::Moved($crate::payments::REJECTED));
+                    return Ok($crate::payments::Step::Moved($crate::payments::LEDGER_REJECTED));
                 }
                 insert_transactions(&mut *tx, std::slice::from_ref(entry)).await?;
                 tx.commit().await.map_err($crate::StoreError::from)?;
-                Ok($crate::payments::Step::Moved($crate::payments::IN_PROCESS))
+                Ok($crate::payments::Step::Moved($crate::payments::LEDGER_ACCEPTED))
             }
 
-            async fn settle_payment(&self, payment_id: &str, now: i64) -> Result<$crate::payments::Step, $crate::StoreError> {
+            async fn ledger_settle(&self, payment_id: &str, now: i64) -> Result<$crate::payments::Step, $crate::StoreError> {
                 use sqlx::Row;
                 let mut tx = self.pool.begin().await.map_err($crate::StoreError::from)?;
                 let row: Option<$row> = sqlx::query(
-                    "UPDATE payments SET status=$2, status_updated_at=$3, due_at=NULL \
+                    "UPDATE core_payments SET status=$2, status_updated_at=$3, due_at=NULL \
                      WHERE payment_id=$1 AND status=$4 RETURNING account_id, debit_minor",
                 )
                 .bind(payment_id)
-                .bind($crate::payments::COMPLETED)
+                .bind($crate::payments::LEDGER_COMPLETED)
                 .bind(now)
-                .bind($crate::payments::IN_PROCESS)
+                .bind($crate::payments::LEDGER_ACCEPTED)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err($crate::StoreError::from)?;
@@ -437,7 +597,7 @@ macro_rules! impl_payment_store {
                 .await
                 .map_err($crate::StoreError::from)?;
                 tx.commit().await.map_err($crate::StoreError::from)?;
-                Ok($crate::payments::Step::Moved($crate::payments::COMPLETED))
+                Ok($crate::payments::Step::Moved($crate::payments::LEDGER_COMPLETED))
             }
         }
     };

@@ -764,6 +764,25 @@ both!(
         );
 
         assert_eq!(s.due_payments(now, 10).await.unwrap().len(), 1);
+        // The ledger's side: one row per payment id however often it is
+        // submitted.
+        let ledger = |id: &str, minor: i64| aspen_store::payments::LedgerPayment {
+            payment_id: id.into(),
+            account_id: account.account_id.clone(),
+            debit_minor: minor,
+            debit_currency: account.currency.clone(),
+            status: "Pending".into(),
+            created_at: now,
+            status_updated_at: now,
+            due_at: Some(now),
+            reason: None,
+            instruction: json!({}),
+        };
+        let first = s.ledger_submit(&ledger("p1", 1234)).await.unwrap();
+        let mut other = ledger("p1", 9999);
+        other.created_at = now + 5;
+        assert_eq!(s.ledger_submit(&other).await.unwrap(), first);
+        assert_eq!(s.ledger_due(now, 10).await.unwrap().len(), 1);
         let entry = aspen_domain::Transaction {
             transaction_id: aspen_store::payments::entry_id("p1"),
             account_id: account.account_id.clone(),
@@ -779,11 +798,11 @@ both!(
             detail: json!({}),
         };
         assert_eq!(
-            s.accept_payment("p1", now, now, &entry).await.unwrap(),
-            Step::Moved("AcceptedSettlementInProcess")
+            s.ledger_accept("p1", now, now, &entry).await.unwrap(),
+            Step::Moved("Accepted")
         );
         assert_eq!(
-            s.accept_payment("p1", now, now, &entry).await.unwrap(),
+            s.ledger_accept("p1", now, now, &entry).await.unwrap(),
             Step::NotApplicable
         );
         let mid = s.account(&account.account_id).await.unwrap().unwrap();
@@ -793,16 +812,45 @@ both!(
         );
         assert_eq!(mid.booked_minor, account.booked_minor);
         assert_eq!(
-            s.settle_payment("p1", now + 1).await.unwrap(),
-            Step::Moved("AcceptedSettlementCompleted")
+            s.ledger_settle("p1", now + 1).await.unwrap(),
+            Step::Moved("Completed")
         );
         assert_eq!(
-            s.settle_payment("p1", now + 1).await.unwrap(),
+            s.ledger_settle("p1", now + 1).await.unwrap(),
             Step::NotApplicable
         );
         let after = s.account(&account.account_id).await.unwrap().unwrap();
         assert_eq!(after.booked_minor, account.booked_minor - 1234);
         assert_eq!(after.pending_debits_minor, account.pending_debits_minor);
+        let l = s.ledger_payment("p1").await.unwrap().unwrap();
+        assert_eq!((l.status.as_str(), l.due_at), ("Completed", None));
+        assert!(s.ledger_due(now + day, 10).await.unwrap().is_empty());
+
+        // The OB resource follows, forward only.
+        assert!(
+            s.advance_payment(
+                "p1",
+                &["Pending"],
+                "AcceptedSettlementCompleted",
+                now + 2,
+                None,
+                None
+            )
+            .await
+            .unwrap()
+        );
+        assert!(
+            !s.advance_payment(
+                "p1",
+                &["Pending"],
+                "AcceptedSettlementInProcess",
+                now + 3,
+                None,
+                Some(now)
+            )
+            .await
+            .unwrap()
+        );
         let p = s.payment("p1").await.unwrap().unwrap();
         assert_eq!(
             (p.status.as_str(), p.due_at),
@@ -819,10 +867,11 @@ both!(
         s.insert_payment_once(&payment("p4", "pc3", huge), &idem("k4", "h"), now - day)
             .await
             .unwrap();
+        s.ledger_submit(&ledger("p4", huge)).await.unwrap();
         let mut e4 = entry.clone();
         e4.transaction_id = aspen_store::payments::entry_id("p4");
         assert_eq!(
-            s.accept_payment("p4", now, now, &e4).await.unwrap(),
+            s.ledger_accept("p4", now, now, &e4).await.unwrap(),
             Step::Moved("Rejected")
         );
         assert_eq!(

@@ -47,6 +47,16 @@ pub enum Command {
     /// Operator-registered clients (for TPPs and tools that do not use DCR).
     #[command(subcommand)]
     Clients(ClientsCommand),
+    /// The reference core-banking connector (`[core] kind = "http"`).
+    #[command(subcommand)]
+    Connector(ConnectorCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConnectorCommand {
+    /// Serve the connector API over aspen's own ledger, on a port of its
+    /// own, behind mTLS with the data directory's connector CA.
+    Serve(crate::connector::ConnectorArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -286,6 +296,22 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
                 kit.kid,
                 kit.aspsp_org_id
             );
+            Ok(())
+        }
+        Command::Connector(ConnectorCommand::Serve(args)) => {
+            apply_store_args(&mut config, &args.store);
+            config.validate()?;
+            let connector = crate::connector::start(config, &args).await?;
+            eprintln!(
+                "aspen connector: serving the core connector API on https://{}",
+                connector.addr
+            );
+            let stop = connector.shutdown_sender();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = stop.send(true);
+            });
+            connector.wait().await;
             Ok(())
         }
         Command::Clients(cmd) => match cmd {

@@ -60,6 +60,7 @@ pub struct Config {
     pub branding: BrandingConfig,
     pub log: LogConfig,
     pub payments: PaymentsConfig,
+    pub core: CoreConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -362,6 +363,59 @@ impl Default for PaymentsConfig {
     }
 }
 
+/// Where the accounts and the money live (`docs/connector.md`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoreConfig {
+    /// `builtin` (aspen's own ledger: the sandbox) or `http` (the bank's
+    /// connector API).
+    pub kind: String,
+    /// `https://host:port` of the connector (kind = "http").
+    pub url: Option<String>,
+    /// CA that issued the connector's server certificate. Default: the
+    /// data directory's connector CA.
+    pub ca_file: Option<PathBuf>,
+    /// aspen's client certificate and key for the connector. Default:
+    /// issued by the data directory's connector CA.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub connect_timeout_ms: u64,
+    /// Whole call, connect to last byte.
+    pub timeout_ms: u64,
+    /// Further attempts after a failure in transit (all calls are
+    /// idempotent).
+    pub retries: u32,
+    /// Consecutive failures that open the circuit breaker.
+    pub breaker_failures: u32,
+    pub breaker_open_secs: u64,
+    /// How often unfinished payments are submitted again / asked about.
+    pub payment_poll_ms: u64,
+    /// How soon a payment is tried again after the core failed.
+    pub payment_retry_ms: u64,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        Self {
+            kind: "builtin".into(),
+            url: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            connect_timeout_ms: 1_000,
+            // A payment order makes two calls (the debtor account, the
+            // submission), each with its retries: together well inside the
+            // request timeout.
+            timeout_ms: 3_000,
+            retries: 1,
+            breaker_failures: 5,
+            breaker_open_secs: 10,
+            payment_poll_ms: 500,
+            payment_retry_ms: 2_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -399,6 +453,7 @@ impl Default for Config {
             tokens: TokensConfig::default(),
             branding: BrandingConfig::default(),
             payments: PaymentsConfig::default(),
+            core: CoreConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -486,6 +541,35 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        match self.core.kind.as_str() {
+            "builtin" => {}
+            "http" => match &self.core.url {
+                Some(u) if u.starts_with("https://") && !u.ends_with('/') => {}
+                Some(_) => {
+                    return Err(field(
+                        "core.url",
+                        "must be an https:// URL without a trailing '/'",
+                    ));
+                }
+                None => return Err(field("core.url", "is required when core.kind = \"http\"")),
+            },
+            _ => return Err(field("core.kind", "must be \"builtin\" or \"http\"")),
+        }
+        if self.core.cert_file.is_some() != self.core.key_file.is_some() {
+            return Err(field(
+                "core.cert_file",
+                "core.cert_file and core.key_file go together",
+            ));
+        }
+        if self.core.timeout_ms == 0 || self.core.connect_timeout_ms == 0 {
+            return Err(field("core.timeout_ms", "timeouts must be positive"));
+        }
+        if self.core.retries > 5 {
+            return Err(field("core.retries", "at most 5"));
+        }
+        if self.core.breaker_failures == 0 {
+            return Err(field("core.breaker_failures", "must be at least 1"));
+        }
         if let Some(url) = &self.public_url {
             if !url.starts_with("https://") {
                 return Err(field("public_url", "must be an https:// URL"));

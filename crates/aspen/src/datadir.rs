@@ -8,6 +8,8 @@
 //!   directory/signing-key.pem   sandbox directory key (signs SSAs)
 //!   directory/jwks.json         its public JWKS
 //!   keys/                     the server's PS256 signing keys (shared by all nodes)
+//!   connector/                a CA of its own for aspen ↔ core connector mTLS:
+//!                             ca.pem, server.pem (+key), client.pem (+key)
 //! ```
 
 use std::fs;
@@ -77,6 +79,54 @@ impl DataDir {
         .into_iter()
         .filter(|p| p.exists())
         .collect()
+    }
+
+    /// The PKI between aspen and the core connector: a CA of its own (not
+    /// the sandbox CA that issues TPP certificates, so no TPP certificate
+    /// opens the connector), a server certificate for loopback names and
+    /// aspen's client certificate. Made once; `aspen serve` and
+    /// `aspen connector serve` starting together build it in a private
+    /// directory and the first rename wins.
+    pub fn connector_pki(&self) -> Result<ConnectorPki> {
+        let dir = self.root.join("connector");
+        let pki = ConnectorPki::at(&dir);
+        if pki.complete() {
+            return Ok(pki);
+        }
+        let tmp = self.root.join(format!(
+            "connector.tmp-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let ca = pki::new_ca("Aspen Connector CA")?;
+        let server =
+            pki::server_cert(&ca, &["localhost".into(), "127.0.0.1".into(), "::1".into()])?;
+        let client = pki::client_cert(&ca, "aspen")?;
+        let t = ConnectorPki::at(&tmp);
+        write_public(&t.ca_file, &ca.cert_pem)?;
+        write_secret(&tmp.join("ca-key.pem"), &ca.key_pem)?;
+        write_public(
+            &t.server_cert,
+            &format!("{}{}", server.cert_pem, ca.cert_pem),
+        )?;
+        write_secret(&t.server_key, &server.key_pem)?;
+        write_public(
+            &t.client_cert,
+            &format!("{}{}", client.cert_pem, ca.cert_pem),
+        )?;
+        write_secret(&t.client_key, &client.key_pem)?;
+        if fs::rename(&tmp, &dir).is_err() {
+            // Someone else's set is in place: use theirs.
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        if !pki.complete() {
+            bail!(
+                "{} is incomplete; remove it to have it made again",
+                dir.display()
+            );
+        }
+        Ok(pki)
     }
 
     pub fn ca_cert_path(&self) -> PathBuf {
@@ -356,6 +406,45 @@ fn write_with_mode(path: &Path, contents: &str, mode: u32) -> Result<()> {
     }
     fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+/// Where the connector's certificates are.
+pub struct ConnectorPki {
+    pub ca_file: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl ConnectorPki {
+    fn at(dir: &Path) -> Self {
+        Self {
+            ca_file: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server-key.pem"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client-key.pem"),
+        }
+    }
+
+    fn complete(&self) -> bool {
+        [
+            &self.ca_file,
+            &self.server_cert,
+            &self.server_key,
+            &self.client_cert,
+            &self.client_key,
+        ]
+        .iter()
+        .all(|p| p.exists())
+    }
+}
+
+fn rand_suffix() -> u64 {
+    let mut b = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut b).expect("system RNG available");
+    u64::from_le_bytes(b) % 1_000_000
 }
 
 pub fn write_secret(path: &Path, contents: &str) -> Result<()> {

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod clients;
 pub mod config;
+pub mod connector;
 pub mod datadir;
 pub mod kit;
 pub mod ops;

@@ -77,6 +77,28 @@ pub fn server_cert(ca: &IssuedCert, names: &[String]) -> Result<IssuedCert> {
     })
 }
 
+/// A client certificate with a plain subject (`O=Aspen`, `CN`): aspen's
+/// identity towards the core connector.
+pub fn client_cert(ca: &IssuedCert, common_name: &str) -> Result<IssuedCert> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Aspen");
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.serial_number = Some(random_serial());
+    params.use_authority_key_identifier_extension = true;
+    validity(&mut params, 825);
+    let cert = params.signed_by(&key, &load_issuer(ca)?)?;
+    Ok(IssuedCert {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
 /// A leaf with the subject the OB Directory uses (`C=GB`, `O`
 /// organisation, `OU` org id, `CN`), valid 825 days.
 fn ob_leaf(org_name: &str, org_id: &str, common_name: &str) -> CertificateParams {

@@ -40,7 +40,11 @@ pub struct Runtime {
     pub tls: Arc<rustls::ServerConfig>,
     pub payment_profile: aspen_domain::payments::AspspProfile,
     pub rates: aspen_domain::payments::RateTable,
-    pub executor: Arc<aspen_sandbox::executor::Executor>,
+    /// The bank's core: the builtin ledger or the connector.
+    pub core: Arc<dyn aspen_core::Core>,
+    /// The builtin ledger's execution loop, when the core is builtin.
+    pub ledger: Option<Arc<aspen_core::builtin::BuiltinCore>>,
+    pub payment_sync: Arc<aspen_core::sync::PaymentSync>,
 }
 
 const STRIPE_PROFILE: &str = include_str!("../profiles/stripe.toml");
@@ -86,14 +90,56 @@ fn rate_table(config: &Config) -> Result<aspen_domain::payments::RateTable> {
     })
 }
 
-/// Hands new payment orders to the executor.
-struct Settlement(Arc<aspen_sandbox::executor::Executor>);
-
-#[async_trait::async_trait]
-impl aspen_api::pis::Settlement for Settlement {
-    async fn submitted(&self, payment: &aspen_store::payments::PaymentRecord) {
-        self.0.submitted(payment).await;
+/// The ledger's execution timing from `[payments]`.
+pub fn ledger_timing(config: &Config) -> aspen_core::builtin::Timing {
+    aspen_core::builtin::Timing {
+        accept_after_ms: config.payments.accept_after_ms,
+        settle_after_ms: config.payments.settle_after_ms,
+        poll: Duration::from_millis(config.payments.poll_interval_ms.max(10)),
     }
+}
+
+type CoreParts = (
+    Arc<dyn aspen_core::Core>,
+    Option<Arc<aspen_core::builtin::BuiltinCore>>,
+);
+
+/// The core named by `[core]`: the builtin ledger on this store, or the
+/// connector over mTLS (certificates from the data directory's connector
+/// PKI unless configured).
+fn build_core(config: &Config, data: &DataDir, store: &Arc<dyn Store>) -> Result<CoreParts> {
+    if config.core.kind != "http" {
+        let ledger = Arc::new(aspen_core::builtin::BuiltinCore::new(
+            store.clone(),
+            ledger_timing(config),
+        ));
+        return Ok((ledger.clone(), Some(ledger)));
+    }
+    let c = &config.core;
+    let (ca, cert, key) = match (&c.ca_file, &c.cert_file, &c.key_file) {
+        (Some(ca), Some(cert), Some(key)) => (ca.clone(), cert.clone(), key.clone()),
+        _ => {
+            let pki = data.connector_pki()?;
+            (
+                c.ca_file.clone().unwrap_or(pki.ca_file),
+                c.cert_file.clone().unwrap_or(pki.client_cert),
+                c.key_file.clone().unwrap_or(pki.client_key),
+            )
+        }
+    };
+    let tls = tls::mtls_client_config(&[ca], &cert, &key).context("core connector TLS")?;
+    let core = aspen_core::http::HttpCore::new(
+        aspen_core::http::HttpCoreOptions {
+            url: c.url.clone().unwrap_or_default(),
+            connect_timeout: Duration::from_millis(c.connect_timeout_ms),
+            timeout: Duration::from_millis(c.timeout_ms),
+            retries: c.retries,
+            breaker_failures: c.breaker_failures,
+            breaker_open: Duration::from_secs(c.breaker_open_secs.max(1)),
+        },
+        tls,
+    )?;
+    Ok((Arc::new(core), None))
 }
 
 /// Opens (or creates) the data directory, the keys and the store, and seeds
@@ -178,18 +224,19 @@ pub async fn prepare(config: Config) -> Result<Runtime> {
     ));
     let payment_profile = payment_profile(&config)?;
     let rates = rate_table(&config)?;
-    let executor = Arc::new(aspen_sandbox::executor::Executor::new(
+    let (core, ledger) = build_core(&config, &data, &store)?;
+    let payment_sync = Arc::new(aspen_core::sync::PaymentSync::new(
         store.clone(),
-        aspen_sandbox::executor::Timing {
-            accept_after_ms: config.payments.accept_after_ms,
-            settle_after_ms: config.payments.settle_after_ms,
-            poll: Duration::from_millis(config.payments.poll_interval_ms.max(10)),
-        },
+        core.clone(),
+        Duration::from_millis(config.core.payment_poll_ms.max(10)),
+        Duration::from_millis(config.core.payment_retry_ms.max(10)),
     ));
     Ok(Runtime {
         payment_profile,
         rates,
-        executor,
+        core,
+        ledger,
+        payment_sync,
         link_key,
         config,
         auth,
@@ -328,7 +375,7 @@ pub fn auth_state(rt: &Runtime, public_url: &str) -> aspen_auth::AuthState {
         current: rt.keys.current().clone(),
         published: rt.keys.keys.clone(),
     };
-    aspen_auth::AuthState::new(cfg, rt.store.clone(), keys)
+    aspen_auth::AuthState::new(cfg, rt.store.clone(), rt.core.clone(), keys)
 }
 
 fn redact(url: &str) -> String {
@@ -361,7 +408,7 @@ fn pis_settings(rt: &Runtime) -> Result<aspen_api::pis::PisSettings> {
             rt.auth.jwks_fetch_timeout,
         )),
         schemas: aspen_api::pis_schema::Schemas::load(true).map_err(anyhow::Error::msg)?,
-        settlement: Arc::new(Settlement(rt.executor.clone())),
+        payments: rt.payment_sync.clone(),
     })
 }
 
@@ -373,6 +420,7 @@ pub fn app(rt: &Runtime, public_url: &str) -> Result<Router> {
     };
     let api = aspen_api::ApiState {
         store: rt.store.clone(),
+        core: rt.core.clone(),
         base_url: public_url.to_string(),
         strict: true,
         link_key: rt.link_key.clone(),
@@ -770,7 +818,10 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         .unwrap_or_else(|| format!("https://{addr}"));
     let app = app(&rt, &public_url)?;
     let (tx, rx) = watch::channel(false);
-    tokio::spawn(rt.executor.clone().run(rx.clone()));
+    if let Some(ledger) = &rt.ledger {
+        tokio::spawn(ledger.clone().run(rx.clone()));
+    }
+    tokio::spawn(rt.payment_sync.clone().run(rx.clone()));
     tokio::spawn(housekeeping(
         rt.store.clone(),
         rt.config.housekeeping.clone(),

@@ -90,6 +90,42 @@ pub fn server_config(
     Ok(Arc::new(cfg))
 }
 
+/// A listener that admits only clients with a certificate from `roots`
+/// (the core connector: its one client is aspen).
+pub fn required_client_auth_config(
+    cert_file: &PathBuf,
+    key_file: &PathBuf,
+    roots: Arc<RootCertStore>,
+) -> Result<Arc<rustls::ServerConfig>> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
+        .build()
+        .context("cannot build the client certificate verifier")?;
+    server_config(cert_file, key_file, verifier)
+}
+
+/// A TLS client that trusts only `ca_files` and authenticates with the
+/// given certificate (aspen towards the core connector).
+pub fn mtls_client_config(
+    ca_files: &[PathBuf],
+    cert_file: &PathBuf,
+    key_file: &PathBuf,
+) -> Result<rustls::ClientConfig> {
+    let roots = root_store(ca_files)?;
+    let certs = CertificateDer::pem_file_iter(cert_file)
+        .with_context(|| format!("cannot read {}", cert_file.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("bad PEM in {}", cert_file.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .with_context(|| format!("cannot read private key {}", key_file.display()))?;
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .context("client certificate and key do not match")?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
 /// Verifies a certificate that arrived in the trusted proxy header against
 /// the same CA bundle the listener uses: the proxy is trusted to have done
 /// the TLS handshake, and this keeps a misconfigured proxy from widening

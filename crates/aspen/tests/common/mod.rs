@@ -12,6 +12,95 @@ pub mod browser;
 pub struct TestServer {
     pub server: RunningServer,
     pub dir: tempfile::TempDir,
+    /// The reference connector in its own process, when the core is `http`.
+    pub connector: Option<Connector>,
+}
+
+/// Which core the harness puts behind the server. The `*_http` suites
+/// (`ais_http.rs`, `pis_http.rs`) are the same tests compiled again; their
+/// test binaries are named after them, and there the core is the reference
+/// connector in a process of its own. `ASPEN_TEST_CORE=http` forces it for
+/// any suite.
+pub fn core_kind() -> &'static str {
+    let forced = std::env::var("ASPEN_TEST_CORE").ok();
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    if forced.as_deref() == Some("http") || exe.contains("_http-") {
+        "http"
+    } else {
+        "builtin"
+    }
+}
+
+/// `aspen connector serve` as a child process; killed on drop.
+pub struct Connector {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+impl Drop for Connector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Connector {
+    /// Starts the connector on the data directory (and database, and
+    /// payment timing) of `cfg`, on a port of its choosing, and waits until
+    /// it says where it listens.
+    pub fn spawn(cfg: &Config) -> Connector {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_aspen"));
+        cmd.args(["connector", "serve", "--listen", "127.0.0.1:0"])
+            .env("ASPEN_DATA_DIR", &cfg.data_dir)
+            .env(
+                "ASPEN_PAYMENTS__ACCEPT_AFTER_MS",
+                cfg.payments.accept_after_ms.to_string(),
+            )
+            .env(
+                "ASPEN_PAYMENTS__SETTLE_AFTER_MS",
+                cfg.payments.settle_after_ms.to_string(),
+            )
+            .env(
+                "ASPEN_PAYMENTS__POLL_INTERVAL_MS",
+                cfg.payments.poll_interval_ms.to_string(),
+            )
+            .env("ASPEN_SANDBOX__SEED", cfg.sandbox.seed.to_string())
+            .env(
+                "ASPEN_SANDBOX__TRANSACTIONS",
+                cfg.sandbox.transactions.to_string(),
+            )
+            .env("ASPEN_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if let Some(url) = &cfg.database_url {
+            cmd.env("ASPEN_DATABASE_URL", url);
+        }
+        let mut child = cmd.spawn().expect("aspen connector serve starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if !sent && let Some(url) = line.split("API on ").nth(1) {
+                    let _ = tx.send(url.trim().to_string());
+                    sent = true;
+                } else {
+                    eprintln!("connector: {line}");
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("the connector reports its address");
+        Connector { child, url }
+    }
 }
 
 impl TestServer {
@@ -68,6 +157,7 @@ impl TestServer {
 
     pub async fn stop(self) -> tempfile::TempDir {
         self.server.stop().await;
+        drop(self.connector);
         self.dir
     }
 }
@@ -85,9 +175,19 @@ pub fn sandbox_config(dir: &Path) -> Config {
     cfg
 }
 
-pub async fn start_with(dir: tempfile::TempDir, cfg: Config) -> TestServer {
+pub async fn start_with(dir: tempfile::TempDir, mut cfg: Config) -> TestServer {
+    let connector = (core_kind() == "http" && cfg.core.kind == "builtin").then(|| {
+        let c = Connector::spawn(&cfg);
+        cfg.core.kind = "http".into();
+        cfg.core.url = Some(c.url.clone());
+        c
+    });
     let server = aspen::start(cfg).await.expect("server starts");
-    TestServer { server, dir }
+    TestServer {
+        server,
+        dir,
+        connector,
+    }
 }
 
 pub async fn start_sandbox() -> TestServer {

@@ -1,0 +1,345 @@
+//! The builtin core: aspen's own ledger (the sandbox bank), in the same
+//! database. Payments run `Pending` → `Accepted` (funds reserved, pending
+//! debit) → `Completed` (booked), or `Rejected` when the account cannot
+//! cover the debit at execution (PIS-21). Each step is one store
+//! transaction guarded by a status compare-and-set, so any number of
+//! processes may run the execution loop, and a process killed at any point
+//! leaves either the step done or not done; the next pass finishes it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aspen_domain::{CreditDebit, ResourceKind, Transaction};
+use aspen_store::Store;
+use aspen_store::payments::{self, LedgerPayment, Step};
+use async_trait::async_trait;
+use serde_json::json;
+
+use crate::{
+    Account, AccountResource, Core, CoreError, CorePayment, Customer, Direction,
+    PaymentInstruction, PaymentStatus, TxEntry, TxFilter, TxPageRequest, TxSummary,
+};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// From submission to acceptance (funds reserved).
+    pub accept_after_ms: i64,
+    /// From acceptance to settlement (booked).
+    pub settle_after_ms: i64,
+    /// How often the loop looks for due work.
+    pub poll: Duration,
+}
+
+impl Timing {
+    pub fn immediate(&self) -> bool {
+        self.accept_after_ms == 0 && self.settle_after_ms == 0
+    }
+}
+
+pub struct BuiltinCore {
+    store: Arc<dyn Store>,
+    timing: Timing,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn store_filter(f: &TxFilter) -> aspen_store::TxFilter {
+    aspen_store::TxFilter {
+        from_ms: f.from_ms,
+        to_ms: f.to_ms,
+        credits: f.credits,
+        debits: f.debits,
+    }
+}
+
+/// The ledger's cursor: the keyset position `booking_ms.transaction_id`.
+fn cursor_of(t: &Transaction) -> String {
+    format!("{}.{}", t.booking_ms, t.transaction_id)
+}
+
+fn parse_cursor(c: &str) -> Result<aspen_store::TxCursor, CoreError> {
+    c.split_once('.')
+        .and_then(|(ms, id)| {
+            Some(aspen_store::TxCursor {
+                booking_ms: ms.parse().ok()?,
+                transaction_id: id.to_string(),
+            })
+        })
+        .ok_or_else(|| CoreError::BadRequest(format!("{c:?} is not a ledger cursor")))
+}
+
+fn status_of(s: &str) -> PaymentStatus {
+    match s {
+        payments::LEDGER_ACCEPTED => PaymentStatus::Accepted,
+        payments::LEDGER_COMPLETED => PaymentStatus::Completed,
+        payments::LEDGER_REJECTED => PaymentStatus::Rejected,
+        _ => PaymentStatus::Pending,
+    }
+}
+
+fn core_payment(p: &LedgerPayment) -> CorePayment {
+    CorePayment {
+        payment_id: p.payment_id.clone(),
+        status: status_of(&p.status),
+        status_at_ms: p.status_updated_at,
+        reason: p.reason.clone(),
+    }
+}
+
+/// The ledger entry a payment writes on its debtor account.
+fn entry(p: &LedgerPayment, now: i64) -> Transaction {
+    let i: Option<PaymentInstruction> = serde_json::from_value(p.instruction.clone()).ok();
+    let name = i
+        .as_ref()
+        .map_or("payee".to_string(), |i| i.creditor.name.clone());
+    let international = i.as_ref().is_some_and(|i| i.scheme == "international");
+    let (sub, prop) = if international {
+        ("InternationalCreditTransfer", "INTERNATIONAL PAYMENT")
+    } else {
+        ("DomesticCreditTransfer", "FASTER PAYMENT")
+    };
+    let creditor = i.as_ref().map(|i| {
+        let mut c = json!({
+            "SchemeName": i.creditor.scheme,
+            "Identification": i.creditor.identification,
+            "Name": i.creditor.name,
+        });
+        if let Some(s) = &i.creditor.secondary_identification {
+            c["SecondaryIdentification"] = json!(s);
+        }
+        c
+    });
+    let mut detail = json!({
+        "BankTransactionCode": { "Code": "IssuedCreditTransfers", "SubCode": sub },
+        "ProprietaryBankTransactionCode": { "Code": prop, "Issuer": "Aspen" },
+    });
+    if let Some(c) = creditor {
+        detail["CreditorAccount"] = c;
+    }
+    Transaction {
+        transaction_id: payments::entry_id(&p.payment_id),
+        account_id: p.account_id.clone(),
+        booking_ms: now,
+        value_ms: None,
+        amount_minor: p.debit_minor,
+        currency: p.debit_currency.clone(),
+        credit_debit: CreditDebit::Debit,
+        status: "Pending".into(),
+        reference: i.as_ref().and_then(|i| i.reference.clone()),
+        information: Some(format!("Payment to {name}")),
+        balance_minor: None,
+        detail,
+    }
+}
+
+impl BuiltinCore {
+    pub fn new(store: Arc<dyn Store>, timing: Timing) -> Self {
+        Self { store, timing }
+    }
+
+    /// Takes the payment's next step if it is due.
+    async fn step(&self, p: &LedgerPayment, now: i64) -> Result<Step, aspen_store::StoreError> {
+        let step = match p.status.as_str() {
+            payments::LEDGER_PENDING => {
+                self.store
+                    .ledger_accept(
+                        &p.payment_id,
+                        now,
+                        now + self.timing.settle_after_ms,
+                        &entry(p, now),
+                    )
+                    .await?
+            }
+            payments::LEDGER_ACCEPTED => self.store.ledger_settle(&p.payment_id, now).await?,
+            _ => Step::NotApplicable,
+        };
+        if let Step::Moved(to) = step {
+            tracing::info!(payment_id = %p.payment_id, status = to, "ledger payment status");
+        }
+        Ok(step)
+    }
+
+    /// One pass over due work; returns how many steps ran.
+    pub async fn run_due(&self) -> Result<usize, aspen_store::StoreError> {
+        let now = now_ms();
+        let mut n = 0;
+        for p in self.store.ledger_due(now, 200).await? {
+            if let Step::Moved(_) = self.step(&p, now).await? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Executes due payments until `stop` turns true; the first pass
+    /// finishes whatever a previous process left in flight.
+    pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            match self.run_due().await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "ledger execution pass failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.timing.poll) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Core for BuiltinCore {
+    async fn customer(&self, psu_id: &str) -> Result<Option<Customer>, CoreError> {
+        Ok(self.store.psu(psu_id).await?.map(|p| Customer {
+            psu_id: p.id,
+            name: p.name,
+            party: p.party,
+        }))
+    }
+
+    async fn accounts_for_psu(&self, psu_id: &str) -> Result<Vec<Account>, CoreError> {
+        Ok(self.store.accounts_for_psu(psu_id).await?)
+    }
+
+    async fn account(&self, account_id: &str) -> Result<Option<Account>, CoreError> {
+        Ok(self.store.account(account_id).await?)
+    }
+
+    async fn transactions(
+        &self,
+        account_id: &str,
+        page: &TxPageRequest,
+    ) -> Result<Vec<TxEntry>, CoreError> {
+        let cursor = page.cursor.as_deref().map(parse_cursor).transpose()?;
+        let filter = store_filter(&page.filter);
+        let limit = i64::from(page.limit);
+        let rows = match page.direction {
+            Direction::Forward => {
+                self.store
+                    .transactions_page(account_id, &filter, cursor.as_ref(), None, limit)
+                    .await?
+            }
+            Direction::Backward => {
+                let end = cursor.unwrap_or(aspen_store::TxCursor {
+                    booking_ms: i64::MAX,
+                    transaction_id: String::new(),
+                });
+                self.store
+                    .transactions_page(account_id, &filter, None, Some(&end), limit)
+                    .await?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(|t| TxEntry {
+                cursor: cursor_of(&t),
+                transaction: t,
+            })
+            .collect())
+    }
+
+    async fn transaction_summary(
+        &self,
+        account_id: &str,
+        filter: &TxFilter,
+    ) -> Result<TxSummary, CoreError> {
+        let count = self
+            .store
+            .count_transactions(account_id, &store_filter(filter))
+            .await?;
+        let bounds = self.store.transaction_bounds(account_id).await?;
+        Ok(TxSummary {
+            count,
+            first_booking_ms: bounds.map(|b| b.0),
+            last_booking_ms: bounds.map(|b| b.1),
+        })
+    }
+
+    async fn resources(
+        &self,
+        account_id: &str,
+        kind: ResourceKind,
+    ) -> Result<Vec<AccountResource>, CoreError> {
+        Ok(self.store.resources(account_id, kind).await?)
+    }
+
+    async fn resource(
+        &self,
+        account_id: &str,
+        kind: ResourceKind,
+        id: &str,
+    ) -> Result<Option<AccountResource>, CoreError> {
+        Ok(self.store.resource(account_id, kind, id).await?)
+    }
+
+    async fn funds_available(
+        &self,
+        account_id: &str,
+        amount_minor: i64,
+    ) -> Result<bool, CoreError> {
+        Ok(self
+            .store
+            .account(account_id)
+            .await?
+            .is_some_and(|a| a.available_minor() >= amount_minor))
+    }
+
+    async fn submit_payment(&self, p: &PaymentInstruction) -> Result<CorePayment, CoreError> {
+        let now = now_ms();
+        let row = LedgerPayment {
+            payment_id: p.payment_id.clone(),
+            account_id: p.account_id.clone(),
+            debit_minor: p.debit_minor,
+            debit_currency: p.debit_currency.clone(),
+            status: payments::LEDGER_PENDING.into(),
+            created_at: now,
+            status_updated_at: now,
+            due_at: Some(now + self.timing.accept_after_ms),
+            reason: None,
+            instruction: serde_json::to_value(p).unwrap_or_default(),
+        };
+        if self.store.account(&p.account_id).await?.is_none() {
+            return Err(CoreError::BadRequest(format!(
+                "no account {}",
+                p.account_id
+            )));
+        }
+        let stored = self.store.ledger_submit(&row).await?;
+        if stored.account_id != row.account_id
+            || stored.debit_minor != row.debit_minor
+            || stored.debit_currency != row.debit_currency
+        {
+            return Err(CoreError::Conflict(p.payment_id.clone()));
+        }
+        if self.timing.immediate() {
+            // Both steps now; a failure leaves the rest to the loop.
+            for _ in 0..2 {
+                let Some(cur) = self.store.ledger_payment(&p.payment_id).await? else {
+                    break;
+                };
+                if let Err(e) = self.step(&cur, now).await {
+                    tracing::warn!(error = %e, payment_id = %p.payment_id, "payment execution deferred");
+                    break;
+                }
+            }
+        }
+        let cur = self
+            .store
+            .ledger_payment(&p.payment_id)
+            .await?
+            .ok_or(aspen_store::StoreError::NotFound)?;
+        Ok(core_payment(&cur))
+    }
+
+    async fn payment(&self, payment_id: &str) -> Result<Option<CorePayment>, CoreError> {
+        Ok(self
+            .store
+            .ledger_payment(payment_id)
+            .await?
+            .as_ref()
+            .map(core_payment))
+    }
+}

@@ -1,0 +1,31 @@
+-- The core-banking boundary. `core_payments` is the builtin ledger's own
+-- record of the payments it executes (the connector's side); `payments`
+-- stays the OB resource, whose status mirrors what the core reports. The
+-- primary key on payment_id makes a payment submitted twice (retries, two
+-- nodes, a restarted node) one payment.
+CREATE TABLE IF NOT EXISTS core_payments (
+    payment_id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL REFERENCES accounts (account_id),
+    debit_minor BIGINT NOT NULL,
+    debit_currency TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    status_updated_at BIGINT NOT NULL,
+    due_at BIGINT,
+    reason TEXT,
+    instruction TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS core_payments_due ON core_payments (due_at) WHERE due_at IS NOT NULL;
+
+-- Payments executed before the boundary existed belong to the ledger too.
+INSERT INTO core_payments (payment_id, account_id, debit_minor, debit_currency, status, created_at,
+    status_updated_at, due_at, reason, instruction)
+SELECT payment_id, account_id, debit_minor, debit_currency,
+    CASE status WHEN 'AcceptedSettlementInProcess' THEN 'Accepted'
+                WHEN 'AcceptedSettlementCompleted' THEN 'Completed' ELSE status END,
+    created_at, status_updated_at, due_at, reason, '{}'
+FROM payments;
+
+-- The OB payment names an account of the core, which may live in another
+-- system: no foreign key into aspen's ledger.
+ALTER TABLE payments DROP CONSTRAINT IF EXISTS payments_account_id_fkey;
