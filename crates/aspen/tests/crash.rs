@@ -22,9 +22,15 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn(data: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_aspen"))
-        .arg("serve")
+fn spawn(data: &std::path::Path, port: u16, core: Option<&str>) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aspen"));
+    if let Some(url) = core {
+        cmd.env("ASPEN_CORE__KIND", "http")
+            .env("ASPEN_CORE__URL", url)
+            .env("ASPEN_CORE__PAYMENT_POLL_MS", "20")
+            .env("ASPEN_CORE__PAYMENT_RETRY_MS", "50");
+    }
+    cmd.arg("serve")
         .env("ASPEN_DATA_DIR", data)
         .env("ASPEN_LISTEN", format!("127.0.0.1:{port}"))
         .env("ASPEN_PAYMENTS__ACCEPT_AFTER_MS", "40")
@@ -134,10 +140,22 @@ async fn sigkill_during_execution_never_loses_or_doubles_a_payment() {
     let mut round = 0u64;
     let mut interrupted = 0;
     let db_url = format!("sqlite://{}", data.join("aspen.db").display());
+    // With the http core (`crash_http.rs`) the reference connector runs
+    // all along in its own process and executes the payments; only aspen
+    // is killed, and every accepted order must still reach the ledger once.
+    let connector = (core_kind() == "http").then(|| {
+        let mut cfg = sandbox_config(dir.path());
+        cfg.data_dir = data.clone();
+        cfg.payments.accept_after_ms = 40;
+        cfg.payments.settle_after_ms = 60;
+        cfg.payments.poll_interval_ms = 10;
+        Connector::spawn(&cfg)
+    });
+    let core = connector.as_ref().map(|c| c.url.as_str());
     while accepted.len() < N {
         round += 1;
         assert!(round < 40, "too many rounds");
-        let mut child = spawn(&data, port);
+        let mut child = spawn(&data, port, core);
         wait_up(&http, &base).await;
         let burst = 3 + (round as usize * 7) % 5;
         for _ in 0..burst {
@@ -185,7 +203,7 @@ async fn sigkill_during_execution_never_loses_or_doubles_a_payment() {
     }
 
     // A last start finishes whatever was in flight.
-    let mut child = spawn(&data, port);
+    let mut child = spawn(&data, port, core);
     wait_up(&http, &base).await;
     let store = aspen_store::connect(&db_url).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -245,6 +263,7 @@ async fn sigkill_during_execution_never_loses_or_doubles_a_payment() {
         "at least one kill landed while payments were in flight"
     );
     eprintln!("{round} kills, {interrupted} payments caught in flight");
+    drop(connector);
     drop(dir);
 }
 

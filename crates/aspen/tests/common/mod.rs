@@ -500,9 +500,40 @@ pub struct OpenApi {
 
 impl OpenApi {
     pub fn load(file: &str) -> OpenApi {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/standard/openapi")
-            .join(file);
+        Self::load_path(
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/standard/openapi")
+                .join(file),
+        )
+    }
+
+    /// One of aspen's own OpenAPI 3.0 documents (`docs/…`); `nullable`
+    /// becomes a JSON-schema `null` type so the validator understands it.
+    pub fn load_ours(file: &str) -> OpenApi {
+        let mut api = Self::load_path(
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../docs")
+                .join(file),
+        );
+        fn nullable(v: &mut serde_json::Value) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    if m.remove("nullable") == Some(serde_json::Value::Bool(true))
+                        && let Some(serde_json::Value::String(t)) = m.get("type").cloned()
+                    {
+                        m.insert("type".into(), serde_json::json!([t, "null"]));
+                    }
+                    m.values_mut().for_each(nullable);
+                }
+                serde_json::Value::Array(a) => a.iter_mut().for_each(nullable),
+                _ => {}
+            }
+        }
+        nullable(&mut api.doc);
+        api
+    }
+
+    fn load_path(path: &Path) -> OpenApi {
         let text =
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
