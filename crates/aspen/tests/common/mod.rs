@@ -535,7 +535,7 @@ impl OpenApi {
 
     fn load_path(path: &Path) -> OpenApi {
         let text =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
         let mut doc: serde_json::Value = serde_json::to_value(yaml).unwrap();
         fn one_of_to_any_of(v: &mut serde_json::Value) {
