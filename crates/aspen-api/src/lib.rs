@@ -2,6 +2,7 @@
 
 pub mod ais;
 pub mod ais_consents;
+pub mod cof;
 pub mod common;
 pub mod links;
 pub mod pis;
@@ -27,6 +28,8 @@ pub struct ApiState {
     pub link_key: Arc<aws_lc_rs::hmac::Key>,
     /// Transactions per page (COMMON-47: 25–1000).
     pub page_size: i64,
+    /// Request-body schemas from the official OpenAPI files.
+    pub schemas: Arc<pis_schema::Schemas>,
     /// Payment initiation: profile, rates, signing, hand-off to the core.
     pub pis: Arc<pis::PisSettings>,
 }
@@ -39,10 +42,12 @@ impl aspen_auth::bearer::HasStore for ApiState {
 
 pub const AISP: &str = "/open-banking/v3.1/aisp";
 pub const PISP: &str = "/open-banking/v3.1/pisp";
+pub const CBPII: &str = "/open-banking/v3.1/cbpii";
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .merge(pis::routes(state.clone()))
+        .merge(cof::routes())
         .route(
             &format!("{AISP}/account-access-consents"),
             post(ais_consents::create),

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::common::{self, format_ms};
-use crate::pis_schema::{self, Schemas};
+use crate::pis_schema;
 use crate::{ApiState, PISP};
 
 pub struct PisSettings {
@@ -42,7 +42,6 @@ pub struct PisSettings {
     pub agreed_tolerance_bp: i64,
     pub signing_key: SigningKey,
     pub tpp_keys: Arc<aspen_auth::tpp_keys::TppKeyResolver>,
-    pub schemas: Schemas,
     /// Submits new orders to the core and mirrors their status.
     pub payments: Arc<aspen_core::sync::PaymentSync>,
 }
@@ -432,8 +431,8 @@ pub async fn create_consent<const K: u8>(
     }
     let value = parse_json(&body)?;
     let schema = match k.ty {
-        PaymentType::Domestic => &state.pis.schemas.domestic_consent,
-        PaymentType::International => &state.pis.schemas.international_consent,
+        PaymentType::Domestic => &state.schemas.domestic_consent,
+        PaymentType::International => &state.schemas.international_consent,
     };
     pis_schema::validate(schema, &value)?;
     let initiation = &value["Data"]["Initiation"];
@@ -691,8 +690,8 @@ pub async fn create_payment<const K: u8>(
     }
     let value = parse_json(&body)?;
     let schema = match k.ty {
-        PaymentType::Domestic => &state.pis.schemas.domestic_payment,
-        PaymentType::International => &state.pis.schemas.international_payment,
+        PaymentType::Domestic => &state.schemas.domestic_payment,
+        PaymentType::International => &state.schemas.international_payment,
     };
     pis_schema::validate(schema, &value)?;
     let consent_id = value["Data"]["ConsentId"].as_str().unwrap_or("");

@@ -1,6 +1,6 @@
-//! Request-body validation against the official v3.1.2 PIS schemas
-//! (`schemas/pis-requests.json`, derived from the OpenAPI by
-//! `schemas/generate.py`). Schema failures map to OB codes by kind:
+//! Request-body validation against the official v3.1.2 schemas
+//! (`schemas/{pis,cof,events}-requests.json`, derived from the OpenAPI
+//! files by `schemas/generate.py`). Schema failures map to OB codes by kind:
 //! a missing field is `Field.Missing`, a wrong type or an unknown field
 //! `Resource.InvalidFormat`, a bad value `Field.Invalid` (COMMON-52).
 
@@ -8,13 +8,23 @@ use aspen_http::{ObError, ObErrorCode};
 use jsonschema::error::ValidationErrorKind;
 use serde_json::{Value, json};
 
-const SOURCE: &str = include_str!("../schemas/pis-requests.json");
+const SOURCES: [&str; 3] = [
+    include_str!("../schemas/pis-requests.json"),
+    include_str!("../schemas/cof-requests.json"),
+    include_str!("../schemas/events-requests.json"),
+];
 
 pub struct Schemas {
     pub domestic_consent: jsonschema::Validator,
     pub domestic_payment: jsonschema::Validator,
     pub international_consent: jsonschema::Validator,
     pub international_payment: jsonschema::Validator,
+    pub cof_consent: jsonschema::Validator,
+    pub cof_confirmation: jsonschema::Validator,
+    pub event_subscription: jsonschema::Validator,
+    pub event_subscription_update: jsonschema::Validator,
+    pub callback_url: jsonschema::Validator,
+    pub event_polling: jsonschema::Validator,
 }
 
 /// COMMON-21: in the strict profile an object with declared properties
@@ -33,7 +43,13 @@ fn close_objects(v: &mut Value) {
 
 impl Schemas {
     pub fn load(strict: bool) -> Result<Self, String> {
-        let mut all: Value = serde_json::from_str(SOURCE).map_err(|e| e.to_string())?;
+        let mut all = serde_json::Map::new();
+        for src in SOURCES {
+            let part: serde_json::Map<String, Value> =
+                serde_json::from_str(src).map_err(|e| e.to_string())?;
+            all.extend(part);
+        }
+        let mut all = Value::Object(all);
         // v3.1.4's `DestinationCountryCode` on an international initiation
         // is accepted as an extension: Stripe's rules route on it.
         for name in ["OBWriteInternationalConsent3", "OBWriteInternational2"] {
@@ -54,6 +70,12 @@ impl Schemas {
             domestic_payment: build("OBWriteDomestic2")?,
             international_consent: build("OBWriteInternationalConsent3")?,
             international_payment: build("OBWriteInternational2")?,
+            cof_consent: build("OBFundsConfirmationConsent1")?,
+            cof_confirmation: build("OBFundsConfirmation1")?,
+            event_subscription: build("OBEventSubscription1")?,
+            event_subscription_update: build("OBEventSubscriptionResponse1")?,
+            callback_url: build("OBCallbackUrl1")?,
+            event_polling: build("OBEventPolling1")?,
         })
     }
 }

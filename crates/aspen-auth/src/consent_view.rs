@@ -202,10 +202,13 @@ pub fn permissions(data: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The debtor account named in a payment consent, if the TPP fixed one.
+/// The debtor account a consent names: the one a payment consent may fix,
+/// the one a funds-confirmation consent always names (COF-4).
 pub fn fixed_debtor(data: &Value) -> Option<String> {
-    data["Data"]["Initiation"]["DebtorAccount"]["Identification"]
+    let d = &data["Data"];
+    d["Initiation"]["DebtorAccount"]["Identification"]
         .as_str()
+        .or_else(|| d["DebtorAccount"]["Identification"].as_str())
         .map(str::to_string)
 }
 

@@ -407,7 +407,6 @@ fn pis_settings(rt: &Runtime) -> Result<aspen_api::pis::PisSettings> {
             rt.auth.jwks_url_map.clone(),
             rt.auth.jwks_fetch_timeout,
         )),
-        schemas: aspen_api::pis_schema::Schemas::load(true).map_err(anyhow::Error::msg)?,
         payments: rt.payment_sync.clone(),
     })
 }
@@ -421,6 +420,7 @@ pub fn app(rt: &Runtime, public_url: &str) -> Result<Router> {
     let api = aspen_api::ApiState {
         store: rt.store.clone(),
         core: rt.core.clone(),
+        schemas: Arc::new(aspen_api::pis_schema::Schemas::load(true).map_err(anyhow::Error::msg)?),
         base_url: public_url.to_string(),
         strict: true,
         link_key: rt.link_key.clone(),
