@@ -19,7 +19,10 @@ struct Cbpii {
 impl TestServer {
     async fn cbpii(&self, name: &str) -> Cbpii {
         let c = self
-            .client_with(name, json!({"aspen_headless": true}))
+            .client_with(
+                name,
+                json!({"aspen_headless": true, "scope": "openid accounts fundsconfirmations"}),
+            )
             .await;
         let cc = self.cc_token(&c.tpp, &c.id, "fundsconfirmations").await;
         Cbpii { c, cc }
@@ -111,12 +114,18 @@ async fn a_cbpii_asks_yes_or_no_and_never_sees_a_balance() {
     let b = s.cbpii("cardco").await;
     let (debtor_account, account) = debtor(&s).await;
     let expiry = (chrono::Utc::now() + chrono::Duration::days(90))
-        .format("%Y-%m-%dT%H:%M:%S+00:00")
+        .format("%Y-%m-%dT%H:%M:%SZ")
         .to_string();
     let body = json!({ "Data": { "DebtorAccount": debtor_account, "ExpirationDateTime": expiry } });
     // COF-1, COF-13.1: no signature, a CC token, AwaitingAuthorisation.
     let (st, consent) = s
-        .cof(&b, &b.cc, reqwest::Method::POST, "/funds-confirmation-consents", Some(&body))
+        .cof(
+            &b,
+            &b.cc,
+            reqwest::Method::POST,
+            "/funds-confirmation-consents",
+            Some(&body),
+        )
         .await;
     assert_eq!(st, 201, "{consent:#}");
     api.validate("/funds-confirmation-consents", "post", "201", &consent);
@@ -125,21 +134,40 @@ async fn a_cbpii_asks_yes_or_no_and_never_sees_a_balance() {
     assert_eq!(consent["Data"]["ExpirationDateTime"], expiry);
     let id = consent["Data"]["ConsentId"].as_str().unwrap().to_string();
     let (st, got) = s
-        .cof(&b, &b.cc, reqwest::Method::GET, &format!("/funds-confirmation-consents/{id}"), None)
+        .cof(
+            &b,
+            &b.cc,
+            reqwest::Method::GET,
+            &format!("/funds-confirmation-consents/{id}"),
+            None,
+        )
         .await;
     assert_eq!(st, 200);
-    api.validate("/funds-confirmation-consents/{ConsentId}", "get", "200", &got);
+    api.validate(
+        "/funds-confirmation-consents/{ConsentId}",
+        "get",
+        "200",
+        &got,
+    );
 
     let t = s.authorise_cof(&b, &id).await;
     let ac = t["access_token"].as_str().unwrap().to_string();
     let stored = s.server.store.consent(&id).await.unwrap().unwrap();
     assert_eq!(stored.status, "Authorised");
-    assert_eq!(stored.accounts, vec![account.account_id.clone()], "the named account only");
+    assert_eq!(
+        stored.accounts,
+        vec![account.account_id.clone()],
+        "the named account only"
+    );
 
     // COF-13.3: yes for what the account can cover, no beyond it.
     let available = aspen_domain::format_minor(account.available_minor());
     let too_much = aspen_domain::format_minor(account.available_minor() + 1);
-    for (amount, yes) in [("1.00", true), (available.as_str(), true), (too_much.as_str(), false)] {
+    for (amount, yes) in [
+        ("1.00", true),
+        (available.as_str(), true),
+        (too_much.as_str(), false),
+    ] {
         let (st, r) = s
             .cof(
                 &b,
@@ -171,14 +199,33 @@ async fn a_cbpii_asks_yes_or_no_and_never_sees_a_balance() {
     // COF-13.7: the same request twice is two confirmations.
     let same = confirmation(&id, "2.00", &account.currency);
     let (_, one) = s
-        .cof(&b, &ac, reqwest::Method::POST, "/funds-confirmations", Some(&same))
+        .cof(
+            &b,
+            &ac,
+            reqwest::Method::POST,
+            "/funds-confirmations",
+            Some(&same),
+        )
         .await;
     let (_, two) = s
-        .cof(&b, &ac, reqwest::Method::POST, "/funds-confirmations", Some(&same))
+        .cof(
+            &b,
+            &ac,
+            reqwest::Method::POST,
+            "/funds-confirmations",
+            Some(&same),
+        )
         .await;
-    assert_ne!(one["Data"]["FundsConfirmationId"], two["Data"]["FundsConfirmationId"]);
+    assert_ne!(
+        one["Data"]["FundsConfirmationId"],
+        two["Data"]["FundsConfirmationId"]
+    );
     // COF-13.4: another currency.
-    let other = if account.currency == "GBP" { "EUR" } else { "GBP" };
+    let other = if account.currency == "GBP" {
+        "EUR"
+    } else {
+        "GBP"
+    };
     let (st, e) = s
         .cof(
             &b,
@@ -199,17 +246,35 @@ async fn a_cbpii_asks_yes_or_no_and_never_sees_a_balance() {
     );
     // COF-3: a CC token cannot confirm funds; an AC token cannot read consents.
     let (st, _) = s
-        .cof(&b, &b.cc, reqwest::Method::POST, "/funds-confirmations", Some(&same))
+        .cof(
+            &b,
+            &b.cc,
+            reqwest::Method::POST,
+            "/funds-confirmations",
+            Some(&same),
+        )
         .await;
     assert_eq!(st, 401);
     let (st, _) = s
-        .cof(&b, &ac, reqwest::Method::GET, &format!("/funds-confirmation-consents/{id}"), None)
+        .cof(
+            &b,
+            &ac,
+            reqwest::Method::GET,
+            &format!("/funds-confirmation-consents/{id}"),
+            None,
+        )
         .await;
     assert_eq!(st, 401);
 
     // COF-13.5: the token is for consent A, the body names consent B.
     let (_, other_consent) = s
-        .cof(&b, &b.cc, reqwest::Method::POST, "/funds-confirmation-consents", Some(&body))
+        .cof(
+            &b,
+            &b.cc,
+            reqwest::Method::POST,
+            "/funds-confirmation-consents",
+            Some(&body),
+        )
         .await;
     let other_id = other_consent["Data"]["ConsentId"].as_str().unwrap();
     let (st, e) = s
@@ -227,7 +292,13 @@ async fn a_cbpii_asks_yes_or_no_and_never_sees_a_balance() {
     // Another CBPII sees none of it.
     let nosy = s.cbpii("nosyco").await;
     let (st, e) = s
-        .cof(&nosy, &nosy.cc, reqwest::Method::GET, &format!("/funds-confirmation-consents/{id}"), None)
+        .cof(
+            &nosy,
+            &nosy.cc,
+            reqwest::Method::GET,
+            &format!("/funds-confirmation-consents/{id}"),
+            None,
+        )
         .await;
     assert_eq!(st, 403);
     assert_eq!(codes(&e)[0].0, "Aspen.Forbidden.OtherTpp");
@@ -240,21 +311,45 @@ async fn a_cbpii_asks_yes_or_no_and_never_sees_a_balance() {
         .unwrap()
         .to_string();
     let (st, _) = s
-        .cof(&b, &ac2, reqwest::Method::POST, "/funds-confirmations", Some(&same))
+        .cof(
+            &b,
+            &ac2,
+            reqwest::Method::POST,
+            "/funds-confirmations",
+            Some(&same),
+        )
         .await;
     assert_eq!(st, 201);
 
     // COF-13.6: DELETE ends it; the token stops working, the consent is gone.
     let (st, _) = s
-        .cof(&b, &b.cc, reqwest::Method::DELETE, &format!("/funds-confirmation-consents/{id}"), None)
+        .cof(
+            &b,
+            &b.cc,
+            reqwest::Method::DELETE,
+            &format!("/funds-confirmation-consents/{id}"),
+            None,
+        )
         .await;
     assert_eq!(st, 204);
     let (st, _) = s
-        .cof(&b, &ac2, reqwest::Method::POST, "/funds-confirmations", Some(&same))
+        .cof(
+            &b,
+            &ac2,
+            reqwest::Method::POST,
+            "/funds-confirmations",
+            Some(&same),
+        )
         .await;
     assert_eq!(st, 401);
     let (st, e) = s
-        .cof(&b, &b.cc, reqwest::Method::GET, &format!("/funds-confirmation-consents/{id}"), None)
+        .cof(
+            &b,
+            &b.cc,
+            reqwest::Method::GET,
+            &format!("/funds-confirmation-consents/{id}"),
+            None,
+        )
         .await;
     assert_eq!(st, 400);
     api.validate("/funds-confirmation-consents/{ConsentId}", "get", "400", &e);
@@ -269,7 +364,11 @@ async fn consent_requests_are_checked() {
     let b = s.cbpii("strictco").await;
     let (debtor_account, _) = debtor(&s).await;
     let cases = [
-        (json!({ "Data": {} }), "UK.OBIE.Field.Missing", "Data.DebtorAccount"),
+        (
+            json!({ "Data": {} }),
+            "UK.OBIE.Field.Missing",
+            "Data.DebtorAccount",
+        ),
         (
             json!({ "Data": { "DebtorAccount": { "SchemeName": "UK.OBIE.Bitcoin", "Identification": "x" } } }),
             "UK.OBIE.Unsupported.AccountIdentifier",
@@ -282,13 +381,19 @@ async fn consent_requests_are_checked() {
         ),
         (
             json!({ "Data": { "DebtorAccount": debtor_account, "Permissions": ["ReadBalances"] } }),
-            "UK.OBIE.Field.Unexpected",
+            "UK.OBIE.Resource.InvalidFormat",
             "Data.Permissions",
         ),
     ];
     for (body, code, path) in cases {
         let (st, e) = s
-            .cof(&b, &b.cc, reqwest::Method::POST, "/funds-confirmation-consents", Some(&body))
+            .cof(
+                &b,
+                &b.cc,
+                reqwest::Method::POST,
+                "/funds-confirmation-consents",
+                Some(&body),
+            )
             .await;
         assert_eq!(st, 400, "{body}: {e:#}");
         api.validate("/funds-confirmation-consents", "post", "400", &e);
@@ -318,7 +423,9 @@ async fn consent_requests_are_checked() {
 #[tokio::test]
 async fn the_psu_authorises_and_revokes_in_the_browser() {
     let s = start_sandbox().await;
-    let c = s.client_with("cofweb", json!({})).await;
+    let c = s
+        .client_with("cofweb", json!({"scope": "openid fundsconfirmations"}))
+        .await;
     let cc = s.cc_token(&c.tpp, &c.id, "fundsconfirmations").await;
     let b = Cbpii { c, cc };
     let (debtor_account, account) = debtor(&s).await;
@@ -359,22 +466,44 @@ async fn the_psu_authorises_and_revokes_in_the_browser() {
     );
 
     let mut br = Browser::new(&s);
-    let page = br.get(&s.url("/account/consents")).await.text().await.unwrap();
+    let page = br
+        .get(&s.url("/account/consents"))
+        .await
+        .text()
+        .await
+        .unwrap();
     let csrf = csrf_of(&page);
     br.post(
         "/login",
         &[("csrf", &csrf), ("username", "rora"), ("password", "rora.")],
     )
     .await;
-    let page = br.get(&s.url("/account/consents")).await.text().await.unwrap();
-    assert!(page.contains("cofweb") && page.contains("confirm funds"), "{page}");
+    let page = br
+        .get(&s.url("/account/consents"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("cofweb") && page.contains("confirm funds"),
+        "{page}"
+    );
     let csrf = csrf_of(&page);
     let r = br
-        .post(&format!("/account/consents/{id}/revoke"), &[("csrf", &csrf)])
+        .post(
+            &format!("/account/consents/{id}/revoke"),
+            &[("csrf", &csrf)],
+        )
         .await;
     assert_eq!(r.status(), 200);
     let (st, got) = s
-        .cof(&b, &b.cc, reqwest::Method::GET, &format!("/funds-confirmation-consents/{id}"), None)
+        .cof(
+            &b,
+            &b.cc,
+            reqwest::Method::GET,
+            &format!("/funds-confirmation-consents/{id}"),
+            None,
+        )
         .await;
     assert_eq!(st, 200);
     assert_eq!(got["Data"]["Status"], "Revoked");
