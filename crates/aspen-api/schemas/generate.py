@@ -34,7 +34,13 @@ def inline_from(src):
         if isinstance(node, dict):
             if "$ref" in node:
                 return inline(schemas[node["$ref"].rsplit("/", 1)[-1]])
-            return {k: inline(v) for k, v in node.items() if k not in ("description", "example")}
+            # Annotations go; a property that happens to be named
+            # "description" (a schema, not a string) stays.
+            return {
+                k: inline(v)
+                for k, v in node.items()
+                if not (k in ("description", "example") and not isinstance(v, dict))
+            }
         if isinstance(node, list):
             return [inline(x) for x in node]
         return node

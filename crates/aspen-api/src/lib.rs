@@ -4,6 +4,7 @@ pub mod ais;
 pub mod ais_consents;
 pub mod cof;
 pub mod common;
+pub mod events;
 pub mod links;
 pub mod pis;
 pub mod pis_schema;
@@ -30,6 +31,8 @@ pub struct ApiState {
     pub page_size: i64,
     /// Request-body schemas from the official OpenAPI files.
     pub schemas: Arc<pis_schema::Schemas>,
+    /// Event notifications: SET signing and polling limits.
+    pub events: Arc<events::EventSettings>,
     /// Payment initiation: profile, rates, signing, hand-off to the core.
     pub pis: Arc<pis::PisSettings>,
 }
@@ -48,6 +51,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .merge(pis::routes(state.clone()))
         .merge(cof::routes())
+        .merge(events::routes())
         .route(
             &format!("{AISP}/account-access-consents"),
             post(ais_consents::create),

@@ -129,9 +129,13 @@ pub async fn sign_responses(State(state): State<ApiState>, req: Request, next: N
 /// route (the router's 404/405, refusals before a handler runs, reshaped
 /// into OB errors) are signed too, so a TPP can trust every `/pisp` body.
 pub async fn sign_unsigned(State(state): State<ApiState>, req: Request, next: Next) -> Response {
-    let pisp = req.uri().path().starts_with(PISP);
+    let path = req.uri().path();
+    // PIS, and the event registrations (EVT-1: signed responses).
+    let signed = path.starts_with(PISP)
+        || path.starts_with(crate::events::SUBSCRIPTIONS)
+        || path.starts_with(crate::events::CALLBACK_URLS);
     let resp = next.run(req).await;
-    if !pisp || resp.headers().contains_key("x-jws-signature") {
+    if !signed || resp.headers().contains_key("x-jws-signature") {
         return resp;
     }
     sign(&state, resp).await
@@ -187,7 +191,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ObError> {
 
 /// COMMON-31: the request's detached JWS, by a key registered for the
 /// calling client, with `iss` = `{org_id}/{software_id}`.
-async fn verify_request(
+pub(crate) async fn verify_request(
     state: &ApiState,
     token: &BoundToken,
     headers: &HeaderMap,

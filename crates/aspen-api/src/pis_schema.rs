@@ -31,8 +31,10 @@ pub struct Schemas {
 /// takes no others; `SupplementaryData` stays open (COMMON-10).
 fn close_objects(v: &mut Value) {
     if let Value::Object(m) = v {
-        let open = m.get("additionalProperties") == Some(&Value::Bool(true));
-        if !open && m.get("properties").is_some_and(Value::is_object) {
+        // An object that already says what else it admits (`true`, or a
+        // schema such as OBEventPolling1's `setErrs` map) keeps that.
+        let said = m.contains_key("additionalProperties");
+        if !said && m.get("properties").is_some_and(Value::is_object) {
             m.insert("additionalProperties".into(), Value::Bool(false));
         }
         m.values_mut().for_each(close_objects);

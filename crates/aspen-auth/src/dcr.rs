@@ -171,8 +171,10 @@ pub fn role_scopes(ssa: &Value) -> BTreeSet<String> {
             "CBPII" => {
                 s.insert("fundsconfirmations".into());
             }
-            _ => {}
+            _ => continue,
         }
+        // Aggregated polling of its own events (EVT-30), for any role.
+        s.insert("eventpolling".into());
     }
     s
 }

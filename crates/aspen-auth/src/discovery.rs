@@ -37,7 +37,13 @@ const STRICT: Capabilities = Capabilities {
     token_endpoint_auth_methods: &["tls_client_auth", "private_key_jwt"],
     signing_algs: &["PS256"],
     grant_types: &["authorization_code", "client_credentials", "refresh_token"],
-    scopes: &["openid", "accounts", "payments", "fundsconfirmations"],
+    scopes: &[
+        "openid",
+        "accounts",
+        "payments",
+        "fundsconfirmations",
+        "eventpolling",
+    ],
     permissive_response_types: &[],
     permissive_auth_methods: &[],
 };

@@ -188,6 +188,18 @@ impl ObError {
         e
     }
 
+    /// 409 with aspen's own code (the OB codes have none for a conflict).
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::CONFLICT, "The resource already exists.");
+        e.errors.push(ObErrorItem {
+            error_code: code,
+            message: message.into(),
+            path: None,
+            url: None,
+        });
+        e
+    }
+
     pub fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "Resource not found.")
     }

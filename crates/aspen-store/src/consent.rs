@@ -294,29 +294,55 @@ macro_rules! impl_consent_store {
 
             async fn end_consent(&self, consent_id: &str, to: Option<&str>, now: i64) -> Result<bool, $crate::StoreError> {
                 let mut tx = self.pool.begin().await.map_err($crate::StoreError::from)?;
-                let r = match to {
-                    Some(status) => sqlx::query(
-                        "UPDATE consents SET status=$2, status_updated_at=$3 WHERE consent_id=$1 AND deleted=0",
-                    )
-                    .bind(consent_id)
-                    .bind(status)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await,
-                    None => sqlx::query("UPDATE consents SET deleted=1, status_updated_at=$2 WHERE consent_id=$1 AND deleted=0")
+                let ended = match to {
+                    Some(status) => {
+                        use sqlx::Row;
+                        let row: Option<$row> = sqlx::query(
+                            "UPDATE consents SET status=$2, status_updated_at=$3 \
+                             WHERE consent_id=$1 AND deleted=0 AND status<>$2 RETURNING client_id, kind",
+                        )
                         .bind(consent_id)
+                        .bind(status)
                         .bind(now)
-                        .execute(&mut *tx)
-                        .await,
-                }
-                .map_err($crate::StoreError::from)?;
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err($crate::StoreError::from)?;
+                        // Revoked by the PSU or the bank (not by the TPP,
+                        // which deletes): the TPP hears of it (EVT-12).
+                        if let (Some(r), "Revoked") = (&row, status) {
+                            let kind: String = r.get(1);
+                            let e = $crate::events::NewEvent {
+                                jti: $crate::events::new_id(),
+                                client_id: r.get(0),
+                                event_type: $crate::events::CONSENT_REVOKED,
+                                resource_type: $crate::events::consent_resource_type(&kind),
+                                resource_id: consent_id.to_string(),
+                                reason: None,
+                                toe: now,
+                                txn: $crate::events::new_id(),
+                            };
+                            $crate::enqueue_event!(&mut *tx, &e)?;
+                        }
+                        row.is_some()
+                    }
+                    None => {
+                        sqlx::query("UPDATE consents SET deleted=1, status_updated_at=$2 WHERE consent_id=$1 AND deleted=0")
+                            .bind(consent_id)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err($crate::StoreError::from)?
+                            .rows_affected()
+                            == 1
+                    }
+                };
                 sqlx::query("UPDATE tokens SET revoked=1 WHERE consent_id=$1")
                     .bind(consent_id)
                     .execute(&mut *tx)
                     .await
                     .map_err($crate::StoreError::from)?;
                 tx.commit().await.map_err($crate::StoreError::from)?;
-                Ok(r.rows_affected() == 1)
+                Ok(ended)
             }
 
             async fn consents_for_psu(&self, psu_id: &str) -> Result<Vec<$crate::consent::ConsentRecord>, $crate::StoreError> {
@@ -459,7 +485,7 @@ macro_rules! impl_consent_store {
 
             async fn purge_expired(&self, now: i64, batch: i64) -> Result<u64, $crate::StoreError> {
                 const DAY: i64 = 86_400;
-                let steps: [(&str, i64); 6] = [
+                let steps: [(&str, i64); 7] = [
                     ("DELETE FROM web_sessions WHERE id_hash IN \
                       (SELECT id_hash FROM web_sessions WHERE expires_at <= $1 LIMIT $2)", now),
                     // Spent codes stay a day past expiry so a late replay
@@ -477,6 +503,11 @@ macro_rules! impl_consent_store {
                     ("DELETE FROM login_failures WHERE throttle_key IN \
                       (SELECT throttle_key FROM login_failures WHERE window_start <= $1 AND locked_until <= $1 + 86400 LIMIT $2)",
                      now - DAY),
+                    // Events are kept 30 days whatever their state, so a jti
+                    // is never reused within that time (EVT-33).
+                    ("DELETE FROM events WHERE jti IN \
+                      (SELECT jti FROM events WHERE created_at <= $1 LIMIT $2)",
+                     (now - $crate::events::RETENTION_DAYS * DAY) * 1000),
                 ];
                 let mut total = 0;
                 for (sql, cutoff) in steps {

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod consent;
+pub mod events;
 mod migrate;
 pub mod payments;
 mod world;
@@ -19,6 +20,7 @@ use async_trait::async_trait;
 
 pub use auth::AuthStore;
 pub use consent::ConsentStore;
+pub use events::EventStore;
 pub use payments::PaymentStore;
 pub use world::{SeedState, TxCursor, TxFilter, WorldStore};
 
@@ -46,7 +48,9 @@ impl From<sqlx::Error> for StoreError {
 
 /// Everything aspen keeps, behind one object-safe handle.
 #[async_trait]
-pub trait Store: AuthStore + ConsentStore + PaymentStore + WorldStore + Send + Sync {
+pub trait Store:
+    AuthStore + ConsentStore + EventStore + PaymentStore + WorldStore + Send + Sync
+{
     fn backend_name(&self) -> &'static str;
     /// A cheap round trip, for `/ready`.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -74,6 +78,7 @@ mod pg_consent {
     impl_consent_store!(PgStore, sqlx::postgres::PgRow, sqlx::Postgres);
 }
 impl_world_store!(SqliteStore, sqlx::sqlite::SqliteRow, sqlx::Sqlite);
+impl_event_store!(SqliteStore, sqlx::sqlite::SqliteRow, sqlx::Sqlite);
 impl_payment_store!(SqliteStore, sqlx::sqlite::SqliteRow, sqlx::Sqlite);
 mod pg_world {
     use super::*;
@@ -81,6 +86,10 @@ mod pg_world {
     use super::pg_consent::insert_consent_row;
     impl_world_store!(PgStore, sqlx::postgres::PgRow, sqlx::Postgres);
     impl_payment_store!(PgStore, sqlx::postgres::PgRow, sqlx::Postgres);
+}
+mod pg_events {
+    use super::*;
+    impl_event_store!(PgStore, sqlx::postgres::PgRow, sqlx::Postgres);
 }
 
 #[async_trait]

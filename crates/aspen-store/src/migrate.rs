@@ -59,6 +59,11 @@ pub fn sqlite() -> Migrator {
             "core",
             include_str!("../migrations/sqlite/0007_core.sql"),
         ),
+        (
+            8,
+            "events",
+            include_str!("../migrations/sqlite/0008_events.sql"),
+        ),
     ])
 }
 
@@ -98,6 +103,11 @@ pub fn postgres() -> Migrator {
             7,
             "core",
             include_str!("../migrations/postgres/0007_core.sql"),
+        ),
+        (
+            8,
+            "events",
+            include_str!("../migrations/postgres/0008_events.sql"),
         ),
     ])
 }

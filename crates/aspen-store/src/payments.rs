@@ -406,12 +406,14 @@ macro_rules! impl_payment_store {
                 reason: Option<&str>,
                 due_at: Option<i64>,
             ) -> Result<bool, $crate::StoreError> {
+                use sqlx::Row;
                 // At most three source statuses: padded so the statement is
                 // always the same one.
                 let f = |i: usize| from.get(i).copied().unwrap_or("");
-                let r = sqlx::query(
+                let mut tx = self.pool.begin().await.map_err($crate::StoreError::from)?;
+                let row: Option<$row> = sqlx::query(
                     "UPDATE payments SET status=$2, status_updated_at=$3, reason=COALESCE($4, reason), due_at=$5 \
-                     WHERE payment_id=$1 AND status IN ($6, $7, $8)",
+                     WHERE payment_id=$1 AND status IN ($6, $7, $8) RETURNING client_id, kind",
                 )
                 .bind(payment_id)
                 .bind(status)
@@ -421,10 +423,26 @@ macro_rules! impl_payment_store {
                 .bind(f(0))
                 .bind(f(1))
                 .bind(f(2))
-                .execute(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await
                 .map_err($crate::StoreError::from)?;
-                Ok(r.rows_affected() == 1)
+                // The TPP hears of the new status (EVT-12), from this
+                // transaction's outbox row.
+                if let Some(r) = &row {
+                    let e = $crate::events::NewEvent {
+                        jti: $crate::events::new_id(),
+                        client_id: r.get(0),
+                        event_type: $crate::events::RESOURCE_UPDATE,
+                        resource_type: r.get(1),
+                        resource_id: payment_id.to_string(),
+                        reason: None,
+                        toe: at,
+                        txn: $crate::events::new_id(),
+                    };
+                    $crate::enqueue_event!(&mut *tx, &e)?;
+                }
+                tx.commit().await.map_err($crate::StoreError::from)?;
+                Ok(row.is_some())
             }
 
             async fn postpone_payment(&self, payment_id: &str, due_at: i64) -> Result<(), $crate::StoreError> {

@@ -61,6 +61,7 @@ pub struct Config {
     pub log: LogConfig,
     pub payments: PaymentsConfig,
     pub core: CoreConfig,
+    pub events: EventsConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -363,6 +364,41 @@ impl Default for PaymentsConfig {
     }
 }
 
+/// Event notifications (EVENTS.md): pushes to TPP callbacks and
+/// aggregated polling.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Longest one push may take, connect to answer.
+    pub push_timeout_secs: u64,
+    /// First retry after a failed push; doubles up to `retry_cap_secs`.
+    pub retry_base_ms: u64,
+    pub retry_cap_secs: u64,
+    /// Pushes in all before a callback counts as unresponsive (EVT-21);
+    /// the event stays available to polling.
+    pub max_attempts: i64,
+    /// How often the outbox is looked at for due pushes.
+    pub delivery_poll_ms: u64,
+    /// Upper bound (and default) of `maxEvents` per poll.
+    pub max_events: i64,
+    /// Longest a poll with `returnImmediately: false` is held.
+    pub long_poll_secs: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            push_timeout_secs: 10,
+            retry_base_ms: 2_000,
+            retry_cap_secs: 3_600,
+            max_attempts: 10,
+            delivery_poll_ms: 500,
+            max_events: 100,
+            long_poll_secs: 20,
+        }
+    }
+}
+
 /// Where the accounts and the money live (`docs/connector.md`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -454,6 +490,7 @@ impl Default for Config {
             branding: BrandingConfig::default(),
             payments: PaymentsConfig::default(),
             core: CoreConfig::default(),
+            events: EventsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -563,6 +600,18 @@ impl Config {
         }
         if self.core.timeout_ms == 0 || self.core.connect_timeout_ms == 0 {
             return Err(field("core.timeout_ms", "timeouts must be positive"));
+        }
+        if self.events.max_events < 1 || self.events.max_attempts < 1 {
+            return Err(field(
+                "events.max_events",
+                "events.max_events and events.max_attempts must be at least 1",
+            ));
+        }
+        if self.events.long_poll_secs >= self.limits.request_timeout_secs {
+            return Err(field(
+                "events.long_poll_secs",
+                "must be shorter than limits.request_timeout_secs",
+            ));
         }
         if self.core.retries > 5 {
             return Err(field("core.retries", "at most 5"));

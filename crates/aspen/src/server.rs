@@ -411,6 +411,55 @@ fn pis_settings(rt: &Runtime) -> Result<aspen_api::pis::PisSettings> {
     })
 }
 
+/// Signs SETs as the bank: the current key, the public URL as `iss`.
+fn set_signer(rt: &Runtime, public_url: &str) -> Arc<aspen_events::SetSigner> {
+    Arc::new(aspen_events::SetSigner {
+        key: rt.keys.current().clone(),
+        issuer: public_url.to_string(),
+        base_url: public_url.to_string(),
+    })
+}
+
+/// Pushes events to TPP callbacks: TLS to servers whose certificates chain
+/// to the transport CAs aspen trusts for TPPs (the OB issuing CAs; the
+/// sandbox CA in the sandbox) or to the system roots; no client
+/// certificate (EVT-20).
+fn deliverer(rt: &Runtime, public_url: &str) -> Result<aspen_events::Deliverer> {
+    let mut ca_files = rt.config.trust.client_ca_files.clone();
+    if rt.config.profile == Profile::Sandbox {
+        ca_files.push(rt.data.ca_cert_path());
+    }
+    let mut roots = Vec::new();
+    for f in &ca_files {
+        let pem = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+        roots.extend(
+            reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("bad PEM in {}", f.display()))?,
+        );
+    }
+    let e = &rt.config.events;
+    let http = reqwest::Client::builder()
+        .tls_certs_merge(roots)
+        .connect_timeout(Duration::from_secs(e.push_timeout_secs))
+        .timeout(Duration::from_secs(e.push_timeout_secs))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .context("event delivery client")?;
+    Ok(aspen_events::Deliverer::new(
+        rt.store.clone(),
+        set_signer(rt, public_url),
+        http,
+        aspen_events::DeliveryConfig {
+            timeout: Duration::from_secs(e.push_timeout_secs),
+            retry_base: Duration::from_millis(e.retry_base_ms.max(10)),
+            retry_cap: Duration::from_secs(e.retry_cap_secs.max(1)),
+            max_attempts: e.max_attempts,
+            poll: Duration::from_millis(e.delivery_poll_ms.max(10)),
+            financial_id: rt.aspsp_org_id.clone(),
+        },
+    ))
+}
+
 /// The whole HTTP application.
 pub fn app(rt: &Runtime, public_url: &str) -> Result<Router> {
     let ops_state = ops::OpsState {
@@ -420,6 +469,12 @@ pub fn app(rt: &Runtime, public_url: &str) -> Result<Router> {
     let api = aspen_api::ApiState {
         store: rt.store.clone(),
         core: rt.core.clone(),
+        events: Arc::new(aspen_api::events::EventSettings {
+            signer: set_signer(rt, public_url),
+            max_events: rt.config.events.max_events,
+            long_poll: Duration::from_secs(rt.config.events.long_poll_secs),
+            allow_private_callbacks: rt.config.profile == Profile::Sandbox,
+        }),
         schemas: Arc::new(aspen_api::pis_schema::Schemas::load(true).map_err(anyhow::Error::msg)?),
         base_url: public_url.to_string(),
         strict: true,
@@ -788,6 +843,15 @@ async fn housekeeping(
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
+        // Consents that lapsed while authorised: their TPPs hear of it.
+        match store
+            .expire_consents(chrono::Utc::now().timestamp_millis(), cfg.purge_batch)
+            .await
+        {
+            Ok(n) if n > 0 => tracing::info!(consents = n, "expired consents noticed"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "noticing expired consents failed"),
+        }
         // A few batches per tick at most, so one node never holds the
         // database for long; the rest waits for the next tick.
         for _ in 0..10 {
@@ -822,6 +886,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         tokio::spawn(ledger.clone().run(rx.clone()));
     }
     tokio::spawn(rt.payment_sync.clone().run(rx.clone()));
+    tokio::spawn(Arc::new(deliverer(&rt, &public_url)?).run(rx.clone()));
     tokio::spawn(housekeeping(
         rt.store.clone(),
         rt.config.housekeeping.clone(),

@@ -579,6 +579,15 @@ impl OpenApi {
 
     pub fn validate(&self, path: &str, method: &str, status: &str, body: &serde_json::Value) {
         let reference = self.schema_ref(path, method, status);
+        self.validate_ref(&reference, path, method, body);
+    }
+
+    /// Against a named schema of `components.schemas`.
+    pub fn validate_schema(&self, name: &str, body: &serde_json::Value) {
+        self.validate_ref(&format!("#/components/schemas/{name}"), name, "-", body);
+    }
+
+    fn validate_ref(&self, reference: &str, path: &str, method: &str, body: &serde_json::Value) {
         let mut root = serde_json::json!({ "$ref": reference });
         root["components"] = self.doc["components"].clone();
         let validator = jsonschema::options()
