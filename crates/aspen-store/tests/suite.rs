@@ -880,3 +880,147 @@ both!(
         );
     }
 );
+
+// EVT-2, EVT-33: one registration of each kind per TPP; events written
+// with the change, for registered TPPs and the types they take; a push
+// claimed by one caller at a time; polling acknowledges; expiry noticed
+// once.
+both!(
+    events_outbox_on_both_backends,
+    |s: Arc<dyn Store>| async move {
+        use aspen_store::events::{
+            CONSENT_REVOKED, CallbackUrl, PushOutcome, Registered, Subscription,
+        };
+        let sub = |client: &str, url: Option<&str>, types: Vec<String>| Subscription {
+            subscription_id: format!("es-{client}"),
+            client_id: client.into(),
+            callback_url: url.map(str::to_string),
+            version: "3.1.2".into(),
+            event_types: types,
+            created_at: 1,
+            updated_at: 1,
+        };
+        assert_eq!(
+            s.insert_subscription(&sub(
+                "c1",
+                Some("https://tpp/v3.1/event-notifications"),
+                vec![]
+            ))
+            .await
+            .unwrap(),
+            Registered::New
+        );
+        let mut again = sub("c1", None, vec![]);
+        again.subscription_id = "es-other".into();
+        assert_eq!(
+            s.insert_subscription(&again).await.unwrap(),
+            Registered::AlreadyExists
+        );
+        // c2 has a callback URL only: resource-update events only (EVT-3).
+        let cb = CallbackUrl {
+            callback_url_id: "cb-c2".into(),
+            client_id: "c2".into(),
+            url: "https://tpp2/v3.1/event-notifications".into(),
+            version: "3.1".into(),
+            created_at: 1,
+            updated_at: 1,
+        };
+        assert_eq!(s.insert_callback_url(&cb).await.unwrap(), Registered::New);
+        assert_eq!(
+            s.insert_callback_url(&cb).await.unwrap(),
+            Registered::AlreadyExists
+        );
+
+        let now = 1_900_000_000_000;
+        for (id, client) in [("e1", "c1"), ("e2", "c2"), ("e3", "c3")] {
+            let mut c = consent(id);
+            c.client_id = client.into();
+            c.status = "Authorised".into();
+            s.insert_consent(&c).await.unwrap();
+            assert!(s.end_consent(id, Some("Revoked"), now).await.unwrap());
+        }
+        // Revoking twice is one change, one event.
+        assert!(!s.end_consent("e1", Some("Revoked"), now).await.unwrap());
+        let (c1, more) = s.poll_events("c1", &[], &[], 10).await.unwrap();
+        assert_eq!((c1.len(), more), (1, false));
+        assert_eq!(c1[0].event_type, CONSENT_REVOKED);
+        assert_eq!(c1[0].resource_type, "account-access-consent");
+        assert!(
+            s.poll_events("c2", &[], &[], 10)
+                .await
+                .unwrap()
+                .0
+                .is_empty()
+        );
+        assert!(
+            s.poll_events("c3", &[], &[], 10)
+                .await
+                .unwrap()
+                .0
+                .is_empty()
+        );
+
+        // One claim at a time; a failure comes back when due.
+        let claimed = s.claim_pushes(now, now + 10_000, 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(
+            claimed[0].push_url.as_deref(),
+            Some("https://tpp/v3.1/event-notifications")
+        );
+        assert!(
+            s.claim_pushes(now, now + 10_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        s.push_result(
+            &claimed[0].jti,
+            &PushOutcome::Failed {
+                error: "500".into(),
+                next_at: Some(now + 5),
+            },
+        )
+        .await
+        .unwrap();
+        assert!(
+            s.claim_pushes(now, now + 10_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let again = s.claim_pushes(now + 5, now + 10_000, 10).await.unwrap();
+        assert_eq!((again.len(), again[0].push_attempts), (1, 2));
+        assert_eq!(s.keep_set(&again[0].jti, "first").await.unwrap(), "first");
+        assert_eq!(s.keep_set(&again[0].jti, "second").await.unwrap(), "first");
+        s.push_result(&again[0].jti, &PushOutcome::Accepted)
+            .await
+            .unwrap();
+        assert!(
+            s.poll_events("c1", &[], &[], 10)
+                .await
+                .unwrap()
+                .0
+                .is_empty()
+        );
+
+        // Expiry: noticed once, for consents still authorised.
+        let mut x = consent("x1");
+        x.status = "Authorised".into();
+        x.expires_at = Some(now - 1);
+        s.insert_consent(&x).await.unwrap();
+        let mut y = consent("x2");
+        y.expires_at = Some(now - 1);
+        s.insert_consent(&y).await.unwrap();
+        assert_eq!(s.expire_consents(now, 10).await.unwrap(), 2);
+        assert_eq!(s.expire_consents(now, 10).await.unwrap(), 0);
+        let (evs, _) = s.poll_events("c1", &[], &[], 10).await.unwrap();
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].resource_id, "x1");
+        // Acknowledged by poll: gone; maxEvents 0 returns nothing.
+        let (evs, more) = s
+            .poll_events("c1", std::slice::from_ref(&evs[0].jti), &[], 0)
+            .await
+            .unwrap();
+        assert_eq!((evs.len(), more), (0, false));
+    }
+);
