@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use aspen_store::consent::ConsentRecord;
 use aspen_store::events::Subscription;
 
