@@ -50,6 +50,22 @@ pub enum Command {
     /// The reference core-banking connector (`[core] kind = "http"`).
     #[command(subcommand)]
     Connector(ConnectorCommand),
+    /// Consents, as the bank sees them.
+    #[command(subcommand)]
+    Consents(ConsentsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConsentsCommand {
+    /// Revoke a consent on the bank's side (fraud, a closed relationship):
+    /// it becomes `Revoked`, every token bound to it stops at once, and a
+    /// TPP registered for events hears of it
+    /// (consent-authorization-revoked).
+    Revoke {
+        consent_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -312,6 +328,32 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
                 let _ = stop.send(true);
             });
             connector.wait().await;
+            Ok(())
+        }
+        Command::Consents(ConsentsCommand::Revoke { consent_id, store }) => {
+            apply_store_args(&mut config, &store);
+            DataDir::open(&config.data_dir)?;
+            let db = aspen_store::connect(&config.database_url())
+                .await
+                .context("cannot open the database")?;
+            db.migrate().await.context("migration failed")?;
+            let c = db
+                .consent(&consent_id)
+                .await?
+                .filter(|c| !c.deleted)
+                .ok_or_else(|| anyhow::anyhow!("no consent {consent_id}"))?;
+            if !matches!(c.status.as_str(), "Authorised" | "AwaitingAuthorisation") {
+                anyhow::bail!(
+                    "consent {consent_id} is {}; only a live consent can be revoked",
+                    c.status
+                );
+            }
+            let now = chrono::Utc::now().timestamp_millis();
+            if db.end_consent(&consent_id, Some("Revoked"), now).await? {
+                println!("consent {consent_id} revoked; its tokens no longer work");
+            } else {
+                println!("consent {consent_id} was revoked meanwhile");
+            }
             Ok(())
         }
         Command::Clients(cmd) => match cmd {
