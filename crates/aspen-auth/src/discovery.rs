@@ -96,7 +96,7 @@ pub async fn openid_configuration(State(s): State<AuthState>) -> Response {
         "request_object_signing_alg_values_supported": caps.signing_algs,
         "token_endpoint_auth_methods_supported": caps.token_endpoint_auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": caps.signing_algs,
-        "claims_supported": ["sub", "acr", "openbanking_intent_id", "auth_time", "iss", "aud", "exp", "iat", "nonce"],
+        "claims_supported": ["sub", "acr", "amr", "openbanking_intent_id", "auth_time", "iss", "aud", "exp", "iat", "nonce"],
         "acr_values_supported": ["urn:openbanking:psd2:sca", "urn:openbanking:psd2:ca"],
         "claims_parameter_supported": true,
         "request_parameter_supported": true,

@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod oauth_error;
 pub mod secrets;
 pub mod token;
+pub mod totp;
 pub mod tpp_keys;
 pub mod web;
 
@@ -155,6 +156,7 @@ pub fn router(state: AuthState) -> Router {
         .route("/token", post(token::token))
         .route("/authorize", get(web::authorize).post(web::authorize))
         .route("/login", get(web::login_page).post(web::login_submit))
+        .route("/login/otp", get(web::otp_page).post(web::otp_submit))
         .route("/consent", get(web::consent_get).post(web::consent_post))
         .route("/account/consents", get(web::dashboard))
         .route("/account/consents/{consent_id}/revoke", post(web::revoke))

@@ -476,6 +476,7 @@ async fn authorization_code(
         Some(IdTokenInfo {
             nonce: rec.nonce.clone(),
             acr: rec.acr.clone(),
+            amr: rec.amr.clone(),
             auth_time: rec.auth_time,
         }),
     )?;
@@ -505,6 +506,7 @@ async fn replayed(state: &AuthState, client: &ClientRecord, code_hash: &str) -> 
 struct IdTokenInfo {
     nonce: String,
     acr: String,
+    amr: Vec<String>,
     auth_time: i64,
 }
 
@@ -600,6 +602,7 @@ fn consent_tokens(
             "exp": now + state.config.id_token_ttl.as_secs() as i64,
             "auth_time": id.auth_time,
             "acr": id.acr,
+            "amr": id.amr,
             "openbanking_intent_id": consent.consent_id,
             "at_hash": aspen_jose::half_hash(body["access_token"].as_str().unwrap_or_default()),
         });

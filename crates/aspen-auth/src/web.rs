@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::consent_view;
-use crate::{AuthState, ServerProfile, secrets};
+use crate::{AuthState, ServerProfile, secrets, totp};
 
 const COOKIE: &str = "__Host-aspen-session";
 const SKEW: i64 = 60;
@@ -46,7 +46,14 @@ pub struct Validated {
     pub scope: String,
     pub consent_id: String,
     pub consent_kind: String,
-    pub acr: String,
+    /// Two factors are a must: the request accepts only
+    /// `urn:openbanking:psd2:sca`, or the profile is production.
+    #[serde(default)]
+    pub sca_required: bool,
+    /// Authentication methods verified so far in this journey (`pwd`,
+    /// `otp`); the ID token's `acr` follows from them.
+    #[serde(default)]
+    pub amr: Vec<String>,
     pub code_challenge: Option<String>,
     pub login_hint: Option<String>,
     pub response_type: String,
@@ -81,6 +88,17 @@ impl From<aspen_store::StoreError> for AuthzError {
     fn from(e: aspen_store::StoreError) -> Self {
         AuthzError::Internal(e.to_string())
     }
+}
+
+/// `amr` values (RFC 8176): a password, a one-time password.
+pub const AMR_PWD: &str = "pwd";
+pub const AMR_OTP: &str = "otp";
+
+/// Two independent factors (knowledge and possession) make SCA.
+fn acr_of(amr: &[String]) -> &'static str {
+    let pwd = amr.iter().any(|m| m == AMR_PWD);
+    let possession = amr.iter().any(|m| m == AMR_OTP);
+    if pwd && possession { ACR_SCA } else { ACR_CA }
 }
 
 fn now() -> i64 {
@@ -482,13 +500,11 @@ async fn validate(
             "none of the requested acr values is supported",
         ));
     }
-    // The login page is strong customer authentication in the sandbox's
-    // model; sca is reported unless only ca was asked for.
-    let acr = if acr_values.is_empty() || acr_values.iter().any(|a| a == ACR_SCA) {
-        ACR_SCA
-    } else {
-        ACR_CA
-    };
+    // Issue 14: the acr reported is what the login proved (two factors:
+    // sca, else ca); two factors are required when the TPP accepts sca only,
+    // and always in production (PSD2 RTS Art. 4).
+    let sca_required = state.config.profile == ServerProfile::Production
+        || (!acr_values.is_empty() && !acr_values.iter().any(|a| a == ACR_CA));
 
     // AUTH-27
     if p.get("prompt").map(String::as_str) == Some("none")
@@ -542,7 +558,8 @@ async fn validate(
             scope: scopes.join(" "),
             consent_id: consent.consent_id,
             consent_kind: consent.kind,
-            acr: acr.to_string(),
+            sca_required,
+            amr: Vec::new(),
             code_challenge,
             login_hint,
             response_type: response_type.to_string(),
@@ -686,6 +703,27 @@ async fn headless(state: &AuthState, v: &Validated) -> Response {
     } else {
         accounts.into_iter().take(1).map(|a| a.id).collect()
     };
+    // Headless pretends the PSU's login: the password, and the second
+    // factor when the PSU has one (the ID token's amr says which).
+    let has_factor = match state.store.factors(&psu.id).await {
+        Ok(f) => !f.is_empty(),
+        Err(e) => return authz_error_response(state, e.into()),
+    };
+    if v.sca_required && !has_factor {
+        return authz_error_response(
+            state,
+            fail(
+                "strong customer authentication was required and this customer has no second factor",
+            ),
+        );
+    }
+    let mut v = v.clone();
+    v.amr = if has_factor {
+        vec![AMR_PWD.into(), AMR_OTP.into()]
+    } else {
+        vec![AMR_PWD.into()]
+    };
+    let v = &v;
     match approve(state, v, &psu.id, &chosen, now()).await {
         Ok(r) => r,
         Err(e) => authz_error_response(state, e),
@@ -797,6 +835,13 @@ async fn approve(
             "the intent cannot be authorised in its current state",
         ));
     }
+    let acr = acr_of(&v.amr);
+    if v.sca_required && acr != ACR_SCA {
+        return Err(fail(
+            "access_denied",
+            "strong customer authentication (two factors) was required and not completed",
+        ));
+    }
     let code = secrets::random_token();
     let t = now();
     state
@@ -810,9 +855,10 @@ async fn approve(
             nonce: v.nonce.clone().unwrap_or_default(),
             scope: v.scope.clone(),
             code_challenge: v.code_challenge.clone(),
-            acr: v.acr.clone(),
+            acr: acr.to_string(),
             auth_time,
             expires_at: t + state.config.code_ttl.as_secs() as i64,
+            amr: v.amr.clone(),
         })
         .await?;
     let mut pairs: Vec<(&str, String)> = vec![("code", code.clone())];
@@ -824,7 +870,8 @@ async fn approve(
             "iat": t,
             "exp": t + state.config.id_token_ttl.as_secs() as i64,
             "auth_time": auth_time,
-            "acr": v.acr,
+            "acr": acr,
+            "amr": v.amr,
             "openbanking_intent_id": v.consent_id,
             "c_hash": aspen_jose::half_hash(&code),
         });
@@ -1013,17 +1060,187 @@ pub async fn login_submit(
     let _ = state.store.clear_login_failures(&user_key).await;
     // A fresh session id after login defeats session fixation.
     let _ = state.store.delete_session(&s.id_hash).await;
-    let (id, new) = match new_session(&state, &s.kind, Some((&psu.id, t)), s.payload.clone()).await
-    {
-        Ok(x) => x,
-        Err(e) => return authz_error_response(&state, e.into()),
-    };
-    let next = if s.kind == "dashboard" {
+    let mut payload = s.payload.clone();
+    let mut signed_in = Some((psu.id.as_str(), t));
+    let mut next = if s.kind == "dashboard" {
         "/account/consents"
     } else {
         "/consent"
     };
+    if s.kind == "authorize" {
+        payload["amr"] = json!([AMR_PWD]);
+        let sca_required = payload["sca_required"] == json!(true);
+        let factors = match state.store.factors(&psu.id).await {
+            Ok(f) => f,
+            Err(e) => return authz_error_response(&state, e.into()),
+        };
+        if sca_required {
+            if factors.is_empty() {
+                // Never a dead end: the TPP hears why (issue 14).
+                let v: Option<Validated> = serde_json::from_value(payload).ok();
+                return match v {
+                    Some(v) => authz_error_response(
+                        &state,
+                        AuthzError::Redirect {
+                            redirect_uri: v.redirect_uri,
+                            state: v.state,
+                            error: "access_denied",
+                            description: "strong customer authentication was required and this customer has no second factor".into(),
+                        },
+                    ),
+                    None => error_page(&state, StatusCode::BAD_REQUEST, "Your session is not valid. Start again from the application."),
+                };
+            }
+            // The second step: the PSU is not signed in until it is done.
+            payload["otp_psu"] = json!(psu.id);
+            payload["otp_auth_time"] = json!(t);
+            signed_in = None;
+            next = "/login/otp";
+        }
+    }
+    let (id, new) = match new_session(&state, &s.kind, signed_in, payload).await {
+        Ok(x) => x,
+        Err(e) => return authz_error_response(&state, e.into()),
+    };
     let mut resp = redirect(StatusCode::SEE_OTHER, next);
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, session_cookie(&id, new.expires_at - t));
+    no_store(resp)
+}
+
+#[derive(Template)]
+#[template(path = "otp.html")]
+struct OtpPage<'a> {
+    brand: &'a Brand,
+    csrf: &'a str,
+    client_name: Option<String>,
+    error: Option<&'a str>,
+}
+
+/// The journey's session between the password and the second factor.
+async fn otp_session(
+    state: &AuthState,
+    headers: &HeaderMap,
+) -> Result<(WebSession, String), Response> {
+    let expired = || {
+        error_page(
+            state,
+            StatusCode::BAD_REQUEST,
+            "Your session has expired. Start again from the application.",
+        )
+    };
+    let s = current_session(state, headers)
+        .await
+        .filter(|s| s.kind == "authorize" && s.psu_id.is_none())
+        .ok_or_else(expired)?;
+    let psu = s.payload["otp_psu"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(expired)?;
+    Ok((s, psu))
+}
+
+pub async fn otp_page(State(state): State<AuthState>, headers: HeaderMap) -> Response {
+    let (s, _) = match otp_session(&state, &headers).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let page = OtpPage {
+        brand: &state.config.brand,
+        csrf: &s.csrf,
+        client_name: client_name_of(&state, &s).await,
+        error: None,
+    };
+    render(&page, StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+pub struct OtpForm {
+    csrf: String,
+    otp: String,
+}
+
+/// The second factor (issue 14): a TOTP code from one of the PSU's
+/// authenticators, throttled like passwords (the same per-PSU rule, its
+/// own key), each code good once.
+pub async fn otp_submit(
+    State(state): State<AuthState>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<OtpForm>,
+) -> Response {
+    let (s, psu) = match otp_session(&state, &headers).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !secrets::constant_time_eq(&s.csrf, &form.csrf) {
+        return error_page(
+            &state,
+            StatusCode::FORBIDDEN,
+            "The form could not be verified. Start again from the application.",
+        );
+    }
+    let client_name = client_name_of(&state, &s).await;
+    let show = |error: &'static str, status: StatusCode| {
+        let page = OtpPage {
+            brand: &state.config.brand,
+            csrf: &s.csrf,
+            client_name: client_name.clone(),
+            error: Some(error),
+        };
+        render(&page, status)
+    };
+    let t = now();
+    let key = format!("otp:{psu}");
+    match state
+        .store
+        .reserve_login_attempt(&key, t, state.config.login_per_psu)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return too_many(&show),
+        Err(e) => return authz_error_response(&state, e.into()),
+    }
+    let factors = match state.store.factors(&psu).await {
+        Ok(f) => f,
+        Err(e) => return authz_error_response(&state, e.into()),
+    };
+    let mut ok = false;
+    for f in factors.iter().filter(|f| f.kind == "totp") {
+        if let Some(step) = totp::matching_step(&f.secret, &form.otp, t) {
+            match state.store.use_totp_step(&f.factor_id, step).await {
+                Ok(true) => {
+                    ok = true;
+                    break;
+                }
+                Ok(false) => {}
+                Err(e) => return authz_error_response(&state, e.into()),
+            }
+        }
+    }
+    if !ok {
+        let _ = state
+            .store
+            .fail_login_attempt(&key, t, state.config.login_per_psu)
+            .await;
+        return show(
+            "That code is not right, or was already used. Wait for a new one and try again.",
+            StatusCode::UNAUTHORIZED,
+        );
+    }
+    let _ = state.store.clear_login_failures(&key).await;
+    let _ = state.store.delete_session(&s.id_hash).await;
+    let mut payload = s.payload.clone();
+    let auth_time = payload["otp_auth_time"].as_i64().unwrap_or(t);
+    if let Some(m) = payload.as_object_mut() {
+        m.remove("otp_psu");
+        m.remove("otp_auth_time");
+    }
+    payload["amr"] = json!([AMR_PWD, AMR_OTP]);
+    let (id, new) = match new_session(&state, &s.kind, Some((&psu, auth_time)), payload).await {
+        Ok(x) => x,
+        Err(e) => return authz_error_response(&state, e.into()),
+    };
+    let mut resp = redirect(StatusCode::SEE_OTHER, "/consent");
     resp.headers_mut()
         .insert(header::SET_COOKIE, session_cookie(&id, new.expires_at - t));
     no_store(resp)

@@ -22,6 +22,9 @@ struct PsuSpec {
     email: &'static str,
     second_currency: &'static str,
     savings: bool,
+    /// Has a TOTP authenticator (issue 14); one PSU has none, so the
+    /// `access_denied` path of a request that needs SCA can be tried.
+    second_factor: bool,
 }
 
 const PSUS: &[PsuSpec] = &[
@@ -32,6 +35,7 @@ const PSUS: &[PsuSpec] = &[
         email: "rora@example.com",
         second_currency: "EUR",
         savings: true,
+        second_factor: true,
     },
     PsuSpec {
         username: "mits",
@@ -40,6 +44,7 @@ const PSUS: &[PsuSpec] = &[
         email: "mits@example.com",
         second_currency: "USD",
         savings: false,
+        second_factor: true,
     },
     PsuSpec {
         username: "ivsa",
@@ -48,8 +53,44 @@ const PSUS: &[PsuSpec] = &[
         email: "ivsa@example.com",
         second_currency: "EUR",
         savings: false,
+        second_factor: true,
+    },
+    // Appended last: the generator draws in order, so the first three
+    // PSUs' data does not change.
+    PsuSpec {
+        username: "oska",
+        password: "oska.",
+        name: "Oskar Brandt",
+        email: "oska@example.com",
+        second_currency: "EUR",
+        savings: false,
+        second_factor: false,
     },
 ];
+
+/// A sandbox customer's sign-in: password and, for all but one, the TOTP
+/// secret of their authenticator (base32), derived from the seed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxLogin {
+    pub username: &'static str,
+    pub password: &'static str,
+    pub totp_secret: Option<String>,
+}
+
+pub fn sandbox_logins(seed: u64) -> Vec<SandboxLogin> {
+    PSUS.iter()
+        .enumerate()
+        .map(|(i, p)| SandboxLogin {
+            username: p.username,
+            password: p.password,
+            totp_secret: p.second_factor.then(|| {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (0x70_7470 + i as u64));
+                let bytes: [u8; 20] = rng.random();
+                data_encoding::BASE32_NOPAD.encode(&bytes)
+            }),
+        })
+        .collect()
+}
 
 struct Merchant {
     name: &'static str,
@@ -299,8 +340,8 @@ pub fn generate_world(seed: u64, anchor: NaiveDate) -> World {
                 .unwrap_or_default()
         };
         let party_id = id(&mut rng, "pty-");
-        let street = ["Acacia Avenue", "Harbour Row", "Mill Lane"][pi];
-        let post_code = ["N1 9GU", "SE1 2AA", "E8 3PN"][pi];
+        let street = ["Acacia Avenue", "Harbour Row", "Mill Lane", "Canal Walk"][pi];
+        let post_code = ["N1 9GU", "SE1 2AA", "E8 3PN", "N16 8EJ"][pi];
         let address = json!([{ "AddressType": "Residential", "StreetName": street, "BuildingNumber": format!("{}", 10 + pi * 7), "PostCode": post_code, "TownName": "London", "Country": "GB" }]);
         let party = json!({
             "PartyId": party_id,

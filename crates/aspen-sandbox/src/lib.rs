@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use aspen_store::Store;
 
-pub use generate::{bulk_transactions, generate_world, iban_check_ok};
+pub use generate::{
+    SandboxLogin, bulk_transactions, generate_world, iban_check_ok, sandbox_logins,
+};
 
 #[derive(Debug, Clone)]
 pub struct SeedConfig {
@@ -62,6 +64,26 @@ pub async fn seed(store: &dyn Store, cfg: &SeedConfig) -> Result<SeedReport, San
             existing: state.seed,
             requested: cfg.seed as i64,
         });
+    }
+    // Every sandbox PSU but one has an authenticator (issue 14); added on
+    // every start, so a sandbox seeded before factors existed gets them.
+    for login in sandbox_logins(cfg.seed) {
+        let (Some(secret), Some(psu)) = (
+            login.totp_secret,
+            store.psu_by_username(login.username).await?,
+        ) else {
+            continue;
+        };
+        store
+            .add_factor(&aspen_store::factors::Factor {
+                factor_id: format!("totp-sandbox-{}", login.username),
+                psu_id: psu.id,
+                kind: "totp".into(),
+                label: "Sandbox authenticator".into(),
+                secret,
+                created_at: 0,
+            })
+            .await?;
     }
     let mut bulk_added = 0;
     let wanted = cfg.bulk_transactions as i64;

@@ -43,6 +43,8 @@ pub struct CodeRecord {
     pub acr: String,
     pub auth_time: i64,
     pub expires_at: i64,
+    /// Authentication methods verified at the login (`pwd`, `otp`, …).
+    pub amr: Vec<String>,
 }
 
 /// How a login throttle locks a key out (per PSU or per address).
@@ -167,7 +169,7 @@ pub(crate) const CONSENT_COLUMNS: &str = "consent_id, kind, client_id, status, c
     status_updated_at, expires_at, psu_id, accounts, data, authorised_at, deleted";
 
 pub(crate) const CODE_COLUMNS: &str = "code_hash, client_id, redirect_uri, consent_id, psu_id, \
-    nonce, scope, code_challenge, acr, auth_time, expires_at";
+    nonce, scope, code_challenge, acr, auth_time, expires_at, amr";
 
 #[macro_export]
 #[doc(hidden)]
@@ -360,7 +362,7 @@ macro_rules! impl_consent_store {
 
             async fn insert_code(&self, c: &$crate::consent::CodeRecord) -> Result<(), $crate::StoreError> {
                 let sql = format!(
-                    "INSERT INTO auth_codes ({}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+                    "INSERT INTO auth_codes ({}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
                     $crate::consent::CODE_COLUMNS
                 );
                 sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -375,6 +377,7 @@ macro_rules! impl_consent_store {
                     .bind(&c.acr)
                     .bind(c.auth_time)
                     .bind(c.expires_at)
+                    .bind(c.amr.join(" "))
                     .execute(&self.pool)
                     .await
                     .map_err($crate::StoreError::from)?;
@@ -403,8 +406,13 @@ macro_rules! impl_consent_store {
                             acr: r.get(8),
                             auth_time: r.get(9),
                             expires_at: r.get(10),
+                            amr: r
+                                .get::<&str, _>(11)
+                                .split_whitespace()
+                                .map(str::to_string)
+                                .collect(),
                         },
-                        r.get::<Option<i64>, _>(11).is_some(),
+                        r.get::<Option<i64>, _>(12).is_some(),
                     )
                 }))
             }

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod consent;
 pub mod events;
+pub mod factors;
 mod migrate;
 pub mod payments;
 mod world;
@@ -21,6 +22,7 @@ use async_trait::async_trait;
 pub use auth::AuthStore;
 pub use consent::ConsentStore;
 pub use events::EventStore;
+pub use factors::FactorStore;
 pub use payments::PaymentStore;
 pub use world::{SeedState, TxCursor, TxFilter, WorldStore};
 
@@ -49,7 +51,7 @@ impl From<sqlx::Error> for StoreError {
 /// Everything aspen keeps, behind one object-safe handle.
 #[async_trait]
 pub trait Store:
-    AuthStore + ConsentStore + EventStore + PaymentStore + WorldStore + Send + Sync
+    AuthStore + ConsentStore + EventStore + FactorStore + PaymentStore + WorldStore + Send + Sync
 {
     fn backend_name(&self) -> &'static str;
     /// A cheap round trip, for `/ready`.
@@ -79,6 +81,7 @@ mod pg_consent {
 }
 impl_world_store!(SqliteStore, sqlx::sqlite::SqliteRow, sqlx::Sqlite);
 impl_event_store!(SqliteStore, sqlx::sqlite::SqliteRow, sqlx::Sqlite);
+impl_factor_store!(SqliteStore, sqlx::sqlite::SqliteRow);
 impl_payment_store!(SqliteStore, sqlx::sqlite::SqliteRow, sqlx::Sqlite);
 mod pg_world {
     use super::*;
@@ -90,6 +93,7 @@ mod pg_world {
 mod pg_events {
     use super::*;
     impl_event_store!(PgStore, sqlx::postgres::PgRow, sqlx::Postgres);
+    impl_factor_store!(PgStore, sqlx::postgres::PgRow);
 }
 
 #[async_trait]

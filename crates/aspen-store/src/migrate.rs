@@ -64,6 +64,11 @@ pub fn sqlite() -> Migrator {
             "events",
             include_str!("../migrations/sqlite/0008_events.sql"),
         ),
+        (
+            9,
+            "factors",
+            include_str!("../migrations/sqlite/0009_factors.sql"),
+        ),
     ])
 }
 
@@ -108,6 +113,11 @@ pub fn postgres() -> Migrator {
             8,
             "events",
             include_str!("../migrations/postgres/0008_events.sql"),
+        ),
+        (
+            9,
+            "factors",
+            include_str!("../migrations/postgres/0009_factors.sql"),
         ),
     ])
 }

@@ -459,6 +459,7 @@ both!(consents_codes_sessions_and_throttling, |s: Arc<
         acr: "urn:openbanking:psd2:sca".into(),
         auth_time: 1,
         expires_at: 100,
+        amr: vec!["pwd".into()],
     };
     s.insert_code(&code).await.unwrap();
     assert_eq!(s.code("h1").await.unwrap(), Some((code.clone(), false)));

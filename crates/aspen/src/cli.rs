@@ -302,6 +302,7 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
                     server_url,
                     aspsp_org_id: config.aspsp_org_id.clone(),
                     ec_transport: args.ec_transport,
+                    sandbox_seed: config.sandbox.seed,
                 },
             )?;
             println!(

@@ -24,6 +24,8 @@ pub struct KitOptions {
     pub aspsp_org_id: Option<String>,
     /// ECDSA P-256 transport key instead of RSA-2048.
     pub ec_transport: bool,
+    /// The sandbox seed: the test customers' sign-ins derive from it.
+    pub sandbox_seed: u64,
 }
 
 pub struct Kit {
@@ -166,6 +168,14 @@ pub fn create(data: &DataDir, opts: &KitOptions) -> Result<Kit> {
         "roles": opts.roles,
         "software_jwks_endpoint": jwks_endpoint,
         "server": opts.server_url,
+        "sandbox_psus": aspen_sandbox::sandbox_logins(opts.sandbox_seed)
+            .iter()
+            .map(|l| serde_json::json!({
+                "username": l.username,
+                "password": l.password,
+                "totp_secret": l.totp_secret,
+            }))
+            .collect::<Vec<_>>(),
     });
     write_public(
         &opts.out.join("kit.json"),
@@ -226,8 +236,30 @@ curl --cacert {dir}/ca.pem {url}/.well-known/openid-configuration
 Register your client with a registration JWT signed by `signing-key.pem` (kid `{kid}`) that carries
 `ssa.jwt` as `software_statement` (`POST {url}/register`, `Content-Type: application/jwt`),
 or let the operator add it directly: `aspen clients add --kit {dir}`.
-"#,
+
+## Test customers
+
+Sign in on the bank's pages with these. When a request asks for strong customer authentication
+(`acr` essential with `urn:openbanking:psd2:sca` only), the second step asks for the 6-digit code of
+the customer's authenticator: add the TOTP secret (base32, SHA-1, 30 s) to any authenticator app,
+or compute it (`oathtool --totp -b SECRET`). `oska` has no authenticator: such a request gets
+`access_denied`. A password alone gives `acr` `urn:openbanking:psd2:ca`; with the code, `sca`.
+
+| username | password | TOTP secret |
+| --- | --- | --- |
+{psus}"#,
         org = opts.org_name,
         client = opts.client_name,
+        psus = aspen_sandbox::sandbox_logins(opts.sandbox_seed)
+            .iter()
+            .map(|l| format!(
+                "| `{}` | `{}` | {} |\n",
+                l.username,
+                l.password,
+                l.totp_secret
+                    .as_deref()
+                    .map_or("(none)".to_string(), |s| format!("`{s}`"))
+            ))
+            .collect::<String>(),
     )
 }

@@ -457,6 +457,7 @@ async fn the_connector_admits_only_aspen_and_answers_by_its_openapi() {
             server_url: "https://127.0.0.1:8443".into(),
             aspsp_org_id: None,
             ec_transport: false,
+            sandbox_seed: 42,
         },
     )
     .unwrap();

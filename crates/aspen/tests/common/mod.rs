@@ -149,6 +149,7 @@ impl TestServer {
                 server_url: self.server.public_url.clone(),
                 aspsp_org_id: None,
                 ec_transport: false,
+                sandbox_seed: 42,
             },
         )
         .expect("kit");

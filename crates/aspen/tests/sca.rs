@@ -1,0 +1,229 @@
+//! Issue 14, strong customer authentication with TOTP: `acr` says `sca`
+//! only when two factors were verified in this authentication, `amr`
+//! names them; a request that accepts only `sca` gets the second step, or
+//! `access_denied` for a PSU without a second factor; codes are good once
+//! and throttled like passwords.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+const SCOPE: &str = "openid accounts";
+const SCA: &str = "urn:openbanking:psd2:sca";
+const CA: &str = "urn:openbanking:psd2:ca";
+
+fn secret_of(username: &str) -> String {
+    aspen_sandbox::sandbox_logins(42)
+        .into_iter()
+        .find(|l| l.username == username)
+        .and_then(|l| l.totp_secret)
+        .expect("a sandbox authenticator")
+}
+
+fn code_now(username: &str) -> String {
+    let key = aspen_auth::totp::decode_secret(&secret_of(username)).unwrap();
+    aspen_auth::totp::code_at(&key, chrono::Utc::now().timestamp())
+}
+
+/// A request object asking for the given acr values (essential).
+fn request(s: &TestServer, c: &Client, consent: &str, acr: &[&str]) -> String {
+    let mut claims = request_claims(s, c, consent, SCOPE);
+    claims["claims"]["id_token"]["acr"]["values"] = json!(acr);
+    c.tpp.sign(&claims)
+}
+
+/// Starts a journey and signs in with the password: the response to the
+/// login form.
+async fn sign_in(
+    s: &TestServer,
+    b: &mut Browser<'_>,
+    c: &Client,
+    consent: &str,
+    acr: &[&str],
+    user: &str,
+) -> reqwest::Response {
+    let r = b
+        .get(&authorize_url(s, c, &request(s, c, consent, acr), SCOPE))
+        .await;
+    assert_eq!(location(&r), "/login");
+    let csrf = csrf_of(&b.get(&s.url("/login")).await.text().await.unwrap());
+    b.post(
+        "/login",
+        &[
+            ("csrf", &csrf),
+            ("username", user),
+            ("password", &format!("{user}.")),
+        ],
+    )
+    .await
+}
+
+/// Allows on the consent page; the ID token's claims.
+async fn allow(s: &TestServer, b: &mut Browser<'_>) -> Value {
+    let page = b.get(&s.url("/consent")).await.text().await.unwrap();
+    let csrf = csrf_of(&page);
+    let pat = "name=\"account\" value=\"";
+    let i = page.find(pat).expect("an account") + pat.len();
+    let account = page[i..].split('"').next().unwrap().to_string();
+    let r = b
+        .post(
+            "/consent",
+            &[
+                ("csrf", &csrf),
+                ("decision", "allow"),
+                ("account", &account),
+            ],
+        )
+        .await;
+    let st = r.status();
+    let loc = location(&r);
+    let body = r.text().await.unwrap_or_default();
+    let f = fragment(&loc);
+    let id = f
+        .get("id_token")
+        .unwrap_or_else(|| panic!("{st} {loc} {}", &body[..body.len().min(3000)]));
+    aspen_jose::verify_jwt(id, &s.jwks().await, &[aspen_jose::Alg::PS256])
+        .unwrap()
+        .claims
+}
+
+#[tokio::test]
+async fn two_factors_make_sca_and_a_code_is_good_once() {
+    let s = start_sandbox().await;
+    let c = s.client_with("scatpp", json!({})).await;
+    let data = json!({ "Permissions": ["ReadAccountsBasic"] });
+
+    // Only sca accepted: the second step, with an input named otp and a
+    // button "Verify" (DESIGN.md).
+    let consent = s.ais_consent(&c, data.clone()).await;
+    let mut b = Browser::new(&s);
+    let r = sign_in(&s, &mut b, &c, &consent, &[SCA], "rora").await;
+    assert_eq!(location(&r), "/login/otp");
+    // Not signed in yet: the consent page sends back to the login.
+    let r = b.get(&s.url("/consent")).await;
+    assert_ne!(r.status(), 200);
+    let page = b.get(&s.url("/login/otp")).await.text().await.unwrap();
+    assert!(
+        page.contains("name=\"otp\"") && page.contains(">Verify<"),
+        "{page}"
+    );
+    let csrf = csrf_of(&page);
+    let r = b
+        .post("/login/otp", &[("csrf", &csrf), ("otp", "000000")])
+        .await;
+    assert_eq!(r.status(), 401);
+    let code = code_now("rora");
+    let r = b
+        .post("/login/otp", &[("csrf", &csrf), ("otp", &code)])
+        .await;
+    assert_eq!(location(&r), "/consent");
+    let claims = allow(&s, &mut b).await;
+    assert_eq!(claims["acr"], SCA);
+    assert_eq!(claims["amr"], json!(["pwd", "otp"]));
+
+    // The same code again, in another journey: refused (replay), on any
+    // node — the time step is a compare-and-set in the database.
+    let consent = s.ais_consent(&c, data.clone()).await;
+    let mut b = Browser::new(&s);
+    sign_in(&s, &mut b, &c, &consent, &[SCA], "rora").await;
+    let csrf = csrf_of(&b.get(&s.url("/login/otp")).await.text().await.unwrap());
+    let r = b
+        .post("/login/otp", &[("csrf", &csrf), ("otp", &code)])
+        .await;
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("already used"));
+
+    // sca or ca accepted: the password alone, reported as ca.
+    let consent = s.ais_consent(&c, data.clone()).await;
+    let mut b = Browser::new(&s);
+    let r = sign_in(&s, &mut b, &c, &consent, &[SCA, CA], "mits").await;
+    assert_eq!(location(&r), "/consent");
+    let claims = allow(&s, &mut b).await;
+    assert_eq!(claims["acr"], CA);
+    assert_eq!(claims["amr"], json!(["pwd"]));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_second_factor_the_tpp_gets_access_denied() {
+    let s = start_sandbox().await;
+    let c = s.client_with("nofactor", json!({})).await;
+    let consent = s
+        .ais_consent(&c, json!({ "Permissions": ["ReadAccountsBasic"] }))
+        .await;
+    let mut b = Browser::new(&s);
+    let r = sign_in(&s, &mut b, &c, &consent, &[SCA], "oska").await;
+    let loc = location(&r);
+    assert!(loc.starts_with(&format!("{}#", c.redirect)), "{loc}");
+    let f = fragment(&loc);
+    assert_eq!(f["error"], "access_denied");
+    assert!(f["error_description"].contains("second factor"), "{f:?}");
+
+    // Headless pretends the factors the PSU has, and says so in amr.
+    let h = s
+        .client_with("headlesssca", json!({"aspen_headless": true}))
+        .await;
+    let consent = s
+        .ais_consent(&h, json!({ "Permissions": ["ReadAccountsBasic"] }))
+        .await;
+    let r = s
+        .client()
+        .get(authorize_url(
+            &s,
+            &h,
+            &request(&s, &h, &consent, &[SCA]),
+            SCOPE,
+        ))
+        .send()
+        .await
+        .unwrap();
+    let f = fragment(&location(&r));
+    let claims = aspen_jose::verify_jwt(&f["id_token"], &s.jwks().await, &[aspen_jose::Alg::PS256])
+        .unwrap()
+        .claims;
+    assert_eq!(claims["amr"], json!(["pwd", "otp"]));
+    assert_eq!(claims["acr"], SCA);
+    let consent = s
+        .ais_consent(&h, json!({ "Permissions": ["ReadAccountsBasic"] }))
+        .await;
+    let mut claims = request_claims(&s, &h, &consent, SCOPE);
+    claims["claims"]["id_token"]["acr"]["values"] = json!([SCA]);
+    claims["login_hint"] = json!("oska");
+    let r = s
+        .client()
+        .get(authorize_url(&s, &h, &h.tpp.sign(&claims), SCOPE))
+        .send()
+        .await
+        .unwrap();
+    let f = fragment(&location(&r));
+    assert_eq!(f["error"], "access_denied", "{f:?}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_codes_are_throttled_like_passwords() {
+    let s = start_sandbox().await;
+    let c = s.client_with("otpthrottle", json!({})).await;
+    let consent = s
+        .ais_consent(&c, json!({ "Permissions": ["ReadAccountsBasic"] }))
+        .await;
+    let mut b = Browser::new(&s);
+    sign_in(&s, &mut b, &c, &consent, &[SCA], "ivsa").await;
+    let csrf = csrf_of(&b.get(&s.url("/login/otp")).await.text().await.unwrap());
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let r = b
+            .post("/login/otp", &[("csrf", &csrf), ("otp", "123456")])
+            .await;
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses[..5], [401; 5]);
+    assert_eq!(statuses[5], 429);
+    // Locked: even the right code is refused now.
+    let r = b
+        .post("/login/otp", &[("csrf", &csrf), ("otp", &code_now("ivsa"))])
+        .await;
+    assert_eq!(r.status(), 429);
+    s.stop().await;
+}
