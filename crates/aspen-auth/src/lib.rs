@@ -160,6 +160,14 @@ pub fn router(state: AuthState) -> Router {
         .route("/consent", get(web::consent_get).post(web::consent_post))
         .route("/account/consents", get(web::dashboard))
         .route("/account/consents/{consent_id}/revoke", post(web::revoke))
+        .route("/account/security", get(web::security))
+        .route("/account/security/reauth", post(web::security_reauth))
+        .route("/account/security/totp/start", post(web::totp_start))
+        .route("/account/security/totp/confirm", post(web::totp_confirm))
+        .route(
+            "/account/security/factors/{factor_id}/remove",
+            post(web::factor_remove),
+        )
         .route("/logout", post(web::logout))
         .with_state(state)
 }

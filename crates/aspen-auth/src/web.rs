@@ -1663,3 +1663,371 @@ pub async fn logout(
         .insert(header::SET_COOKIE, session_cookie("", 0));
     resp
 }
+
+// ------------------------------------------------------------ security page
+
+/// How recent a sign-in must be to change second factors (issue 14: each
+/// change behind a fresh re-authentication).
+const FRESH_SECS: i64 = 300;
+
+struct FactorRow {
+    id: String,
+    label: String,
+    added: String,
+}
+
+#[derive(Template)]
+#[template(path = "security.html")]
+struct SecurityPage<'a> {
+    brand: &'a Brand,
+    csrf: &'a str,
+    notice: Option<&'a str>,
+    error: Option<&'a str>,
+    factors: Vec<FactorRow>,
+    fresh: bool,
+    pending: Option<String>,
+    pending_uri: String,
+}
+
+fn fresh(s: &WebSession) -> bool {
+    s.auth_time.is_some_and(|t| now() - t <= FRESH_SECS)
+}
+
+async fn security_page(
+    state: &AuthState,
+    s: &WebSession,
+    notice: Option<&str>,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let psu = s.psu_id.clone().unwrap_or_default();
+    let factors = match state.store.factors(&psu).await {
+        Ok(f) => f,
+        Err(e) => return authz_error_response(state, e.into()),
+    };
+    let pending = s.payload["pending_totp"].as_str().map(str::to_string);
+    let username = match state.store.psu(&psu).await {
+        Ok(p) => p.map(|p| p.username).unwrap_or_default(),
+        Err(e) => return authz_error_response(state, e.into()),
+    };
+    let page = SecurityPage {
+        brand: &state.config.brand,
+        csrf: &s.csrf,
+        notice,
+        error,
+        factors: factors
+            .iter()
+            .map(|f| FactorRow {
+                id: f.factor_id.clone(),
+                label: f.label.clone(),
+                added: fmt_ms(Some(f.created_at * 1000)),
+            })
+            .collect(),
+        fresh: fresh(s),
+        pending_uri: pending
+            .as_deref()
+            .map(|p| totp::otpauth_uri(&state.config.brand.name, &username, p))
+            .unwrap_or_default(),
+        pending,
+    };
+    render(&page, status)
+}
+
+/// The dashboard session and a checked CSRF token, or the answer to send.
+async fn security_session(
+    state: &AuthState,
+    headers: &HeaderMap,
+    csrf: Option<&str>,
+) -> Result<WebSession, Response> {
+    let Some(s) = dashboard_session(state, headers).await else {
+        return Err(redirect(StatusCode::SEE_OTHER, "/account/consents"));
+    };
+    if let Some(c) = csrf
+        && !secrets::constant_time_eq(&s.csrf, c)
+    {
+        return Err(error_page(
+            state,
+            StatusCode::FORBIDDEN,
+            "The form could not be verified. Reload the page and try again.",
+        ));
+    }
+    Ok(s)
+}
+
+/// Replaces the session by one with `payload` (and, after a fresh
+/// sign-in, a new auth time); the new cookie goes on `resp`.
+async fn reissue(
+    state: &AuthState,
+    s: &WebSession,
+    auth_time: Option<i64>,
+    payload: Value,
+) -> Result<(WebSession, HeaderValue), Response> {
+    let _ = state.store.delete_session(&s.id_hash).await;
+    let psu = s.psu_id.clone().unwrap_or_default();
+    let t = auth_time.or(s.auth_time).unwrap_or_else(now);
+    match new_session(state, "dashboard", Some((&psu, t)), payload).await {
+        Ok((id, new)) => {
+            let cookie = session_cookie(&id, new.expires_at - now());
+            Ok((new, cookie))
+        }
+        Err(e) => Err(authz_error_response(state, e.into())),
+    }
+}
+
+fn with_cookie(mut resp: Response, cookie: HeaderValue) -> Response {
+    resp.headers_mut().insert(header::SET_COOKIE, cookie);
+    no_store(resp)
+}
+
+pub async fn security(State(state): State<AuthState>, headers: HeaderMap) -> Response {
+    match security_session(&state, &headers, None).await {
+        Ok(s) => security_page(&state, &s, None, None, StatusCode::OK).await,
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ReauthForm {
+    csrf: String,
+    password: String,
+    #[serde(default)]
+    otp: String,
+}
+
+/// A fresh sign-in on the security page: the password, and a code when
+/// the PSU has an authenticator; throttled like the login.
+pub async fn security_reauth(
+    State(state): State<AuthState>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<ReauthForm>,
+) -> Response {
+    let s = match security_session(&state, &headers, Some(&form.csrf)).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let psu_id = s.psu_id.clone().unwrap_or_default();
+    let t = now();
+    let key = format!("reauth:{psu_id}");
+    match state
+        .store
+        .reserve_login_attempt(&key, t, state.config.login_per_psu)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            return security_page(
+                &state,
+                &s,
+                None,
+                Some("Too many unsuccessful attempts. Wait a few minutes and try again."),
+                StatusCode::TOO_MANY_REQUESTS,
+            )
+            .await;
+        }
+        Err(e) => return authz_error_response(&state, e.into()),
+    }
+    let psu = match state.store.psu(&psu_id).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return redirect(StatusCode::SEE_OTHER, "/account/consents"),
+        Err(e) => return authz_error_response(&state, e.into()),
+    };
+    let factors = match state.store.factors(&psu_id).await {
+        Ok(f) => f,
+        Err(e) => return authz_error_response(&state, e.into()),
+    };
+    let mut ok = verify_password(&psu.password_hash, &form.password);
+    if ok && !factors.is_empty() {
+        ok = false;
+        for f in factors.iter().filter(|f| f.kind == "totp") {
+            if let Some(step) = totp::matching_step(&f.secret, &form.otp, t)
+                && matches!(
+                    state.store.use_totp_step(&f.factor_id, step).await,
+                    Ok(true)
+                )
+            {
+                ok = true;
+                break;
+            }
+        }
+    }
+    if !ok {
+        let _ = state
+            .store
+            .fail_login_attempt(&key, t, state.config.login_per_psu)
+            .await;
+        return security_page(
+            &state,
+            &s,
+            None,
+            Some("That did not match. Check your password and code and try again."),
+            StatusCode::UNAUTHORIZED,
+        )
+        .await;
+    }
+    let _ = state.store.clear_login_failures(&key).await;
+    match reissue(&state, &s, Some(t), s.payload.clone()).await {
+        Ok((new, cookie)) => with_cookie(
+            security_page(&state, &new, Some("Confirmed."), None, StatusCode::OK).await,
+            cookie,
+        ),
+        Err(r) => r,
+    }
+}
+
+pub async fn totp_start(
+    State(state): State<AuthState>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<CsrfForm>,
+) -> Response {
+    let s = match security_session(&state, &headers, Some(&form.csrf)).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if !fresh(&s) {
+        return security_page(
+            &state,
+            &s,
+            None,
+            Some("Sign in again first."),
+            StatusCode::FORBIDDEN,
+        )
+        .await;
+    }
+    let mut payload = s.payload.clone();
+    payload["pending_totp"] = json!(totp::new_secret());
+    match reissue(&state, &s, None, payload).await {
+        Ok((new, cookie)) => with_cookie(
+            security_page(&state, &new, None, None, StatusCode::OK).await,
+            cookie,
+        ),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct TotpConfirmForm {
+    csrf: String,
+    otp: String,
+    label: String,
+}
+
+/// Enrolment ends when the app shows a code that matches: the PSU has the
+/// secret right.
+pub async fn totp_confirm(
+    State(state): State<AuthState>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<TotpConfirmForm>,
+) -> Response {
+    let s = match security_session(&state, &headers, Some(&form.csrf)).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Some(secret) = s.payload["pending_totp"].as_str().map(str::to_string) else {
+        return security_page(&state, &s, None, None, StatusCode::OK).await;
+    };
+    if !fresh(&s) {
+        return security_page(
+            &state,
+            &s,
+            None,
+            Some("Sign in again first."),
+            StatusCode::FORBIDDEN,
+        )
+        .await;
+    }
+    let t = now();
+    let Some(step) = totp::matching_step(&secret, &form.otp, t) else {
+        return security_page(
+            &state,
+            &s,
+            None,
+            Some("That code does not match. Check the key in your app and try again."),
+            StatusCode::UNAUTHORIZED,
+        )
+        .await;
+    };
+    let label: String = form.label.trim().chars().take(40).collect();
+    let factor = aspen_store::factors::Factor {
+        factor_id: format!("totp-{}", secrets::random_token()),
+        psu_id: s.psu_id.clone().unwrap_or_default(),
+        kind: "totp".into(),
+        label: if label.is_empty() {
+            "Authenticator app".into()
+        } else {
+            label
+        },
+        secret,
+        created_at: t,
+    };
+    if let Err(e) = state.store.add_factor(&factor).await {
+        return authz_error_response(&state, e.into());
+    }
+    // The code that proved the enrolment is spent.
+    let _ = state.store.use_totp_step(&factor.factor_id, step).await;
+    let mut payload = s.payload.clone();
+    if let Some(m) = payload.as_object_mut() {
+        m.remove("pending_totp");
+    }
+    tracing::info!(factor_id = %factor.factor_id, "authenticator added");
+    match reissue(&state, &s, None, payload).await {
+        Ok((new, cookie)) => with_cookie(
+            security_page(
+                &state,
+                &new,
+                Some("Authenticator added."),
+                None,
+                StatusCode::OK,
+            )
+            .await,
+            cookie,
+        ),
+        Err(r) => r,
+    }
+}
+
+pub async fn factor_remove(
+    State(state): State<AuthState>,
+    headers: HeaderMap,
+    Path(factor_id): Path<String>,
+    axum::Form(form): axum::Form<CsrfForm>,
+) -> Response {
+    let s = match security_session(&state, &headers, Some(&form.csrf)).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if !fresh(&s) {
+        return security_page(
+            &state,
+            &s,
+            None,
+            Some("Sign in again first."),
+            StatusCode::FORBIDDEN,
+        )
+        .await;
+    }
+    let psu = s.psu_id.clone().unwrap_or_default();
+    match state.store.remove_factor(&psu, &factor_id).await {
+        Ok(true) => {
+            tracing::info!(%factor_id, "authenticator removed");
+            security_page(
+                &state,
+                &s,
+                Some("Authenticator removed."),
+                None,
+                StatusCode::OK,
+            )
+            .await
+        }
+        Ok(false) => {
+            security_page(
+                &state,
+                &s,
+                None,
+                Some("No such authenticator."),
+                StatusCode::NOT_FOUND,
+            )
+            .await
+        }
+        Err(e) => authz_error_response(&state, e.into()),
+    }
+}

@@ -227,3 +227,124 @@ async fn wrong_codes_are_throttled_like_passwords() {
     assert_eq!(r.status(), 429);
     s.stop().await;
 }
+
+fn between(s: &str, a: &str, b: &str) -> String {
+    let i = s.find(a).unwrap_or_else(|| panic!("{a} in {s}")) + a.len();
+    s[i..].split(b).next().unwrap().to_string()
+}
+
+/// Enrolment and removal in the dashboard (`/account/security`), each
+/// behind a fresh sign-in; a stale one asks for the password and a code
+/// again.
+#[tokio::test]
+async fn authenticators_are_added_and_removed_behind_a_fresh_sign_in() {
+    let s = start_sandbox().await;
+    let mut b = Browser::new(&s);
+    let csrf = csrf_of(
+        &b.get(&s.url("/account/consents"))
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
+    b.post(
+        "/login",
+        &[("csrf", &csrf), ("username", "mits"), ("password", "mits.")],
+    )
+    .await;
+    let page = b
+        .get(&s.url("/account/security"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Sandbox authenticator"), "{page}");
+    let csrf = csrf_of(&page);
+    let page = b
+        .post("/account/security/totp/start", &[("csrf", &csrf)])
+        .await
+        .text()
+        .await
+        .unwrap();
+    let secret = between(&page, "<code>", "</code>");
+    assert!(page.contains("otpauth://totp/"), "{page}");
+    let csrf = csrf_of(&page);
+    let r = b
+        .post(
+            "/account/security/totp/confirm",
+            &[("csrf", &csrf), ("otp", "000000"), ("label", "Phone")],
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    let key = aspen_auth::totp::decode_secret(&secret).unwrap();
+    let code = aspen_auth::totp::code_at(&key, chrono::Utc::now().timestamp());
+    let page = b
+        .post(
+            "/account/security/totp/confirm",
+            &[("csrf", &csrf), ("otp", &code), ("label", "Phone")],
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Authenticator added.") && page.contains("Phone"),
+        "{page}"
+    );
+    let mits = s
+        .server
+        .store
+        .psu_by_username("mits")
+        .await
+        .unwrap()
+        .unwrap();
+    let factors = s.server.store.factors(&mits.id).await.unwrap();
+    assert_eq!(factors.len(), 2);
+    let phone = factors.iter().find(|f| f.label == "Phone").unwrap();
+    assert_eq!(phone.secret, secret);
+
+    // Ten minutes later the sign-in is no longer fresh.
+    let db = format!("sqlite://{}", s.data_dir().join("aspen.db").display());
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    sqlx::query("UPDATE web_sessions SET auth_time = auth_time - 600")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let csrf = csrf_of(&page);
+    let r = b
+        .post(
+            &format!("/account/security/factors/{}/remove", phone.factor_id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("Confirm it") && page.contains("name=\"otp\""),
+        "{page}"
+    );
+    let code = code_now("mits");
+    let page = b
+        .post(
+            "/account/security/reauth",
+            &[("csrf", &csrf), ("password", "mits."), ("otp", &code)],
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Confirmed."), "{page}");
+    let csrf = csrf_of(&page);
+    let page = b
+        .post(
+            &format!("/account/security/factors/{}/remove", phone.factor_id),
+            &[("csrf", &csrf)],
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Authenticator removed."), "{page}");
+    assert_eq!(s.server.store.factors(&mits.id).await.unwrap().len(), 1);
+    s.stop().await;
+}
