@@ -204,16 +204,18 @@ class Tpp:
             timeout=30,
         )
 
-    def post_signed(self, path: str, token: str, body: dict) -> requests.Response:
+    def post_signed(self, path: str, token: str, body: dict, idempotent: bool = True) -> requests.Response:
+        """A signed POST; `idempotent` adds an x-idempotency-key (PIS, not
+        the event registration APIs)."""
         data = compact(body)
-        return self.http.post(
-            self.url(path),
-            data=data,
-            headers={
-                "Authorization": f"Bearer {token}",
-                "Content-Type": "application/json",
-                "x-idempotency-key": str(uuid.uuid4()),
-                "x-jws-signature": self.kit.detached(data),
-            },
-            timeout=30,
-        )
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "x-jws-signature": self.kit.detached(data),
+        }
+        if idempotent:
+            headers["x-idempotency-key"] = str(uuid.uuid4())
+        return self.http.post(self.url(path), data=data, headers=headers, timeout=30)
+
+    def delete(self, path: str, token: str) -> requests.Response:
+        return self.http.delete(self.url(path), headers={"Authorization": f"Bearer {token}"}, timeout=30)

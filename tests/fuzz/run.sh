@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # A bounded schemathesis run over the official OB v3.1.2 OpenAPI files
-# (Account and Transaction, Payment Initiation) against a real sandbox aspen.
+# (Account and Transaction, Payment Initiation, Confirmation of Funds, and
+# the ASPSP-hosted event APIs: event subscriptions, callback URLs,
+# aggregated polling) against a real sandbox aspen.
 #
 #   bash tests/fuzz/run.sh [ASPEN_BINARY]      (default: target/debug/aspen)
 #
 # Starts `aspen serve` on a free loopback port with a temporary data
-# directory, makes a TPP kit and a headless private_key_jwt client, obtains
-# client-credentials and PSU tokens for authorised AIS and PIS consents and
-# real ids to pin (setup_world.py), then runs schemathesis once per spec with
-# ais.toml / pis.toml and hooks.py (signed PIS bodies, fresh idempotency
-# keys, fresh consents for DELETE). The server is stopped on exit.
+# directory, makes a TPP kit (AISP, PISP and CBPII roles) and a headless
+# private_key_jwt client (every scope the roles allow, eventpolling
+# included), obtains client-credentials and PSU tokens for authorised AIS,
+# PIS and CoF consents, an event subscription and a callback URL, and real
+# ids to pin (setup_world.py), then runs schemathesis once per spec with
+# ais.toml / pis.toml / cof.toml / events.toml (the three event specs) and
+# hooks.py (signed PIS and event-registration bodies, fresh idempotency
+# keys, fresh consents for DELETE, one registration per client kept in
+# place). The server is stopped on exit.
 #
 # The specs are read from ../shared/standard/openapi beside the repository,
 # as the Rust tests read them; without them the run prints SKIPPED and
@@ -18,10 +24,10 @@
 #
 # Knobs: FUZZ_EXAMPLES (fuzzing cases per operation, default 8),
 # FUZZ_PHASES (default examples,coverage,fuzzing: the coverage phase's
-# deterministic boundary and negative cases are most of the ~4,400
-# requests; "examples,fuzzing" sends ~320), FUZZ_SEED
+# deterministic boundary and negative cases are most of the ~5,200
+# requests; "examples,fuzzing" sends ~430), FUZZ_SEED
 # (default fixed, so that CI runs the same cases each time; "random" for a
-# fresh one), FUZZ_PAYMENTS_PROFILE (the server's payments.profile),
+# fresh one), FUZZ_PAYMENTS_PROFILE (the server's payments.profile).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -29,6 +35,11 @@ root=$(cd "$here/../.." && pwd)
 spec_dir="$root/../shared/standard/openapi"
 ais_spec="$spec_dir/account-info-openapi.yaml"
 pis_spec="$spec_dir/payment-initiation-openapi.yaml"
+cof_spec="$spec_dir/confirmation-funds-openapi.yaml"
+subscriptions_spec="$spec_dir/event-subscriptions-openapi.yaml"
+callbacks_spec="$spec_dir/callback-urls-openapi.yaml"
+polling_spec="$spec_dir/aggregated-polling-openapi.yaml"
+all_specs=("$ais_spec" "$pis_spec" "$cof_spec" "$subscriptions_spec" "$callbacks_spec" "$polling_spec")
 examples=${FUZZ_EXAMPLES:-8}
 phases=${FUZZ_PHASES:-examples,coverage,fuzzing}
 seed=${FUZZ_SEED:-31205}
@@ -42,7 +53,7 @@ skip() {
   exit 0
 }
 
-for f in "$ais_spec" "$pis_spec"; do
+for f in "${all_specs[@]}"; do
   [ -f "$f" ] || skip "$f not found"
 done
 
@@ -141,7 +152,8 @@ export FUZZ_HOOKS="$here/hooks.py" FUZZ_STATS="$work/stats"
 # shellcheck disable=SC1091
 . "$work/env.sh"
 echo "setup done in $((SECONDS - started)) s: AIS consent $AIS_CONSENT_ID (account $AIS_ACCOUNT_ID," \
-  "statement $AIS_STATEMENT_ID); PIS consents $PIS_DOMESTIC_CONSENT_ID, $PIS_INTERNATIONAL_CONSENT_ID"
+  "statement $AIS_STATEMENT_ID); PIS consents $PIS_DOMESTIC_CONSENT_ID, $PIS_INTERNATIONAL_CONSENT_ID;" \
+  "CoF consent $COF_CONSENT_ID; event subscription $EVENT_SUBSCRIPTION_ID, callback URL $CALLBACK_URL_ID"
 
 # --- schemathesis, once per spec. The environment's CA bundle variables
 # would replace the sandbox CA in requests; the run's files (reports,
@@ -161,11 +173,15 @@ run_spec() { # NAME CONFIG SPEC
 }
 run_spec ais "$here/ais.toml" "$ais_spec"
 run_spec pis "$here/pis.toml" "$pis_spec"
+run_spec cof "$here/cof.toml" "$cof_spec"
+run_spec event-subscriptions "$here/events.toml" "$subscriptions_spec"
+run_spec callback-urls "$here/events.toml" "$callbacks_spec"
+run_spec events-polling "$here/events.toml" "$polling_spec"
 
 if [ -s "$FUZZ_STATS" ]; then
   echo
   echo "== responses by operation and status"
-  "$py" "$here/summary.py" statuses "$FUZZ_STATS" "$ais_spec" "$pis_spec"
+  "$py" "$here/summary.py" statuses "$FUZZ_STATS" "${all_specs[@]}"
 fi
 # A panic is a failure even when no response showed it.
 if grep -q "panicked at" "$work/server.log"; then

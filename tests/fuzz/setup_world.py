@@ -9,6 +9,15 @@ values the configs pin, as `export NAME=value` lines for run.sh to source.
        the consent GETs and funds-confirmation); one domestic and one
        international payment made through their own consents, for the
        payment GETs.
+  CoF: a client-credentials token (`fundsconfirmations`); a funds
+       confirmation consent for rora's first sort-code account (found
+       through the AIS consent), authorised headlessly, and its PSU token.
+  Events: a client-credentials token (`accounts`) for the registration
+       APIs and one (`eventpolling`) for aggregated polling; the client's
+       one event subscription (polling only: no CallbackUrl, and it
+       overrides the callback URL, EVT-4, so nothing is pushed) and its one
+       callback URL. They are made first, so that the PIS payments below
+       already raise events to poll.
 
 usage: setup_world.py SERVER_URL KIT_DIR CLIENT_ID
 """
@@ -22,6 +31,9 @@ from obtpp import Kit, Tpp
 
 AISP = "/open-banking/v3.1/aisp"
 PISP = "/open-banking/v3.1/pisp"
+CBPII = "/open-banking/v3.1/cbpii"
+EVENT_SUBSCRIPTIONS = "/open-banking/v3.1/event-subscriptions"
+CALLBACK_URLS = "/open-banking/v3.1/callback-urls"
 
 ALL_PERMISSIONS = [
     "ReadAccountsDetail",
@@ -83,6 +95,16 @@ INTERNATIONAL = {
 }
 RISK = {"PaymentContextCode": "PartyToParty"}
 
+# The event types aspen sends (crates/aspen-api/src/events.rs SUPPORTED).
+EVENT_TYPES = [
+    "urn:uk:org:openbanking:events:resource-update",
+    "urn:uk:org:openbanking:events:consent-authorization-revoked",
+]
+# A polling-only subscription and a callback URL of the shape aspen takes
+# (EVT-4): https, ending /<version>/event-notifications.
+SUBSCRIPTION = {"Data": {"Version": "3.1.2", "EventTypes": EVENT_TYPES}}
+CALLBACK_URL = {"Data": {"Url": "https://tpp.example.com/open-banking/v3.1/event-notifications", "Version": "3.1.2"}}
+
 
 def expect(r, status: int, what: str) -> dict:
     if r.status_code != status:
@@ -112,12 +134,27 @@ def ais(tpp: Tpp) -> dict[str, str]:
             break
     if statement is None:
         raise SystemExit("setup: no account of the consent has a statement")
+    # The first account with a sort code, for the funds-confirmation
+    # consent (the headless PSU, rora, is the one who authorised above).
+    debtor = next(
+        (
+            (a, i)
+            for a in accounts
+            for i in a.get("Account", [])
+            if i.get("SchemeName") == "UK.OBIE.SortCodeAccountNumber"
+        ),
+        None,
+    )
+    if debtor is None:
+        raise SystemExit("setup: no account of the consent has a sort code and account number")
     return {
         "AIS_TPP_TOKEN": cc,
         "AIS_PSU_TOKEN": psu,
         "AIS_CONSENT_ID": consent,
         "AIS_ACCOUNT_ID": account,
         "AIS_STATEMENT_ID": statement,
+        "COF_DEBTOR_IDENTIFICATION": debtor[1]["Identification"],
+        "COF_CURRENCY": debtor[0]["Currency"],
     }
 
 
@@ -152,12 +189,44 @@ def pis(tpp: Tpp) -> dict[str, str]:
     }
 
 
+def cof(tpp: Tpp, identification: str) -> dict[str, str]:
+    cc = tpp.cc_token("fundsconfirmations")
+    debtor = {"SchemeName": "UK.OBIE.SortCodeAccountNumber", "Identification": identification}
+    body = {"Data": {"DebtorAccount": debtor}}
+    consent = expect(
+        tpp.post_json(f"{CBPII}/funds-confirmation-consents", cc, body), 201, "POST funds-confirmation-consents"
+    )["Data"]["ConsentId"]
+    return {
+        "COF_TPP_TOKEN": cc,
+        "COF_CONSENT_ID": consent,
+        "COF_PSU_TOKEN": tpp.authorise(consent, "openid fundsconfirmations"),
+    }
+
+
+def events(tpp: Tpp) -> dict[str, str]:
+    cc = tpp.cc_token("accounts")
+    # No idempotency on the event APIs (EVT-1).
+    sub = tpp.post_signed(EVENT_SUBSCRIPTIONS, cc, SUBSCRIPTION, idempotent=False)
+    sub = expect(sub, 201, "POST event-subscriptions")
+    cb = tpp.post_signed(CALLBACK_URLS, cc, CALLBACK_URL, idempotent=False)
+    cb = expect(cb, 201, "POST callback-urls")
+    return {
+        "EVENTS_TPP_TOKEN": cc,
+        "EVENTS_POLL_TOKEN": tpp.cc_token("eventpolling"),
+        "EVENT_SUBSCRIPTION_ID": sub["Data"]["EventSubscriptionId"],
+        "CALLBACK_URL_ID": cb["Data"]["CallbackUrlId"],
+    }
+
+
 def main() -> None:
     if len(sys.argv) != 4:
         raise SystemExit(__doc__)
     server, kit_dir, client_id = sys.argv[1:]
     tpp = Tpp(server, Kit(kit_dir), client_id)
-    values = {**ais(tpp), **pis(tpp)}
+    values = events(tpp)
+    values.update(ais(tpp))
+    values.update(pis(tpp))
+    values.update(cof(tpp, values["COF_DEBTOR_IDENTIFICATION"]))
     for k, v in values.items():
         print(f"export {k}={shlex.quote(v)}")
 

@@ -292,6 +292,21 @@ pub async fn list_subscriptions(
     .into_response())
 }
 
+/// The update body is a whole OBEventSubscriptionResponse1, `Meta` too,
+/// whose `TotalPages` the OpenAPI declares `format: int32`. JSON Schema
+/// takes formats as annotations, so the schema check lets any integer
+/// through; a value outside int32 is refused as the schema says.
+fn check_total_pages(v: &Value) -> Result<(), ObError> {
+    match v["Meta"].get("TotalPages") {
+        Some(n) if n.as_i64().and_then(|n| i32::try_from(n).ok()).is_none() => Err(bad(
+            ObErrorCode::FieldInvalid,
+            "Meta.TotalPages is not a 32-bit integer",
+            "Meta.TotalPages",
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn no_such(what: &str, path: &str) -> ObError {
     bad(
         ObErrorCode::ResourceNotFound,
@@ -315,6 +330,7 @@ pub async fn update_subscription(
         &state.schemas.event_subscription_update,
     )
     .await?;
+    check_total_pages(&v)?;
     if v["Data"]["EventSubscriptionId"].as_str() != Some(id.as_str()) {
         return Err(bad(
             ObErrorCode::FieldInvalid,

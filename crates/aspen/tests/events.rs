@@ -616,6 +616,22 @@ async fn registrations_are_checked() {
         &v,
     );
     assert_eq!(v["Data"]["EventTypes"], json!([REVOKED]));
+    // Meta.TotalPages is int32 in the OpenAPI: 2^31 is refused (found by
+    // the schemathesis run, ST201), 2^31 - 1 is taken.
+    for (pages, st) in [(2_147_483_648_i64, 400), (2_147_483_647, 200)] {
+        let body = json!({
+            "Data": { "EventSubscriptionId": sid, "Version": "3.1.2" },
+            "Links": { "Self": "https://tpp.example.com/x" },
+            "Meta": { "TotalPages": pages },
+        });
+        let path = format!("/event-subscriptions/{sid}");
+        let (got, v) = signed(&s, &c, &cc, reqwest::Method::PUT, &path, &body).await;
+        assert_eq!(got, st, "{pages}: {v:#}");
+        if st == 400 {
+            assert_eq!(v["Errors"][0]["ErrorCode"], "UK.OBIE.Field.Invalid");
+            assert_eq!(v["Errors"][0]["Path"], "Meta.TotalPages");
+        }
+    }
     let _ = c2;
     let _ = cc2;
     s.stop().await;
