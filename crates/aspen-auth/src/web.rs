@@ -54,6 +54,12 @@ pub struct Validated {
     /// `otp`); the ID token's `acr` follows from them.
     #[serde(default)]
     pub amr: Vec<String>,
+    /// Dynamic linking (RTS Art. 5): the payment the PSU authenticated
+    /// for — a digest of consent id, amount, currency and payee taken when
+    /// the second factor was asked; approval checks it against the consent
+    /// as it is then.
+    #[serde(default)]
+    pub linked: Option<String>,
     pub code_challenge: Option<String>,
     pub login_hint: Option<String>,
     pub response_type: String,
@@ -93,6 +99,37 @@ impl From<aspen_store::StoreError> for AuthzError {
 /// `amr` values (RFC 8176): a password, a one-time password.
 pub const AMR_PWD: &str = "pwd";
 pub const AMR_OTP: &str = "otp";
+
+fn is_payment(kind: &str) -> bool {
+    matches!(kind, "domestic-payment" | "international-payment")
+}
+
+/// What a payment consent asks the PSU to approve, in words, and its
+/// digest for dynamic linking: consent id, amount, currency and payee.
+fn payment_link(consent: &ConsentRecord) -> Option<(String, String)> {
+    if !is_payment(&consent.kind) {
+        return None;
+    }
+    let i = &consent.data["Data"]["Initiation"];
+    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let (amount, currency) = (
+        s(&i["InstructedAmount"]["Amount"]),
+        s(&i["InstructedAmount"]["Currency"]),
+    );
+    let c = &i["CreditorAccount"];
+    let (name, scheme, id) = (s(&c["Name"]), s(&c["SchemeName"]), s(&c["Identification"]));
+    let canonical = [
+        consent.consent_id.as_str(),
+        &amount,
+        &currency,
+        &scheme,
+        &id,
+        &name,
+    ]
+    .join("\n");
+    let words = format!("a payment of {amount} {currency} to {name} ({id})");
+    Some((words, aspen_jose::sha256_b64url(canonical.as_bytes())))
+}
 
 /// Two independent factors (knowledge and possession) make SCA.
 fn acr_of(amr: &[String]) -> &'static str {
@@ -557,9 +594,11 @@ async fn validate(
             nonce,
             scope: scopes.join(" "),
             consent_id: consent.consent_id,
+            // PSD2 Art. 97(1)(b): initiating a payment always needs SCA.
+            sca_required: sca_required || is_payment(&consent.kind),
             consent_kind: consent.kind,
-            sca_required,
             amr: Vec::new(),
+            linked: None,
             code_challenge,
             login_hint,
             response_type: response_type.to_string(),
@@ -718,6 +757,7 @@ async fn headless(state: &AuthState, v: &Validated) -> Response {
         );
     }
     let mut v = v.clone();
+    v.linked = payment_link(&consent).map(|(_, d)| d);
     v.amr = if has_factor {
         vec![AMR_PWD.into(), AMR_OTP.into()]
     } else {
@@ -813,6 +853,23 @@ async fn approve(
             "the customer holds no account that this consent can use",
         ));
     }
+    // Checked before anything changes: a consent is never authorised by a
+    // login that did not prove what it had to.
+    if let Some((_, digest)) = payment_link(&consent)
+        && v.linked.as_deref() != Some(digest.as_str())
+    {
+        return Err(fail(
+            "access_denied",
+            "the payment changed after the customer authenticated it; authenticate it again",
+        ));
+    }
+    let acr = acr_of(&v.amr);
+    if v.sca_required && acr != ACR_SCA {
+        return Err(fail(
+            "access_denied",
+            "strong customer authentication (two factors) was required and not completed",
+        ));
+    }
     let from: &[&str] = if consent_view::is_long_lived(&consent.kind) {
         &["AwaitingAuthorisation", "Authorised"]
     } else {
@@ -833,13 +890,6 @@ async fn approve(
         return Err(fail(
             "invalid_request",
             "the intent cannot be authorised in its current state",
-        ));
-    }
-    let acr = acr_of(&v.amr);
-    if v.sca_required && acr != ACR_SCA {
-        return Err(fail(
-            "access_denied",
-            "strong customer authentication (two factors) was required and not completed",
         ));
     }
     let code = secrets::random_token();
@@ -1092,6 +1142,14 @@ pub async fn login_submit(
                 };
             }
             // The second step: the PSU is not signed in until it is done.
+            // For a payment it names what is approved (dynamic linking).
+            let consent_id = payload["consent_id"].as_str().unwrap_or("").to_string();
+            if let Ok(Some(c)) = state.store.consent(&consent_id).await
+                && let Some((words, digest)) = payment_link(&c)
+            {
+                payload["linked"] = json!(digest);
+                payload["linked_words"] = json!(words);
+            }
             payload["otp_psu"] = json!(psu.id);
             payload["otp_auth_time"] = json!(t);
             signed_in = None;
@@ -1115,6 +1173,8 @@ struct OtpPage<'a> {
     csrf: &'a str,
     client_name: Option<String>,
     error: Option<&'a str>,
+    /// The payment being approved, in words (dynamic linking).
+    linked: Option<String>,
 }
 
 /// The journey's session between the password and the second factor.
@@ -1150,6 +1210,7 @@ pub async fn otp_page(State(state): State<AuthState>, headers: HeaderMap) -> Res
         csrf: &s.csrf,
         client_name: client_name_of(&state, &s).await,
         error: None,
+        linked: s.payload["linked_words"].as_str().map(str::to_string),
     };
     render(&page, StatusCode::OK)
 }
@@ -1186,6 +1247,7 @@ pub async fn otp_submit(
             csrf: &s.csrf,
             client_name: client_name.clone(),
             error: Some(error),
+            linked: s.payload["linked_words"].as_str().map(str::to_string),
         };
         render(&page, status)
     };
@@ -1234,6 +1296,7 @@ pub async fn otp_submit(
     if let Some(m) = payload.as_object_mut() {
         m.remove("otp_psu");
         m.remove("otp_auth_time");
+        m.remove("linked_words");
     }
     payload["amr"] = json!([AMR_PWD, AMR_OTP]);
     let (id, new) = match new_session(&state, &s.kind, Some((&psu, auth_time)), payload).await {

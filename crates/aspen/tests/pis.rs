@@ -233,9 +233,19 @@ async fn journey(
             );
             let seen = common::browser::drive(json!({
                 "mode": "authorize", "start_url": url, "username": "rora", "password": "rora.",
+                "totp_secret": aspen_sandbox::sandbox_logins(42)[0].totp_secret,
+                "screenshots": std::env::var("ASPEN_SCREENSHOTS").ok(),
+                "screenshot_prefix": format!("{kind}-payment-"),
                 "accounts": [account], "decision": "allow", "redirect_prefix": p.c.redirect,
             }))
             .await;
+            // SCA with dynamic linking: the second step names the payment.
+            let otp = seen["otp_text"].as_str().unwrap_or_default();
+            let amount = initiation["InstructedAmount"]["Amount"].as_str().unwrap();
+            assert!(
+                otp.contains(amount) && otp.contains("You are approving a payment"),
+                "the code step names the payment: {seen}"
+            );
             assert_eq!(seen["input_type"], "radio", "one debtor account: {seen}");
             let details = seen["details"].as_str().unwrap();
             let amount = initiation["InstructedAmount"]["Amount"].as_str().unwrap();

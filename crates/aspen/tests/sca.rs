@@ -348,3 +348,95 @@ async fn authenticators_are_added_and_removed_behind_a_fresh_sign_in() {
     assert_eq!(s.server.store.factors(&mits.id).await.unwrap().len(), 1);
     s.stop().await;
 }
+
+/// Dynamic linking (RTS Art. 5): a payment always needs SCA, the code step
+/// names the payment, and a payment changed between the code and the
+/// approval is refused.
+#[tokio::test]
+async fn a_payment_changed_after_its_code_is_refused() {
+    let s = start_sandbox().await;
+    let c = s.client_with("linktpp", json!({})).await;
+    let cc = s.cc_token(&c.tpp, &c.id, "payments").await;
+    let body = domestic_consent_body(domestic_initiation("12.34"));
+    let r = s
+        .pis_post(&c, &cc, "/domestic-payment-consents", &body, "link-1")
+        .await;
+    assert_eq!(r.status(), 201);
+    let consent = r.json::<Value>().await.unwrap()["Data"]["ConsentId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let scope = "openid payments";
+    let mut b = Browser::new(&s);
+    // The TPP accepts ca too: a payment needs SCA anyway.
+    let r = b
+        .get(&authorize_url(
+            &s,
+            &c,
+            &c.tpp.sign(&request_claims(&s, &c, &consent, scope)),
+            scope,
+        ))
+        .await;
+    assert_eq!(location(&r), "/login");
+    let csrf = csrf_of(&b.get(&s.url("/login")).await.text().await.unwrap());
+    let r = b
+        .post(
+            "/login",
+            &[("csrf", &csrf), ("username", "rora"), ("password", "rora.")],
+        )
+        .await;
+    assert_eq!(location(&r), "/login/otp");
+    let page = b.get(&s.url("/login/otp")).await.text().await.unwrap();
+    assert!(
+        page.contains("a payment of 12.34 GBP to ACME Inc (08080021325698)"),
+        "{page}"
+    );
+    let csrf = csrf_of(&page);
+    let r = b
+        .post("/login/otp", &[("csrf", &csrf), ("otp", &code_now("rora"))])
+        .await;
+    assert_eq!(location(&r), "/consent");
+    let page = b.get(&s.url("/consent")).await.text().await.unwrap();
+    let csrf = csrf_of(&page);
+    let pat = "name=\"account\" value=\"";
+    let i = page.find(pat).expect("an account") + pat.len();
+    let account = page[i..].split('"').next().unwrap().to_string();
+
+    // Someone changes the amount behind the page.
+    let db = format!("sqlite://{}", s.data_dir().join("aspen.db").display());
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let n = sqlx::query(
+        "UPDATE consents SET data = replace(data, '\"12.34\"', '\"99.99\"') WHERE consent_id = ?",
+    )
+    .bind(&consent)
+    .execute(&pool)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(n, 1);
+    let r = b
+        .post(
+            "/consent",
+            &[
+                ("csrf", &csrf),
+                ("decision", "allow"),
+                ("account", &account),
+            ],
+        )
+        .await;
+    let f = fragment(&location(&r));
+    assert_eq!(f["error"], "access_denied", "{f:?}");
+    assert!(f["error_description"].contains("changed"), "{f:?}");
+    assert_eq!(
+        s.server
+            .store
+            .consent(&consent)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "AwaitingAuthorisation",
+        "nothing was authorised"
+    );
+    s.stop().await;
+}
