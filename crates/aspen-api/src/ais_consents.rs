@@ -279,13 +279,7 @@ pub async fn create(
     common::check_content_type(&headers)?;
     common::check_accept(&headers)?;
     common::check_fapi_headers(&headers)?;
-    let value: Value = serde_json::from_slice(&body).map_err(|_| {
-        ObError::bad_request(
-            ObErrorCode::ResourceInvalidFormat,
-            "the body is not valid JSON",
-            None,
-        )
-    })?;
+    let value = common::parse_json(&body)?;
     let req = validate(&value, state.strict)?;
     let now = chrono::Utc::now().timestamp_millis();
     let mut data = Map::new();

@@ -32,16 +32,6 @@ fn bad(code: ObErrorCode, msg: impl Into<String>, path: &str) -> ObError {
     ObError::bad_request(code, msg, Some(path))
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, ObError> {
-    serde_json::from_slice(body).map_err(|_| {
-        ObError::bad_request(
-            ObErrorCode::ResourceInvalidFormat,
-            "the body is not valid JSON",
-            None,
-        )
-    })
-}
-
 fn self_link(state: &ApiState, id: &str) -> String {
     format!("{}{CBPII}/funds-confirmation-consents/{id}", state.base_url)
 }
@@ -83,7 +73,7 @@ pub async fn create_consent(
     // COF-2: not idempotent and not signed; an x-idempotency-key or a
     // signature that comes along anyway is ignored [choice: lenient, so a
     // client that sends them on every POST works].
-    let value = parse_json(&body)?;
+    let value = common::parse_json(&body)?;
     pis_schema::validate(&state.schemas.cof_consent, &value)?;
     let d = &value["Data"];
     let scheme = d["DebtorAccount"]["SchemeName"].as_str().unwrap_or("");
@@ -198,7 +188,7 @@ pub async fn confirm(
     common::check_content_type(&headers)?;
     common::check_accept(&headers)?;
     common::check_fapi_headers(&headers)?;
-    let value = parse_json(&body)?;
+    let value = common::parse_json(&body)?;
     pis_schema::validate(&state.schemas.cof_confirmation, &value)?;
     let d = &value["Data"];
     let consent_id = d["ConsentId"].as_str().unwrap_or("");

@@ -188,6 +188,17 @@ pub fn created(body: serde_json::Value) -> axum::response::Response {
     (StatusCode::CREATED, aspen_http::Json(body)).into_response()
 }
 
+/// A request body as JSON, or 400 `UK.OBIE.Resource.InvalidFormat`.
+pub fn parse_json(body: &[u8]) -> Result<serde_json::Value, ObError> {
+    serde_json::from_slice(body).map_err(|_| {
+        ObError::bad_request(
+            ObErrorCode::ResourceInvalidFormat,
+            "the body is not valid JSON",
+            None,
+        )
+    })
+}
+
 /// A core failure as the TPP sees it: 503 with `Retry-After` while the
 /// core cannot answer; anything else is the bank's fault, a 500 with a body.
 pub fn core_error(e: aspen_core::CoreError) -> ObError {

@@ -49,16 +49,6 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, ObError> {
-    serde_json::from_slice(body).map_err(|_| {
-        ObError::bad_request(
-            ObErrorCode::ResourceInvalidFormat,
-            "the body is not valid JSON",
-            None,
-        )
-    })
-}
-
 /// EVT-1: a client-credentials token with any of the API scopes.
 fn registration_token(token: &BoundToken) -> Result<(), ObError> {
     if token.grant != GrantKind::ClientCredentials {
@@ -90,7 +80,7 @@ async fn signed_write(
     common::check_accept(headers)?;
     common::check_fapi_headers(headers)?;
     pis::verify_request(state, token, headers, body).await?;
-    let value = parse_json(body)?;
+    let value = common::parse_json(body)?;
     pis_schema::validate(schema, &value)?;
     Ok(value)
 }
@@ -307,6 +297,20 @@ fn check_total_pages(v: &Value) -> Result<(), ObError> {
     }
 }
 
+/// A change to one of the caller's registrations: `false` means it has no
+/// such registration.
+fn found(
+    changed: Result<bool, aspen_store::StoreError>,
+    what: &str,
+    path: &str,
+) -> Result<(), ObError> {
+    match changed {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(no_such(what, path)),
+        Err(e) => Err(ObError::internal(e)),
+    }
+}
+
 fn no_such(what: &str, path: &str) -> ObError {
     bad(
         ObErrorCode::ResourceNotFound,
@@ -354,14 +358,11 @@ pub async fn update_subscription(
         updated_at: now_ms(),
         ..current
     };
-    if !state
-        .store
-        .update_subscription(&s)
-        .await
-        .map_err(ObError::internal)?
-    {
-        return Err(no_such("event subscription", "EventSubscriptionId"));
-    }
+    found(
+        state.store.update_subscription(&s).await,
+        "event subscription",
+        "EventSubscriptionId",
+    )?;
     Ok(Json(subscription_body(&state, &s)).into_response())
 }
 
@@ -373,14 +374,11 @@ pub async fn delete_subscription(
 ) -> Result<Response, ObError> {
     registration_token(&token)?;
     common::check_fapi_headers(&headers)?;
-    if !state
-        .store
-        .delete_subscription(&token.client_id, &id)
-        .await
-        .map_err(ObError::internal)?
-    {
-        return Err(no_such("event subscription", "EventSubscriptionId"));
-    }
+    found(
+        state.store.delete_subscription(&token.client_id, &id).await,
+        "event subscription",
+        "EventSubscriptionId",
+    )?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -479,14 +477,11 @@ pub async fn update_callback(
         updated_at: now_ms(),
         ..current
     };
-    if !state
-        .store
-        .update_callback_url(&c)
-        .await
-        .map_err(ObError::internal)?
-    {
-        return Err(no_such("callback URL", "CallbackUrlId"));
-    }
+    found(
+        state.store.update_callback_url(&c).await,
+        "callback URL",
+        "CallbackUrlId",
+    )?;
     Ok(Json(callback_body(&state, &c)).into_response())
 }
 
@@ -498,14 +493,11 @@ pub async fn delete_callback(
 ) -> Result<Response, ObError> {
     registration_token(&token)?;
     common::check_fapi_headers(&headers)?;
-    if !state
-        .store
-        .delete_callback_url(&token.client_id, &id)
-        .await
-        .map_err(ObError::internal)?
-    {
-        return Err(no_such("callback URL", "CallbackUrlId"));
-    }
+    found(
+        state.store.delete_callback_url(&token.client_id, &id).await,
+        "callback URL",
+        "CallbackUrlId",
+    )?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -524,7 +516,7 @@ pub async fn poll(
     common::check_content_type(&headers)?;
     common::check_accept(&headers)?;
     common::check_fapi_headers(&headers)?;
-    let v = parse_json(&body)?;
+    let v = common::parse_json(&body)?;
     pis_schema::validate(&state.schemas.event_polling, &v)?;
     let subscribed = !state
         .store

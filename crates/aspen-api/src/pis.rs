@@ -236,16 +236,6 @@ pub(crate) async fn verify_request(
         })
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, ObError> {
-    serde_json::from_slice(body).map_err(|_| {
-        ObError::bad_request(
-            ObErrorCode::ResourceInvalidFormat,
-            "the body is not valid JSON",
-            None,
-        )
-    })
-}
-
 fn body_hash(body: &[u8]) -> String {
     aspen_jose::sha256_b64url(body)
 }
@@ -433,7 +423,7 @@ pub async fn create_consent<const K: u8>(
         replayable(&rec, &key.body_hash)?;
         return replay_consent(&state, k, &rec).await;
     }
-    let value = parse_json(&body)?;
+    let value = common::parse_json(&body)?;
     let schema = match k.ty {
         PaymentType::Domestic => &state.schemas.domestic_consent,
         PaymentType::International => &state.schemas.international_consent,
@@ -692,7 +682,7 @@ pub async fn create_payment<const K: u8>(
         let p = load_payment(&state, &rec.resource_id).await?;
         return Ok(common::created(payment_body(&state, k, &p)));
     }
-    let value = parse_json(&body)?;
+    let value = common::parse_json(&body)?;
     let schema = match k.ty {
         PaymentType::Domestic => &state.schemas.domestic_payment,
         PaymentType::International => &state.schemas.international_payment,

@@ -1215,6 +1215,24 @@ pub async fn otp_page(State(state): State<AuthState>, headers: HeaderMap) -> Res
     render(&page, StatusCode::OK)
 }
 
+/// Whether `code` is the current code of one of the PSU's authenticators,
+/// spending its time step (a code is good once, on any node).
+async fn totp_accepted(
+    state: &AuthState,
+    factors: &[aspen_store::factors::Factor],
+    code: &str,
+    now: i64,
+) -> Result<bool, aspen_store::StoreError> {
+    for f in factors.iter().filter(|f| f.kind == "totp") {
+        if let Some(step) = totp::matching_step(&f.secret, code, now)
+            && state.store.use_totp_step(&f.factor_id, step).await?
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 #[derive(Deserialize)]
 pub struct OtpForm {
     csrf: String,
@@ -1266,19 +1284,10 @@ pub async fn otp_submit(
         Ok(f) => f,
         Err(e) => return authz_error_response(&state, e.into()),
     };
-    let mut ok = false;
-    for f in factors.iter().filter(|f| f.kind == "totp") {
-        if let Some(step) = totp::matching_step(&f.secret, &form.otp, t) {
-            match state.store.use_totp_step(&f.factor_id, step).await {
-                Ok(true) => {
-                    ok = true;
-                    break;
-                }
-                Ok(false) => {}
-                Err(e) => return authz_error_response(&state, e.into()),
-            }
-        }
-    }
+    let ok = match totp_accepted(&state, &factors, &form.otp, t).await {
+        Ok(ok) => ok,
+        Err(e) => return authz_error_response(&state, e.into()),
+    };
     if !ok {
         let _ = state
             .store
@@ -1796,11 +1805,13 @@ async fn security_page(
     render(&page, status)
 }
 
-/// The dashboard session and a checked CSRF token, or the answer to send.
+/// The dashboard session and a checked CSRF token (and, for a change, a
+/// fresh sign-in), or the answer to send.
 async fn security_session(
     state: &AuthState,
     headers: &HeaderMap,
     csrf: Option<&str>,
+    change: bool,
 ) -> Result<WebSession, Response> {
     let Some(s) = dashboard_session(state, headers).await else {
         return Err(redirect(StatusCode::SEE_OTHER, "/account/consents"));
@@ -1813,6 +1824,16 @@ async fn security_session(
             StatusCode::FORBIDDEN,
             "The form could not be verified. Reload the page and try again.",
         ));
+    }
+    if change && !fresh(&s) {
+        return Err(security_page(
+            state,
+            &s,
+            None,
+            Some("Sign in again first."),
+            StatusCode::FORBIDDEN,
+        )
+        .await);
     }
     Ok(s)
 }
@@ -1843,7 +1864,7 @@ fn with_cookie(mut resp: Response, cookie: HeaderValue) -> Response {
 }
 
 pub async fn security(State(state): State<AuthState>, headers: HeaderMap) -> Response {
-    match security_session(&state, &headers, None).await {
+    match security_session(&state, &headers, None, false).await {
         Ok(s) => security_page(&state, &s, None, None, StatusCode::OK).await,
         Err(r) => r,
     }
@@ -1864,7 +1885,7 @@ pub async fn security_reauth(
     headers: HeaderMap,
     axum::Form(form): axum::Form<ReauthForm>,
 ) -> Response {
-    let s = match security_session(&state, &headers, Some(&form.csrf)).await {
+    let s = match security_session(&state, &headers, Some(&form.csrf), false).await {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -1900,18 +1921,10 @@ pub async fn security_reauth(
     };
     let mut ok = verify_password(&psu.password_hash, &form.password);
     if ok && !factors.is_empty() {
-        ok = false;
-        for f in factors.iter().filter(|f| f.kind == "totp") {
-            if let Some(step) = totp::matching_step(&f.secret, &form.otp, t)
-                && matches!(
-                    state.store.use_totp_step(&f.factor_id, step).await,
-                    Ok(true)
-                )
-            {
-                ok = true;
-                break;
-            }
-        }
+        ok = match totp_accepted(&state, &factors, &form.otp, t).await {
+            Ok(ok) => ok,
+            Err(e) => return authz_error_response(&state, e.into()),
+        };
     }
     if !ok {
         let _ = state
@@ -1942,20 +1955,10 @@ pub async fn totp_start(
     headers: HeaderMap,
     axum::Form(form): axum::Form<CsrfForm>,
 ) -> Response {
-    let s = match security_session(&state, &headers, Some(&form.csrf)).await {
+    let s = match security_session(&state, &headers, Some(&form.csrf), true).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    if !fresh(&s) {
-        return security_page(
-            &state,
-            &s,
-            None,
-            Some("Sign in again first."),
-            StatusCode::FORBIDDEN,
-        )
-        .await;
-    }
     let mut payload = s.payload.clone();
     payload["pending_totp"] = json!(totp::new_secret());
     match reissue(&state, &s, None, payload).await {
@@ -1981,23 +1984,13 @@ pub async fn totp_confirm(
     headers: HeaderMap,
     axum::Form(form): axum::Form<TotpConfirmForm>,
 ) -> Response {
-    let s = match security_session(&state, &headers, Some(&form.csrf)).await {
+    let s = match security_session(&state, &headers, Some(&form.csrf), true).await {
         Ok(s) => s,
         Err(r) => return r,
     };
     let Some(secret) = s.payload["pending_totp"].as_str().map(str::to_string) else {
         return security_page(&state, &s, None, None, StatusCode::OK).await;
     };
-    if !fresh(&s) {
-        return security_page(
-            &state,
-            &s,
-            None,
-            Some("Sign in again first."),
-            StatusCode::FORBIDDEN,
-        )
-        .await;
-    }
     let t = now();
     let Some(step) = totp::matching_step(&secret, &form.otp, t) else {
         return security_page(
@@ -2054,20 +2047,10 @@ pub async fn factor_remove(
     Path(factor_id): Path<String>,
     axum::Form(form): axum::Form<CsrfForm>,
 ) -> Response {
-    let s = match security_session(&state, &headers, Some(&form.csrf)).await {
+    let s = match security_session(&state, &headers, Some(&form.csrf), true).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    if !fresh(&s) {
-        return security_page(
-            &state,
-            &s,
-            None,
-            Some("Sign in again first."),
-            StatusCode::FORBIDDEN,
-        )
-        .await;
-    }
     let psu = s.psu_id.clone().unwrap_or_default();
     match state.store.remove_factor(&psu, &factor_id).await {
         Ok(true) => {

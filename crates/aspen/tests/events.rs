@@ -23,6 +23,8 @@ const RESOURCE_UPDATE: &str = "urn:uk:org:openbanking:events:resource-update";
 const REVOKED: &str = "urn:uk:org:openbanking:events:consent-authorization-revoked";
 const ACCEPT: u8 = 0;
 const FAIL: u8 = 1;
+/// Answers 202 only after 3 s, once; then at once.
+const SLOW_ONCE: u8 = 2;
 
 #[derive(Clone, Debug)]
 struct Got {
@@ -58,8 +60,13 @@ async fn receive(
         content_type: h("content-type"),
         client_cert: peer.0.is_some(),
     });
-    if r.mode.load(Ordering::SeqCst) == FAIL {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    match r.mode.load(Ordering::SeqCst) {
+        FAIL => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        SLOW_ONCE => {
+            r.mode.store(ACCEPT, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        }
+        _ => {}
     }
     (
         StatusCode::ACCEPTED,
@@ -847,4 +854,37 @@ async fn a_killed_node_still_delivers() {
     b.kill().unwrap();
     b.wait().unwrap();
     drop(dir);
+}
+
+/// A receiver slower than `events.push_timeout_secs`: the push is cut off,
+/// tried again with the same SET (same jti, same bytes), and delivered.
+#[tokio::test]
+async fn a_slow_receiver_gets_the_same_set_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = sandbox_config(dir.path());
+    events_config(&mut cfg);
+    cfg.events.push_timeout_secs = 1;
+    let s = start_with(dir, cfg).await;
+    let rcv = Receiver::start(
+        &s.data_dir(),
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await;
+    let (c, cc) = tpp(&s, "slowtpp").await;
+    subscribe(&s, &c, &cc, Some(&rcv.url)).await;
+    rcv.set(SLOW_ONCE);
+    pay(&s, &c, &cc, "2.22").await;
+    let got = rcv.wait_for("a second attempt", |g| g.len() >= 2).await;
+    assert_eq!(got[0].body, got[1].body, "the same SET both times");
+    // Delivered: polling has nothing pending.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = poll(&s, &c, json!({ "returnImmediately": true })).await;
+        if v["sets"] == json!({}) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still pending: {v:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.stop().await;
 }
