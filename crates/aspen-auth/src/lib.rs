@@ -7,6 +7,7 @@ pub mod consent_view;
 pub mod dcr;
 pub mod discovery;
 pub mod oauth_error;
+pub mod sealed;
 pub mod secrets;
 pub mod token;
 pub mod totp;
@@ -40,6 +41,8 @@ pub enum ServerProfile {
 pub struct AuthConfig {
     /// `issuer`, byte for byte (AUTH-6). Endpoint URLs are built from it.
     pub issuer: String,
+    /// Seals PSU second-factor secrets at rest; from the key directory.
+    pub factor_box: std::sync::Arc<sealed::SecretBox>,
     pub profile: ServerProfile,
     /// The ASPSP's own id at the directory; accepted as registration `aud`
     /// next to the issuer (DCR-10).

@@ -1224,7 +1224,11 @@ async fn totp_accepted(
     now: i64,
 ) -> Result<bool, aspen_store::StoreError> {
     for f in factors.iter().filter(|f| f.kind == "totp") {
-        if let Some(step) = totp::matching_step(&f.secret, code, now)
+        let Some(secret) = state.config.factor_box.open(&f.secret) else {
+            tracing::warn!(factor_id = %f.factor_id, "factor secret cannot be opened with this key directory");
+            continue;
+        };
+        if let Some(step) = totp::matching_step(&secret, code, now)
             && state.store.use_totp_step(&f.factor_id, step).await?
         {
             return Ok(true);
@@ -1777,7 +1781,9 @@ async fn security_page(
         Ok(f) => f,
         Err(e) => return authz_error_response(state, e.into()),
     };
-    let pending = s.payload["pending_totp"].as_str().map(str::to_string);
+    let pending = s.payload["pending_totp"]
+        .as_str()
+        .and_then(|p| state.config.factor_box.open(p));
     let username = match state.store.psu(&psu).await {
         Ok(p) => p.map(|p| p.username).unwrap_or_default(),
         Err(e) => return authz_error_response(state, e.into()),
@@ -1960,7 +1966,7 @@ pub async fn totp_start(
         Err(r) => return r,
     };
     let mut payload = s.payload.clone();
-    payload["pending_totp"] = json!(totp::new_secret());
+    payload["pending_totp"] = json!(state.config.factor_box.seal(&totp::new_secret()));
     match reissue(&state, &s, None, payload).await {
         Ok((new, cookie)) => with_cookie(
             security_page(&state, &new, None, None, StatusCode::OK).await,
@@ -1988,7 +1994,10 @@ pub async fn totp_confirm(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let Some(secret) = s.payload["pending_totp"].as_str().map(str::to_string) else {
+    let Some(secret) = s.payload["pending_totp"]
+        .as_str()
+        .and_then(|p| state.config.factor_box.open(p))
+    else {
         return security_page(&state, &s, None, None, StatusCode::OK).await;
     };
     let t = now();
@@ -2012,7 +2021,7 @@ pub async fn totp_confirm(
         } else {
             label
         },
-        secret,
+        secret: state.config.factor_box.seal(&secret),
         created_at: t,
     };
     if let Err(e) = state.store.add_factor(&factor).await {

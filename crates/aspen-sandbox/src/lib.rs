@@ -39,6 +39,35 @@ pub enum SandboxError {
     SeedMismatch { existing: i64, requested: i64 },
 }
 
+/// Every sandbox PSU but one gets an authenticator (issue 14), its secret
+/// passed through `seal` before it is stored. Idempotent; run on every
+/// start, so a sandbox seeded before factors existed gets them.
+pub async fn seed_factors(
+    store: &dyn Store,
+    seed: u64,
+    seal: &(dyn Fn(&str) -> String + Send + Sync),
+) -> Result<(), SandboxError> {
+    for login in sandbox_logins(seed) {
+        let (Some(secret), Some(psu)) = (
+            login.totp_secret,
+            store.psu_by_username(login.username).await?,
+        ) else {
+            continue;
+        };
+        store
+            .add_factor(&aspen_store::factors::Factor {
+                factor_id: format!("totp-sandbox-{}", login.username),
+                psu_id: psu.id,
+                kind: "totp".into(),
+                label: "Sandbox authenticator".into(),
+                secret: seal(&secret),
+                created_at: 0,
+            })
+            .await?;
+    }
+    Ok(())
+}
+
 /// Seeds the world unless it is already there. The anchor date is stored,
 /// so a restart on a later day sees the same bank.
 pub async fn seed(store: &dyn Store, cfg: &SeedConfig) -> Result<SeedReport, SandboxError> {
@@ -64,26 +93,6 @@ pub async fn seed(store: &dyn Store, cfg: &SeedConfig) -> Result<SeedReport, San
             existing: state.seed,
             requested: cfg.seed as i64,
         });
-    }
-    // Every sandbox PSU but one has an authenticator (issue 14); added on
-    // every start, so a sandbox seeded before factors existed gets them.
-    for login in sandbox_logins(cfg.seed) {
-        let (Some(secret), Some(psu)) = (
-            login.totp_secret,
-            store.psu_by_username(login.username).await?,
-        ) else {
-            continue;
-        };
-        store
-            .add_factor(&aspen_store::factors::Factor {
-                factor_id: format!("totp-sandbox-{}", login.username),
-                psu_id: psu.id,
-                kind: "totp".into(),
-                label: "Sandbox authenticator".into(),
-                secret,
-                created_at: 0,
-            })
-            .await?;
     }
     let mut bulk_added = 0;
     let wanted = cfg.bulk_transactions as i64;

@@ -204,9 +204,19 @@ impl DataDir {
     /// The secret that seals page links, in the shared key directory so
     /// every node accepts every other node's links.
     pub fn link_secret(&self) -> Result<Vec<u8>> {
+        self.secret_key("link-secret")
+    }
+
+    /// The key that seals PSU second-factor secrets (AES-256).
+    pub fn factor_key(&self) -> Result<Vec<u8>> {
+        self.secret_key("factor-key")
+    }
+
+    /// A 32-byte secret of the shared key directory, made once.
+    fn secret_key(&self, name: &str) -> Result<Vec<u8>> {
         let dir = self.root.join("keys");
         fs::create_dir_all(&dir)?;
-        let path = dir.join("link-secret");
+        let path = dir.join(name);
         if !path.exists() {
             let mut bytes = [0u8; 32];
             aws_lc_rs::rand::fill(&mut bytes)

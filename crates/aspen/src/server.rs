@@ -218,6 +218,14 @@ pub async fn prepare(config: Config) -> Result<Runtime> {
         tracing::info!(?report, "sandbox world ready");
     }
     let auth = auth_config(&config, &data, &aspsp_org_id)?;
+    if config.profile == Profile::Sandbox {
+        let sealer = auth.factor_box.clone();
+        aspen_sandbox::seed_factors(store.as_ref(), config.sandbox.seed, &move |s| {
+            sealer.seal(s)
+        })
+        .await
+        .context("seeding the sandbox authenticators failed")?;
+    }
     let link_key = Arc::new(aws_lc_rs::hmac::Key::new(
         aws_lc_rs::hmac::HMAC_SHA256,
         &data.link_secret()?,
@@ -299,8 +307,11 @@ fn auth_config(
     for (url, path) in &config.trust.jwks_url_map {
         jwks_url_map.push((url.clone(), read_jwks(path)?));
     }
+    let factor_box = aspen_auth::sealed::SecretBox::new(&data.factor_key()?)
+        .context("keys/factor-key must hold 32 bytes")?;
     Ok(aspen_auth::AuthConfig {
         issuer: String::new(),
+        factor_box: Arc::new(factor_box),
         profile: match config.profile {
             Profile::Sandbox => aspen_auth::ServerProfile::Sandbox,
             Profile::Production => aspen_auth::ServerProfile::Production,

@@ -301,7 +301,12 @@ async fn authenticators_are_added_and_removed_behind_a_fresh_sign_in() {
     let factors = s.server.store.factors(&mits.id).await.unwrap();
     assert_eq!(factors.len(), 2);
     let phone = factors.iter().find(|f| f.label == "Phone").unwrap();
-    assert_eq!(phone.secret, secret);
+    // Sealed at rest: the database holds neither this secret nor the
+    // sandbox one in the clear.
+    assert!(phone.secret.starts_with("v1.") && !phone.secret.contains(&secret));
+    let sandbox = factors.iter().find(|f| f.label != "Phone").unwrap();
+    assert!(sandbox.secret.starts_with("v1."));
+    assert!(!sandbox.secret.contains(&secret_of("mits")));
 
     // Ten minutes later the sign-in is no longer fresh.
     let db = format!("sqlite://{}", s.data_dir().join("aspen.db").display());
