@@ -1025,3 +1025,29 @@ both!(
         assert_eq!((evs.len(), more), (0, false));
     }
 );
+
+// Issue 14: second factors; a TOTP time step is accepted once per factor.
+both!(factors_and_totp_steps, |s: Arc<dyn Store>| async move {
+    use aspen_store::factors::Factor;
+    let f = Factor {
+        factor_id: "totp-1".into(),
+        psu_id: "p1".into(),
+        kind: "totp".into(),
+        label: "Phone".into(),
+        secret: "v1.sealed".into(),
+        created_at: 5,
+    };
+    s.add_factor(&f).await.unwrap();
+    let mut other = f.clone();
+    other.label = "Changed".into();
+    s.add_factor(&other).await.unwrap();
+    assert_eq!(s.factors("p1").await.unwrap(), vec![f.clone()]);
+    assert!(s.factors("p2").await.unwrap().is_empty());
+    assert!(s.use_totp_step("totp-1", 100).await.unwrap());
+    assert!(!s.use_totp_step("totp-1", 100).await.unwrap(), "replay");
+    assert!(!s.use_totp_step("totp-1", 99).await.unwrap(), "older step");
+    assert!(s.use_totp_step("totp-1", 101).await.unwrap());
+    assert!(!s.remove_factor("p2", "totp-1").await.unwrap(), "another PSU's");
+    assert!(s.remove_factor("p1", "totp-1").await.unwrap());
+    assert!(s.factors("p1").await.unwrap().is_empty());
+});
