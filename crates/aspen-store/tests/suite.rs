@@ -1047,7 +1047,10 @@ both!(factors_and_totp_steps, |s: Arc<dyn Store>| async move {
     assert!(!s.use_totp_step("totp-1", 100).await.unwrap(), "replay");
     assert!(!s.use_totp_step("totp-1", 99).await.unwrap(), "older step");
     assert!(s.use_totp_step("totp-1", 101).await.unwrap());
-    assert!(!s.remove_factor("p2", "totp-1").await.unwrap(), "another PSU's");
+    assert!(
+        !s.remove_factor("p2", "totp-1").await.unwrap(),
+        "another PSU's"
+    );
     assert!(s.remove_factor("p1", "totp-1").await.unwrap());
     assert!(s.factors("p1").await.unwrap().is_empty());
 });
