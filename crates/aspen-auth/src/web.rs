@@ -1117,6 +1117,19 @@ pub async fn login_submit(
     } else {
         "/consent"
     };
+    if s.kind == "dashboard" {
+        // The dashboard is the PSU's bank account online (PSD2 Art. 97(1)(a)):
+        // a PSU with an authenticator signs in with it too.
+        let has_factor = match state.store.factors(&psu.id).await {
+            Ok(f) => !f.is_empty(),
+            Err(e) => return authz_error_response(&state, e.into()),
+        };
+        if has_factor {
+            payload = json!({ "otp_psu": psu.id, "otp_auth_time": t });
+            signed_in = None;
+            next = "/login/otp";
+        }
+    }
     if s.kind == "authorize" {
         payload["amr"] = json!([AMR_PWD]);
         let sca_required = payload["sca_required"] == json!(true);
@@ -1191,7 +1204,7 @@ async fn otp_session(
     };
     let s = current_session(state, headers)
         .await
-        .filter(|s| s.kind == "authorize" && s.psu_id.is_none())
+        .filter(|s| s.psu_id.is_none())
         .ok_or_else(expired)?;
     let psu = s.payload["otp_psu"]
         .as_str()
@@ -1311,12 +1324,17 @@ pub async fn otp_submit(
         m.remove("otp_auth_time");
         m.remove("linked_words");
     }
-    payload["amr"] = json!([AMR_PWD, AMR_OTP]);
+    let next = if s.kind == "dashboard" {
+        "/account/consents"
+    } else {
+        payload["amr"] = json!([AMR_PWD, AMR_OTP]);
+        "/consent"
+    };
     let (id, new) = match new_session(&state, &s.kind, Some((&psu, auth_time)), payload).await {
         Ok(x) => x,
         Err(e) => return authz_error_response(&state, e.into()),
     };
-    let mut resp = redirect(StatusCode::SEE_OTHER, "/consent");
+    let mut resp = redirect(StatusCode::SEE_OTHER, next);
     resp.headers_mut()
         .insert(header::SET_COOKIE, session_cookie(&id, new.expires_at - t));
     no_store(resp)

@@ -156,6 +156,7 @@ async fn revocation_from_the_dashboard() {
         .unwrap();
     let seen = drive(json!({
         "mode": "dashboard", "start_url": s.url("/account/consents"), "username": "rora",
+        "totp_secret": aspen_sandbox::sandbox_logins(42)[0].totp_secret,
         "password": "rora.", "client_name": "revokeapp", "screenshots": screenshots(),
     }))
     .await;

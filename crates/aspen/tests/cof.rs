@@ -478,6 +478,7 @@ async fn the_psu_authorises_and_revokes_in_the_browser() {
         &[("csrf", &csrf), ("username", "rora"), ("password", "rora.")],
     )
     .await;
+    br.second_factor("rora").await;
     let page = br
         .get(&s.url("/account/consents"))
         .await

@@ -385,6 +385,9 @@ async fn signed_sets_are_pushed_retried_and_polled_as_the_same_events() {
     // EVT-34.5: acknowledge only, nothing returned, never again.
     let v = poll(&s, &c, json!({ "maxEvents": 0, "ack": [jti] })).await;
     assert_eq!(v["sets"], json!({}));
+    // A push already on its way when the ack landed may still arrive;
+    // none may start after it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let settled = rcv.got().len();
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(rcv.got().len(), settled, "no push after the ack");
@@ -438,6 +441,7 @@ async fn signed_sets_are_pushed_retried_and_polled_as_the_same_events() {
         &[("csrf", &csrf), ("username", "rora"), ("password", "rora.")],
     )
     .await;
+    b.second_factor("rora").await;
     let page = b
         .get(&s.url("/account/consents"))
         .await
@@ -445,6 +449,8 @@ async fn signed_sets_are_pushed_retried_and_polled_as_the_same_events() {
         .await
         .unwrap();
     let csrf = csrf_of(&page);
+    // Counted before the change: the push may arrive before the answer.
+    let n = rcv.got().len();
     let r = b
         .post(
             &format!("/account/consents/{consent}/revoke"),
@@ -452,7 +458,6 @@ async fn signed_sets_are_pushed_retried_and_polled_as_the_same_events() {
         )
         .await;
     assert_eq!(r.status(), 200);
-    let n = rcv.got().len();
     let got = rcv
         .wait_for("the revocation", |g| {
             g[n.min(g.len())..]

@@ -621,6 +621,9 @@ async fn dashboard_revocation_stops_tokens_at_once() {
             &[("csrf", &csrf), ("username", "rora"), ("password", "rora.")],
         )
         .await;
+    // The dashboard is the PSU's own bank account online: two factors.
+    assert_eq!(location(&r), "/login/otp");
+    let r = b.second_factor("rora").await;
     assert_eq!(location(&r), "/account/consents");
     let page = b
         .get(&s.url("/account/consents"))

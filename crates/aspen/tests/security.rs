@@ -418,6 +418,8 @@ async fn anonymous_visits_write_nothing_and_expired_state_is_purged() {
         )
         .await;
     assert_eq!(r.status(), 303);
+    let r = b.second_factor("rora").await;
+    assert_eq!(r.status(), 303);
     let page = b
         .get(&s.url("/account/consents"))
         .await

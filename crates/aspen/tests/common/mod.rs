@@ -769,3 +769,36 @@ pub async fn assert_forbidden(r: reqwest::Response, code: &str) {
         "{b:#}"
     );
 }
+
+impl Browser<'_> {
+    /// The second step of a sign-in (issue 14): the sandbox PSU's current
+    /// TOTP code, or the next one when this one was already spent (as an
+    /// authenticator app shows it a moment later). The response to the
+    /// accepted code.
+    pub async fn second_factor(&mut self, username: &str) -> reqwest::Response {
+        let secret = aspen_sandbox::sandbox_logins(42)
+            .into_iter()
+            .find(|l| l.username == username)
+            .and_then(|l| l.totp_secret)
+            .expect("a sandbox authenticator");
+        let key = aspen_auth::totp::decode_secret(&secret).unwrap();
+        let page = self
+            .get(&self.s.url("/login/otp"))
+            .await
+            .text()
+            .await
+            .unwrap();
+        let csrf = csrf_of(&page);
+        let now = chrono::Utc::now().timestamp();
+        for ahead in [0, aspen_auth::totp::STEP_SECS] {
+            let code = aspen_auth::totp::code_at(&key, now + ahead);
+            let r = self
+                .post("/login/otp", &[("csrf", &csrf), ("otp", &code)])
+                .await;
+            if r.status() != 401 {
+                return r;
+            }
+        }
+        panic!("no TOTP code of {username} was accepted");
+    }
+}
