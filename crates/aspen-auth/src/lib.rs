@@ -7,10 +7,8 @@ pub mod consent_view;
 pub mod dcr;
 pub mod discovery;
 pub mod oauth_error;
-pub mod sealed;
 pub mod secrets;
 pub mod token;
-pub mod totp;
 pub mod tpp_keys;
 pub mod web;
 
@@ -22,6 +20,7 @@ use aspen_store::Store;
 use axum::Router;
 use axum::routing::{get, post};
 
+pub use aspen_psu::{sealed, totp, webauthn};
 pub use bearer::{BoundToken, GrantKind};
 pub use oauth_error::OAuthError;
 

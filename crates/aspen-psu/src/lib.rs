@@ -1,0 +1,12 @@
+//! PSU authentication that is not web plumbing: TOTP codes, passkey
+//! (WebAuthn) ceremonies, and the sealing of factor secrets at rest. The
+//! pages that use them live in `aspen-auth`.
+
+pub mod sealed;
+pub mod totp;
+pub mod webauthn;
+
+/// Byte strings compared in constant time (challenges, codes).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
+}
