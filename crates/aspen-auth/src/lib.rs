@@ -40,6 +40,8 @@ pub enum ServerProfile {
 pub struct AuthConfig {
     /// `issuer`, byte for byte (AUTH-6). Endpoint URLs are built from it.
     pub issuer: String,
+    /// `[psu_auth] passkey_rp_id`; checked against the issuer at startup.
+    pub passkey_rp_id: Option<String>,
     /// Seals PSU second-factor secrets at rest; from the key directory.
     pub factor_box: std::sync::Arc<sealed::SecretBox>,
     pub profile: ServerProfile,
@@ -111,6 +113,8 @@ pub struct AuthState {
     /// with a restart, and with their certificate chains (`x5c`) the body
     /// is several kilobytes of base64 not worth rebuilding per request.
     pub jwks_body: axum::body::Bytes,
+    /// Passkeys' relying party, when the issuer names a host.
+    pub passkeys: Option<Arc<webauthn::RelyingParty>>,
 }
 
 impl AuthState {
@@ -126,7 +130,18 @@ impl AuthState {
         let jwks_body = serde_json::to_vec(&serde_json::json!({ "keys": jwks }))
             .unwrap_or_default()
             .into();
+        let passkeys = webauthn::RelyingParty::for_issuer(
+            &config.issuer,
+            config.passkey_rp_id.as_deref(),
+            &config.brand.name,
+        )
+        .unwrap_or_else(|why| {
+            tracing::warn!(%why, "passkeys are off");
+            None
+        })
+        .map(Arc::new);
         Self {
+            passkeys,
             config: Arc::new(config),
             store,
             core,
@@ -170,6 +185,14 @@ pub fn router(state: AuthState) -> Router {
             "/account/security/factors/{factor_id}/remove",
             post(web::factor_remove),
         )
+        .route("/login/passkey", post(web::passkey::login))
+        .route("/login/otp/passkey", post(web::passkey::second_factor))
+        .route("/account/security/passkey", post(web::passkey::enrol))
+        .route(
+            "/account/security/reauth/passkey",
+            post(web::passkey::reauth),
+        )
+        .route("/assets/passkey.js", get(web::passkey::script))
         .route("/logout", post(web::logout))
         .with_state(state)
 }

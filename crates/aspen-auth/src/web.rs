@@ -15,6 +15,8 @@ use axum::response::{Html, IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+pub mod passkey;
+
 use crate::consent_view;
 use crate::{AuthState, ServerProfile, secrets, totp};
 
@@ -131,11 +133,14 @@ fn payment_link(consent: &ConsentRecord) -> Option<(String, String)> {
     Some((words, aspen_jose::sha256_b64url(canonical.as_bytes())))
 }
 
-/// Two independent factors (knowledge and possession) make SCA.
+/// Two independent factors make SCA: the password with a code or a
+/// passkey (knowledge and possession), or a passkey that verified the user
+/// itself (possession and the authenticator's PIN or biometric).
 fn acr_of(amr: &[String]) -> &'static str {
-    let pwd = amr.iter().any(|m| m == AMR_PWD);
-    let possession = amr.iter().any(|m| m == AMR_OTP);
-    if pwd && possession { ACR_SCA } else { ACR_CA }
+    let has = |v: &str| amr.iter().any(|m| m == v);
+    let possession = has(AMR_OTP) || has(passkey::AMR_HWK);
+    let sca = (has(AMR_PWD) && possession) || (has(passkey::AMR_HWK) && has(passkey::AMR_MFA));
+    if sca { ACR_SCA } else { ACR_CA }
 }
 
 fn now() -> i64 {
@@ -170,7 +175,7 @@ fn no_store(mut resp: Response) -> Response {
     // The pages load nothing from anywhere; framing is refused.
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; frame-ancestors 'none'"),
+        HeaderValue::from_static("default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; frame-ancestors 'none'"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
@@ -744,11 +749,11 @@ async fn headless(state: &AuthState, v: &Validated) -> Response {
     };
     // Headless pretends the PSU's login: the password, and the second
     // factor when the PSU has one (the ID token's amr says which).
-    let has_factor = match state.store.factors(&psu.id).await {
-        Ok(f) => !f.is_empty(),
+    let factors = match state.store.factors(&psu.id).await {
+        Ok(f) => f,
         Err(e) => return authz_error_response(state, e.into()),
     };
-    if v.sca_required && !has_factor {
+    if v.sca_required && factors.is_empty() {
         return authz_error_response(
             state,
             fail(
@@ -758,10 +763,14 @@ async fn headless(state: &AuthState, v: &Validated) -> Response {
     }
     let mut v = v.clone();
     v.linked = payment_link(&consent).map(|(_, d)| d);
-    v.amr = if has_factor {
+    // The factor it pretends is one the PSU really has: a code when there
+    // is an authenticator app, else a passkey.
+    v.amr = if factors.iter().any(|f| f.kind == "totp") {
         vec![AMR_PWD.into(), AMR_OTP.into()]
-    } else {
+    } else if factors.is_empty() {
         vec![AMR_PWD.into()]
+    } else {
+        vec![AMR_PWD.into(), passkey::AMR_HWK.into()]
     };
     let v = &v;
     match approve(state, v, &psu.id, &chosen, now()).await {
@@ -962,6 +971,8 @@ struct LoginPage<'a> {
     csrf: &'a str,
     client_name: Option<String>,
     error: Option<&'a str>,
+    /// WebAuthn request options for "Use a passkey" (JSON).
+    passkey: Option<String>,
 }
 
 fn render<T: Template>(t: &T, status: StatusCode) -> Response {
@@ -998,6 +1009,7 @@ pub async fn login_page(State(state): State<AuthState>, headers: HeaderMap) -> R
         csrf: &s.csrf,
         client_name: client_name_of(&state, &s).await,
         error: None,
+        passkey: passkey::login_options(&state, &s).await,
     };
     render(&page, StatusCode::OK)
 }
@@ -1030,12 +1042,14 @@ pub async fn login_submit(
         );
     }
     let client_name = client_name_of(&state, &s).await;
+    let passkey_options = passkey::login_options(&state, &s).await;
     let show = |error: &'static str, status: StatusCode| {
         let page = LoginPage {
             brand: &state.config.brand,
             csrf: &s.csrf,
             client_name: client_name.clone(),
             error: Some(error),
+            passkey: passkey_options.clone(),
         };
         render(&page, status)
     };
@@ -1188,6 +1202,35 @@ struct OtpPage<'a> {
     error: Option<&'a str>,
     /// The payment being approved, in words (dynamic linking).
     linked: Option<String>,
+    /// The PSU has an authenticator app: the code form is shown.
+    totp: bool,
+    /// WebAuthn request options for one of the PSU's passkeys (JSON).
+    passkey: Option<String>,
+}
+
+/// The second-factor page: a code field when the PSU has an
+/// authenticator app, "Use a passkey" when they have a passkey.
+async fn otp_page_with(
+    state: &AuthState,
+    s: &WebSession,
+    psu: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let factors = match state.store.factors(psu).await {
+        Ok(f) => f,
+        Err(e) => return authz_error_response(state, e.into()),
+    };
+    let page = OtpPage {
+        brand: &state.config.brand,
+        csrf: &s.csrf,
+        client_name: client_name_of(state, s).await,
+        error,
+        linked: s.payload["linked_words"].as_str().map(str::to_string),
+        totp: factors.iter().any(|f| f.kind == "totp"),
+        passkey: passkey::second_factor_options(state, s, &factors).await,
+    };
+    render(&page, status)
 }
 
 /// The journey's session between the password and the second factor.
@@ -1214,18 +1257,10 @@ async fn otp_session(
 }
 
 pub async fn otp_page(State(state): State<AuthState>, headers: HeaderMap) -> Response {
-    let (s, _) = match otp_session(&state, &headers).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let page = OtpPage {
-        brand: &state.config.brand,
-        csrf: &s.csrf,
-        client_name: client_name_of(&state, &s).await,
-        error: None,
-        linked: s.payload["linked_words"].as_str().map(str::to_string),
-    };
-    render(&page, StatusCode::OK)
+    match otp_session(&state, &headers).await {
+        Ok((s, psu)) => otp_page_with(&state, &s, &psu, None, StatusCode::OK).await,
+        Err(r) => r,
+    }
 }
 
 /// Whether `code` is the current code of one of the PSU's authenticators,
@@ -1276,6 +1311,11 @@ pub async fn otp_submit(
         );
     }
     let client_name = client_name_of(&state, &s).await;
+    let factors = match state.store.factors(&psu).await {
+        Ok(f) => f,
+        Err(e) => return authz_error_response(&state, e.into()),
+    };
+    let passkey_options = passkey::second_factor_options(&state, &s, &factors).await;
     let show = |error: &'static str, status: StatusCode| {
         let page = OtpPage {
             brand: &state.config.brand,
@@ -1283,6 +1323,8 @@ pub async fn otp_submit(
             client_name: client_name.clone(),
             error: Some(error),
             linked: s.payload["linked_words"].as_str().map(str::to_string),
+            totp: factors.iter().any(|f| f.kind == "totp"),
+            passkey: passkey_options.clone(),
         };
         render(&page, status)
     };
@@ -1297,10 +1339,6 @@ pub async fn otp_submit(
         Ok(false) => return too_many(&show),
         Err(e) => return authz_error_response(&state, e.into()),
     }
-    let factors = match state.store.factors(&psu).await {
-        Ok(f) => f,
-        Err(e) => return authz_error_response(&state, e.into()),
-    };
     let ok = match totp_accepted(&state, &factors, &form.otp, t).await {
         Ok(ok) => ok,
         Err(e) => return authz_error_response(&state, e.into()),
@@ -1623,6 +1661,7 @@ pub async fn dashboard(State(state): State<AuthState>, headers: HeaderMap) -> Re
         csrf: &s.csrf,
         client_name: None,
         error: None,
+        passkey: passkey::login_options(&state, &s).await,
     };
     let mut resp = render(&page, StatusCode::OK);
     resp.headers_mut().insert(
@@ -1767,6 +1806,8 @@ const FRESH_SECS: i64 = 300;
 struct FactorRow {
     id: String,
     label: String,
+    /// "Authenticator app" or "Passkey".
+    kind: &'static str,
     added: String,
 }
 
@@ -1781,6 +1822,13 @@ struct SecurityPage<'a> {
     fresh: bool,
     pending: Option<String>,
     pending_uri: String,
+    /// A fresh sign-in asks for a code (the PSU has an authenticator app).
+    totp: bool,
+    /// WebAuthn options: a fresh sign-in with a passkey, a new passkey.
+    passkey_reauth: Option<String>,
+    passkey_create: Option<String>,
+    /// Passkeys cannot work on this address (an IP, not a host name).
+    passkeys_off: bool,
 }
 
 fn fresh(s: &WebSession) -> bool {
@@ -1816,9 +1864,20 @@ async fn security_page(
             .map(|f| FactorRow {
                 id: f.factor_id.clone(),
                 label: f.label.clone(),
+                kind: if f.kind == "passkey" {
+                    "Passkey"
+                } else {
+                    "Authenticator app"
+                },
                 added: fmt_ms(Some(f.created_at * 1000)),
             })
             .collect(),
+        totp: factors.iter().any(|f| f.kind == "totp"),
+        passkey_reauth: passkey::reauth_options(state, s, &factors),
+        passkey_create: fresh(s)
+            .then(|| passkey::creation_options(state, s, &username, &factors))
+            .flatten(),
+        passkeys_off: state.passkeys.is_none(),
         fresh: fresh(s),
         pending_uri: pending
             .as_deref()
@@ -1944,6 +2003,8 @@ pub async fn security_reauth(
         Err(e) => return authz_error_response(&state, e.into()),
     };
     let mut ok = verify_password(&psu.password_hash, &form.password);
+    // Two factors when the PSU has them: with passkeys only no code can
+    // match, and such a PSU confirms with "Use a passkey" instead.
     if ok && !factors.is_empty() {
         ok = match totp_accepted(&state, &factors, &form.otp, t).await {
             Ok(ok) => ok,
@@ -2041,6 +2102,7 @@ pub async fn totp_confirm(
         },
         secret: state.config.factor_box.seal(&secret),
         created_at: t,
+        credential_id: None,
     };
     if let Err(e) = state.store.add_factor(&factor).await {
         return authz_error_response(&state, e.into());

@@ -3,6 +3,8 @@
 //! pages that use them live in `aspen-auth`.
 
 pub mod sealed;
+#[cfg(any(test, feature = "soft-authenticator"))]
+pub mod soft_authenticator;
 pub mod totp;
 pub mod webauthn;
 

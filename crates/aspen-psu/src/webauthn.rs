@@ -406,3 +406,191 @@ pub fn verify_assertion(
         user_verified,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::soft_authenticator::SoftAuthenticator;
+
+    fn rp() -> RelyingParty {
+        RelyingParty::for_issuer("https://bank.example:8443", None, "Bank")
+            .unwrap()
+            .unwrap()
+    }
+
+    fn enrolled() -> (SoftAuthenticator, NewCredential) {
+        let rp = rp();
+        let mut a = SoftAuthenticator::new(&rp.origin);
+        let c = challenge("register", "session", "");
+        let opts = creation_options(&rp, "psu-1", "rora", &c, &[]);
+        let (id, cd, att) = a.create(&opts);
+        let cred =
+            verify_registration(&rp, &c, &B64.decode(cd).unwrap(), &B64.decode(att).unwrap())
+                .unwrap();
+        assert_eq!(B64.encode(&cred.id), id);
+        assert_eq!(a.user_handle, user_handle("psu-1"));
+        (a, cred)
+    }
+
+    fn assert_with(
+        a: &mut SoftAuthenticator,
+        cred: &NewCredential,
+        issued: &[u8],
+        expected: &[u8],
+        require_uv: bool,
+        tamper: impl Fn(&mut Vec<u8>, &mut Vec<u8>, &mut Vec<u8>),
+    ) -> Result<Assertion, WebauthnError> {
+        let rp = rp();
+        let f = a.get(&request_options(
+            &rp,
+            issued,
+            &[cred.id.clone()],
+            require_uv,
+        ));
+        let (mut cd, mut ad, mut sig) = (
+            B64.decode(f.client_data).unwrap(),
+            B64.decode(f.authenticator_data).unwrap(),
+            B64.decode(f.signature).unwrap(),
+        );
+        tamper(&mut cd, &mut ad, &mut sig);
+        verify_assertion(&rp, expected, &cred.public_key, &cd, &ad, &sig, require_uv)
+    }
+
+    #[test]
+    fn registration_then_assertions() {
+        let (mut a, cred) = enrolled();
+        assert_eq!(
+            (cred.alg, cred.sign_count, cred.user_verified),
+            (ES256, 1, true)
+        );
+        let c = challenge("login", "s2", "link");
+        let ok = assert_with(&mut a, &cred, &c, &c, true, |_, _, _| {}).unwrap();
+        assert_eq!(
+            ok,
+            Assertion {
+                sign_count: 2,
+                user_verified: true
+            }
+        );
+    }
+
+    #[test]
+    fn every_check_refuses() {
+        let (mut a, cred) = enrolled();
+        let c = challenge("login", "s", "");
+        let other = challenge("login", "s", "another payment");
+        assert_eq!(
+            assert_with(&mut a, &cred, &c, &other, false, |_, _, _| {}),
+            Err(WebauthnError::Challenge)
+        );
+        assert_eq!(
+            assert_with(&mut a, &cred, &c, &c, false, |_, _, sig| {
+                let n = sig.len() - 1;
+                sig[n] ^= 1;
+            }),
+            Err(WebauthnError::Signature)
+        );
+        assert_eq!(
+            assert_with(&mut a, &cred, &c, &c, false, |_, ad, _| ad[0] ^= 1),
+            Err(WebauthnError::RpId)
+        );
+        // Flags are signed: clearing UV after the fact breaks the signature.
+        assert_eq!(
+            assert_with(&mut a, &cred, &c, &c, false, |_, ad, _| ad[32] &= !0x04),
+            Err(WebauthnError::Signature)
+        );
+        a.verifies_user = false;
+        assert_eq!(
+            assert_with(&mut a, &cred, &c, &c, true, |_, _, _| {}),
+            Err(WebauthnError::NotVerified)
+        );
+        assert!(assert_with(&mut a, &cred, &c, &c, false, |_, _, _| {}).is_ok());
+        a.origin = "https://evil.example".into();
+        assert_eq!(
+            assert_with(&mut a, &cred, &c, &c, false, |_, _, _| {}),
+            Err(WebauthnError::Origin("https://evil.example".into()))
+        );
+        a.origin = rp().origin;
+        // A registration response is not an assertion.
+        let f = a.get(&request_options(&rp(), &c, &[], false));
+        let cd = String::from_utf8(B64.decode(f.client_data).unwrap())
+            .unwrap()
+            .replace("webauthn.get", "webauthn.create");
+        assert_eq!(
+            verify_assertion(
+                &rp(),
+                &c,
+                &cred.public_key,
+                cd.as_bytes(),
+                &B64.decode(f.authenticator_data).unwrap(),
+                &B64.decode(f.signature).unwrap(),
+                false
+            ),
+            Err(WebauthnError::Type("webauthn.get"))
+        );
+    }
+
+    #[test]
+    fn registration_for_another_site_or_challenge_is_refused() {
+        let rp = rp();
+        let c = challenge("register", "session", "");
+        let mut a = SoftAuthenticator::new(&rp.origin);
+        let mut opts = creation_options(&rp, "psu-1", "rora", &c, &[]);
+        opts["rp"]["id"] = json!("other.example");
+        let (_, cd, att) = a.create(&opts);
+        assert_eq!(
+            verify_registration(
+                &rp,
+                &c,
+                &B64.decode(&cd).unwrap(),
+                &B64.decode(&att).unwrap()
+            ),
+            Err(WebauthnError::RpId)
+        );
+        let other = challenge("register", "other session", "");
+        assert_eq!(
+            verify_registration(
+                &rp,
+                &other,
+                &B64.decode(cd).unwrap(),
+                &B64.decode(att).unwrap()
+            ),
+            Err(WebauthnError::Challenge)
+        );
+        assert!(matches!(
+            verify_registration(&rp, &c, b"{}", b"\xa0"),
+            Err(WebauthnError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn relying_party_from_issuer() {
+        let rp = |i: &str, id: Option<&str>| RelyingParty::for_issuer(i, id, "B");
+        assert_eq!(rp("https://127.0.0.1:8443", None), Ok(None));
+        assert_eq!(rp("https://[::1]:8443", None), Ok(None));
+        assert!(rp("https://127.0.0.1:8443", Some("localhost")).is_err());
+        assert!(rp("http://bank.example", None).is_err());
+        let ok = rp("https://login.bank.example:8443/x", Some("bank.example"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (ok.id.as_str(), ok.origin.as_str()),
+            ("bank.example", "https://login.bank.example:8443")
+        );
+        assert!(rp("https://login.bank.example", Some("ank.example")).is_err());
+        assert_eq!(
+            rp("https://localhost:9000", None).unwrap().unwrap().id,
+            "localhost"
+        );
+    }
+
+    #[test]
+    fn challenges_are_bound_to_their_parts() {
+        let a = challenge("login", "s", "l");
+        assert_eq!(a, challenge("login", "s", "l"));
+        assert_ne!(a, challenge("login", "s", "m"));
+        assert_ne!(a, challenge("register", "s", "l"));
+        // Length-prefixed: parts cannot slide into each other.
+        assert_ne!(challenge("ab", "c", ""), challenge("a", "bc", ""));
+    }
+}

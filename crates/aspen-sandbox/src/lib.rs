@@ -62,6 +62,7 @@ pub async fn seed_factors(
                 label: "Sandbox authenticator".into(),
                 secret: seal(&secret),
                 created_at: 0,
+                credential_id: None,
             })
             .await?;
     }

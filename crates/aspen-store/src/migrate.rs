@@ -69,6 +69,11 @@ pub fn sqlite() -> Migrator {
             "factors",
             include_str!("../migrations/sqlite/0009_factors.sql"),
         ),
+        (
+            10,
+            "passkeys",
+            include_str!("../migrations/sqlite/0010_passkeys.sql"),
+        ),
     ])
 }
 
@@ -118,6 +123,11 @@ pub fn postgres() -> Migrator {
             9,
             "factors",
             include_str!("../migrations/postgres/0009_factors.sql"),
+        ),
+        (
+            10,
+            "passkeys",
+            include_str!("../migrations/postgres/0010_passkeys.sql"),
         ),
     ])
 }

@@ -1036,6 +1036,7 @@ both!(factors_and_totp_steps, |s: Arc<dyn Store>| async move {
         label: "Phone".into(),
         secret: "v1.sealed".into(),
         created_at: 5,
+        credential_id: None,
     };
     s.add_factor(&f).await.unwrap();
     let mut other = f.clone();
@@ -1054,3 +1055,66 @@ both!(factors_and_totp_steps, |s: Arc<dyn Store>| async move {
     assert!(s.remove_factor("p1", "totp-1").await.unwrap());
     assert!(s.factors("p1").await.unwrap().is_empty());
 });
+
+// Issue 14: passkeys are found by credential id, which is unique over all
+// PSUs; the signature counter only moves forward (or stays 0 for
+// authenticators without one), and parallel uses of one counter value
+// have one winner.
+both!(
+    passkeys_by_credential_and_counter,
+    |s: Arc<dyn Store>| async move {
+        use aspen_store::StoreError;
+        use aspen_store::factors::Factor;
+        let pk = |id: &str, psu: &str, cred: &str| Factor {
+            factor_id: id.into(),
+            psu_id: psu.into(),
+            kind: "passkey".into(),
+            label: "Laptop".into(),
+            secret: "cose".into(),
+            created_at: 7,
+            credential_id: Some(cred.into()),
+        };
+        s.add_factor(&pk("pk-1", "p1", "cred-a")).await.unwrap();
+        assert!(matches!(
+            s.add_factor(&pk("pk-2", "p2", "cred-a")).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(
+            s.factor_by_credential("cred-a").await.unwrap(),
+            Some(pk("pk-1", "p1", "cred-a"))
+        );
+        assert_eq!(s.factor_by_credential("cred-b").await.unwrap(), None);
+        assert!(
+            s.use_passkey_counter("pk-1", 0).await.unwrap(),
+            "no counter"
+        );
+        assert!(s.use_passkey_counter("pk-1", 3).await.unwrap());
+        assert!(
+            !s.use_passkey_counter("pk-1", 3).await.unwrap(),
+            "same count"
+        );
+        assert!(!s.use_passkey_counter("pk-1", 2).await.unwrap(), "cloned");
+        assert!(
+            !s.use_passkey_counter("pk-1", 0).await.unwrap(),
+            "0 after 3"
+        );
+        let (a, b) = tokio::join!(
+            s.use_passkey_counter("pk-1", 9),
+            s.use_passkey_counter("pk-1", 9)
+        );
+        assert_eq!(
+            [a.unwrap(), b.unwrap()].iter().filter(|w| **w).count(),
+            1,
+            "one winner"
+        );
+        // The passkey counter CAS leaves TOTP factors alone.
+        s.add_factor(&Factor {
+            kind: "totp".into(),
+            credential_id: None,
+            ..pk("totp-9", "p1", "")
+        })
+        .await
+        .unwrap();
+        assert!(!s.use_passkey_counter("totp-9", 5).await.unwrap());
+    }
+);

@@ -53,6 +53,7 @@ pub struct Config {
     pub trust: TrustConfig,
     pub proxy: ProxyConfig,
     pub psu_login: PsuLoginConfig,
+    pub psu_auth: PsuAuthConfig,
     pub housekeeping: HousekeepingConfig,
     pub sandbox: SandboxConfig,
     pub limits: LimitsConfig,
@@ -180,6 +181,19 @@ impl Default for PsuLoginConfig {
             lockout_secs: 60,
         }
     }
+}
+
+/// How PSUs prove who they are (issue 14).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PsuAuthConfig {
+    /// The WebAuthn relying party id for passkeys: the public URL's host
+    /// or a parent domain of it (so passkeys survive a move between
+    /// subdomains). Unset: the host. Passkeys are offered only when the
+    /// public URL names a host, never an IP address (WebAuthn has no RP
+    /// ids for addresses): in the sandbox, `public_url =
+    /// "https://localhost:8443"`.
+    pub passkey_rp_id: Option<String>,
 }
 
 /// Background housekeeping on every node.
@@ -483,6 +497,7 @@ impl Default for Config {
             trust: TrustConfig::default(),
             proxy: ProxyConfig::default(),
             psu_login: PsuLoginConfig::default(),
+            psu_auth: PsuAuthConfig::default(),
             housekeeping: HousekeepingConfig::default(),
             sandbox: SandboxConfig::default(),
             limits: LimitsConfig::default(),
@@ -760,6 +775,17 @@ impl Config {
                 "psu_login",
                 "max_attempts_per_psu, max_attempts_per_address, window_secs and lockout_secs must be at least 1",
             ));
+        }
+        if let Some(rp_id) = &self.psu_auth.passkey_rp_id {
+            let issuer = self
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("https://{}", self.listen));
+            if let Err(why) =
+                aspen_auth::webauthn::RelyingParty::for_issuer(&issuer, Some(rp_id), "")
+            {
+                return Err(field("psu_auth.passkey_rp_id", &why));
+            }
         }
         if self.housekeeping.purge_interval_secs == 0 || self.housekeeping.purge_batch < 1 {
             return Err(field(

@@ -311,6 +311,7 @@ fn auth_config(
         .context("keys/factor-key must hold 32 bytes")?;
     Ok(aspen_auth::AuthConfig {
         issuer: String::new(),
+        passkey_rp_id: config.psu_auth.passkey_rp_id.clone(),
         factor_box: Arc::new(factor_box),
         profile: match config.profile {
             Profile::Sandbox => aspen_auth::ServerProfile::Sandbox,
