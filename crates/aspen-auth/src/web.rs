@@ -182,6 +182,38 @@ fn no_store(mut resp: Response) -> Response {
     resp
 }
 
+/// A page of a TPP's journey: its forms may be answered with a redirect to
+/// the TPP (the code, or access_denied), and Chromium checks that redirect
+/// against `form-action` too, so the TPP's registered redirect origin is
+/// allowed next to 'self'.
+fn journey_page(mut resp: Response, s: &WebSession) -> Response {
+    let Some(uri) = s.payload["redirect_uri"]
+        .as_str()
+        .filter(|_| s.kind == "authorize")
+    else {
+        return resp;
+    };
+    let origin: String = uri.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+    let safe = origin.starts_with("https://")
+        && origin[8..]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    // An origin that cannot be written into the policy (a sandbox client's
+    // plain-http redirect) leaves form-action out rather than break.
+    let form_action = if safe {
+        format!(" form-action 'self' {origin};")
+    } else {
+        String::new()
+    };
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-src data:;{form_action} frame-ancestors 'none'"
+    )) {
+        resp.headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    resp
+}
+
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
@@ -1011,7 +1043,7 @@ pub async fn login_page(State(state): State<AuthState>, headers: HeaderMap) -> R
         error: None,
         passkey: passkey::login_options(&state, &s).await,
     };
-    render(&page, StatusCode::OK)
+    journey_page(render(&page, StatusCode::OK), &s)
 }
 
 #[derive(Deserialize)]
@@ -1051,7 +1083,7 @@ pub async fn login_submit(
             error: Some(error),
             passkey: passkey_options.clone(),
         };
-        render(&page, status)
+        journey_page(render(&page, status), &s)
     };
     let t = now();
     let user_key = format!("psu:{}", form.username.to_lowercase());
@@ -1230,7 +1262,7 @@ async fn otp_page_with(
         totp: factors.iter().any(|f| f.kind == "totp"),
         passkey: passkey::second_factor_options(state, s, &factors).await,
     };
-    render(&page, status)
+    journey_page(render(&page, status), &s)
 }
 
 /// The journey's session between the password and the second factor.
@@ -1326,7 +1358,7 @@ pub async fn otp_submit(
             totp: factors.iter().any(|f| f.kind == "totp"),
             passkey: passkey_options.clone(),
         };
-        render(&page, status)
+        journey_page(render(&page, status), &s)
     };
     let t = now();
     let key = format!("otp:{psu}");
@@ -1506,16 +1538,7 @@ async fn consent_page(
     } else {
         StatusCode::OK
     };
-    let mut resp = render(&page, status);
-    // The form's answer is a redirect to the TPP's origin, which Chromium
-    // checks against form-action as well; this page leaves form-action out.
-    resp.headers_mut().insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'",
-        ),
-    );
-    resp
+    journey_page(render(&page, status), s)
 }
 
 pub async fn consent_get(State(state): State<AuthState>, headers: HeaderMap) -> Response {

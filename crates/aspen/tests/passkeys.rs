@@ -16,19 +16,6 @@ use serde_json::{Value, json};
 const SCOPE: &str = "openid accounts";
 const SCA: &str = "urn:openbanking:psd2:sca";
 
-async fn start_localhost() -> TestServer {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfg = sandbox_config(dir.path());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    cfg.listen = format!("127.0.0.1:{port}");
-    cfg.public_url = Some(format!("https://localhost:{port}"));
-    start_with(dir, cfg).await
-}
-
 /// HTML attribute text back to what the browser hands the script.
 fn unescape(s: &str) -> String {
     let mut out = String::new();
@@ -201,7 +188,19 @@ async fn a_verifying_passkey_alone_is_sca_and_its_answer_counts_once() {
         ))
         .await;
     assert_eq!(location(&r), "/login");
-    let page = b.get(&s.url("/login")).await.text().await.unwrap();
+    let r = b.get(&s.url("/login")).await;
+    // The page's forms may end at the TPP (access_denied): its origin is
+    // the one other form target allowed.
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("form-action 'self' https://pktpp.example.com;")
+            && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    let page = r.text().await.unwrap();
     assert!(page.contains(">Use a passkey<") && page.contains("/assets/passkey.js"));
     let opts = options_of(&page, "/login/passkey");
     assert_eq!(opts["userVerification"], "required");

@@ -391,7 +391,7 @@ pub async fn login(
                 error: Some(msg),
                 passkey: login_options(&state, &s).await,
             };
-            render(&page, status)
+            journey_page(render(&page, status), &s)
         }
     }
 }

@@ -47,8 +47,13 @@ pub fn ready() -> bool {
 /// Runs the browser script without blocking the runtime the in-process
 /// server lives on.
 pub async fn drive(cfg: Value) -> Value {
+    drive_script("journey.mjs", cfg).await
+}
+
+/// Runs one of the scripts in tests/browser with `cfg`; what it printed.
+pub async fn drive_script(script: &str, cfg: Value) -> Value {
     let out = tokio::process::Command::new("node")
-        .arg(browser_dir().join("journey.mjs"))
+        .arg(browser_dir().join(script))
         .arg(cfg.to_string())
         .current_dir(browser_dir())
         .output()

@@ -197,6 +197,21 @@ pub async fn start_sandbox() -> TestServer {
     start_with(dir, cfg).await
 }
 
+/// A sandbox whose pages are at `https://localhost:<port>`: passkeys need
+/// a host name (WebAuthn has no relying party on an IP address).
+pub async fn start_localhost() -> TestServer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = sandbox_config(dir.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    cfg.listen = format!("127.0.0.1:{port}");
+    cfg.public_url = Some(format!("https://localhost:{port}"));
+    start_with(dir, cfg).await
+}
+
 /// The TPP side of a kit: its identifiers and signing key.
 pub struct Tpp {
     pub dir: PathBuf,
