@@ -944,6 +944,18 @@ mod tests {
     }
 
     #[test]
+    fn passkey_rp_id_must_fit_the_public_url() {
+        let rp = ("ASPEN_PSU_AUTH__PASSKEY_RP_ID", "bank.example");
+        let e = Config::load(None, env(&[rp])).unwrap_err();
+        assert!(e.to_string().contains("psu_auth.passkey_rp_id"), "{e}");
+        let e = Config::load(None, env(&[rp, ("ASPEN_PUBLIC_URL", "https://evil.example")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("not evil.example"), "{e}");
+        let ok = env(&[rp, ("ASPEN_PUBLIC_URL", "https://login.bank.example")]);
+        assert!(Config::load(None, ok).is_ok());
+    }
+
+    #[test]
     fn production_requires_trust_anchors() {
         let e = Config::load(None, env(&[("ASPEN_PROFILE", "production")])).unwrap_err();
         assert!(e.to_string().contains("trust.client_ca_files"), "{e}");
