@@ -40,6 +40,41 @@ pub enum ObErrorCode {
 }
 
 impl ObErrorCode {
+    /// Every code, for the developer portal's error catalogue.
+    pub const ALL: [ObErrorCode; 28] = {
+        use ObErrorCode::*;
+        [
+            FieldExpected,
+            FieldInvalid,
+            FieldInvalidDate,
+            FieldMissing,
+            FieldUnexpected,
+            HeaderInvalid,
+            HeaderMissing,
+            ResourceConsentMismatch,
+            ResourceInvalidConsentStatus,
+            ResourceInvalidFormat,
+            ResourceNotFound,
+            RulesAfterCutOffDateTime,
+            RulesDuplicateReference,
+            SignatureInvalid,
+            SignatureInvalidClaim,
+            SignatureMalformed,
+            SignatureMissing,
+            SignatureMissingClaim,
+            SignatureUnexpected,
+            UnsupportedAccountIdentifier,
+            UnsupportedAccountSecondaryIdentifier,
+            UnsupportedCurrency,
+            UnsupportedEventType,
+            UnsupportedFrequency,
+            UnsupportedLocalInstrument,
+            UnsupportedScheme,
+            Reauthenticate,
+            UnexpectedError,
+        ]
+    };
+
     pub fn as_str(self) -> &'static str {
         use ObErrorCode::*;
         match self {
@@ -96,6 +131,14 @@ pub enum Forbidden {
 }
 
 impl Forbidden {
+    pub const ALL: [Forbidden; 5] = [
+        Forbidden::Scope,
+        Forbidden::Permission,
+        Forbidden::Account,
+        Forbidden::OtherTpp,
+        Forbidden::OtherConsent,
+    ];
+
     pub fn code(self) -> &'static str {
         match self {
             Forbidden::Scope => "Aspen.Forbidden.Scope",

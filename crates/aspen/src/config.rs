@@ -948,8 +948,11 @@ mod tests {
         let rp = ("ASPEN_PSU_AUTH__PASSKEY_RP_ID", "bank.example");
         let e = Config::load(None, env(&[rp])).unwrap_err();
         assert!(e.to_string().contains("psu_auth.passkey_rp_id"), "{e}");
-        let e = Config::load(None, env(&[rp, ("ASPEN_PUBLIC_URL", "https://evil.example")]))
-            .unwrap_err();
+        let e = Config::load(
+            None,
+            env(&[rp, ("ASPEN_PUBLIC_URL", "https://evil.example")]),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("not evil.example"), "{e}");
         let ok = env(&[rp, ("ASPEN_PUBLIC_URL", "https://login.bank.example")]);
         assert!(Config::load(None, ok).is_ok());
