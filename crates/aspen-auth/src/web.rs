@@ -18,6 +18,8 @@ use serde_json::{Value, json};
 use crate::consent_view;
 use crate::{AuthState, ServerProfile, secrets, totp};
 
+pub mod upstream;
+
 const COOKIE: &str = "__Host-aspen-session";
 const SKEW: i64 = 60;
 pub const ACR_SCA: &str = "urn:openbanking:psd2:sca";
@@ -60,6 +62,10 @@ pub struct Validated {
     /// as it is then.
     #[serde(default)]
     pub linked: Option<String>,
+    /// Set when an upstream OpenID provider signed the PSU in: its `acr`
+    /// decides (sca or ca), not the `amr` it reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
     pub code_challenge: Option<String>,
     pub login_hint: Option<String>,
     pub response_type: String,
@@ -599,6 +605,7 @@ async fn validate(
             consent_kind: consent.kind,
             amr: Vec::new(),
             linked: None,
+            acr: None,
             code_challenge,
             login_hint,
             response_type: response_type.to_string(),
@@ -863,7 +870,11 @@ async fn approve(
             "the payment changed after the customer authenticated it; authenticate it again",
         ));
     }
-    let acr = acr_of(&v.amr);
+    let acr = match v.acr.as_deref() {
+        Some(ACR_SCA) => ACR_SCA,
+        Some(_) => ACR_CA,
+        None => acr_of(&v.amr),
+    };
     if v.sca_required && acr != ACR_SCA {
         return Err(fail(
             "access_denied",
