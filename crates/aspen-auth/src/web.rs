@@ -870,10 +870,12 @@ async fn approve(
             "the payment changed after the customer authenticated it; authenticate it again",
         ));
     }
-    let acr = match v.acr.as_deref() {
-        Some(ACR_SCA) => ACR_SCA,
-        Some(_) => ACR_CA,
-        None => acr_of(&v.amr),
+    // The upstream's verdict counts only while the upstream is the
+    // provider: a journey cannot carry it into a builtin sign-in.
+    let acr = match (&state.config.psu_auth, v.acr.as_deref()) {
+        (upstream::PsuAuth::Oidc(_), Some(ACR_SCA)) => ACR_SCA,
+        (upstream::PsuAuth::Oidc(_), Some(_)) => ACR_CA,
+        _ => acr_of(&v.amr),
     };
     if v.sca_required && acr != ACR_SCA {
         return Err(fail(

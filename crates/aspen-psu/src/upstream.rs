@@ -758,7 +758,8 @@ mod tests {
     #[test]
     fn every_claim_rule_has_its_refusal() {
         let t = now();
-        let cases: Vec<(Box<dyn FnOnce(&mut Value)>, IdTokenError)> = vec![
+        type Change<'a> = Box<dyn FnOnce(&mut Value) + 'a>;
+        let cases: Vec<(Change, IdTokenError)> = vec![
             (
                 Box::new(|c| c["iss"] = json!("https://bank.example/")),
                 IdTokenError::Issuer,

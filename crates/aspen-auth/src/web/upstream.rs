@@ -84,7 +84,7 @@ fn upstream_failed(state: &AuthState, e: &UpstreamError) -> Response {
     }
 }
 
-fn with_cookie(mut resp: Response, id: &str, expires_at: i64) -> Response {
+fn with_session(mut resp: Response, id: &str, expires_at: i64) -> Response {
     resp.headers_mut()
         .insert(header::SET_COOKIE, session_cookie(id, expires_at - now()));
     no_store(resp)
@@ -133,7 +133,7 @@ pub async fn dashboard(State(state): State<AuthState>, req: Request) -> Response
     {
         let id = format!("{}{}", super::ANON_PREFIX, secrets::random_token());
         let s = super::anonymous_session(&state, &id);
-        return with_cookie(redirect(StatusCode::SEE_OTHER, "/login"), &id, s.expires_at);
+        return with_session(redirect(StatusCode::SEE_OTHER, "/login"), &id, s.expires_at);
     }
     super::dashboard.call(req, state).await
 }
@@ -161,7 +161,7 @@ async fn start(state: &AuthState, up: &Upstream, headers: &HeaderMap) -> Respons
     };
     let _ = state.store.delete_session(&s.id_hash).await;
     match new_session(state, &s.kind, None, payload).await {
-        Ok((id, new)) => with_cookie(redirect(StatusCode::SEE_OTHER, &url), &id, new.expires_at),
+        Ok((id, new)) => with_session(redirect(StatusCode::SEE_OTHER, &url), &id, new.expires_at),
         Err(e) => authz_error_response(state, e.into()),
     }
 }
@@ -300,7 +300,7 @@ pub async fn callback(State(state): State<AuthState>, req: Request) -> Response 
             // The journey survives for another try at /login.
             let r = upstream_failed(&state, &e);
             return match new_session(&state, &s.kind, None, payload).await {
-                Ok((sid, new)) => with_cookie(r, &sid, new.expires_at),
+                Ok((sid, new)) => with_session(r, &sid, new.expires_at),
                 Err(_) => r,
             };
         }
@@ -372,7 +372,7 @@ async fn signed_in(
         }
     };
     match new_session(state, kind, Some((&id.sub, auth_time)), payload).await {
-        Ok((sid, new)) => with_cookie(redirect(StatusCode::SEE_OTHER, next), &sid, new.expires_at),
+        Ok((sid, new)) => with_session(redirect(StatusCode::SEE_OTHER, next), &sid, new.expires_at),
         Err(e) => authz_error_response(state, e.into()),
     }
 }
