@@ -20,9 +20,10 @@ use aspen_store::Store;
 use axum::Router;
 use axum::routing::{get, post};
 
-pub use aspen_psu::{sealed, totp, webauthn};
+pub use aspen_psu::{sealed, totp, upstream, webauthn};
 pub use bearer::{BoundToken, GrantKind};
 pub use oauth_error::OAuthError;
+pub use web::upstream::PsuAuth;
 
 /// Which rules apply to the server as a whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +74,9 @@ pub struct AuthConfig {
     /// forwarding header only when the connection comes from that proxy).
     pub login_per_address: aspen_store::consent::ThrottleRule,
     pub brand: web::Brand,
+    /// Who signs PSUs in: aspen's own pages or the bank's upstream OpenID
+    /// provider.
+    pub psu_auth: PsuAuth,
 }
 
 impl AuthConfig {
@@ -139,6 +143,8 @@ impl AuthState {
             tracing::warn!(%why, "passkeys are off");
             None
         })
+        // With the bank's own login, aspen's factors are not used.
+        .filter(|_| matches!(config.psu_auth, PsuAuth::Builtin))
         .map(Arc::new);
         Self {
             passkeys,
@@ -172,10 +178,17 @@ pub fn router(state: AuthState) -> Router {
         )
         .route("/token", post(token::token))
         .route("/authorize", get(web::authorize).post(web::authorize))
-        .route("/login", get(web::login_page).post(web::login_submit))
-        .route("/login/otp", get(web::otp_page).post(web::otp_submit))
+        .route(
+            "/login",
+            get(web::upstream::login_page).post(web::upstream::login_submit),
+        )
+        .route(
+            "/login/otp",
+            get(web::upstream::otp_page).post(web::upstream::otp_submit),
+        )
+        .route("/login/callback", get(web::upstream::callback))
         .route("/consent", get(web::consent_get).post(web::consent_post))
-        .route("/account/consents", get(web::dashboard))
+        .route("/account/consents", get(web::upstream::dashboard))
         .route("/account/consents/{consent_id}/revoke", post(web::revoke))
         .route("/account/security", get(web::security))
         .route("/account/security/reauth", post(web::security_reauth))

@@ -20,6 +20,8 @@ pub mod passkey;
 use crate::consent_view;
 use crate::{AuthState, ServerProfile, secrets, totp};
 
+pub mod upstream;
+
 const COOKIE: &str = "__Host-aspen-session";
 const SKEW: i64 = 60;
 pub const ACR_SCA: &str = "urn:openbanking:psd2:sca";
@@ -62,6 +64,10 @@ pub struct Validated {
     /// as it is then.
     #[serde(default)]
     pub linked: Option<String>,
+    /// Set when an upstream OpenID provider signed the PSU in: its `acr`
+    /// decides (sca or ca), not the `amr` it reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
     pub code_challenge: Option<String>,
     pub login_hint: Option<String>,
     pub response_type: String,
@@ -636,6 +642,7 @@ async fn validate(
             consent_kind: consent.kind,
             amr: Vec::new(),
             linked: None,
+            acr: None,
             code_challenge,
             login_hint,
             response_type: response_type.to_string(),
@@ -904,7 +911,13 @@ async fn approve(
             "the payment changed after the customer authenticated it; authenticate it again",
         ));
     }
-    let acr = acr_of(&v.amr);
+    // The upstream's verdict counts only while the upstream is the
+    // provider: a journey cannot carry it into a builtin sign-in.
+    let acr = match (&state.config.psu_auth, v.acr.as_deref()) {
+        (upstream::PsuAuth::Oidc(_), Some(ACR_SCA)) => ACR_SCA,
+        (upstream::PsuAuth::Oidc(_), Some(_)) => ACR_CA,
+        _ => acr_of(&v.amr),
+    };
     if v.sca_required && acr != ACR_SCA {
         return Err(fail(
             "access_denied",
@@ -1922,6 +1935,13 @@ async fn security_session(
     let Some(s) = dashboard_session(state, headers).await else {
         return Err(redirect(StatusCode::SEE_OTHER, "/account/consents"));
     };
+    if !matches!(state.config.psu_auth, crate::PsuAuth::Builtin) {
+        return Err(error_page(
+            state,
+            StatusCode::NOT_FOUND,
+            "Your sign-in methods are managed by the bank's own sign-in, not here.",
+        ));
+    }
     if let Some(c) = csrf
         && !secrets::constant_time_eq(&s.csrf, c)
     {

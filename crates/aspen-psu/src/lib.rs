@@ -1,11 +1,13 @@
 //! PSU authentication that is not web plumbing: TOTP codes, passkey
-//! (WebAuthn) ceremonies, and the sealing of factor secrets at rest. The
-//! pages that use them live in `aspen-auth`.
+//! (WebAuthn) ceremonies, the sealing of factor secrets at rest, and the
+//! client of an upstream OpenID provider (the bank's own login). The pages
+//! that use them live in `aspen-auth`.
 
 pub mod sealed;
 #[cfg(any(test, feature = "soft-authenticator"))]
 pub mod soft_authenticator;
 pub mod totp;
+pub mod upstream;
 pub mod webauthn;
 
 /// Byte strings compared in constant time (challenges, codes).

@@ -183,10 +183,15 @@ impl Default for PsuLoginConfig {
     }
 }
 
-/// How PSUs prove who they are (issue 14).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// Who signs PSUs in (docs/upstream-oidc.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PsuAuthConfig {
+    /// `builtin` (aspen's own PSU store: password and TOTP) or `oidc` (the
+    /// bank's own login as an upstream OpenID provider).
+    pub provider: String,
+    /// The upstream provider (provider = "oidc").
+    pub oidc: Option<OidcUpstreamConfig>,
     /// The WebAuthn relying party id for passkeys: the public URL's host
     /// or a parent domain of it (so passkeys survive a move between
     /// subdomains). Unset: the host. Passkeys are offered only when the
@@ -194,6 +199,132 @@ pub struct PsuAuthConfig {
     /// ids for addresses): in the sandbox, `public_url =
     /// "https://localhost:8443"`.
     pub passkey_rp_id: Option<String>,
+}
+
+impl Default for PsuAuthConfig {
+    fn default() -> Self {
+        Self {
+            provider: "builtin".into(),
+            oidc: None,
+            passkey_rp_id: None,
+        }
+    }
+}
+
+/// aspen as a relying party of the bank's OpenID provider.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OidcUpstreamConfig {
+    /// The provider's issuer identifier (https), as its discovery document
+    /// spells it.
+    pub issuer: String,
+    pub client_id: String,
+    /// `client_secret_basic`; exactly one of this and `client_key_file`.
+    pub client_secret: Option<String>,
+    /// PEM RSA private key (PKCS#8 or PKCS#1, 2048 bits or more):
+    /// `private_key_jwt` with PS256 assertions.
+    pub client_key_file: Option<PathBuf>,
+    /// `kid` of the assertions; default the key's RFC 7638 thumbprint.
+    pub client_key_id: Option<String>,
+    /// PEM trust anchors for the provider's TLS; default the system's.
+    pub ca_file: Option<PathBuf>,
+    pub scope: String,
+    /// `acr_values` sent with each sign-in (space-separated).
+    pub acr_values: String,
+    pub connect_timeout_ms: u64,
+    /// Whole call, connect to last byte.
+    pub timeout_ms: u64,
+}
+
+impl Default for OidcUpstreamConfig {
+    fn default() -> Self {
+        Self {
+            issuer: String::new(),
+            client_id: String::new(),
+            client_secret: None,
+            client_key_file: None,
+            client_key_id: None,
+            ca_file: None,
+            scope: "openid".into(),
+            acr_values: "urn:openbanking:psd2:sca".into(),
+            connect_timeout_ms: 2_000,
+            timeout_ms: 5_000,
+        }
+    }
+}
+
+impl PsuAuthConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        match self.provider.as_str() {
+            "builtin" => return Ok(()),
+            "oidc" => {}
+            _ => {
+                return Err(field(
+                    "psu_auth.provider",
+                    "must be \"builtin\" or \"oidc\"",
+                ));
+            }
+        }
+        let Some(o) = &self.oidc else {
+            return Err(field(
+                "psu_auth.oidc",
+                "is required when psu_auth.provider = \"oidc\" (issuer, client_id, and client_secret or client_key_file)",
+            ));
+        };
+        let issuer_ok = o
+            .issuer
+            .strip_prefix("https://")
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains(['?', '#']));
+        if !issuer_ok {
+            return Err(field(
+                "psu_auth.oidc.issuer",
+                "must be an https:// URL without query or fragment",
+            ));
+        }
+        if o.client_id.is_empty() {
+            return Err(field("psu_auth.oidc.client_id", "is required"));
+        }
+        match (&o.client_secret, &o.client_key_file) {
+            (Some(s), None) if !s.is_empty() => {}
+            (None, Some(p)) if p.is_file() => {}
+            (None, Some(p)) => {
+                return Err(field(
+                    "psu_auth.oidc.client_key_file",
+                    format!("{} is not a readable file", p.display()),
+                ));
+            }
+            _ => {
+                return Err(field(
+                    "psu_auth.oidc.client_secret",
+                    "set exactly one of client_secret (client_secret_basic) and client_key_file (private_key_jwt)",
+                ));
+            }
+        }
+        if o.client_key_id.is_some() && o.client_key_file.is_none() {
+            return Err(field(
+                "psu_auth.oidc.client_key_id",
+                "names the key of client_key_file, which is not set",
+            ));
+        }
+        if let Some(p) = &o.ca_file
+            && !p.is_file()
+        {
+            return Err(field(
+                "psu_auth.oidc.ca_file",
+                format!("{} is not a readable file", p.display()),
+            ));
+        }
+        if !o.scope.split_whitespace().any(|s| s == "openid") {
+            return Err(field("psu_auth.oidc.scope", "must include openid"));
+        }
+        if o.connect_timeout_ms == 0 || o.timeout_ms == 0 || o.connect_timeout_ms > o.timeout_ms {
+            return Err(field(
+                "psu_auth.oidc.timeout_ms",
+                "timeouts must be positive, connect_timeout_ms no longer than timeout_ms",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Background housekeeping on every node.
@@ -776,6 +907,7 @@ impl Config {
                 "max_attempts_per_psu, max_attempts_per_address, window_secs and lockout_secs must be at least 1",
             ));
         }
+        self.psu_auth.validate()?;
         if let Some(rp_id) = &self.psu_auth.passkey_rp_id {
             let issuer = self
                 .public_url
@@ -962,6 +1094,78 @@ mod tests {
     fn production_requires_trust_anchors() {
         let e = Config::load(None, env(&[("ASPEN_PROFILE", "production")])).unwrap_err();
         assert!(e.to_string().contains("trust.client_ca_files"), "{e}");
+    }
+
+    #[test]
+    fn upstream_provider_settings_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("client.pem");
+        std::fs::write(&key, "x").unwrap();
+        let key = key.display().to_string();
+        let base = [
+            ("ASPEN_PSU_AUTH__PROVIDER", "oidc"),
+            ("ASPEN_PSU_AUTH__OIDC__ISSUER", "https://login.bank.example"),
+            ("ASPEN_PSU_AUTH__OIDC__CLIENT_ID", "aspen"),
+        ];
+        let load = |extra: &[(&str, &str)]| {
+            let mut e = base.to_vec();
+            e.extend_from_slice(extra);
+            Config::load(None, env(&e))
+        };
+        let c = load(&[("ASPEN_PSU_AUTH__OIDC__CLIENT_SECRET", "s")]).unwrap();
+        let o = c.psu_auth.oidc.unwrap();
+        assert_eq!((o.scope.as_str(), o.timeout_ms), ("openid", 5_000));
+        assert_eq!(o.acr_values, "urn:openbanking:psd2:sca");
+        assert!(load(&[("ASPEN_PSU_AUTH__OIDC__CLIENT_KEY_FILE", &key)]).is_ok());
+        for (extra, named) in [
+            (vec![], "client_secret"),
+            (
+                vec![
+                    ("ASPEN_PSU_AUTH__OIDC__CLIENT_SECRET", "s"),
+                    ("ASPEN_PSU_AUTH__OIDC__CLIENT_KEY_FILE", key.as_str()),
+                ],
+                "client_secret",
+            ),
+            (
+                vec![
+                    ("ASPEN_PSU_AUTH__OIDC__CLIENT_SECRET", "s"),
+                    ("ASPEN_PSU_AUTH__OIDC__ISSUER", "http://login.bank.example"),
+                ],
+                "psu_auth.oidc.issuer",
+            ),
+            (
+                vec![("ASPEN_PSU_AUTH__OIDC__CLIENT_KEY_FILE", "/nonexistent.pem")],
+                "client_key_file",
+            ),
+            (
+                vec![
+                    ("ASPEN_PSU_AUTH__OIDC__CLIENT_SECRET", "s"),
+                    ("ASPEN_PSU_AUTH__OIDC__SCOPE", "profile"),
+                ],
+                "scope",
+            ),
+            (
+                vec![
+                    ("ASPEN_PSU_AUTH__OIDC__CLIENT_SECRET", "s"),
+                    ("ASPEN_PSU_AUTH__OIDC__CA_FILE", "/nonexistent.pem"),
+                ],
+                "ca_file",
+            ),
+            (
+                vec![
+                    ("ASPEN_PSU_AUTH__OIDC__CLIENT_SECRET", "s"),
+                    ("ASPEN_PSU_AUTH__OIDC__CONNECT_TIMEOUT_MS", "0"),
+                ],
+                "timeout",
+            ),
+        ] {
+            let e = load(&extra).unwrap_err().to_string();
+            assert!(e.contains(named), "{named}: {e}");
+        }
+        let e = Config::load(None, env(&[("ASPEN_PSU_AUTH__PROVIDER", "oidc")])).unwrap_err();
+        assert!(e.to_string().contains("psu_auth.oidc"), "{e}");
+        let e = Config::load(None, env(&[("ASPEN_PSU_AUTH__PROVIDER", "saml")])).unwrap_err();
+        assert!(e.to_string().contains("psu_auth.provider"), "{e}");
     }
 
     #[test]

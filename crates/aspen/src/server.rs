@@ -347,7 +347,59 @@ fn auth_config(
                 None => None,
             },
         },
+        psu_auth: psu_auth(config)?,
     })
+}
+
+/// The PSU sign-in provider; an upstream's key and trust anchors are read
+/// now, so a bad file stops the start rather than the first sign-in. The
+/// upstream itself is not contacted: a node starts while it is down.
+fn psu_auth(config: &Config) -> Result<aspen_auth::PsuAuth> {
+    use aspen_auth::upstream::{ClientAuth, Upstream, UpstreamConfig};
+    let Some(o) = config
+        .psu_auth
+        .oidc
+        .as_ref()
+        .filter(|_| config.psu_auth.provider == "oidc")
+    else {
+        return Ok(aspen_auth::PsuAuth::Builtin);
+    };
+    let auth = match (&o.client_secret, &o.client_key_file) {
+        (Some(secret), _) => ClientAuth::Secret(secret.clone()),
+        (None, Some(path)) => {
+            let pem = std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "cannot read psu_auth.oidc.client_key_file {}",
+                    path.display()
+                )
+            })?;
+            let key = aspen_auth::upstream::load_client_key(&pem, o.client_key_id.clone())
+                .map_err(|e| {
+                    anyhow::anyhow!("psu_auth.oidc.client_key_file {}: {e}", path.display())
+                })?;
+            ClientAuth::PrivateKeyJwt(key)
+        }
+        (None, None) => anyhow::bail!("psu_auth.oidc needs client_secret or client_key_file"),
+    };
+    let ca_pem = match &o.ca_file {
+        Some(p) => Some(
+            std::fs::read(p)
+                .with_context(|| format!("cannot read psu_auth.oidc.ca_file {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let upstream = Upstream::new(UpstreamConfig {
+        issuer: o.issuer.clone(),
+        client_id: o.client_id.clone(),
+        auth,
+        ca_pem,
+        scope: o.scope.clone(),
+        acr_values: o.acr_values.clone(),
+        connect_timeout: Duration::from_millis(o.connect_timeout_ms),
+        timeout: Duration::from_millis(o.timeout_ms),
+    })?;
+    tracing::info!(issuer = %o.issuer, "PSUs sign in at the upstream OpenID provider");
+    Ok(aspen_auth::PsuAuth::Oidc(Arc::new(upstream)))
 }
 
 /// The logo inlined as a `data:` URI: the pages load no external assets.

@@ -225,7 +225,7 @@ async fn passkey_enrolment_and_sca_logins_in_chromium() {
               "pause_file": pause, "resume_file": resume },
         ],
     });
-    let run = tokio::spawn(common::browser::drive_script("passkey.mjs", cfg));
+    let run = tokio::spawn(common::browser::run("passkey.mjs", cfg));
     // The third journey's page is shown: the amount changes behind it.
     let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while !pause.exists() {

@@ -47,11 +47,11 @@ pub fn ready() -> bool {
 /// Runs the browser script without blocking the runtime the in-process
 /// server lives on.
 pub async fn drive(cfg: Value) -> Value {
-    drive_script("journey.mjs", cfg).await
+    run("journey.mjs", cfg).await
 }
 
-/// Runs one of the scripts in tests/browser with `cfg`; what it printed.
-pub async fn drive_script(script: &str, cfg: Value) -> Value {
+/// Runs one script of tests/browser with `cfg`; what it saw.
+pub async fn run(script: &str, cfg: Value) -> Value {
     let out = tokio::process::Command::new("node")
         .arg(browser_dir().join(script))
         .arg(cfg.to_string())
@@ -62,7 +62,7 @@ pub async fn drive_script(script: &str, cfg: Value) -> Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let v: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
         panic!(
-            "journey.mjs printed {stdout:?}; stderr {:?}",
+            "{script} printed {stdout:?}; stderr {:?}",
             String::from_utf8_lossy(&out.stderr)
         )
     });
