@@ -446,14 +446,14 @@ impl Tpp {
         if (200..300).contains(&reply.status) {
             return Ok(reply);
         }
-        Err(TppError::Bank {
+        Err(TppError::Bank(Box::new(crate::BankError {
             method: method.to_string(),
             url: url.to_string(),
             status: reply.status,
             body: reply.json(),
             text: String::from_utf8_lossy(&reply.body).into_owned(),
             www_authenticate: reply.header("www-authenticate"),
-        })
+        })))
     }
 
     async fn get_json(&self, url: &str) -> Result<Value> {
@@ -598,9 +598,9 @@ impl Tpp {
         let body = reply
             .json()
             .ok_or_else(|| TppError::Protocol("the registration response is not JSON".into()))?;
-        let client_id = body["client_id"]
-            .as_str()
-            .ok_or_else(|| TppError::Protocol("the registration response has no client_id".into()))?;
+        let client_id = body["client_id"].as_str().ok_or_else(|| {
+            TppError::Protocol("the registration response has no client_id".into())
+        })?;
         self.state = State {
             client_id: Some(client_id.to_string()),
             auth_method: body["token_endpoint_auth_method"]
@@ -877,12 +877,7 @@ impl Tpp {
                 .map_err(|e| TppError::Input(format!("cannot read the redirect URL: {e}")))?,
             None => vec![("code".into(), code_or_url.trim().to_string())],
         };
-        let get = |k: &str| {
-            params
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
-        };
+        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         if let Some(error) = get("error") {
             self.state.pending = None;
             self.save()?;
@@ -951,7 +946,11 @@ impl Tpp {
         self.state
             .consent_tokens
             .insert(pending.consent_id.clone(), Self::token_of(&token));
-        self.state.current_consent = Some(pending.consent_id.clone());
+        for scope in pending.scope.split(' ').filter(|s| *s != "openid") {
+            self.state
+                .current
+                .insert(scope.to_string(), pending.consent_id.clone());
+        }
         self.state.pending = None;
         self.save()?;
         Ok(Exchange {
@@ -1029,16 +1028,20 @@ impl Tpp {
             }
             TokenChoice::Consent(id) => Some(self.consent_token(&id).await?),
             TokenChoice::Auto => {
-                let consent_endpoint = is_consent_path && !path_only.ends_with("/funds-confirmation");
-                if consent_endpoint || path_only.contains("event-subscriptions") || path_only.contains("callback-urls") {
+                let consent_endpoint =
+                    is_consent_path && !path_only.ends_with("/funds-confirmation");
+                if consent_endpoint
+                    || path_only.contains("event-subscriptions")
+                    || path_only.contains("callback-urls")
+                {
                     Some(self.cc_token(scope_of_path()).await?)
                 } else {
-                    let id = self.state.current_consent.clone().ok_or_else(|| {
-                        TppError::Order(
-                            "no authorised consent yet: authorise one and exchange the code, \
-                             or pass --cc / --token"
-                                .into(),
-                        )
+                    let scope = scope_of_path();
+                    let id = self.state.current.get(scope).cloned().ok_or_else(|| {
+                        TppError::Order(format!(
+                            "no authorised consent for {scope} yet: authorise one and exchange \
+                             the code, or pass --consent / --cc / --token"
+                        ))
                     })?;
                     Some(self.consent_token(&id).await?)
                 }
@@ -1063,10 +1066,7 @@ impl Tpp {
                 headers.push(("x-jws-signature".into(), self.kit.sign_detached(body)?));
             }
             if writes && path_only.contains("/pisp/") {
-                headers.push((
-                    "x-idempotency-key".into(),
-                    uuid::Uuid::new_v4().to_string(),
-                ));
+                headers.push(("x-idempotency-key".into(), uuid::Uuid::new_v4().to_string()));
             }
         }
         for (k, v) in req.headers {
@@ -1128,8 +1128,7 @@ impl Tpp {
             "Data": { "ConsentId": consent_id, "Initiation": saved.request["Data"]["Initiation"] },
             "Risk": saved.request["Risk"],
         });
-        let body =
-            serde_json::to_vec(&order).map_err(|e| TppError::Input(e.to_string()))?;
+        let body = serde_json::to_vec(&order).map_err(|e| TppError::Input(e.to_string()))?;
         let reply = self
             .call(CallRequest {
                 method: Method::POST,
@@ -1200,13 +1199,19 @@ mod tests {
         let body = br#"{"access_token":"0123456789012345678901234567890123456789","Data":{"id_token":"x"}}"#;
         let shown = Traffic::Request {
             method: "POST",
-            url: &format!("https://b.example/authorize?scope=openid&request={}", "r".repeat(80)),
+            url: &format!(
+                "https://b.example/authorize?scope=openid&request={}",
+                "r".repeat(80)
+            ),
             headers: &headers,
             body,
         }
         .to_string();
         assert!(!shown.contains(&"a".repeat(60)), "{shown}");
-        assert!(shown.contains("Bearer aaaaaaaaaa…aaaaaa (60 chars)"), "{shown}");
+        assert!(
+            shown.contains("Bearer aaaaaaaaaa…aaaaaa (60 chars)"),
+            "{shown}"
+        );
         assert!(!shown.contains(&"h".repeat(300)) && !shown.contains(&"r".repeat(80)));
         assert!(shown.contains("scope=openid"), "{shown}");
         assert!(shown.contains("content-type: application/json"));
@@ -1225,10 +1230,19 @@ mod tests {
 
     #[test]
     fn final_statuses() {
-        for s in ["AcceptedSettlementCompleted", "AcceptedCreditSettlementCompleted", "Rejected"] {
+        for s in [
+            "AcceptedSettlementCompleted",
+            "AcceptedCreditSettlementCompleted",
+            "Rejected",
+        ] {
             assert!(is_final(s));
         }
-        for s in ["Pending", "AcceptedSettlementInProcess", "AcceptedWithoutPosting", ""] {
+        for s in [
+            "Pending",
+            "AcceptedSettlementInProcess",
+            "AcceptedWithoutPosting",
+            "",
+        ] {
             assert!(!is_final(s));
         }
     }

@@ -138,7 +138,11 @@ mod tests {
             ("nonce", json!("n-2"), IdTokenError::Nonce),
             ("c_hash", json!("AAAA"), IdTokenError::CHash),
             ("s_hash", json!("AAAA"), IdTokenError::SHash),
-            ("openbanking_intent_id", json!("intent-2"), IdTokenError::Intent),
+            (
+                "openbanking_intent_id",
+                json!("intent-2"),
+                IdTokenError::Intent,
+            ),
             (
                 "iss",
                 json!("https://evil.example"),

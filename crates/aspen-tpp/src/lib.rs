@@ -50,17 +50,10 @@ pub enum TppError {
         url: String,
         detail: String,
     },
-    /// The bank answered with an error status; `body` is the OB error
-    /// (or OAuth error) body when there is one.
-    #[error("{method} {url} answered {status}{}", bank_detail(body, text, www_authenticate))]
-    Bank {
-        method: String,
-        url: String,
-        status: u16,
-        body: Option<serde_json::Value>,
-        text: String,
-        www_authenticate: Option<String>,
-    },
+    /// The bank answered with an error status (boxed: it carries the
+    /// body, and every `Result` here would otherwise be as large).
+    #[error("{0}")]
+    Bank(Box<BankError>),
     /// The bank answered 2xx with something OB does not allow.
     #[error("unexpected answer from the bank: {0}")]
     Protocol(String),
@@ -76,7 +69,47 @@ pub enum TppError {
     #[error("signing failed: {0}")]
     Jose(#[from] aspen_jose::JoseError),
     #[error("payment {id} is still {status} after {secs} s")]
-    PaymentTimeout { id: String, status: String, secs: u64 },
+    PaymentTimeout {
+        id: String,
+        status: String,
+        secs: u64,
+    },
+}
+
+/// An error answer: the request and the bank's body, the OB error (or
+/// OAuth error) object when there is one.
+#[derive(Debug)]
+pub struct BankError {
+    pub method: String,
+    pub url: String,
+    pub status: u16,
+    pub body: Option<serde_json::Value>,
+    pub text: String,
+    pub www_authenticate: Option<String>,
+}
+
+impl std::fmt::Display for BankError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} answered {}{}{}",
+            self.method,
+            self.url,
+            self.status,
+            reason(self.status),
+            bank_detail(&self.body, &self.text, &self.www_authenticate)
+        )
+    }
+}
+
+impl std::error::Error for BankError {}
+
+fn reason(status: u16) -> String {
+    reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .map(|r| format!(" {r}"))
+        .unwrap_or_default()
 }
 
 fn bank_detail(

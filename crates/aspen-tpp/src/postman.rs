@@ -45,7 +45,13 @@ fn header(key: &str, value: &str) -> Value {
     json!({"key": key, "value": value, "type": "text"})
 }
 
-fn request(name: &str, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Value {
+fn request(
+    name: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Value {
     let mut headers = vec![header("x-fapi-interaction-id", "{{$guid}}")];
     if let Some(t) = token {
         headers.push(header("Authorization", &format!("Bearer {{{{{t}}}}}")));
@@ -139,9 +145,7 @@ pub fn collection(kit: &Kit) -> Value {
 
 /// The environment: the bank and what the kit and its state know.
 pub fn environment(kit: &Kit, state: &State) -> Value {
-    let var = |k: &str, v: &str, secret: bool| {
-        json!({"key": k, "value": v, "type": if secret { "secret" } else { "default" }, "enabled": true})
-    };
+    let var = |k: &str, v: &str, secret: bool| json!({"key": k, "value": v, "type": if secret { "secret" } else { "default" }, "enabled": true});
     let consent = state.last_consent.clone().unwrap_or_default();
     json!({
         "id": uuid::Uuid::new_v4().to_string(),

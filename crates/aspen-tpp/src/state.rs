@@ -26,9 +26,11 @@ pub struct State {
     pub cc_tokens: BTreeMap<String, Token>,
     #[serde(default)]
     pub consent_tokens: BTreeMap<String, Token>,
-    /// The consent whose token a `call` uses by default: the last one
-    /// exchanged.
-    pub current_consent: Option<String>,
+    /// The consent whose token a `call` uses by default, per scope
+    /// (`accounts`, `payments`, `fundsconfirmations`): the last one
+    /// exchanged for it.
+    #[serde(default)]
+    pub current: BTreeMap<String, String>,
     /// The authorisation in flight, for checking what comes back.
     pub pending: Option<Pending>,
     #[serde(default)]

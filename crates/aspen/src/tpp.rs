@@ -310,8 +310,7 @@ fn payment_body(a: &PaymentArgs) -> Result<Value> {
     if let Some(p) = &a.body {
         return read_json(p);
     }
-    let (Some(amount), Some(id), Some(name)) = (&a.amount, &a.creditor_id, &a.creditor_name)
-    else {
+    let (Some(amount), Some(id), Some(name)) = (&a.amount, &a.creditor_id, &a.creditor_name) else {
         bail!("--amount, --creditor-id and --creditor-name are required without --body");
     };
     let instruction = uuid::Uuid::new_v4().simple().to_string();
@@ -433,7 +432,9 @@ pub async fn run(args: TppArgs) -> Result<()> {
         TppCommand::Register(r) => {
             if let Some(id) = &r.client_id {
                 tpp.adopt(id, &r.auth_method)?;
-                return out.value(&json!({ "client_id": id, "token_endpoint_auth_method": r.auth_method }));
+                return out.value(
+                    &json!({ "client_id": id, "token_endpoint_auth_method": r.auth_method }),
+                );
             }
             let mut extra = serde_json::Map::new();
             if r.headless {
@@ -456,7 +457,10 @@ pub async fn run(args: TppArgs) -> Result<()> {
         TppCommand::Token { scope, print } => {
             let v = tpp.client_credentials(&scope).await?;
             if print {
-                out.text("access_token", v["access_token"].as_str().unwrap_or_default())
+                out.text(
+                    "access_token",
+                    v["access_token"].as_str().unwrap_or_default(),
+                )
             } else {
                 out.value(&v)
             }
@@ -582,9 +586,7 @@ pub async fn run(args: TppArgs) -> Result<()> {
             )?;
             std::fs::write(
                 &environment,
-                serde_json::to_vec_pretty(&aspen_tpp::postman::environment(
-                    &tpp.kit, &tpp.state,
-                ))?,
+                serde_json::to_vec_pretty(&aspen_tpp::postman::environment(&tpp.kit, &tpp.state))?,
             )?;
             out.value(&json!({
                 "collection": collection.display().to_string(),
@@ -630,7 +632,10 @@ async fn pay(tpp: &mut Tpp, out: &Out, p: PayArgs) -> Result<()> {
             Duration::from_millis(p.poll_ms.max(50)),
         )
         .await?;
-    let status = last["Data"]["Status"].as_str().unwrap_or_default().to_string();
+    let status = last["Data"]["Status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     out.value(&last)?;
     if status == "Rejected" {
         bail!("payment {payment_id} was rejected");
