@@ -128,13 +128,17 @@ fn body_text(body: &[u8]) -> String {
     }
 }
 
+/// The URL with its query or fragment credentials (the request object,
+/// the code and ID token in a redirect) shortened.
 fn url_text(url: &str) -> String {
-    match url.split_once('?') {
-        Some((base, q)) => match serde_urlencoded::from_str::<Vec<(String, String)>>(q) {
-            Ok(pairs) => format!("{base}?{}", shorten_pairs(pairs)),
-            Err(_) => url.to_string(),
-        },
-        None => url.to_string(),
+    let Some(i) = url.find(['?', '#']) else {
+        return url.to_string();
+    };
+    let (base, rest) = url.split_at(i);
+    let (sep, params) = rest.split_at(1);
+    match serde_urlencoded::from_str::<Vec<(String, String)>>(params) {
+        Ok(pairs) => format!("{base}{sep}{}", shorten_pairs(pairs)),
+        Err(_) => url.to_string(),
     }
 }
 
@@ -290,6 +294,25 @@ pub struct Exchange {
     /// when it carried one, and from the token endpoint.
     pub redirect_id_token: Option<Value>,
     pub id_token: Option<Value>,
+}
+
+/// The URL for a path given on the command line: a full URL as it is,
+/// the bank's own paths (`/.well-known/…`, `/open-banking/…`, `/jwks`)
+/// under the server, and anything else (`aisp/accounts`) under the OB
+/// base.
+fn resolve(server: &str, path: &str) -> String {
+    if path.starts_with("https://") || path.starts_with("http://") {
+        return path.to_string();
+    }
+    let p = path.trim_start_matches('/');
+    let ob_api = ["aisp/", "pisp/", "cbpii/", "event", "callback-urls"]
+        .iter()
+        .any(|a| p.starts_with(a));
+    if ob_api {
+        format!("{server}{OB_BASE}/{p}")
+    } else {
+        format!("{server}/{p}")
+    }
 }
 
 /// A payment status that will not change again.
@@ -467,11 +490,14 @@ impl Tpp {
     }
 
     pub async fn discovery(&mut self) -> Result<&Value> {
-        if self.discovery.is_none() {
-            let url = format!("{}/.well-known/openid-configuration", self.kit.server);
-            self.discovery = Some(self.get_json(&url).await?);
-        }
-        Ok(self.discovery.get_or_insert(Value::Null))
+        let v = match self.discovery.take() {
+            Some(v) => v,
+            None => {
+                let url = format!("{}/.well-known/openid-configuration", self.kit.server);
+                self.get_json(&url).await?
+            }
+        };
+        Ok(self.discovery.insert(v))
     }
 
     async fn endpoint(&mut self, name: &str) -> Result<String> {
@@ -711,28 +737,6 @@ impl Tpp {
         }
         self.client_credentials(scope).await?;
         Ok(self.state.cc_tokens[scope].access_token.clone())
-    }
-
-    fn url(&self, path: &str) -> String {
-        if path.starts_with("https://") || path.starts_with("http://") {
-            path.to_string()
-        } else if path.starts_with("/open-banking/") || path.starts_with("/.well-known/") {
-            format!("{}{path}", self.kit.server)
-        } else if let Some(p) = path.strip_prefix('/')
-            && !p.starts_with("aisp/")
-            && !p.starts_with("pisp/")
-            && !p.starts_with("cbpii/")
-            && !p.starts_with("event")
-            && !p.starts_with("callback-urls")
-        {
-            format!("{}/{p}", self.kit.server)
-        } else {
-            format!(
-                "{}{OB_BASE}/{}",
-                self.kit.server,
-                path.trim_start_matches('/')
-            )
-        }
     }
 
     /// Creates a consent with a client-credentials token; remembers its
@@ -1002,7 +1006,7 @@ impl Tpp {
     /// where OB requires it, adds an idempotency key to payment POSTs,
     /// and checks the bank's response signature when there is one.
     pub async fn call(&mut self, req: CallRequest) -> Result<Reply> {
-        let url = self.url(&req.path);
+        let url = resolve(&self.kit.server, &req.path);
         let path_only = url
             .strip_prefix(&self.kit.server)
             .unwrap_or(&url)
@@ -1226,6 +1230,52 @@ mod tests {
         .to_string();
         assert!(shown.contains("grant_type=client_credentials"), "{shown}");
         assert!(!shown.contains("c2lnbmF0dXJl"), "{shown}");
+    }
+
+    #[test]
+    fn paths_resolve_under_the_server() {
+        let s = "https://bank.example";
+        for (given, want) in [
+            (
+                "aisp/accounts",
+                "https://bank.example/open-banking/v3.1/aisp/accounts",
+            ),
+            (
+                "/pisp/domestic-payments",
+                "https://bank.example/open-banking/v3.1/pisp/domestic-payments",
+            ),
+            ("events", "https://bank.example/open-banking/v3.1/events"),
+            (
+                "/open-banking/v3.1/aisp/accounts",
+                "https://bank.example/open-banking/v3.1/aisp/accounts",
+            ),
+            (
+                "/.well-known/openid-configuration",
+                "https://bank.example/.well-known/openid-configuration",
+            ),
+            ("/jwks", "https://bank.example/jwks"),
+            ("https://other.example/x", "https://other.example/x"),
+        ] {
+            assert_eq!(resolve(s, given), want, "{given}");
+        }
+    }
+
+    #[test]
+    fn redirect_fragments_are_shortened() {
+        let loc = format!(
+            "https://tpp.example/cb#code={}&state=abc&id_token={}",
+            "c".repeat(43),
+            "j".repeat(400)
+        );
+        let shown = url_text(&loc);
+        assert!(
+            shown.starts_with("https://tpp.example/cb#code=cccccccccc…"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("state=abc") && !shown.contains(&"j".repeat(400)),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -411,12 +411,18 @@ async fn read_redirect_from_stdin() -> Result<String> {
 pub async fn run(args: TppArgs) -> Result<()> {
     let c = &args.common;
     let out = Out { json: c.json };
-    if let TppCommand::Sign { file } = &args.command {
+    match args.command {
         // Signing is offline: no client, no state.
-        let kit = aspen_tpp::Kit::load(&c.kit, c.server.as_deref())?;
-        let sig = kit.sign_detached(&read_body(file)?)?;
-        return out.text("x-jws-signature", &sig);
+        TppCommand::Sign { file } => {
+            let kit = aspen_tpp::Kit::load(&c.kit, c.server.as_deref())?;
+            let sig = kit.sign_detached(&read_body(&file)?)?;
+            out.text("x-jws-signature", &sig)
+        }
+        command => online(c, &out, command).await,
     }
+}
+
+async fn online(c: &Common, out: &Out, command: TppCommand) -> Result<()> {
     let observer: Option<aspen_tpp::Observer> = c.verbose.then(|| {
         std::sync::Arc::new(|t: &aspen_tpp::Traffic<'_>| eprintln!("{t}")) as aspen_tpp::Observer
     });
@@ -427,8 +433,11 @@ pub async fn run(args: TppArgs) -> Result<()> {
         Duration::from_secs(c.timeout_secs.max(1)),
         observer,
     )?;
-    match args.command {
-        TppCommand::Sign { .. } => Ok(()),
+    match command {
+        TppCommand::Sign { file } => {
+            let sig = tpp.kit.sign_detached(&read_body(&file)?)?;
+            out.text("x-jws-signature", &sig)
+        }
         TppCommand::Register(r) => {
             if let Some(id) = &r.client_id {
                 tpp.adopt(id, &r.auth_method)?;
@@ -574,7 +583,7 @@ pub async fn run(args: TppArgs) -> Result<()> {
                 }
             }
         }
-        TppCommand::Pay(p) => pay(&mut tpp, &out, p).await,
+        TppCommand::Pay(p) => pay(&mut tpp, out, p).await,
         TppCommand::Postman { out: dir } => {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;

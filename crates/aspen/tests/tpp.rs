@@ -294,6 +294,21 @@ async fn reads_accounts_and_confirms_funds() {
         "{log}"
     );
 
+    // An expired access token is refreshed with the refresh token, which
+    // rotates.
+    let state_file = kit.join("tpp-state.json");
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let saved = &mut state["consent_tokens"][&consent_id];
+    let old_refresh = saved["refresh_token"].clone();
+    saved["expires_at"] = json!(0);
+    std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+    ok_json(&kit, &["call", "GET", "aisp/accounts"]).await;
+    let state: Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let saved = &state["consent_tokens"][&consent_id];
+    assert!(saved["expires_at"].as_i64().unwrap() > chrono::Utc::now().timestamp());
+    assert!(saved["refresh_token"].is_string());
+    assert_ne!(saved["refresh_token"], old_refresh);
+
     // Funds confirmation for one of rora's sort-code accounts.
     let sort_code = list
         .iter()
@@ -309,7 +324,16 @@ async fn reads_accounts_and_confirms_funds() {
     .await;
     cof.validate("/funds-confirmation-consents", "post", "201", &fc);
     let fc_id = fc["Data"]["ConsentId"].as_str().unwrap().to_string();
-    ok(&kit, &["authorize", "--headless", "--psu", "rora"]).await;
+    // Without --headless the URL is printed for the customer's browser;
+    // this client is headless, so the "browser" lands on the redirect at
+    // once, and the redirect URL is what the TPP's page would receive.
+    let url = ok(&kit, &["authorize", "--psu", "rora"]).await;
+    let url = url.trim();
+    assert!(url.starts_with(&s.url("/authorize?")), "{url}");
+    let r = s.client().get(url).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let token = ok(&kit, &["exchange", "--code", &location(&r), "--print"]).await;
+    assert!(!token.trim().is_empty() && !token.contains('{'), "{token}");
     let body = json!({"Data": {"ConsentId": fc_id, "Reference": "Purchase01",
         "InstructedAmount": {"Amount": "1.00", "Currency": "GBP"}}})
     .to_string();
@@ -440,7 +464,80 @@ async fn pays_and_the_money_moves() {
     .await;
     assert!(e.contains("access_denied"), "{e}");
     assert_eq!(booked_pence(&kit, &ais).await, after);
+
+    // Without --headless, `pay` prints the URL for the customer's browser
+    // and reads back the URL the browser was sent to.
+    let (paid, log) = pay_through_browser(&s, &kit, "2.50").await;
+    assert_eq!(
+        paid["Data"]["Status"], "AcceptedSettlementCompleted",
+        "{log}"
+    );
+    assert_eq!(booked_pence(&kit, &ais).await, after - 250);
     s.stop().await;
+}
+
+/// Runs `pay` without `--headless`, plays the browser (this client is
+/// headless, so `/authorize` redirects at once) and pastes the redirect
+/// URL into its stdin. The final payment and the progress log.
+async fn pay_through_browser(s: &TestServer, kit: &Path, amount: &str) -> (Value, String) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_aspen"))
+        .arg("tpp")
+        .arg("--kit")
+        .arg(kit)
+        .args([
+            "pay",
+            "--amount",
+            amount,
+            "--creditor-id",
+            "08080021325698",
+            "--creditor-name",
+            "ACME Inc",
+        ])
+        .env("ASPEN_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("aspen runs");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    let url = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            log.push_str(&line);
+            log.push('\n');
+            if line.starts_with("https://") {
+                return line;
+            }
+        }
+        panic!("no URL printed: {log}");
+    })
+    .await
+    .expect("the URL is printed in time");
+    assert!(url.starts_with(&s.url("/authorize?")), "{url}");
+    let r = s.client().get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{}\n", location(&r)).as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let mut out = String::new();
+    let mut stdout = child.stdout.take().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(60), async {
+        stdout.read_to_string(&mut out).await.unwrap();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            log.push_str(&line);
+            log.push('\n');
+        }
+        child.wait().await.unwrap()
+    })
+    .await
+    .expect("pay finishes in time");
+    assert!(status.success(), "{out}{log}");
+    (serde_json::from_str(&out).expect("the payment"), log)
 }
 
 #[tokio::test]
