@@ -476,6 +476,54 @@ async fn pays_and_the_money_moves() {
     s.stop().await;
 }
 
+#[tokio::test]
+async fn pay_waits_for_the_final_status_within_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = sandbox_config(dir.path());
+    // Accepted after 1 s, settled only after a minute.
+    cfg.payments.accept_after_ms = 1_000;
+    cfg.payments.settle_after_ms = 60_000;
+    cfg.payments.poll_interval_ms = 100;
+    let s = start_with(dir, cfg).await;
+    let kit = new_kit(&s, "tppslow");
+    ok(&kit, &["register", "--headless"]).await;
+    let pay = |wait: &'static str| {
+        let kit = kit.clone();
+        async move {
+            tpp(
+                &kit,
+                &[
+                    "pay",
+                    "--amount",
+                    "1.00",
+                    "--creditor-id",
+                    "08080021325698",
+                    "--creditor-name",
+                    "ACME Inc",
+                    "--headless",
+                    "--psu",
+                    "rora",
+                    "--wait-secs",
+                    wait,
+                    "--poll-ms",
+                    "100",
+                ],
+            )
+            .await
+        }
+    };
+    let started = std::time::Instant::now();
+    let o = pay("3").await;
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("is still AcceptedSettlementInProcess after 3 s"),
+        "{e}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    s.stop().await;
+}
+
 /// Runs `pay` without `--headless`, plays the browser (this client is
 /// headless, so `/authorize` redirects at once) and pastes the redirect
 /// URL into its stdin. The final payment and the progress log.
@@ -619,6 +667,37 @@ async fn signatures_the_bank_accepts_and_postman() {
     )
     .await;
     assert!(e.contains("UK.OBIE.Signature.Missing"), "{e}");
+
+    // The bank's response signatures are checked: a kit that expects
+    // another signer refuses the answer.
+    let consent_id = r["body"]["Data"]["ConsentId"].as_str().unwrap().to_string();
+    let path = format!("pisp/domestic-payment-consents/{consent_id}");
+    let good = ok_json(&kit, &["call", "GET", &path]).await;
+    assert_eq!(good["signature_verified"], true);
+    let kit_file = kit.join("kit.json");
+    let original = std::fs::read(&kit_file).unwrap();
+    let mut wrong = kit_json.clone();
+    wrong["aspsp_org_id"] = json!("0015800001NotTheBank");
+    std::fs::write(&kit_file, serde_json::to_vec(&wrong).unwrap()).unwrap();
+    let e = fails(&kit, &["call", "GET", &path]).await;
+    assert!(e.contains("response signature is refused"), "{e}");
+    std::fs::write(&kit_file, original).unwrap();
+
+    // This client was registered without --headless: the bank wants the
+    // customer, and the CLI says so.
+    let e = fails(
+        &kit,
+        &[
+            "authorize",
+            "--headless",
+            "--consent",
+            &consent_id,
+            "--scope",
+            "openid payments",
+        ],
+    )
+    .await;
+    assert!(e.contains("not registered for headless"), "{e}");
 
     // Postman: a v2.1 collection whose every request has a method and a
     // URL, and an environment with the kit's bank and client.
