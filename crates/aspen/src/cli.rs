@@ -53,6 +53,9 @@ pub enum Command {
     /// Consents, as the bank sees them.
     #[command(subcommand)]
     Consents(ConsentsCommand),
+    /// The TPP's side: register, tokens, consents, authorisation, calls,
+    /// payments, a Postman collection (with a kit).
+    Tpp(crate::tpp::TppArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -228,6 +231,7 @@ fn apply_store_args(config: &mut Config, args: &StoreArgs) {
 
 async fn run(command: Command, mut config: Config) -> Result<()> {
     match command {
+        Command::Tpp(args) => crate::tpp::run(args).await,
         Command::Serve(args) => {
             apply_store_args(&mut config, &args.store);
             if let Some(p) = args.profile {

@@ -12,6 +12,7 @@ pub mod ops;
 pub mod pki;
 pub mod server;
 pub mod tls;
+pub mod tpp;
 
 pub use config::{Config, Profile};
 pub use server::{RunningServer, start};
