@@ -2,7 +2,6 @@
 //! (AUTH-9). The discovery document lists exactly what this server
 //! enforces under the active profile (AUTH-8).
 
-use aspen_http::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -78,8 +77,10 @@ impl Capabilities {
     }
 }
 
-pub async fn openid_configuration(State(s): State<AuthState>) -> Response {
-    let c = &s.config;
+/// The discovery document for `config`. Built once per start
+/// ([`crate::AuthState::new`]): everything in it comes from the
+/// configuration, which changes only with a restart.
+pub fn document(c: &crate::AuthConfig) -> serde_json::Value {
     let caps = Capabilities::of(c.profile);
     let mut doc = serde_json::json!({
         "issuer": c.issuer,
@@ -109,11 +110,20 @@ pub async fn openid_configuration(State(s): State<AuthState>) -> Response {
         doc["aspen_permissive_response_types_supported"] =
             serde_json::json!(caps.permissive_response_types);
     }
-    cached(Json(doc).into_response())
+    doc
+}
+
+pub async fn openid_configuration(State(s): State<AuthState>) -> Response {
+    json_bytes(s.discovery_body.clone())
 }
 
 pub async fn jwks(State(s): State<AuthState>) -> Response {
-    let mut resp = s.jwks_body.clone().into_response();
+    json_bytes(s.jwks_body.clone())
+}
+
+/// A body serialised at start, as JSON, cacheable.
+fn json_bytes(body: axum::body::Bytes) -> Response {
+    let mut resp = body.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(aspen_http::json::JSON_UTF8),

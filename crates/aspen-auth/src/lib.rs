@@ -3,6 +3,7 @@
 //! certificate-bound access tokens.
 
 pub mod bearer;
+pub mod client_keys;
 pub mod consent_view;
 pub mod dcr;
 pub mod discovery;
@@ -113,10 +114,14 @@ pub struct AuthState {
     pub core: Arc<dyn aspen_core::Core>,
     pub keys: Arc<ServerKeys>,
     pub tpp_keys: Arc<tpp_keys::TppKeyResolver>,
+    /// Registered client key sets, parsed once per distinct text.
+    pub client_keys: Arc<client_keys::ClientKeys>,
     /// The `/jwks` body, serialised once: the published keys change only
     /// with a restart, and with their certificate chains (`x5c`) the body
     /// is several kilobytes of base64 not worth rebuilding per request.
     pub jwks_body: axum::body::Bytes,
+    /// The discovery document, serialised once for the same reason.
+    pub discovery_body: axum::body::Bytes,
     /// Passkeys' relying party, when the issuer names a host.
     pub passkeys: Option<Arc<webauthn::RelyingParty>>,
 }
@@ -132,6 +137,9 @@ impl AuthState {
             tpp_keys::TppKeyResolver::new(config.jwks_url_map.clone(), config.jwks_fetch_timeout);
         let jwks: Vec<serde_json::Value> = keys.published.iter().map(|k| k.public_jwk()).collect();
         let jwks_body = serde_json::to_vec(&serde_json::json!({ "keys": jwks }))
+            .unwrap_or_default()
+            .into();
+        let discovery_body = serde_json::to_vec(&discovery::document(&config))
             .unwrap_or_default()
             .into();
         let passkeys = webauthn::RelyingParty::for_issuer(
@@ -153,7 +161,9 @@ impl AuthState {
             core,
             keys: Arc::new(keys),
             tpp_keys: Arc::new(tpp_keys),
+            client_keys: Arc::default(),
             jwks_body,
+            discovery_body,
         }
     }
 }

@@ -5,13 +5,14 @@
 use std::collections::HashMap;
 
 use aspen_http::{ClientCert, Json, PeerCert};
-use aspen_store::auth::{ClientRecord, TokenKind, TokenRecord};
+use aspen_store::auth::{TokenClient, TokenKind, TokenRecord};
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::oauth_error::OAuthError;
@@ -131,13 +132,42 @@ fn pick_method<'a>(
     }
 }
 
-/// Authenticates the client of a token request (AUTH-46..50).
-pub async fn authenticate(
+/// A verified client assertion's `jti`, not yet recorded. AUTH-47: single
+/// use across every node, by a primary key, not a cache. The grant records
+/// it: `client_credentials` in the transaction that writes the token, the
+/// others before they go on.
+struct AssertionJti {
+    scope: String,
+    jti: String,
+    expires_at: i64,
+}
+
+impl AssertionJti {
+    async fn spend(self, state: &AuthState) -> Result<(), OAuthError> {
+        if state
+            .store
+            .use_jti(&self.scope, &self.jti, self.expires_at)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(jti_replayed())
+        }
+    }
+}
+
+fn jti_replayed() -> OAuthError {
+    OAuthError::invalid_client("client_assertion jti has been used before")
+}
+
+/// Authenticates the client of a token request (AUTH-46..50); with
+/// `private_key_jwt`, also the assertion's `jti` for the grant to record.
+async fn authenticate(
     state: &AuthState,
     headers: &HeaderMap,
     form: &HashMap<String, String>,
     cert: &ClientCert,
-) -> Result<ClientRecord, OAuthError> {
+) -> Result<(TokenClient, Option<AssertionJti>), OAuthError> {
     let basic = basic_credentials(headers)?;
     let method = pick_method(form, basic)?;
     let (client_id, method_name) = match &method {
@@ -164,7 +194,7 @@ pub async fn authenticate(
     }
     let client = state
         .store
-        .client(&client_id)
+        .token_client(&client_id)
         .await?
         .ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
     if client.token_endpoint_auth_method != method_name {
@@ -173,8 +203,11 @@ pub async fn authenticate(
             client.token_endpoint_auth_method
         )));
     }
+    let mut jti = None;
     match method {
-        Method::PrivateKeyJwt(assertion) => check_assertion(state, &client, assertion).await?,
+        Method::PrivateKeyJwt(assertion) => {
+            jti = Some(check_assertion(state, &client, assertion).await?);
+        }
         Method::TlsClientAuth(_) => {
             let registered = client
                 .tls_client_auth_subject_dn
@@ -190,10 +223,10 @@ pub async fn authenticate(
         Method::SecretBasic(_, secret) => check_secret(state, &client, &secret)?,
         Method::SecretPost(_, secret) => check_secret(state, &client, secret)?,
     }
-    Ok(client)
+    Ok((client, jti))
 }
 
-fn check_secret(state: &AuthState, client: &ClientRecord, secret: &str) -> Result<(), OAuthError> {
+fn check_secret(state: &AuthState, client: &TokenClient, secret: &str) -> Result<(), OAuthError> {
     // AUTH-49: secrets only for permissive clients of a server running the
     // sandbox profile now — a client registered while the data was a
     // sandbox gains nothing under production.
@@ -210,9 +243,9 @@ fn check_secret(state: &AuthState, client: &ClientRecord, secret: &str) -> Resul
 
 async fn check_assertion(
     state: &AuthState,
-    client: &ClientRecord,
+    client: &TokenClient,
     assertion: &str,
-) -> Result<(), OAuthError> {
+) -> Result<AssertionJti, OAuthError> {
     let alg = client
         .token_endpoint_auth_signing_alg
         .as_deref()
@@ -220,8 +253,10 @@ async fn check_assertion(
         .ok_or_else(|| {
             OAuthError::invalid_client("client has no usable token_endpoint_auth_signing_alg")
         })?;
-    let jwks = aspen_jose::Jwks::from_value(&client.jwks)
-        .map_err(|_| OAuthError::invalid_client("client key set is unusable"))?;
+    let jwks = state
+        .client_keys
+        .get(&client.jwks_json)
+        .ok_or_else(|| OAuthError::invalid_client("client key set is unusable"))?;
     let verified = match aspen_jose::verify_jwt(assertion, &jwks, &[alg]) {
         Ok(v) => v,
         Err(first) => {
@@ -229,10 +264,10 @@ async fn check_assertion(
             // an endpoint.
             let refreshed = match &client.jwks_uri {
                 Some(url)
-                    if client
-                        .jwks
-                        .get("keys")
-                        .is_none_or(|k| k.as_array().is_none_or(Vec::is_empty)) =>
+                    if serde_json::from_str::<Value>(&client.jwks_json).is_ok_and(|j| {
+                        j.get("keys")
+                            .is_none_or(|k| k.as_array().is_none_or(Vec::is_empty))
+                    }) =>
                 {
                     state.tpp_keys.by_url(url, true).await.ok()
                 }
@@ -299,17 +334,11 @@ async fn check_assertion(
     let jti = s("jti")
         .filter(|j| !j.is_empty() && j.len() <= 256)
         .ok_or_else(|| OAuthError::invalid_client("client_assertion has no jti"))?;
-    // AUTH-47: single use across every node — a primary key, not a cache.
-    if !state
-        .store
-        .use_jti(&format!("assertion:{}", client.client_id), jti, exp + SKEW)
-        .await?
-    {
-        return Err(OAuthError::invalid_client(
-            "client_assertion jti has been used before",
-        ));
-    }
-    Ok(())
+    Ok(AssertionJti {
+        scope: format!("assertion:{}", client.client_id),
+        jti: jti.to_string(),
+        expires_at: exp + SKEW,
+    })
 }
 
 pub async fn token(
@@ -327,9 +356,14 @@ pub async fn token(
         .get("grant_type")
         .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?
         .clone();
-    let client = authenticate(&state, &headers, &form, &cert).await?;
+    let (client, jti) = authenticate(&state, &headers, &form, &cert).await?;
+    if grant_type == "client_credentials" {
+        return client_credentials(&state, &client, &form, &cert, jti).await;
+    }
+    if let Some(jti) = jti {
+        jti.spend(&state).await?;
+    }
     match grant_type.as_str() {
-        "client_credentials" => client_credentials(&state, &client, &form, &cert).await,
         "authorization_code" => authorization_code(&state, &client, &form, &cert).await,
         "refresh_token" => refresh_token(&state, &client, &form, &cert).await,
         other => Err(OAuthError::unsupported_grant_type(format!(
@@ -338,12 +372,64 @@ pub async fn token(
     }
 }
 
+/// A client-credentials token response, serialised as it stands.
+#[derive(Serialize)]
+struct CcTokenResponse<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    expires_in: i64,
+    scope: &'a str,
+}
+
+/// One write transaction per token: the assertion's `jti` (if any) and the
+/// token row commit together (issue 15).
 async fn client_credentials(
     state: &AuthState,
-    client: &ClientRecord,
+    client: &TokenClient,
     form: &HashMap<String, String>,
     cert: &ClientCert,
+    jti: Option<AssertionJti>,
 ) -> Result<Response, OAuthError> {
+    let (token, record) = match cc_token(state, client, form, cert) {
+        Ok(t) => t,
+        Err(e) => {
+            // A refused request spends its assertion all the same.
+            if let Some(jti) = jti {
+                jti.spend(state).await?;
+            }
+            return Err(e);
+        }
+    };
+    let issued = match &jti {
+        Some(j) => {
+            state
+                .store
+                .insert_token_spending_jti(&j.scope, &j.jti, j.expires_at, &record)
+                .await?
+        }
+        None => {
+            state.store.insert_token(&record).await?;
+            true
+        }
+    };
+    if !issued {
+        return Err(jti_replayed());
+    }
+    Ok(token_response(CcTokenResponse {
+        access_token: &token,
+        token_type: "Bearer",
+        expires_in: record.expires_at - record.issued_at,
+        scope: &record.scope,
+    }))
+}
+
+/// The token and its record, or why the client may not have one.
+fn cc_token(
+    state: &AuthState,
+    client: &TokenClient,
+    form: &HashMap<String, String>,
+    cert: &ClientCert,
+) -> Result<(String, TokenRecord), OAuthError> {
     if !client.grant_types.iter().any(|g| g == "client_credentials") {
         return Err(OAuthError::unauthorized_client(
             "client_credentials is not registered for this client",
@@ -394,17 +480,11 @@ async fn client_credentials(
         revoked: false,
         code_hash: None,
     };
-    state.store.insert_token(&record).await?;
-    Ok(token_response(serde_json::json!({
-        "access_token": token,
-        "token_type": "Bearer",
-        "expires_in": ttl,
-        "scope": record.scope,
-    })))
+    Ok((token, record))
 }
 
 /// AUTH-45: token responses are never cached.
-pub fn token_response(body: Value) -> Response {
+pub fn token_response<T: Serialize>(body: T) -> Response {
     let mut resp = Json(body).into_response();
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -418,7 +498,7 @@ const NEVER: i64 = 2_147_483_647;
 /// AUTH-52..55: the code becomes tokens bound to the client's certificate.
 async fn authorization_code(
     state: &AuthState,
-    client: &ClientRecord,
+    client: &TokenClient,
     form: &HashMap<String, String>,
     cert: &ClientCert,
 ) -> Result<Response, OAuthError> {
@@ -495,7 +575,7 @@ async fn authorization_code(
 /// AUTH-53: a second use of a code revokes everything the first one
 /// bought. The store's spend holds the code's row until its tokens are
 /// committed, so this revocation sees them whichever node won.
-async fn replayed(state: &AuthState, client: &ClientRecord, code_hash: &str) -> OAuthError {
+async fn replayed(state: &AuthState, client: &TokenClient, code_hash: &str) -> OAuthError {
     if let Err(e) = state.store.revoke_tokens_of_code(code_hash).await {
         return e.into();
     }
@@ -541,7 +621,7 @@ struct Issued {
 #[allow(clippy::too_many_arguments)]
 fn consent_tokens(
     state: &AuthState,
-    client: &ClientRecord,
+    client: &TokenClient,
     cert: &ClientCert,
     consent: &aspen_store::consent::ConsentRecord,
     psu_id: &str,
@@ -623,7 +703,7 @@ fn consent_tokens(
 /// (the presented refresh token is revoked, a new one returned).
 async fn refresh_token(
     state: &AuthState,
-    client: &ClientRecord,
+    client: &TokenClient,
     form: &HashMap<String, String>,
     cert: &ClientCert,
 ) -> Result<Response, OAuthError> {

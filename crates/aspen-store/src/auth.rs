@@ -66,6 +66,25 @@ pub struct TokenRecord {
     pub code_hash: Option<String>,
 }
 
+/// What the token endpoint reads of a client on every request: all but
+/// the registration document (`metadata`, most of the row: it carries the
+/// SSA), and the key set as stored, so that a parsed copy can be found by
+/// its exact text and never differs from the row just read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenClient {
+    pub client_id: String,
+    pub token_endpoint_auth_method: String,
+    pub token_endpoint_auth_signing_alg: Option<String>,
+    pub tls_client_auth_subject_dn: Option<String>,
+    pub client_secret_hash: Option<String>,
+    pub permissive: bool,
+    pub scope: String,
+    pub grant_types: Vec<String>,
+    /// The `jwks` column: a JSON document, byte for byte as registered.
+    pub jwks_json: String,
+    pub jwks_uri: Option<String>,
+}
+
 #[async_trait]
 pub trait AuthStore: Send + Sync {
     async fn insert_client(&self, c: &ClientRecord) -> Result<(), StoreError>;
@@ -81,6 +100,109 @@ pub trait AuthStore: Send + Sync {
     async fn revoke_token(&self, hash: &str) -> Result<(), StoreError>;
     /// Records a JWT id; false when it was already used in this scope.
     async fn use_jti(&self, scope: &str, jti: &str, expires_at: i64) -> Result<bool, StoreError>;
+    /// A live client as the token endpoint needs it ([`TokenClient`]).
+    async fn token_client(&self, client_id: &str) -> Result<Option<TokenClient>, StoreError>;
+    /// Records a JWT id (as [`AuthStore::use_jti`]) and inserts the token it
+    /// bought in one write transaction: both rows or neither. False, with
+    /// nothing written, when the id was already used in this scope; the
+    /// `(scope, jti)` primary key decides, whichever node asks.
+    async fn insert_token_spending_jti(
+        &self,
+        scope: &str,
+        jti: &str,
+        jti_expires_at: i64,
+        t: &TokenRecord,
+    ) -> Result<bool, StoreError>;
+}
+
+/// A used JWT id is kept at least this long past now, whatever its `exp`
+/// says, so an assertion cannot be replayed within the clock skew.
+pub(crate) fn jti_expiry(expires_at: i64) -> i64 {
+    expires_at.max(chrono::Utc::now().timestamp() + 60)
+}
+
+/// The token columns after the three `used_jti` parameters.
+const TOKEN_PARAMS: &str = "$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15";
+
+/// Binds the parameters of [`sqlite_insert_token_spending_jti`] and
+/// [`pg_insert_token_spending_jti`]: `$1..$3` the JWT id, `$4..$15` the
+/// token in [`TOKEN_COLUMNS`] order.
+macro_rules! bind_jti_and_token {
+    ($q:expr, $scope:expr, $jti:expr, $exp:expr, $t:expr) => {
+        $q.bind($scope)
+            .bind($jti)
+            .bind($crate::auth::jti_expiry($exp))
+            .bind(&$t.token_hash)
+            .bind($t.kind.as_str())
+            .bind(&$t.client_id)
+            .bind(&$t.scope)
+            .bind(&$t.consent_id)
+            .bind(&$t.psu_id)
+            .bind(&$t.grant)
+            .bind(&$t.cert_thumbprint)
+            .bind($t.issued_at)
+            .bind($t.expires_at)
+            .bind($t.revoked as i64)
+            .bind(&$t.code_hash)
+    };
+}
+
+/// SQLite: the whole write in one statement list, so one hop to sqlx's
+/// worker thread and one commit. The token row is written only if the id's
+/// row was (`changes()` of the insert before it). The transaction is in the
+/// text, so a failure part-way can leave it open on this connection: it is
+/// rolled back here, and a connection that cannot be rolled back is closed
+/// instead of going back to the pool.
+pub(crate) async fn sqlite_insert_token_spending_jti(
+    pool: &sqlx::SqlitePool,
+    scope: &str,
+    jti: &str,
+    jti_expires_at: i64,
+    t: &TokenRecord,
+) -> Result<bool, StoreError> {
+    let sql = format!(
+        "BEGIN IMMEDIATE; \
+         INSERT INTO used_jti (scope, jti, expires_at) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING; \
+         INSERT INTO tokens ({TOKEN_COLUMNS}) SELECT {TOKEN_PARAMS} WHERE changes() = 1 RETURNING 1; \
+         COMMIT"
+    );
+    let mut conn = pool.acquire().await?;
+    let q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    match bind_jti_and_token!(q, scope, jti, jti_expires_at, t)
+        .fetch_all(&mut *conn)
+        .await
+    {
+        Ok(rows) => Ok(!rows.is_empty()),
+        Err(e) => {
+            if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+                conn.close_on_drop();
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// PostgreSQL: one statement, so one round trip and one transaction; the
+/// token row is selected from the id row this statement inserted, and a
+/// concurrent insert of the same id waits on the primary key and then
+/// inserts neither.
+pub(crate) async fn pg_insert_token_spending_jti(
+    pool: &sqlx::PgPool,
+    scope: &str,
+    jti: &str,
+    jti_expires_at: i64,
+    t: &TokenRecord,
+) -> Result<bool, StoreError> {
+    let sql = format!(
+        "WITH spent AS (INSERT INTO used_jti (scope, jti, expires_at) VALUES ($1,$2,$3) \
+         ON CONFLICT DO NOTHING RETURNING 1) \
+         INSERT INTO tokens ({TOKEN_COLUMNS}) SELECT {TOKEN_PARAMS} FROM spent"
+    );
+    let q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let r = bind_jti_and_token!(q, scope, jti, jti_expires_at, t)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
 }
 
 pub(crate) fn json_list(v: &[String]) -> String {
@@ -116,7 +238,7 @@ pub(crate) const TOKEN_COLUMNS: &str = "token_hash, kind, client_id, scope, cons
 #[macro_export]
 #[doc(hidden)]
 macro_rules! impl_auth_store {
-    ($store:ty, $row:ty) => {
+    ($store:ty, $row:ty, $insert_token_spending_jti:path) => {
         #[async_trait::async_trait]
         impl $crate::auth::AuthStore for $store {
             async fn insert_client(&self, c: &$crate::auth::ClientRecord) -> Result<(), $crate::StoreError> {
@@ -291,17 +413,54 @@ macro_rules! impl_auth_store {
             async fn use_jti(&self, scope: &str, jti: &str, expires_at: i64) -> Result<bool, $crate::StoreError> {
                 // Expired ids go in the background purge
                 // (`ConsentStore::purge_expired`), not on this path.
-                let now = chrono::Utc::now().timestamp();
                 let r = sqlx::query(
                     "INSERT INTO used_jti (scope, jti, expires_at) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING",
                 )
                 .bind(scope)
                 .bind(jti)
-                .bind(expires_at.max(now + 60))
+                .bind($crate::auth::jti_expiry(expires_at))
                 .execute(&self.pool)
                 .await
                 .map_err($crate::StoreError::from)?;
                 Ok(r.rows_affected() == 1)
+            }
+
+            async fn token_client(&self, client_id: &str) -> Result<Option<$crate::auth::TokenClient>, $crate::StoreError> {
+                let row: Option<$row> = sqlx::query(
+                    "SELECT client_id, token_endpoint_auth_method, token_endpoint_auth_signing_alg, \
+                     tls_client_auth_subject_dn, client_secret_hash, permissive, scope, grant_types, \
+                     jwks, jwks_uri FROM clients WHERE client_id=$1 AND deleted_at IS NULL",
+                )
+                .bind(client_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err($crate::StoreError::from)?;
+                row.map(|r| {
+                    use sqlx::Row;
+                    Ok($crate::auth::TokenClient {
+                        client_id: r.get(0),
+                        token_endpoint_auth_method: r.get(1),
+                        token_endpoint_auth_signing_alg: r.get(2),
+                        tls_client_auth_subject_dn: r.get(3),
+                        client_secret_hash: r.get(4),
+                        permissive: r.get::<i64, _>(5) != 0,
+                        scope: r.get(6),
+                        grant_types: $crate::auth::parse_list(r.get::<&str, _>(7))?,
+                        jwks_json: r.get(8),
+                        jwks_uri: r.get(9),
+                    })
+                })
+                .transpose()
+            }
+
+            async fn insert_token_spending_jti(
+                &self,
+                scope: &str,
+                jti: &str,
+                jti_expires_at: i64,
+                t: &$crate::auth::TokenRecord,
+            ) -> Result<bool, $crate::StoreError> {
+                $insert_token_spending_jti(&self.pool, scope, jti, jti_expires_at, t).await
             }
         }
 

@@ -69,10 +69,18 @@ pub struct PgStore {
     pool: sqlx::PgPool,
 }
 
-impl_auth_store!(SqliteStore, sqlx::sqlite::SqliteRow);
+impl_auth_store!(
+    SqliteStore,
+    sqlx::sqlite::SqliteRow,
+    auth::sqlite_insert_token_spending_jti
+);
 mod pg_auth {
     use super::*;
-    impl_auth_store!(PgStore, sqlx::postgres::PgRow);
+    impl_auth_store!(
+        PgStore,
+        sqlx::postgres::PgRow,
+        auth::pg_insert_token_spending_jti
+    );
 }
 impl_consent_store!(SqliteStore, sqlx::sqlite::SqliteRow, sqlx::Sqlite);
 mod pg_consent {
@@ -134,6 +142,24 @@ impl Store for PgStore {
     }
 }
 
+/// A pooled connection idle at least this long is pinged before use (the
+/// server may have dropped it meanwhile). Sooner, the ping sqlx makes on
+/// every release vouches for it: a ping on acquire too would add a round
+/// trip (on SQLite a hop to its worker thread) to every query.
+const PING_IF_IDLE: Duration = Duration::from_secs(30);
+
+fn ping_if_idle<'c, C: sqlx::Connection>(
+    conn: &'c mut C,
+    meta: sqlx::pool::PoolConnectionMetadata,
+) -> futures_util::future::BoxFuture<'c, Result<bool, sqlx::Error>> {
+    Box::pin(async move {
+        if meta.idle_for >= PING_IF_IDLE {
+            conn.ping().await?;
+        }
+        Ok(true)
+    })
+}
+
 /// Opens the store named by the URL: `sqlite:…` (the file is created if
 /// missing) or `postgres://…`.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
@@ -155,6 +181,8 @@ pub async fn connect_with_schema(
             .busy_timeout(Duration::from_secs(10));
         let pool = sqlx::sqlite::SqlitePoolOptions::new()
             .max_connections(8)
+            .test_before_acquire(false)
+            .before_acquire(ping_if_idle)
             .connect_with(opts)
             .await?;
         Ok(Arc::new(SqliteStore { pool }))
@@ -165,6 +193,8 @@ pub async fn connect_with_schema(
         }
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(16)
+            .test_before_acquire(false)
+            .before_acquire(ping_if_idle)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(opts)
             .await?;

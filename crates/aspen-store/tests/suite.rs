@@ -383,6 +383,129 @@ both!(clients_tokens_and_jti, |s: Arc<dyn Store>| async move {
     );
 });
 
+both!(token_client_reads_the_row_as_it_is_now, |s: Arc<
+    dyn Store,
+>| async move {
+    assert!(s.token_client("c1").await.unwrap().is_none());
+    let c = client("c1");
+    s.insert_client(&c).await.unwrap();
+    let t = s.token_client("c1").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            t.client_id.as_str(),
+            t.token_endpoint_auth_method.as_str(),
+            t.scope.as_str()
+        ),
+        (
+            "c1",
+            c.token_endpoint_auth_method.as_str(),
+            c.scope.as_str()
+        )
+    );
+    assert_eq!(t.grant_types, c.grant_types);
+    assert_eq!(t.permissive, c.permissive);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&t.jwks_json).unwrap(),
+        c.jwks
+    );
+    // An update and a delete count on the next read: nothing is kept.
+    let mut upd = c.clone();
+    upd.jwks = json!({"keys": [{"kty": "RSA", "kid": "new"}]});
+    upd.scope = "openid".into();
+    s.update_client(&upd).await.unwrap();
+    let t = s.token_client("c1").await.unwrap().unwrap();
+    assert_eq!(t.scope, "openid");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&t.jwks_json).unwrap(),
+        upd.jwks
+    );
+    assert!(s.delete_client("c1").await.unwrap());
+    assert!(s.token_client("c1").await.unwrap().is_none());
+});
+
+both!(
+    a_token_and_its_jti_are_one_write,
+    |s: Arc<dyn Store>| async move {
+        let far = chrono::Utc::now().timestamp() + 600;
+        // Racing callers with the same jti, each with its own token: one wins,
+        // and only the winner's token exists.
+        let mut handles = Vec::new();
+        for i in 0..8 {
+            let s = s.clone();
+            handles.push(tokio::spawn(async move {
+                let won = s
+                    .insert_token_spending_jti(
+                        "assertion:c1",
+                        "j1",
+                        far,
+                        &token(&format!("r{i}"), "c1", None),
+                    )
+                    .await
+                    .unwrap();
+                (i, won)
+            }));
+        }
+        let mut winners = Vec::new();
+        for h in handles {
+            let (i, won) = h.await.unwrap();
+            if won {
+                winners.push(i);
+            }
+        }
+        assert_eq!(winners.len(), 1, "{winners:?}");
+        for i in 0..8 {
+            let stored = s.token_by_hash(&format!("r{i}")).await.unwrap();
+            assert_eq!(stored.is_some(), winners.contains(&i), "token r{i}");
+        }
+        assert_eq!(
+            s.token_by_hash(&format!("r{}", winners[0]))
+                .await
+                .unwrap()
+                .unwrap(),
+            token(&format!("r{}", winners[0]), "c1", None)
+        );
+        // The jti is the same one `use_jti` guards, in both directions.
+        assert!(!s.use_jti("assertion:c1", "j1", far).await.unwrap());
+        assert!(s.use_jti("assertion:c1", "j2", far).await.unwrap());
+        assert!(
+            !s.insert_token_spending_jti("assertion:c1", "j2", far, &token("r9", "c1", None))
+                .await
+                .unwrap()
+        );
+        assert!(s.token_by_hash("r9").await.unwrap().is_none());
+        // Another scope is independent.
+        assert!(
+            s.insert_token_spending_jti("assertion:c2", "j1", far, &token("r10", "c2", None))
+                .await
+                .unwrap()
+        );
+        // A failed write (the token's hash already exists) leaves no jti
+        // behind and the connection usable: the same jti then succeeds.
+        assert!(matches!(
+            s.insert_token_spending_jti("assertion:c1", "j3", far, &token("r10", "c1", None))
+                .await,
+            Err(aspen_store::StoreError::Conflict(_))
+        ));
+        // (Had the failed write left its transaction open, this write would
+        // wait for SQLite's write lock and fail.)
+        assert!(
+            s.insert_token_spending_jti("assertion:c1", "j3", far, &token("r11", "c1", None))
+                .await
+                .unwrap()
+        );
+        // The jti is kept at least a minute, whatever its own expiry.
+        assert!(
+            s.insert_token_spending_jti("assertion:c1", "old", 1, &token("r12", "c1", None))
+                .await
+                .unwrap()
+        );
+        s.purge_expired(chrono::Utc::now().timestamp(), 100)
+            .await
+            .unwrap();
+        assert!(!s.use_jti("assertion:c1", "old", 1).await.unwrap());
+    }
+);
+
 fn consent(id: &str) -> ConsentRecord {
     ConsentRecord {
         consent_id: id.into(),

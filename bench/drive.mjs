@@ -1,0 +1,98 @@
+// A fixed number of requests over keep-alive mTLS, for per-request cost
+// under callgrind or perf (bench/profile.sh): the count, not the rate, is
+// what matters, so the client may be slow. Client assertions are signed
+// before the first request.
+//
+//   node bench/drive.mjs --url https://127.0.0.1:18443 --kit KIT \
+//     --scenario pkjwt|tls|discovery|jwks --n 500 --conns 1 [--client-id ID]
+import { createPrivateKey, randomUUID, sign, constants } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import https from 'node:https';
+import { parseArgs } from 'node:util';
+
+const { values: o } = parseArgs({
+  options: {
+    url: { type: 'string' },
+    kit: { type: 'string' },
+    scenario: { type: 'string' },
+    n: { type: 'string', default: '500' },
+    conns: { type: 'string', default: '1' },
+    'client-id': { type: 'string' },
+  },
+});
+const n = Number(o.n);
+const conns = Number(o.conns);
+const kit = (f) => readFileSync(`${o.kit}/${f}`);
+const agent = new https.Agent({
+  keepAlive: true,
+  maxSockets: conns,
+  ca: kit('ca.pem'),
+  cert: kit('transport.pem'),
+  key: kit('transport-key.pem'),
+});
+const token = `${o.url}/token`;
+const b64 = (x) => Buffer.from(x).toString('base64url');
+
+function assertion(key, kid) {
+  const now = Math.floor(Date.now() / 1000);
+  const head = b64(JSON.stringify({ alg: 'PS256', kid, typ: 'JWT' }));
+  const body = b64(JSON.stringify({
+    iss: o['client-id'], sub: o['client-id'], aud: token, iat: now, exp: now + 600, jti: randomUUID(),
+  }));
+  const sig = sign('sha256', Buffer.from(`${head}.${body}`), {
+    key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32,
+  });
+  return `${head}.${body}.${b64(sig)}`;
+}
+
+const bodies = [];
+if (o.scenario === 'pkjwt') {
+  const key = createPrivateKey(kit('signing-key.pem'));
+  const kid = JSON.parse(kit('kit.json')).signing_kid;
+  for (let i = 0; i < n; i++) {
+    bodies.push(new URLSearchParams({
+      grant_type: 'client_credentials', scope: 'accounts',
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+      client_assertion: assertion(key, kid),
+    }).toString());
+  }
+} else if (o.scenario === 'tls') {
+  const b = new URLSearchParams({
+    grant_type: 'client_credentials', scope: 'accounts', client_id: o['client-id'],
+  }).toString();
+  for (let i = 0; i < n; i++) bodies.push(b);
+}
+
+function once(i) {
+  return new Promise((resolve, reject) => {
+    const post = bodies.length > 0;
+    const url = post ? token
+      : o.scenario === 'jwks' ? `${o.url}/jwks` : `${o.url}/.well-known/openid-configuration`;
+    const req = https.request(url, {
+      agent,
+      method: post ? 'POST' : 'GET',
+      headers: post ? { 'content-type': 'application/x-www-form-urlencoded' } : {},
+    }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => {
+        if (res.statusCode !== 200) {
+          reject(new Error(`${res.statusCode} ${Buffer.concat(chunks)}`));
+        } else resolve();
+      });
+    });
+    req.setTimeout(120000, () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    if (post) req.write(bodies[i]);
+    req.end();
+  });
+}
+
+let next = 0;
+const t0 = performance.now();
+await Promise.all(Array.from({ length: conns }, async () => {
+  while (next < n) await once(next++);
+}));
+const ms = performance.now() - t0;
+console.log(`${o.scenario} n=${n} conns=${conns} ${(ms / n).toFixed(3)} ms/request`);
+agent.destroy();
