@@ -38,7 +38,12 @@ if [ "${MODE:-callgrind}" = cpu ]; then
   # Server CPU time (user + system, so syscalls and thread wake-ups count)
   # per request from /proc, native speed: REPEAT runs of N requests each,
   # every figure printed so the spread shows.
-  "$BIN" serve >"$WORK/serve.out" 2>"$WORK/serve.log" &
+  # As ../shared/peer-bench does: the server on core 0 (so one tokio
+  # worker), the client on core 1.
+  SRV=() CLI=()
+  if [ "$(nproc)" -ge 2 ] && [ "${PIN:-1}" = 1 ]; then SRV=(taskset -c 0) CLI=(taskset -c 1); fi
+  drive() { "${CLI[@]}" node bench/drive.mjs --url "$URL" --kit "$WORK/kit" "$@"; }
+  "${SRV[@]}" "$BIN" serve >"$WORK/serve.out" 2>"$WORK/serve.log" &
   PID=$!
   until curl -fsk "$URL/health" >/dev/null 2>&1; do sleep 0.1; done
   ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
@@ -55,7 +60,7 @@ if [ "${MODE:-callgrind}" = cpu ]; then
     printf '%-18s c=%-2s server CPU µs/request: %s (median %s)\n' "$name" "$c" "${runs[*]}" \
       "$(printf '%s\n' "${runs[@]}" | sort -n | sed -n "$(( (${#runs[@]} + 1) / 2 ))p")"
   }
-  echo "== $DB, cpu, $(git rev-parse --short HEAD), $N requests a run, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "== $DB, cpu, $(git rev-parse --short HEAD), $N requests a run, pinned: ${SRV[*]:-no}, load $(cut -d' ' -f1-3 /proc/loadavg)"
   cpu token-pkjwt pkjwt "$PKJWT" 1
   cpu token-pkjwt pkjwt "$PKJWT" 8
   cpu token-tls tls "$TLS" 1

@@ -727,6 +727,60 @@ async fn private_key_jwt_rules() {
     s.stop().await;
 }
 
+/// AUTH-47 with the token written in the jti's transaction (issue 15):
+/// one assertion sent many times at once buys exactly one token, and a
+/// refused request spends its assertion too.
+#[tokio::test]
+async fn a_client_assertion_sent_in_parallel_buys_one_token() {
+    let s = start_sandbox().await;
+    let tpp = Tpp::load(&s.make_kit("pkjpar", "https://tpp.example.com/cb"));
+    let id = s.register_ok(&tpp).await;
+    let te = s.url("/token");
+    let a = tpp.assertion(&id, &te);
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("scope", "accounts"),
+        ("client_assertion_type", JWT_BEARER),
+        ("client_assertion", a.as_str()),
+    ];
+    let results = futures_util::future::join_all(
+        (0..12).map(|_| async { error_of(token_request(&s, &tpp, &form).await).await }),
+    )
+    .await;
+    let ok = results.iter().filter(|r| r.0 == 200).count();
+    assert_eq!(ok, 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|r| r.0 == 200 || *r == (401, "invalid_client".to_string())),
+        "{results:?}"
+    );
+
+    // An assertion refused for its scope is spent all the same.
+    let a = tpp.assertion(&id, &te);
+    let bad_scope = [
+        ("grant_type", "client_credentials"),
+        ("scope", "nothing-registered"),
+        ("client_assertion_type", JWT_BEARER),
+        ("client_assertion", a.as_str()),
+    ];
+    assert_eq!(
+        error_of(token_request(&s, &tpp, &bad_scope).await).await,
+        (400, "invalid_scope".into())
+    );
+    let retry = [
+        ("grant_type", "client_credentials"),
+        ("scope", "accounts"),
+        ("client_assertion_type", JWT_BEARER),
+        ("client_assertion", a.as_str()),
+    ];
+    assert_eq!(
+        error_of(token_request(&s, &tpp, &retry).await).await,
+        (401, "invalid_client".into())
+    );
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn tls_client_auth_and_sandbox_secrets() {
     let s = start_sandbox().await;

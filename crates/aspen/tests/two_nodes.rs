@@ -145,6 +145,40 @@ async fn races_have_one_winner_across_two_nodes() {
     let wins = results.iter().filter(|r| r.status() == 200).count();
     assert_eq!(wins, 1, "one refresh across two nodes");
 
+    // Client assertions: one token per jti on PostgreSQL (the jti and the
+    // token are one statement there). The audience names one node, so the
+    // race is at that node's token endpoint.
+    let assertion = c.tpp.assertion(&c.id, &a.url("/token"));
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("scope", "accounts"),
+        (
+            "client_assertion_type",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        ),
+        ("client_assertion", assertion.as_str()),
+    ];
+    let results = join_all((0..12).map(|_| {
+        a.kit_client(&c.tpp.dir)
+            .post(a.url("/token"))
+            .form(&form)
+            .send()
+    }))
+    .await;
+    let statuses: Vec<u16> = results
+        .iter()
+        .map(|r| r.as_ref().unwrap().status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "one token per client assertion: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 401),
+        "{statuses:?}"
+    );
+
     // Login attempts: at most the limit is checked.
     let form = a.client_with("twonodeforms", json!({})).await;
     let consent = a.ais_consent(&form, data.clone()).await;
