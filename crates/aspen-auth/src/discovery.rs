@@ -79,7 +79,12 @@ impl Capabilities {
 }
 
 pub async fn openid_configuration(State(s): State<AuthState>) -> Response {
-    let c = &s.config;
+    cached(Json(document(&s.config)).into_response())
+}
+
+/// The discovery document for `c`: what `/.well-known/openid-configuration`
+/// serves and the developer portal renders.
+pub fn document(c: &crate::AuthConfig) -> serde_json::Value {
     let caps = Capabilities::of(c.profile);
     let mut doc = serde_json::json!({
         "issuer": c.issuer,
@@ -109,7 +114,7 @@ pub async fn openid_configuration(State(s): State<AuthState>) -> Response {
         doc["aspen_permissive_response_types_supported"] =
             serde_json::json!(caps.permissive_response_types);
     }
-    cached(Json(doc).into_response())
+    doc
 }
 
 pub async fn jwks(State(s): State<AuthState>) -> Response {
