@@ -555,6 +555,15 @@ async fn payment_needs_sca_from_the_upstream_and_dashboard_signs_in_there() {
         (303, "/login".to_string())
     );
     assert_eq!(a.get(&s.url("/login/otp")).await.status(), 404);
+    // aspen's own factors are not used with the bank's login: no security
+    // page, no passkey sign-in.
+    let r = a.get(&s.url("/account/security")).await;
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("managed by the bank"));
+    let r = a
+        .post(&s.url("/login/passkey"), &[("csrf", "x"), ("credential_id", "x"), ("client_data", "x"), ("authenticator_data", "x"), ("signature", "x")])
+        .await;
+    assert!(r.status().is_client_error(), "{}", r.status());
     env.s.stop().await;
 }
 
