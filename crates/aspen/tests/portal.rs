@@ -357,3 +357,39 @@ async fn portal_pages_in_chromium() {
     assert_eq!(seen["visited"], pages.len());
     s.stop().await;
 }
+
+/// In production the portal shows no test customers or sandbox-only
+/// capabilities: what it says follows the profile in force.
+#[tokio::test]
+async fn production_portal_shows_production() {
+    let sandbox = start_sandbox().await;
+    let data = sandbox.data_dir();
+    let _keep = sandbox.stop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = sandbox_config(dir.path());
+    cfg.profile = aspen::Profile::Production;
+    cfg.trust.client_ca_files = vec![data.join("ca.pem")];
+    cfg.trust.directory_jwks_files = vec![data.join("directory/jwks.json")];
+    cfg.trust.directory_issuers = vec!["OpenBanking Ltd".into()];
+    cfg.tls.cert_file = Some(data.join("server.pem"));
+    cfg.tls.key_file = Some(data.join("server-key.pem"));
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::copy(data.join("ca.pem"), dir.path().join("data/ca.pem")).unwrap();
+    let s = start_with(dir, cfg).await;
+    let pages = crawl(&s).await;
+    assert!(pages["/developers"].contains("production profile"));
+    assert!(!pages["/developers"].contains("tpp register --headless"));
+    let sandbox_page = &pages["/developers/sandbox"];
+    for l in aspen_sandbox::sandbox_logins(42) {
+        assert!(
+            !sandbox_page.contains(&format!("<code>{}.</code>", l.username)),
+            "{}",
+            l.username
+        );
+    }
+    let auth = &pages["/developers/authorisation"];
+    assert!(!auth.contains("client_secret_basic"));
+    assert!(!auth.contains("aspen_permissive"));
+    assert!(pages["/developers/onboarding"].contains("<code>OpenBanking Ltd</code>"));
+    s.stop().await;
+}
