@@ -25,9 +25,14 @@ function totp(secret, now = Date.now()) {
 const cfg = JSON.parse(process.argv[2]);
 const out = { journeys: [] };
 let trail = [];
+// The TPP's host does not exist here: it resolves to the bank's own port,
+// whose 404 stands in for the TPP's page, so each journey's last
+// navigation ends before the next starts.
+const tpp = new URL(cfg.redirect_prefix).hostname;
+const bank = new URL(cfg.dashboard_url).port;
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  args: [`--host-resolver-rules=MAP ${tpp}:443 127.0.0.1:${bank}`, '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
          '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
 try {
@@ -39,9 +44,6 @@ try {
   const shot = async (name) => {
     if (cfg.screenshots) await page.screenshot({ path: `${cfg.screenshots}/${name}.png`, fullPage: true });
   };
-  // The TPP's host does not exist here: its page is a stand-in, so the
-  // browser settles there before the next journey starts.
-  await page.route(`${cfg.redirect_prefix}**`, (route) => route.fulfill({ status: 200, contentType: 'text/html', body: '<title>TPP</title>' }));
   const cdp = await context.newCDPSession(page);
   await cdp.send('WebAuthn.enable');
   const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {

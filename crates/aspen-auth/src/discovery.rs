@@ -77,9 +77,9 @@ impl Capabilities {
     }
 }
 
-/// The discovery document for `config`. Built once per start
-/// ([`crate::AuthState::new`]): everything in it comes from the
-/// configuration, which changes only with a restart.
+/// The discovery document for `c`: what `/.well-known/openid-configuration`
+/// serves (serialised once per start, [`crate::AuthState::new`]: all of it
+/// comes from the configuration) and the developer portal renders.
 pub fn document(c: &crate::AuthConfig) -> serde_json::Value {
     let caps = Capabilities::of(c.profile);
     let mut doc = serde_json::json!({

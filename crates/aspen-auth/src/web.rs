@@ -1275,7 +1275,7 @@ async fn otp_page_with(
         totp: factors.iter().any(|f| f.kind == "totp"),
         passkey: passkey::second_factor_options(state, s, &factors).await,
     };
-    journey_page(render(&page, status), &s)
+    journey_page(render(&page, status), s)
 }
 
 /// The journey's session between the password and the second factor.

@@ -85,7 +85,14 @@ pub struct Param {
 pub struct Resp {
     pub status: String,
     pub description: String,
-    pub schema: Option<String>,
+    pub schema: Option<Body>,
+}
+
+/// A request or response body: a named schema (linked to its table) or
+/// a bare type.
+pub struct Body {
+    pub name: String,
+    pub named: bool,
 }
 
 pub struct Operation {
@@ -94,7 +101,7 @@ pub struct Operation {
     pub path: String,
     pub summary: String,
     pub params: Vec<Param>,
-    pub request: Option<String>,
+    pub request: Option<Body>,
     pub responses: Vec<Resp>,
     pub security: String,
 }
@@ -166,7 +173,7 @@ impl Spec {
             .unwrap_or_default()
             .trim_end_matches('/')
             .to_string();
-        let schema_name = |content: &Value| -> Option<String> {
+        let schema_name = |content: &Value| -> Option<Body> {
             let media = content.as_object()?;
             let schema = media
                 .get("application/json; charset=utf-8")
@@ -174,8 +181,14 @@ impl Spec {
                 .or_else(|| media.values().next())?
                 .get("schema")?;
             Some(match schema.get("$ref").and_then(Value::as_str) {
-                Some(r) => ref_name(r).to_string(),
-                None => schema["type"].as_str().unwrap_or("object").to_string(),
+                Some(r) => Body {
+                    name: ref_name(r).to_string(),
+                    named: true,
+                },
+                None => Body {
+                    name: schema["type"].as_str().unwrap_or("object").to_string(),
+                    named: false,
+                },
             })
         };
         let mut operations = Vec::new();

@@ -444,7 +444,7 @@ mod tests {
         let f = a.get(&request_options(
             &rp,
             issued,
-            &[cred.id.clone()],
+            std::slice::from_ref(&cred.id),
             require_uv,
         ));
         let (mut cd, mut ad, mut sig) = (

@@ -39,6 +39,9 @@ pub struct Runtime {
     pub verifier: Arc<dyn ClientCertVerifier>,
     pub tls: Arc<rustls::ServerConfig>,
     pub payment_profile: aspen_domain::payments::AspspProfile,
+    /// The payment rules as loaded, and where from (the portal shows both).
+    pub payment_profile_text: String,
+    pub payment_profile_source: String,
     pub rates: aspen_domain::payments::RateTable,
     /// The bank's core: the builtin ledger or the connector.
     pub core: Arc<dyn aspen_core::Core>,
@@ -51,7 +54,9 @@ const STRIPE_PROFILE: &str = include_str!("../profiles/stripe.toml");
 const OB_PROFILE: &str = include_str!("../profiles/ob.toml");
 
 /// The ASPSP payment rules: the configured file, or the built-in ones.
-fn payment_profile(config: &Config) -> Result<aspen_domain::payments::AspspProfile> {
+fn payment_profile(
+    config: &Config,
+) -> Result<(aspen_domain::payments::AspspProfile, String, String)> {
     let (text, origin) = match &config.payments.profile_file {
         Some(p) => (
             std::fs::read_to_string(p)
@@ -74,7 +79,7 @@ fn payment_profile(config: &Config) -> Result<aspen_domain::payments::AspspProfi
             "payments.profile_file: {origin}: countries.{bad} is not an ISO 3166 alpha-2 code"
         );
     }
-    Ok(profile)
+    Ok((profile, text, origin))
 }
 
 fn rate_table(config: &Config) -> Result<aspen_domain::payments::RateTable> {
@@ -230,7 +235,7 @@ pub async fn prepare(config: Config) -> Result<Runtime> {
         aws_lc_rs::hmac::HMAC_SHA256,
         &data.link_secret()?,
     ));
-    let payment_profile = payment_profile(&config)?;
+    let (payment_profile, payment_profile_text, payment_profile_source) = payment_profile(&config)?;
     let rates = rate_table(&config)?;
     let (core, ledger) = build_core(&config, &data, &store)?;
     let payment_sync = Arc::new(aspen_core::sync::PaymentSync::new(
@@ -241,6 +246,8 @@ pub async fn prepare(config: Config) -> Result<Runtime> {
     ));
     Ok(Runtime {
         payment_profile,
+        payment_profile_text,
+        payment_profile_source,
         rates,
         core,
         ledger,
@@ -546,10 +553,13 @@ pub fn app(rt: &Runtime, public_url: &str) -> Result<Router> {
         page_size: rt.config.limits.page_size,
         pis: Arc::new(pis_settings(rt)?),
     };
+    let auth = auth_state(rt, public_url);
+    let portal = portal(rt, &auth)?;
     let mut router = Router::new()
         .merge(ops::router(ops_state))
-        .merge(aspen_auth::router(auth_state(rt, public_url)))
-        .merge(aspen_api::router(api.clone()));
+        .merge(aspen_auth::router(auth))
+        .merge(aspen_api::router(api.clone()))
+        .merge(portal.router());
     if rt.config.profile == Profile::Sandbox {
         router = router.route("/sandbox/whoami", axum::routing::get(whoami));
     }
@@ -684,6 +694,39 @@ async fn security_headers(mut resp: Response) -> Response {
     h.entry(header::REFERRER_POLICY)
         .or_insert(HeaderValue::from_static("no-referrer"));
     resp
+}
+
+/// The developer portal, rendered from this node's configuration.
+fn portal(rt: &Runtime, auth: &aspen_auth::AuthState) -> Result<aspen_portal::Portal> {
+    let c = &rt.config;
+    let sandbox = c.profile == Profile::Sandbox;
+    let input = aspen_portal::PortalInput {
+        bank_name: c.branding.name.clone(),
+        colour: auth.config.brand.colour.clone(),
+        issuer: auth.config.issuer.clone(),
+        profile: c.profile.to_string(),
+        discovery: aspen_auth::discovery::document(&auth.config),
+        sandbox_psus: if sandbox {
+            aspen_sandbox::sandbox_logins(c.sandbox.seed)
+                .into_iter()
+                .map(|l| aspen_portal::TestPsu {
+                    username: l.username.to_string(),
+                    password: l.password.to_string(),
+                    totp_secret: l.totp_secret,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        headless_psu: c.sandbox.default_psu.clone(),
+        rules: rt.payment_profile.clone(),
+        rules_source: rt.payment_profile_source.clone(),
+        rules_text: rt.payment_profile_text.clone(),
+        aspsp_org_id: auth.config.aspsp_org_id.clone().unwrap_or_default(),
+        directory_issuers: auth.config.directory_issuers.clone(),
+        passkeys: auth.passkeys.is_some(),
+    };
+    aspen_portal::Portal::build(&input).context("the developer portal")
 }
 
 async fn fallback(req: Request) -> Response {

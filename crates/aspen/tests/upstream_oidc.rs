@@ -30,16 +30,8 @@ fn upstream_dir() -> PathBuf {
 fn ready() -> bool {
     let problem = if Command::new("node").arg("--version").output().is_err() {
         Some("node is not installed".to_string())
-    } else if !upstream_dir().join("node_modules/oidc-provider").exists() {
-        let ok = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(upstream_dir())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        (!ok).then(|| "npm ci in tests/oidc-upstream failed".to_string())
     } else {
-        None
+        common::browser::npm_installed(&upstream_dir(), "oidc-provider").err()
     };
     match problem {
         None => true,
@@ -555,6 +547,24 @@ async fn payment_needs_sca_from_the_upstream_and_dashboard_signs_in_there() {
         (303, "/login".to_string())
     );
     assert_eq!(a.get(&s.url("/login/otp")).await.status(), 404);
+    // aspen's own factors are not used with the bank's login: no security
+    // page, no passkey sign-in.
+    let r = a.get(&s.url("/account/security")).await;
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("managed by the bank"));
+    let r = a
+        .post(
+            &s.url("/login/passkey"),
+            &[
+                ("csrf", "x"),
+                ("credential_id", "x"),
+                ("client_data", "x"),
+                ("authenticator_data", "x"),
+                ("signature", "x"),
+            ],
+        )
+        .await;
+    assert!(r.status().is_client_error(), "{}", r.status());
     env.s.stop().await;
 }
 

@@ -155,7 +155,7 @@ enum Refused {
     Page(&'static str, StatusCode),
     /// A payment journey whose consent changed since the page was shown.
     PaymentChanged,
-    Answer(Response),
+    Answer(Box<Response>),
 }
 
 fn decode(v: &str) -> Result<Vec<u8>, Refused> {
@@ -182,15 +182,16 @@ async fn accept(
     psu: Option<&str>,
     require_uv: bool,
 ) -> Result<(Factor, bool), Refused> {
-    let internal =
-        |e: aspen_store::StoreError| Refused::Answer(authz_error_response(state, e.into()));
+    let internal = |e: aspen_store::StoreError| {
+        Refused::Answer(Box::new(authz_error_response(state, e.into())))
+    };
     let refused = || Refused::Page(NOT_ACCEPTED, StatusCode::UNAUTHORIZED);
     if !secrets::constant_time_eq(&s.csrf, &form.csrf) {
-        return Err(Refused::Answer(error_page(
+        return Err(Refused::Answer(Box::new(error_page(
             state,
             StatusCode::FORBIDDEN,
             "The form could not be verified. Start again.",
-        )));
+        ))));
     }
     let (client_data, auth_data, sig) = (
         decode(&form.client_data)?,
@@ -382,7 +383,7 @@ pub async fn login(
     match accept(&state, &rp, &s, &form, LOGIN, None, true).await {
         Ok((factor, _)) => signed_in(&state, &s, &factor.psu_id, now(), &[AMR_HWK, AMR_MFA]).await,
         Err(Refused::PaymentChanged) => payment_changed(&state, &s),
-        Err(Refused::Answer(r)) => r,
+        Err(Refused::Answer(r)) => *r,
         Err(Refused::Page(msg, status)) => {
             let page = LoginPage {
                 brand: &state.config.brand,
@@ -416,7 +417,7 @@ pub async fn second_factor(
             signed_in(&state, &s, &psu, auth_time, &[AMR_PWD, AMR_HWK]).await
         }
         Err(Refused::PaymentChanged) => payment_changed(&state, &s),
-        Err(Refused::Answer(r)) => r,
+        Err(Refused::Answer(r)) => *r,
         Err(Refused::Page(msg, status)) => otp_page_with(&state, &s, &psu, Some(msg), status).await,
     }
 }
@@ -565,7 +566,7 @@ pub async fn reauth(
             ),
             Err(r) => r,
         },
-        Err(Refused::Answer(r)) => r,
+        Err(Refused::Answer(r)) => *r,
         Err(Refused::Page(msg, status)) => security_page(&state, &s, None, Some(msg), status).await,
         Err(Refused::PaymentChanged) => {
             security_page(

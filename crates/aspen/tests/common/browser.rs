@@ -11,6 +11,28 @@ fn browser_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser")
 }
 
+/// `npm ci` in `dir` unless `module` is installed there. Tests of one
+/// binary run in parallel: one of them installs while the others wait, so
+/// none starts Node on a half-written node_modules.
+pub fn npm_installed(dir: &std::path::Path, module: &str) -> Result<(), String> {
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+    if dir.join("node_modules").join(module).exists() {
+        return Ok(());
+    }
+    let ok = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(dir)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("npm ci in {} failed", dir.display()))
+    }
+}
+
 /// Whether the browser tests can run here; installs the npm package on
 /// first use.
 pub fn ready() -> bool {
@@ -21,16 +43,8 @@ pub fn ready() -> bool {
         ))
     } else if Command::new("node").arg("--version").output().is_err() {
         Some("node is not installed".to_string())
-    } else if !browser_dir().join("node_modules/playwright-core").exists() {
-        let ok = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(browser_dir())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        (!ok).then(|| "npm ci in tests/browser failed".to_string())
     } else {
-        None
+        npm_installed(&browser_dir(), "playwright-core").err()
     };
     match problem {
         None => true,
