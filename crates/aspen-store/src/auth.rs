@@ -150,10 +150,27 @@ macro_rules! bind_jti_and_token {
 /// SQLite: the whole write in one statement list, so one hop to sqlx's
 /// worker thread and one commit. The token row is written only if the id's
 /// row was (`changes()` of the insert before it). The transaction is in the
-/// text, so a failure part-way can leave it open on this connection: it is
-/// rolled back here, and a connection that cannot be rolled back is closed
-/// instead of going back to the pool.
+/// text, so sqlx does not know of it: a failure part-way is rolled back
+/// here (a connection that cannot be rolled back is closed instead of going
+/// back to the pool), and the write runs in its own task, because sqlx's
+/// worker stops a statement list whose caller went away, which would leave
+/// the transaction open on a pooled connection.
 pub(crate) async fn sqlite_insert_token_spending_jti(
+    pool: &sqlx::SqlitePool,
+    scope: &str,
+    jti: &str,
+    jti_expires_at: i64,
+    t: &TokenRecord,
+) -> Result<bool, StoreError> {
+    let (pool, scope, jti, t) = (pool.clone(), scope.to_string(), jti.to_string(), t.clone());
+    tokio::spawn(async move {
+        sqlite_write_token_spending_jti(&pool, &scope, &jti, jti_expires_at, &t).await
+    })
+    .await
+    .map_err(|e| StoreError::Backend(format!("token write did not finish: {e}")))?
+}
+
+async fn sqlite_write_token_spending_jti(
     pool: &sqlx::SqlitePool,
     scope: &str,
     jti: &str,

@@ -506,6 +506,49 @@ both!(
     }
 );
 
+both!(
+    a_token_write_whose_caller_gives_up_finishes_or_leaves_nothing,
+    |s: Arc<dyn Store>| async move {
+        let far = chrono::Utc::now().timestamp() + 600;
+        // Callers that give up at once (a client that went away): each write
+        // either happened whole or not at all, and no connection is left
+        // holding a transaction.
+        for i in 0..40 {
+            let (jti, t) = (format!("gone{i}"), token(&format!("g{i}"), "c1", None));
+            let write = s.insert_token_spending_jti("assertion:c1", &jti, far, &t);
+            let _ = tokio::time::timeout(std::time::Duration::from_micros(i * 25), write).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        for i in 0..40 {
+            let written = s.token_by_hash(&format!("g{i}")).await.unwrap().is_some();
+            let spent = !s
+                .use_jti("assertion:c1", &format!("gone{i}"), far)
+                .await
+                .unwrap();
+            assert_eq!(written, spent, "write {i}: token {written}, jti {spent}");
+        }
+        // Every pooled connection writes again at once (SQLite's busy
+        // timeout is ten seconds: a leftover transaction would hold the
+        // lock far longer than this allows).
+        let writes = (0..16).map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let t = token(&format!("a{i}"), "c1", None);
+                s.insert_token_spending_jti("assertion:c1", &format!("after{i}"), far, &t)
+                    .await
+                    .unwrap()
+            })
+        });
+        let all = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            futures_util::future::join_all(writes),
+        )
+        .await
+        .expect("no connection is left in a transaction");
+        assert!(all.into_iter().all(|r| r.unwrap()));
+    }
+);
+
 fn consent(id: &str) -> ConsentRecord {
     ConsentRecord {
         consent_id: id.into(),
