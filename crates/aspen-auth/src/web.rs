@@ -1049,14 +1049,26 @@ pub async fn login_page(State(state): State<AuthState>, headers: HeaderMap) -> R
             "Your session has expired or was not started by an application. Start again from the application.",
         );
     };
+    login_page_with(&state, &s, None, StatusCode::OK).await
+}
+
+const TOO_MANY: &str = "Too many unsuccessful attempts. Wait a few minutes and try again.";
+
+/// The login form (and "Use a passkey" where passkeys work), with an error.
+async fn login_page_with(
+    state: &AuthState,
+    s: &WebSession,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
     let page = LoginPage {
         brand: &state.config.brand,
         csrf: &s.csrf,
-        client_name: client_name_of(&state, &s).await,
-        error: None,
-        passkey: passkey::login_options(&state, &s).await,
+        client_name: client_name_of(state, s).await,
+        error,
+        passkey: passkey::login_options(state, s).await,
     };
-    journey_page(render(&page, StatusCode::OK), &s)
+    journey_page(render(&page, status), s)
 }
 
 #[derive(Deserialize)]
@@ -1086,18 +1098,6 @@ pub async fn login_submit(
             "The form could not be verified. Start again from the application.",
         );
     }
-    let client_name = client_name_of(&state, &s).await;
-    let passkey_options = passkey::login_options(&state, &s).await;
-    let show = |error: &'static str, status: StatusCode| {
-        let page = LoginPage {
-            brand: &state.config.brand,
-            csrf: &s.csrf,
-            client_name: client_name.clone(),
-            error: Some(error),
-            passkey: passkey_options.clone(),
-        };
-        journey_page(render(&page, status), &s)
-    };
     let t = now();
     let user_key = format!("psu:{}", form.username.to_lowercase());
     let addr_key = remote.map(|r| format!("addr:{}", r.0.0.ip()));
@@ -1113,7 +1113,10 @@ pub async fn login_submit(
             .await
         {
             Ok(true) => {}
-            Ok(false) => return too_many(&show),
+            Ok(false) => {
+                return login_page_with(&state, &s, Some(TOO_MANY), StatusCode::TOO_MANY_REQUESTS)
+                    .await;
+            }
             Err(e) => return authz_error_response(&state, e.into()),
         }
     }
@@ -1129,7 +1132,8 @@ pub async fn login_submit(
             if let Some(k) = &addr_key {
                 let _ = state.store.release_login_attempt(k).await;
             }
-            return too_many(&show);
+            return login_page_with(&state, &s, Some(TOO_MANY), StatusCode::TOO_MANY_REQUESTS)
+                .await;
         }
         Err(e) => return authz_error_response(&state, e.into()),
     }
@@ -1158,10 +1162,13 @@ pub async fn login_submit(
                 .await;
         }
         // One message whatever was wrong, so usernames cannot be probed.
-        return show(
-            "The username or password is incorrect.",
+        return login_page_with(
+            &state,
+            &s,
+            Some("The username or password is incorrect."),
             StatusCode::UNAUTHORIZED,
-        );
+        )
+        .await;
     };
     if let Some(k) = &addr_key {
         let _ = state.store.release_login_attempt(k).await;
@@ -1355,24 +1362,6 @@ pub async fn otp_submit(
             "The form could not be verified. Start again from the application.",
         );
     }
-    let client_name = client_name_of(&state, &s).await;
-    let factors = match state.store.factors(&psu).await {
-        Ok(f) => f,
-        Err(e) => return authz_error_response(&state, e.into()),
-    };
-    let passkey_options = passkey::second_factor_options(&state, &s, &factors).await;
-    let show = |error: &'static str, status: StatusCode| {
-        let page = OtpPage {
-            brand: &state.config.brand,
-            csrf: &s.csrf,
-            client_name: client_name.clone(),
-            error: Some(error),
-            linked: s.payload["linked_words"].as_str().map(str::to_string),
-            totp: factors.iter().any(|f| f.kind == "totp"),
-            passkey: passkey_options.clone(),
-        };
-        journey_page(render(&page, status), &s)
-    };
     let t = now();
     let key = format!("otp:{psu}");
     match state
@@ -1381,9 +1370,22 @@ pub async fn otp_submit(
         .await
     {
         Ok(true) => {}
-        Ok(false) => return too_many(&show),
+        Ok(false) => {
+            return otp_page_with(
+                &state,
+                &s,
+                &psu,
+                Some(TOO_MANY),
+                StatusCode::TOO_MANY_REQUESTS,
+            )
+            .await;
+        }
         Err(e) => return authz_error_response(&state, e.into()),
     }
+    let factors = match state.store.factors(&psu).await {
+        Ok(f) => f,
+        Err(e) => return authz_error_response(&state, e.into()),
+    };
     let ok = match totp_accepted(&state, &factors, &form.otp, t).await {
         Ok(ok) => ok,
         Err(e) => return authz_error_response(&state, e.into()),
@@ -1393,10 +1395,14 @@ pub async fn otp_submit(
             .store
             .fail_login_attempt(&key, t, state.config.login_per_psu)
             .await;
-        return show(
-            "That code is not right, or was already used. Wait for a new one and try again.",
+        return otp_page_with(
+            &state,
+            &s,
+            &psu,
+            Some("That code is not right, or was already used. Wait for a new one and try again."),
             StatusCode::UNAUTHORIZED,
-        );
+        )
+        .await;
     }
     let _ = state.store.clear_login_failures(&key).await;
     let _ = state.store.delete_session(&s.id_hash).await;
@@ -1421,13 +1427,6 @@ pub async fn otp_submit(
     resp.headers_mut()
         .insert(header::SET_COOKIE, session_cookie(&id, new.expires_at - t));
     no_store(resp)
-}
-
-fn too_many(show: &impl Fn(&'static str, StatusCode) -> Response) -> Response {
-    show(
-        "Too many unsuccessful attempts. Wait a few minutes and try again.",
-        StatusCode::TOO_MANY_REQUESTS,
-    )
 }
 
 /// An argon2 hash with the library's default parameters — the ones PSU
@@ -1692,14 +1691,7 @@ pub async fn dashboard(State(state): State<AuthState>, headers: HeaderMap) -> Re
         .filter(|v| v.starts_with(ANON_PREFIX))
         .unwrap_or_else(|| format!("{ANON_PREFIX}{}", secrets::random_token()));
     let s = anonymous_session(&state, &id);
-    let page = LoginPage {
-        brand: &state.config.brand,
-        csrf: &s.csrf,
-        client_name: None,
-        error: None,
-        passkey: passkey::login_options(&state, &s).await,
-    };
-    let mut resp = render(&page, StatusCode::OK);
+    let mut resp = login_page_with(&state, &s, None, StatusCode::OK).await;
     resp.headers_mut().insert(
         header::SET_COOKIE,
         session_cookie(&id, s.expires_at - now()),
@@ -1965,28 +1957,30 @@ async fn security_session(
 }
 
 /// Replaces the session by one with `payload` (and, after a fresh
-/// sign-in, a new auth time); the new cookie goes on `resp`.
-async fn reissue(
+/// sign-in, a new auth time) and shows the security page with `notice`
+/// under the new cookie: every change there ends this way, so a page's
+/// challenge or pending secret is never offered twice.
+async fn reissued(
     state: &AuthState,
     s: &WebSession,
     auth_time: Option<i64>,
     payload: Value,
-) -> Result<(WebSession, HeaderValue), Response> {
+    notice: Option<&str>,
+) -> Response {
     let _ = state.store.delete_session(&s.id_hash).await;
     let psu = s.psu_id.clone().unwrap_or_default();
     let t = auth_time.or(s.auth_time).unwrap_or_else(now);
     match new_session(state, "dashboard", Some((&psu, t)), payload).await {
         Ok((id, new)) => {
-            let cookie = session_cookie(&id, new.expires_at - now());
-            Ok((new, cookie))
+            let mut resp = security_page(state, &new, notice, None, StatusCode::OK).await;
+            resp.headers_mut().insert(
+                header::SET_COOKIE,
+                session_cookie(&id, new.expires_at - now()),
+            );
+            no_store(resp)
         }
-        Err(e) => Err(authz_error_response(state, e.into())),
+        Err(e) => authz_error_response(state, e.into()),
     }
-}
-
-fn with_cookie(mut resp: Response, cookie: HeaderValue) -> Response {
-    resp.headers_mut().insert(header::SET_COOKIE, cookie);
-    no_store(resp)
 }
 
 pub async fn security(State(state): State<AuthState>, headers: HeaderMap) -> Response {
@@ -2029,7 +2023,7 @@ pub async fn security_reauth(
                 &state,
                 &s,
                 None,
-                Some("Too many unsuccessful attempts. Wait a few minutes and try again."),
+                Some(TOO_MANY),
                 StatusCode::TOO_MANY_REQUESTS,
             )
             .await;
@@ -2069,13 +2063,7 @@ pub async fn security_reauth(
         .await;
     }
     let _ = state.store.clear_login_failures(&key).await;
-    match reissue(&state, &s, Some(t), s.payload.clone()).await {
-        Ok((new, cookie)) => with_cookie(
-            security_page(&state, &new, Some("Confirmed."), None, StatusCode::OK).await,
-            cookie,
-        ),
-        Err(r) => r,
-    }
+    reissued(&state, &s, Some(t), s.payload.clone(), Some("Confirmed.")).await
 }
 
 pub async fn totp_start(
@@ -2089,13 +2077,7 @@ pub async fn totp_start(
     };
     let mut payload = s.payload.clone();
     payload["pending_totp"] = json!(state.config.factor_box.seal(&totp::new_secret()));
-    match reissue(&state, &s, None, payload).await {
-        Ok((new, cookie)) => with_cookie(
-            security_page(&state, &new, None, None, StatusCode::OK).await,
-            cookie,
-        ),
-        Err(r) => r,
-    }
+    reissued(&state, &s, None, payload, None).await
 }
 
 #[derive(Deserialize)]
@@ -2157,20 +2139,7 @@ pub async fn totp_confirm(
         m.remove("pending_totp");
     }
     tracing::info!(factor_id = %factor.factor_id, "authenticator added");
-    match reissue(&state, &s, None, payload).await {
-        Ok((new, cookie)) => with_cookie(
-            security_page(
-                &state,
-                &new,
-                Some("Authenticator added."),
-                None,
-                StatusCode::OK,
-            )
-            .await,
-            cookie,
-        ),
-        Err(r) => r,
-    }
+    reissued(&state, &s, None, payload, Some("Authenticator added.")).await
 }
 
 pub async fn factor_remove(

@@ -223,10 +223,7 @@ async fn accept(
     {
         Ok(true) => {}
         Ok(false) => {
-            return Err(Refused::Page(
-                "Too many unsuccessful attempts. Wait a few minutes and try again.",
-                StatusCode::TOO_MANY_REQUESTS,
-            ));
+            return Err(Refused::Page(TOO_MANY, StatusCode::TOO_MANY_REQUESTS));
         }
         Err(e) => return Err(internal(e)),
     }
@@ -384,16 +381,7 @@ pub async fn login(
         Ok((factor, _)) => signed_in(&state, &s, &factor.psu_id, now(), &[AMR_HWK, AMR_MFA]).await,
         Err(Refused::PaymentChanged) => payment_changed(&state, &s),
         Err(Refused::Answer(r)) => *r,
-        Err(Refused::Page(msg, status)) => {
-            let page = LoginPage {
-                brand: &state.config.brand,
-                csrf: &s.csrf,
-                client_name: client_name_of(&state, &s).await,
-                error: Some(msg),
-                passkey: login_options(&state, &s).await,
-            };
-            journey_page(render(&page, status), &s)
-        }
+        Err(Refused::Page(msg, status)) => login_page_with(&state, &s, Some(msg), status).await,
     }
 }
 
@@ -534,13 +522,7 @@ pub async fn enrol(
         .await;
     tracing::info!(factor_id = %factor.factor_id, user_verified = cred.user_verified, "passkey added");
     // A new session: the enrolment's challenge is not offered again.
-    match reissue(&state, &s, None, s.payload.clone()).await {
-        Ok((new, cookie)) => with_cookie(
-            security_page(&state, &new, Some("Passkey added."), None, StatusCode::OK).await,
-            cookie,
-        ),
-        Err(r) => r,
-    }
+    reissued(&state, &s, None, s.payload.clone(), Some("Passkey added.")).await
 }
 
 /// A fresh sign-in on the security page with a passkey that verifies the
@@ -559,13 +541,16 @@ pub async fn reauth(
     };
     let psu = s.psu_id.clone().unwrap_or_default();
     match accept(&state, &rp, &s, &form, REAUTH, Some(&psu), true).await {
-        Ok(_) => match reissue(&state, &s, Some(now()), s.payload.clone()).await {
-            Ok((new, cookie)) => with_cookie(
-                security_page(&state, &new, Some("Confirmed."), None, StatusCode::OK).await,
-                cookie,
-            ),
-            Err(r) => r,
-        },
+        Ok(_) => {
+            reissued(
+                &state,
+                &s,
+                Some(now()),
+                s.payload.clone(),
+                Some("Confirmed."),
+            )
+            .await
+        }
         Err(Refused::Answer(r)) => *r,
         Err(Refused::Page(msg, status)) => security_page(&state, &s, None, Some(msg), status).await,
         Err(Refused::PaymentChanged) => {
