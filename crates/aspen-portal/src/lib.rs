@@ -3,14 +3,17 @@
 //! issuer and endpoints, the discovery document's capability table, the
 //! sandbox's test customers, the payment rules from the profile file the
 //! validator loads, the error catalogue, and the OpenAPI files it serves.
-//! Server-rendered HTML, no script, no external assets; every page is
-//! rendered once at start-up (nothing on it changes while the server runs).
+//! Server-rendered HTML, no script, no external assets. Every page is
+//! rendered once, on the first request to the portal (nothing on it
+//! changes while the server runs): reading the OpenAPI files takes
+//! ~150 ms even in a release build, which a node's start-up — and every
+//! server a test starts — need not pay.
 
 pub mod errors;
 pub mod openapi;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use askama::Template;
 use aspen_domain::payments::AspspProfile;
@@ -194,9 +197,13 @@ struct ChangelogPage<'a> {
     f: Frame<'a>,
 }
 
-/// Every page and download, rendered.
+type Pages = HashMap<String, (Bytes, &'static str)>;
+
+/// The portal of one server: its input, and every page and download once
+/// rendered.
 pub struct Portal {
-    pages: HashMap<String, (Bytes, &'static str)>,
+    input: PortalInput,
+    pages: OnceLock<Result<Pages, String>>,
 }
 
 fn list(v: &Value) -> Vec<String> {
@@ -216,143 +223,160 @@ const YAML: &str = "application/yaml; charset=utf-8";
 const TOML: &str = "application/toml; charset=utf-8";
 
 impl Portal {
-    pub fn build(i: &PortalInput) -> Result<Portal, PortalError> {
-        let frame = |current: &'static str| Frame {
-            bank: &i.bank_name,
-            colour: &i.colour,
-            profile: &i.profile,
-            current,
-            nav: NAV,
-        };
-        let specs: Vec<openapi::Spec> = openapi::SPECS
-            .iter()
-            .map(openapi::Spec::parse)
-            .collect::<Result<_, _>>()?;
-        let mut pages = HashMap::new();
-        let mut page = |path: String, body: String| {
-            pages.insert(path, (Bytes::from(body), HTML));
-        };
-        page(
-            "/developers".into(),
-            IndexPage {
-                f: frame("/developers"),
-                i,
-                first_psu: i.sandbox_psus.first(),
-            }
-            .render()?,
-        );
-        page(
-            "/developers/sandbox".into(),
-            SandboxPage {
-                f: frame("/developers/sandbox"),
-                i,
-            }
-            .render()?,
-        );
-        let caps = [
-            "response_types_supported",
-            "response_modes_supported",
-            "grant_types_supported",
-            "token_endpoint_auth_methods_supported",
-            "token_endpoint_auth_signing_alg_values_supported",
-            "request_object_signing_alg_values_supported",
-            "id_token_signing_alg_values_supported",
-            "scopes_supported",
-            "acr_values_supported",
-            "claims_supported",
-            "aspen_permissive_token_endpoint_auth_methods_supported",
-            "aspen_permissive_response_types_supported",
-        ]
-        .iter()
-        .filter(|k| i.discovery.get(**k).is_some())
-        .map(|k| CapRow {
-            name: k.to_string(),
-            values: list(&i.discovery[*k]),
-        })
-        .collect();
-        page(
-            "/developers/authorisation".into(),
-            AuthorisationPage {
-                f: frame("/developers/authorisation"),
-                i,
-                caps,
-            }
-            .render()?,
-        );
-        page(
-            "/developers/apis".into(),
-            ApisPage {
-                f: frame("/developers/apis"),
-                specs: &specs,
-            }
-            .render()?,
-        );
-        for spec in &specs {
-            page(
-                format!("/developers/apis/{}", spec.slug),
-                ApiPage {
-                    f: frame("/developers/apis"),
-                    i,
-                    spec,
-                }
-                .render()?,
-            );
+    pub fn new(input: PortalInput) -> Portal {
+        Portal {
+            input,
+            pages: OnceLock::new(),
         }
-        page(
-            "/developers/payment-rules".into(),
-            RulesPage {
-                f: frame("/developers/payment-rules"),
-                i,
-                r: &i.rules,
-            }
-            .render()?,
-        );
-        page(
-            "/developers/errors".into(),
-            ErrorsPage {
-                f: frame("/developers/errors"),
-                ob: errors::ob_entries(),
-                forbidden: errors::forbidden_entries(),
-                oauth: errors::oauth_entries(),
-            }
-            .render()?,
-        );
-        page(
-            "/developers/onboarding".into(),
-            OnboardingPage {
-                f: frame("/developers/onboarding"),
-                i,
-            }
-            .render()?,
-        );
-        page(
-            "/developers/faq".into(),
-            FaqPage {
-                f: frame("/developers/faq"),
-                i,
-            }
-            .render()?,
-        );
-        page(
-            "/developers/changelog".into(),
-            ChangelogPage {
-                f: frame("/developers/changelog"),
-            }
-            .render()?,
-        );
-        for spec in openapi::SPECS {
-            pages.insert(
-                format!("/developers/openapi/{}", spec.file),
-                (Bytes::from_static(spec.yaml.as_bytes()), YAML),
-            );
-        }
-        pages.insert(
-            "/developers/payment-rules.toml".into(),
-            (Bytes::from(i.rules_text.clone()), TOML),
-        );
-        Ok(Portal { pages })
     }
 
+    fn pages(&self) -> Result<&Pages, &str> {
+        self.pages
+            .get_or_init(|| render(&self.input).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(String::as_str)
+    }
+}
+
+/// Every page and download of the portal for `i`.
+fn render(i: &PortalInput) -> Result<Pages, PortalError> {
+    let frame = |current: &'static str| Frame {
+        bank: &i.bank_name,
+        colour: &i.colour,
+        profile: &i.profile,
+        current,
+        nav: NAV,
+    };
+    let specs: Vec<openapi::Spec> = openapi::SPECS
+        .iter()
+        .map(openapi::Spec::parse)
+        .collect::<Result<_, _>>()?;
+    let mut pages = HashMap::new();
+    let mut page = |path: String, body: String| {
+        pages.insert(path, (Bytes::from(body), HTML));
+    };
+    page(
+        "/developers".into(),
+        IndexPage {
+            f: frame("/developers"),
+            i,
+            first_psu: i.sandbox_psus.first(),
+        }
+        .render()?,
+    );
+    page(
+        "/developers/sandbox".into(),
+        SandboxPage {
+            f: frame("/developers/sandbox"),
+            i,
+        }
+        .render()?,
+    );
+    let caps = [
+        "response_types_supported",
+        "response_modes_supported",
+        "grant_types_supported",
+        "token_endpoint_auth_methods_supported",
+        "token_endpoint_auth_signing_alg_values_supported",
+        "request_object_signing_alg_values_supported",
+        "id_token_signing_alg_values_supported",
+        "scopes_supported",
+        "acr_values_supported",
+        "claims_supported",
+        "aspen_permissive_token_endpoint_auth_methods_supported",
+        "aspen_permissive_response_types_supported",
+    ]
+    .iter()
+    .filter(|k| i.discovery.get(**k).is_some())
+    .map(|k| CapRow {
+        name: k.to_string(),
+        values: list(&i.discovery[*k]),
+    })
+    .collect();
+    page(
+        "/developers/authorisation".into(),
+        AuthorisationPage {
+            f: frame("/developers/authorisation"),
+            i,
+            caps,
+        }
+        .render()?,
+    );
+    page(
+        "/developers/apis".into(),
+        ApisPage {
+            f: frame("/developers/apis"),
+            specs: &specs,
+        }
+        .render()?,
+    );
+    for spec in &specs {
+        page(
+            format!("/developers/apis/{}", spec.slug),
+            ApiPage {
+                f: frame("/developers/apis"),
+                i,
+                spec,
+            }
+            .render()?,
+        );
+    }
+    page(
+        "/developers/payment-rules".into(),
+        RulesPage {
+            f: frame("/developers/payment-rules"),
+            i,
+            r: &i.rules,
+        }
+        .render()?,
+    );
+    page(
+        "/developers/errors".into(),
+        ErrorsPage {
+            f: frame("/developers/errors"),
+            ob: errors::ob_entries(),
+            forbidden: errors::forbidden_entries(),
+            oauth: errors::oauth_entries(),
+        }
+        .render()?,
+    );
+    page(
+        "/developers/onboarding".into(),
+        OnboardingPage {
+            f: frame("/developers/onboarding"),
+            i,
+        }
+        .render()?,
+    );
+    page(
+        "/developers/faq".into(),
+        FaqPage {
+            f: frame("/developers/faq"),
+            i,
+        }
+        .render()?,
+    );
+    page(
+        "/developers/changelog".into(),
+        ChangelogPage {
+            f: frame("/developers/changelog"),
+        }
+        .render()?,
+    );
+    for spec in openapi::SPECS {
+        pages.insert(
+            format!("/developers/openapi/{}", spec.file),
+            (Bytes::from_static(spec.yaml.as_bytes()), YAML),
+        );
+    }
+    pages.insert(
+        "/developers/payment-rules.toml".into(),
+        (Bytes::from(i.rules_text.clone()), TOML),
+    );
+    Ok(pages)
+}
+
+impl Portal {
     pub fn router(self) -> Router {
         Router::new()
             .route("/developers", get(serve_root))
@@ -361,7 +385,14 @@ impl Portal {
     }
 
     fn answer(&self, path: &str) -> Response {
-        match self.pages.get(path) {
+        let pages = match self.pages() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = e, "the developer portal cannot be rendered");
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
+        };
+        match pages.get(path) {
             Some((body, kind)) => (
                 [
                     (header::CONTENT_TYPE, HeaderValue::from_static(kind)),

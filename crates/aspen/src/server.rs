@@ -554,7 +554,7 @@ pub fn app(rt: &Runtime, public_url: &str) -> Result<Router> {
         pis: Arc::new(pis_settings(rt)?),
     };
     let auth = auth_state(rt, public_url);
-    let portal = portal(rt, &auth)?;
+    let portal = portal(rt, &auth);
     let mut router = Router::new()
         .merge(ops::router(ops_state))
         .merge(aspen_auth::router(auth))
@@ -697,7 +697,7 @@ async fn security_headers(mut resp: Response) -> Response {
 }
 
 /// The developer portal, rendered from this node's configuration.
-fn portal(rt: &Runtime, auth: &aspen_auth::AuthState) -> Result<aspen_portal::Portal> {
+fn portal(rt: &Runtime, auth: &aspen_auth::AuthState) -> aspen_portal::Portal {
     let c = &rt.config;
     let sandbox = c.profile == Profile::Sandbox;
     let input = aspen_portal::PortalInput {
@@ -726,7 +726,7 @@ fn portal(rt: &Runtime, auth: &aspen_auth::AuthState) -> Result<aspen_portal::Po
         directory_issuers: auth.config.directory_issuers.clone(),
         passkeys: auth.passkeys.is_some(),
     };
-    aspen_portal::Portal::build(&input).context("the developer portal")
+    aspen_portal::Portal::new(input)
 }
 
 async fn fallback(req: Request) -> Response {
