@@ -131,24 +131,26 @@ fn request(s: &TestServer, c: &Client, consent: &str, scope: &str, acr: &[&str])
     c.tpp.sign(&claims)
 }
 
-/// Allows on the consent page; the TPP's fragment.
-async fn allow(s: &TestServer, b: &mut Browser<'_>) -> std::collections::HashMap<String, String> {
-    let page = b.get(&s.url("/consent")).await.text().await.unwrap();
-    let csrf = csrf_of(&page);
-    let pat = "name=\"account\" value=\"";
-    let i = page.find(pat).expect("an account") + pat.len();
-    let account = page[i..].split('"').next().unwrap().to_string();
+/// Starts a journey for `consent` and opens the login page.
+async fn login_page<'a>(
+    s: &'a TestServer,
+    c: &Client,
+    consent: &str,
+    scope: &str,
+    acr: &[&str],
+) -> (Browser<'a>, String) {
+    let mut b = Browser::new(s);
     let r = b
-        .post(
-            "/consent",
-            &[
-                ("csrf", &csrf),
-                ("decision", "allow"),
-                ("account", &account),
-            ],
-        )
+        .get(&authorize_url(
+            s,
+            c,
+            &request(s, c, consent, scope, acr),
+            scope,
+        ))
         .await;
-    fragment(&location(&r))
+    assert_eq!(location(&r), "/login");
+    let page = b.get(&s.url("/login")).await.text().await.unwrap();
+    (b, page)
 }
 
 async fn id_claims(s: &TestServer, f: &std::collections::HashMap<String, String>) -> Value {
@@ -210,7 +212,7 @@ async fn a_verifying_passkey_alone_is_sca_and_its_answer_counts_once() {
     let old_cookie = b.cookie.clone();
     let r = b.post("/login/passkey", &answer.form(&csrf)).await;
     assert_eq!(location(&r), "/consent");
-    let f = allow(&s, &mut b).await;
+    let f = b.allow_first_account().await;
     let claims = id_claims(&s, &f).await;
     assert_eq!(claims["acr"], SCA);
     assert_eq!(claims["amr"], json!(["hwk", "mfa"]));
@@ -234,15 +236,7 @@ async fn a_verifying_passkey_alone_is_sca_and_its_answer_counts_once() {
     let consent2 = s
         .ais_consent(&c, json!({ "Permissions": ["ReadAccountsBasic"] }))
         .await;
-    let mut b2 = Browser::new(&s);
-    b2.get(&authorize_url(
-        &s,
-        &c,
-        &request(&s, &c, &consent2, SCOPE, &[SCA]),
-        SCOPE,
-    ))
-    .await;
-    let page = b2.get(&s.url("/login")).await.text().await.unwrap();
+    let (mut b2, page) = login_page(&s, &c, &consent2, SCOPE, &[SCA]).await;
     let r = b2
         .post("/login/passkey", &answer.form(&csrf_of(&page)))
         .await;
@@ -272,15 +266,7 @@ async fn a_passkey_after_the_password_approves_a_payment() {
     let c = s.client_with("pkpay", json!({})).await;
     let consent = payment_consent(&s, &c, "7.50", "pk-pay-1").await;
     let scope = "openid payments";
-    let mut b = Browser::new(&s);
-    b.get(&authorize_url(
-        &s,
-        &c,
-        &request(&s, &c, &consent, scope, &[]),
-        scope,
-    ))
-    .await;
-    let page = b.get(&s.url("/login")).await.text().await.unwrap();
+    let (mut b, page) = login_page(&s, &c, &consent, scope, &[]).await;
     let csrf = csrf_of(&page);
     let r = b
         .post(
@@ -309,7 +295,7 @@ async fn a_passkey_after_the_password_approves_a_payment() {
         .post("/login/otp/passkey", &a.get(&opts).form(&csrf_of(&page)))
         .await;
     assert_eq!(location(&r), "/consent");
-    let f = allow(&s, &mut b).await;
+    let f = b.allow_first_account().await;
     let claims = id_claims(&s, &f).await;
     assert_eq!(claims["acr"], SCA);
     assert_eq!(claims["amr"], json!(["pwd", "hwk"]));
@@ -336,15 +322,7 @@ async fn a_payment_changed_behind_the_passkey_page_is_refused() {
     let c = s.client_with("pklink", json!({})).await;
     let consent = payment_consent(&s, &c, "12.34", "pk-link-1").await;
     let scope = "openid payments";
-    let mut b = Browser::new(&s);
-    b.get(&authorize_url(
-        &s,
-        &c,
-        &request(&s, &c, &consent, scope, &[]),
-        scope,
-    ))
-    .await;
-    let page = b.get(&s.url("/login")).await.text().await.unwrap();
+    let (mut b, page) = login_page(&s, &c, &consent, scope, &[]).await;
     let opts = options_of(&page, "/login/passkey");
     let answer = a.get(&opts);
 
@@ -378,15 +356,7 @@ async fn a_payment_changed_behind_the_passkey_page_is_refused() {
 
     // The same payment unchanged goes through with a fresh page.
     let consent = payment_consent(&s, &c, "12.34", "pk-link-2").await;
-    let mut b = Browser::new(&s);
-    b.get(&authorize_url(
-        &s,
-        &c,
-        &request(&s, &c, &consent, scope, &[]),
-        scope,
-    ))
-    .await;
-    let page = b.get(&s.url("/login")).await.text().await.unwrap();
+    let (mut b, page) = login_page(&s, &c, &consent, scope, &[]).await;
     let r = b
         .post(
             "/login/passkey",
@@ -395,7 +365,7 @@ async fn a_payment_changed_behind_the_passkey_page_is_refused() {
         )
         .await;
     assert_eq!(location(&r), "/consent");
-    let f = allow(&s, &mut b).await;
+    let f = b.allow_first_account().await;
     assert_eq!(id_claims(&s, &f).await["acr"], SCA);
     s.stop().await;
 }
@@ -412,15 +382,7 @@ async fn foreign_cloned_or_phished_passkeys_are_refused() {
     let consent = s
         .ais_consent(&c, json!({ "Permissions": ["ReadAccountsBasic"] }))
         .await;
-    let mut b = Browser::new(&s);
-    b.get(&authorize_url(
-        &s,
-        &c,
-        &request(&s, &c, &consent, SCOPE, &[SCA]),
-        SCOPE,
-    ))
-    .await;
-    let page = b.get(&s.url("/login")).await.text().await.unwrap();
+    let (mut b, page) = login_page(&s, &c, &consent, SCOPE, &[SCA]).await;
     let login_opts = options_of(&page, "/login/passkey");
     let csrf = csrf_of(&page);
     let r = b
@@ -445,15 +407,7 @@ async fn foreign_cloned_or_phished_passkeys_are_refused() {
     );
 
     // A phishing site's origin.
-    let mut b = Browser::new(&s);
-    b.get(&authorize_url(
-        &s,
-        &c,
-        &request(&s, &c, &consent, SCOPE, &[SCA]),
-        SCOPE,
-    ))
-    .await;
-    let page = b.get(&s.url("/login")).await.text().await.unwrap();
+    let (mut b, page) = login_page(&s, &c, &consent, SCOPE, &[SCA]).await;
     let opts = options_of(&page, "/login/passkey");
     rora.origin = "https://bank-login.example".into();
     let r = b
@@ -467,15 +421,7 @@ async fn foreign_cloned_or_phished_passkeys_are_refused() {
         .post("/login/passkey", &rora.get(&opts).form(&csrf_of(&page)))
         .await;
     assert_eq!(location(&r), "/consent", "the real one still works");
-    let mut b = Browser::new(&s);
-    b.get(&authorize_url(
-        &s,
-        &c,
-        &request(&s, &c, &consent, SCOPE, &[SCA]),
-        SCOPE,
-    ))
-    .await;
-    let page = b.get(&s.url("/login")).await.text().await.unwrap();
+    let (mut b, page) = login_page(&s, &c, &consent, SCOPE, &[SCA]).await;
     rora.counter = Some(1);
     let r = b
         .post(

@@ -61,28 +61,10 @@ async fn sign_in(
 
 /// Allows on the consent page; the ID token's claims.
 async fn allow(s: &TestServer, b: &mut Browser<'_>) -> Value {
-    let page = b.get(&s.url("/consent")).await.text().await.unwrap();
-    let csrf = csrf_of(&page);
-    let pat = "name=\"account\" value=\"";
-    let i = page.find(pat).expect("an account") + pat.len();
-    let account = page[i..].split('"').next().unwrap().to_string();
-    let r = b
-        .post(
-            "/consent",
-            &[
-                ("csrf", &csrf),
-                ("decision", "allow"),
-                ("account", &account),
-            ],
-        )
-        .await;
-    let st = r.status();
-    let loc = location(&r);
-    let body = r.text().await.unwrap_or_default();
-    let f = fragment(&loc);
+    let f = b.allow_first_account().await;
     let id = f
         .get("id_token")
-        .unwrap_or_else(|| panic!("{st} {loc} {}", &body[..body.len().min(3000)]));
+        .unwrap_or_else(|| panic!("no ID token at the TPP: {f:?}"));
     aspen_jose::verify_jwt(id, &s.jwks().await, &[aspen_jose::Alg::PS256])
         .unwrap()
         .claims

@@ -714,6 +714,34 @@ impl<'a> Browser<'a> {
     }
 }
 
+impl Browser<'_> {
+    /// Allows on the consent page with the first account offered; the
+    /// fragment the TPP receives.
+    pub async fn allow_first_account(&mut self) -> std::collections::HashMap<String, String> {
+        let page = self
+            .get(&self.s.url("/consent"))
+            .await
+            .text()
+            .await
+            .unwrap();
+        let csrf = csrf_of(&page);
+        let pat = "name=\"account\" value=\"";
+        let i = page.find(pat).expect("an account") + pat.len();
+        let account = page[i..].split('"').next().unwrap().to_string();
+        let r = self
+            .post(
+                "/consent",
+                &[
+                    ("csrf", &csrf),
+                    ("decision", "allow"),
+                    ("account", &account),
+                ],
+            )
+            .await;
+        fragment(&location(&r))
+    }
+}
+
 /// The hidden CSRF field of a page.
 pub fn csrf_of(html: &str) -> String {
     let i = html.find("name=\"csrf\" value=\"").expect("csrf field") + 19;
