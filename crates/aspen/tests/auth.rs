@@ -886,13 +886,7 @@ async fn production_profile_refuses_permissive_clients() {
     let data = sandbox.data_dir();
     let _keep = sandbox.stop().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = sandbox_config(dir.path());
-    cfg.profile = aspen::Profile::Production;
-    cfg.trust.client_ca_files = vec![data.join("ca.pem")];
-    cfg.trust.directory_jwks_files = vec![data.join("directory/jwks.json")];
-    cfg.trust.directory_issuers = vec!["aspen sandbox directory".into()];
-    cfg.tls.cert_file = Some(data.join("server.pem"));
-    cfg.tls.key_file = Some(data.join("server-key.pem"));
+    let cfg = production_config(dir.path(), &data);
     // The test clients read the CA from the data directory.
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
     std::fs::copy(data.join("ca.pem"), dir.path().join("data/ca.pem")).unwrap();

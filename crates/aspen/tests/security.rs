@@ -275,19 +275,6 @@ async fn code_races_and_strangers_cannot_burn_a_code() {
     s.stop().await;
 }
 
-/// A production configuration trusting a sandbox's CA and directory, as an
-/// operator lists the real ones.
-fn production_config(dir: &std::path::Path, sandbox_data: &std::path::Path) -> aspen::Config {
-    let mut cfg = sandbox_config(dir);
-    cfg.profile = aspen::Profile::Production;
-    cfg.trust.client_ca_files = vec![sandbox_data.join("ca.pem")];
-    cfg.trust.directory_jwks_files = vec![sandbox_data.join("directory/jwks.json")];
-    cfg.trust.directory_issuers = vec!["aspen sandbox directory".into()];
-    cfg.tls.cert_file = Some(sandbox_data.join("server.pem"));
-    cfg.tls.key_file = Some(sandbox_data.join("server-key.pem"));
-    cfg
-}
-
 #[tokio::test]
 async fn production_refuses_sandbox_history_and_a_self_made_certificate() {
     // Finding 5: on a data directory once run as sandbox, production still

@@ -176,6 +176,19 @@ pub fn sandbox_config(dir: &Path) -> Config {
     cfg
 }
 
+/// A production configuration trusting a sandbox's CA and directory, as an
+/// operator lists the real ones.
+pub fn production_config(dir: &std::path::Path, sandbox_data: &std::path::Path) -> aspen::Config {
+    let mut cfg = sandbox_config(dir);
+    cfg.profile = aspen::Profile::Production;
+    cfg.trust.client_ca_files = vec![sandbox_data.join("ca.pem")];
+    cfg.trust.directory_jwks_files = vec![sandbox_data.join("directory/jwks.json")];
+    cfg.trust.directory_issuers = vec!["aspen sandbox directory".into()];
+    cfg.tls.cert_file = Some(sandbox_data.join("server.pem"));
+    cfg.tls.key_file = Some(sandbox_data.join("server-key.pem"));
+    cfg
+}
+
 pub async fn start_with(dir: tempfile::TempDir, mut cfg: Config) -> TestServer {
     let connector = (core_kind() == "http" && cfg.core.kind == "builtin").then(|| {
         let c = Connector::spawn(&cfg);
