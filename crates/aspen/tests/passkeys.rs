@@ -579,3 +579,28 @@ async fn no_passkeys_on_an_ip_address() {
     );
     s.stop().await;
 }
+
+/// Passkey attempts are throttled like passwords: after the per-PSU limit
+/// of refused answers even a good one is turned away for a while.
+#[tokio::test]
+async fn passkey_attempts_are_throttled() {
+    let s = start_localhost().await;
+    let mut a = enrol(&s, "mits").await;
+    let c = s.client_with("pkthrottle", json!({})).await;
+    let consent = s
+        .ais_consent(&c, json!({ "Permissions": ["ReadAccountsBasic"] }))
+        .await;
+    let (mut b, page) = login_page(&s, &c, &consent, SCOPE, &[SCA]).await;
+    let opts = options_of(&page, "/login/passkey");
+    let csrf = csrf_of(&page);
+    a.origin = "https://bank-login.example".into();
+    for _ in 0..5 {
+        let r = b.post("/login/passkey", &a.get(&opts).form(&csrf)).await;
+        assert_eq!(r.status(), 401);
+    }
+    a.origin = origin(&s);
+    let r = b.post("/login/passkey", &a.get(&opts).form(&csrf)).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.text().await.unwrap().contains("Too many"));
+    s.stop().await;
+}
