@@ -1,15 +1,22 @@
-//! Client key sets, parsed once and found again by their exact text.
+//! What the token endpoint keeps of clients between requests.
 //!
-//! The token endpoint reads the client's row on every request, so a DCR
-//! update or delete made on any node counts at once, and looks the row's
-//! `jwks` text up here: a hit is the key set that very row holds, parsed
-//! (its RSA public keys built) by an earlier request. Nothing here can be
-//! stale: changed keys are different text, which misses.
+//! [`ClientKeys`]: key sets, parsed once and found again by their exact
+//! text: a hit is the key set the row holds, parsed (its RSA public keys
+//! built) by an earlier request; changed keys are different text, which
+//! misses.
+//!
+//! [`ClientRows`]: the client rows this node last read, by id, for the
+//! `client_credentials` grant only. Such a copy can be stale (a DCR update
+//! or delete on another node), so it never decides on its own: the token is
+//! written only if the row is still live at the copy's revision, in the
+//! same statement as the token (`AuthStore::insert_cc_token`), and any
+//! refusal is decided again on the row as it is now (issue 15).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use aspen_jose::Jwks;
+use aspen_store::auth::TokenClient;
 
 /// Distinct key sets kept; past it the cache starts over (a node serving
 /// more clients than this parses some sets again, nothing worse).
@@ -39,6 +46,37 @@ impl ClientKeys {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Jwks>>> {
         self.parsed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Client rows as this node last read them ([module docs](self)).
+#[derive(Default)]
+pub struct ClientRows {
+    rows: Mutex<HashMap<String, Arc<TokenClient>>>,
+}
+
+impl ClientRows {
+    pub fn get(&self, client_id: &str) -> Option<Arc<TokenClient>> {
+        self.lock().get(client_id).cloned()
+    }
+
+    /// Keeps a row just read (or forgets the client, if it is gone).
+    pub fn put(&self, client_id: &str, row: Option<TokenClient>) -> Option<Arc<TokenClient>> {
+        let mut rows = self.lock();
+        let Some(row) = row else {
+            rows.remove(client_id);
+            return None;
+        };
+        if rows.len() >= MAX_ENTRIES {
+            rows.clear();
+        }
+        let row = Arc::new(row);
+        rows.insert(client_id.to_string(), row.clone());
+        Some(row)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<TokenClient>>> {
+        self.rows.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

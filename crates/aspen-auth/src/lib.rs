@@ -116,6 +116,7 @@ pub struct AuthState {
     pub tpp_keys: Arc<tpp_keys::TppKeyResolver>,
     /// Registered client key sets, parsed once per distinct text.
     pub client_keys: Arc<client_keys::ClientKeys>,
+    pub client_rows: Arc<client_keys::ClientRows>,
     /// The `/jwks` body, serialised once: the published keys change only
     /// with a restart, and with their certificate chains (`x5c`) the body
     /// is several kilobytes of base64 not worth rebuilding per request.
@@ -162,6 +163,7 @@ impl AuthState {
             keys: Arc::new(keys),
             tpp_keys: Arc::new(tpp_keys),
             client_keys: Arc::default(),
+            client_rows: Arc::default(),
             jwks_body,
             discovery_body,
         }

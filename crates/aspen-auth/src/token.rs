@@ -3,9 +3,10 @@
 //! client's certificate (AUTH-60).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use aspen_http::{ClientCert, Json, PeerCert};
-use aspen_store::auth::{TokenClient, TokenKind, TokenRecord};
+use aspen_store::auth::{JtiUse, TokenClient, TokenKind, TokenRecord};
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -160,14 +161,18 @@ fn jti_replayed() -> OAuthError {
     OAuthError::invalid_client("client_assertion jti has been used before")
 }
 
-/// Authenticates the client of a token request (AUTH-46..50); with
-/// `private_key_jwt`, also the assertion's `jti` for the grant to record.
-async fn authenticate(
-    state: &AuthState,
+/// The client a token request names and how it authenticates, before any
+/// of it is checked.
+struct Claimed<'a> {
+    method: Method<'a>,
+    client_id: String,
+    method_name: &'static str,
+}
+
+fn identify<'a>(
     headers: &HeaderMap,
-    form: &HashMap<String, String>,
-    cert: &ClientCert,
-) -> Result<(TokenClient, Option<AssertionJti>), OAuthError> {
+    form: &'a HashMap<String, String>,
+) -> Result<Claimed<'a>, OAuthError> {
     let basic = basic_credentials(headers)?;
     let method = pick_method(form, basic)?;
     let (client_id, method_name) = match &method {
@@ -192,21 +197,44 @@ async fn authenticate(
             "client_id does not match the authenticated client",
         ));
     }
-    let client = state
-        .store
-        .token_client(&client_id)
-        .await?
-        .ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
-    if client.token_endpoint_auth_method != method_name {
+    Ok(Claimed {
+        method,
+        client_id,
+        method_name,
+    })
+}
+
+/// The client's row as it is now (this node's copy is replaced by it).
+async fn read_client(
+    state: &AuthState,
+    client_id: &str,
+) -> Result<Option<Arc<TokenClient>>, OAuthError> {
+    let row = state.store.token_client(client_id).await?;
+    Ok(state.client_rows.put(client_id, row))
+}
+
+fn unknown_client() -> OAuthError {
+    OAuthError::invalid_client("unknown client")
+}
+
+/// Checks the claimed authentication against a client row (AUTH-46..50);
+/// with `private_key_jwt`, returns the assertion's `jti` for the grant to
+/// record.
+async fn verify(
+    state: &AuthState,
+    claimed: &Claimed<'_>,
+    client: &TokenClient,
+    cert: &ClientCert,
+) -> Result<Option<AssertionJti>, OAuthError> {
+    if client.token_endpoint_auth_method != claimed.method_name {
         return Err(OAuthError::invalid_client(format!(
             "this client is registered for {}",
             client.token_endpoint_auth_method
         )));
     }
-    let mut jti = None;
-    match method {
+    match &claimed.method {
         Method::PrivateKeyJwt(assertion) => {
-            jti = Some(check_assertion(state, &client, assertion).await?);
+            return Ok(Some(check_assertion(state, client, assertion).await?));
         }
         Method::TlsClientAuth(_) => {
             let registered = client
@@ -220,9 +248,24 @@ async fn authenticate(
                 ));
             }
         }
-        Method::SecretBasic(_, secret) => check_secret(state, &client, &secret)?,
-        Method::SecretPost(_, secret) => check_secret(state, &client, secret)?,
+        Method::SecretBasic(_, secret) => check_secret(state, client, secret)?,
+        Method::SecretPost(_, secret) => check_secret(state, client, secret)?,
     }
+    Ok(None)
+}
+
+/// Authenticates the client of a token request on its row as it is now.
+async fn authenticate(
+    state: &AuthState,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+    cert: &ClientCert,
+) -> Result<(Arc<TokenClient>, Option<AssertionJti>), OAuthError> {
+    let claimed = identify(headers, form)?;
+    let client = read_client(state, &claimed.client_id)
+        .await?
+        .ok_or_else(unknown_client)?;
+    let jti = verify(state, &claimed, &client, cert).await?;
     Ok((client, jti))
 }
 
@@ -356,10 +399,10 @@ pub async fn token(
         .get("grant_type")
         .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?
         .clone();
-    let (client, jti) = authenticate(&state, &headers, &form, &cert).await?;
     if grant_type == "client_credentials" {
-        return client_credentials(&state, &client, &form, &cert, jti).await;
+        return client_credentials(&state, &headers, &form, &cert).await;
     }
+    let (client, jti) = authenticate(&state, &headers, &form, &cert).await?;
     if let Some(jti) = jti {
         jti.spend(&state).await?;
     }
@@ -381,46 +424,108 @@ struct CcTokenResponse<'a> {
     scope: &'a str,
 }
 
-/// One write transaction per token: the assertion's `jti` (if any) and the
-/// token row commit together (issue 15).
+/// What one attempt at a client-credentials token came to.
+enum CcOutcome {
+    Issued(Response),
+    /// Nothing written: the assertion's `jti` was used before, or the
+    /// client's row is no longer the one the checks were made on.
+    NotWritten {
+        assertion: bool,
+    },
+    /// Refused by the checks; a verified assertion's `jti` is spent with
+    /// the refusal.
+    Refused(OAuthError, Option<AssertionJti>),
+}
+
+/// Issue 15: one write per token, and a client row read only when this
+/// node's copy of it ([`crate::client_keys::ClientRows`]) may be out of
+/// date. The checks run on the copy; the token (with the assertion's `jti`)
+/// is written only if the row is still live at the copy's revision, in the
+/// same statement. Anything but a token is decided again on the row read
+/// now: a refusal the copy was right about stands, otherwise the request
+/// runs again on the current row.
 async fn client_credentials(
     state: &AuthState,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+    cert: &ClientCert,
+) -> Result<Response, OAuthError> {
+    let claimed = identify(headers, form)?;
+    let client = match state.client_rows.get(&claimed.client_id) {
+        Some(kept) => {
+            let outcome = cc_attempt(state, &claimed, &kept, form, cert).await;
+            if let CcOutcome::Issued(resp) = outcome {
+                return Ok(resp);
+            }
+            match read_client(state, &claimed.client_id).await? {
+                Some(now) if now.revision == kept.revision => return settle(state, outcome).await,
+                Some(now) => now,
+                None => return Err(unknown_client()),
+            }
+        }
+        None => read_client(state, &claimed.client_id)
+            .await?
+            .ok_or_else(unknown_client)?,
+    };
+    let outcome = cc_attempt(state, &claimed, &client, form, cert).await;
+    settle(state, outcome).await
+}
+
+async fn cc_attempt(
+    state: &AuthState,
+    claimed: &Claimed<'_>,
     client: &TokenClient,
     form: &HashMap<String, String>,
     cert: &ClientCert,
-    jti: Option<AssertionJti>,
-) -> Result<Response, OAuthError> {
+) -> CcOutcome {
+    let jti = match verify(state, claimed, client, cert).await {
+        Ok(j) => j,
+        Err(e) => return CcOutcome::Refused(e, None),
+    };
     let (token, record) = match cc_token(state, client, form, cert) {
         Ok(t) => t,
-        Err(e) => {
+        Err(e) => return CcOutcome::Refused(e, jti),
+    };
+    let spend = jti.as_ref().map(|j| JtiUse {
+        scope: &j.scope,
+        jti: &j.jti,
+        expires_at: j.expires_at,
+    });
+    match state
+        .store
+        .insert_cc_token(spend, client.revision, &record)
+        .await
+    {
+        Ok(true) => CcOutcome::Issued(token_response(CcTokenResponse {
+            access_token: &token,
+            token_type: "Bearer",
+            expires_in: record.expires_at - record.issued_at,
+            scope: &record.scope,
+        })),
+        Ok(false) => CcOutcome::NotWritten {
+            assertion: jti.is_some(),
+        },
+        Err(e) => CcOutcome::Refused(e.into(), None),
+    }
+}
+
+/// The answer to an attempt made on the client's current row.
+async fn settle(state: &AuthState, outcome: CcOutcome) -> Result<Response, OAuthError> {
+    match outcome {
+        CcOutcome::Issued(resp) => Ok(resp),
+        CcOutcome::NotWritten { assertion: true } => Err(jti_replayed()),
+        // The row changed again between the read and the write.
+        CcOutcome::NotWritten { assertion: false } => Err(OAuthError::invalid_client(
+            "the client's registration changed during the request",
+        )),
+        CcOutcome::Refused(e, jti) => {
             // A refused request spends its assertion all the same.
             if let Some(jti) = jti {
                 jti.spend(state).await?;
             }
-            return Err(e);
+            Err(e)
         }
-    };
-    let issued = match &jti {
-        Some(j) => {
-            state
-                .store
-                .insert_token_spending_jti(&j.scope, &j.jti, j.expires_at, &record)
-                .await?
-        }
-        None => {
-            state.store.insert_token(&record).await?;
-            true
-        }
-    };
-    if !issued {
-        return Err(jti_replayed());
     }
-    Ok(token_response(CcTokenResponse {
-        access_token: &token,
-        token_type: "Bearer",
-        expires_in: record.expires_at - record.issued_at,
-        scope: &record.scope,
-    }))
 }
 
 /// The token and its record, or why the client may not have one.

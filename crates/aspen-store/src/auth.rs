@@ -83,6 +83,17 @@ pub struct TokenClient {
     /// The `jwks` column: a JSON document, byte for byte as registered.
     pub jwks_json: String,
     pub jwks_uri: Option<String>,
+    /// Counts the row's updates: a token written against it names the
+    /// revision its checks were made on (issue 15).
+    pub revision: i64,
+}
+
+/// A client assertion's `jti` to record with the token it buys.
+#[derive(Debug, Clone, Copy)]
+pub struct JtiUse<'a> {
+    pub scope: &'a str,
+    pub jti: &'a str,
+    pub expires_at: i64,
 }
 
 #[async_trait]
@@ -102,15 +113,17 @@ pub trait AuthStore: Send + Sync {
     async fn use_jti(&self, scope: &str, jti: &str, expires_at: i64) -> Result<bool, StoreError>;
     /// A live client as the token endpoint needs it ([`TokenClient`]).
     async fn token_client(&self, client_id: &str) -> Result<Option<TokenClient>, StoreError>;
-    /// Records a JWT id (as [`AuthStore::use_jti`]) and inserts the token it
-    /// bought in one write transaction: both rows or neither. False, with
-    /// nothing written, when the id was already used in this scope; the
-    /// `(scope, jti)` primary key decides, whichever node asks.
-    async fn insert_token_spending_jti(
+    /// A client-credentials token, written only while the client is live at
+    /// `client_revision` (the row its checks were made on), with the
+    /// assertion's `jti` (if any, as [`AuthStore::use_jti`]) in the same
+    /// write: all of it or nothing. False, with nothing written, when the id
+    /// was used before in its scope or the client was changed or deleted
+    /// since; the `(scope, jti)` primary key and the client row decide,
+    /// whichever node asks.
+    async fn insert_cc_token(
         &self,
-        scope: &str,
-        jti: &str,
-        jti_expires_at: i64,
+        jti: Option<JtiUse<'_>>,
+        client_revision: i64,
         t: &TokenRecord,
     ) -> Result<bool, StoreError>;
 }
@@ -121,18 +134,26 @@ pub(crate) fn jti_expiry(expires_at: i64) -> i64 {
     expires_at.max(chrono::Utc::now().timestamp() + 60)
 }
 
-/// The token columns after the three `used_jti` parameters.
-const TOKEN_PARAMS: &str = "$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15";
+/// `$first..` for the twelve [`TOKEN_COLUMNS`], as [`bind_token!`] binds them.
+fn token_params(first: usize) -> String {
+    (first..first + 12)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
-/// Binds the parameters of [`sqlite_insert_token_spending_jti`] and
-/// [`pg_insert_token_spending_jti`]: `$1..$3` the JWT id, `$4..$15` the
-/// token in [`TOKEN_COLUMNS`] order.
-macro_rules! bind_jti_and_token {
-    ($q:expr, $scope:expr, $jti:expr, $exp:expr, $t:expr) => {
-        $q.bind($scope)
-            .bind($jti)
-            .bind($crate::auth::jti_expiry($exp))
-            .bind(&$t.token_hash)
+/// The client is live and still the row the token's checks were made on:
+/// `$1` is the revision, `$client` the token's `client_id`.
+fn client_unchanged(client: usize) -> String {
+    format!(
+        "SELECT 1 FROM clients WHERE client_id=${client} AND revision=$1 AND deleted_at IS NULL"
+    )
+}
+
+/// Binds a token's columns in [`TOKEN_COLUMNS`] order.
+macro_rules! bind_token {
+    ($q:expr, $t:expr) => {
+        $q.bind(&$t.token_hash)
             .bind($t.kind.as_str())
             .bind(&$t.client_id)
             .bind(&$t.scope)
@@ -147,48 +168,78 @@ macro_rules! bind_jti_and_token {
     };
 }
 
-/// SQLite: the whole write in one statement list, so one hop to sqlx's
-/// worker thread and one commit. The token row is written only if the id's
-/// row was (`changes()` of the insert before it). The transaction is in the
-/// text, so sqlx does not know of it: a failure part-way is rolled back
-/// here (a connection that cannot be rolled back is closed instead of going
-/// back to the pool), and the write runs in its own task, because sqlx's
-/// worker stops a statement list whose caller went away, which would leave
-/// the transaction open on a pooled connection.
-pub(crate) async fn sqlite_insert_token_spending_jti(
+/// The statement of `insert_cc_token` without a JWT id, the same on both
+/// backends (PostgreSQL locks the client row: see [`pg_insert_cc_token`]):
+/// `$1` the client's revision, `$2..$13` the token.
+fn cc_token_sql(lock: &str) -> String {
+    format!(
+        "INSERT INTO tokens ({TOKEN_COLUMNS}) SELECT {} WHERE EXISTS ({}{lock}) RETURNING 1",
+        token_params(2),
+        client_unchanged(4)
+    )
+}
+
+/// SQLite: one statement without a JWT id; with one, a statement list sent
+/// in one hop to sqlx's worker thread, one commit, the token written only
+/// if the id's row was (`changes()` of the insert before it). The
+/// transaction is in the text, so sqlx does not know of it: a failure
+/// part-way is rolled back here (a connection that cannot be rolled back is
+/// closed instead of going back to the pool), and the write runs in its own
+/// task, because sqlx's worker stops a statement list whose caller went
+/// away, which would leave the transaction open on a pooled connection.
+pub(crate) async fn sqlite_insert_cc_token(
     pool: &sqlx::SqlitePool,
-    scope: &str,
-    jti: &str,
-    jti_expires_at: i64,
+    jti: Option<JtiUse<'_>>,
+    revision: i64,
     t: &TokenRecord,
 ) -> Result<bool, StoreError> {
-    let (pool, scope, jti, t) = (pool.clone(), scope.to_string(), jti.to_string(), t.clone());
+    let Some(jti) = jti else {
+        let q = sqlx::query(sqlx::AssertSqlSafe(cc_token_sql("")));
+        let rows = bind_token!(q.bind(revision), t).fetch_all(pool).await?;
+        return Ok(!rows.is_empty());
+    };
+    let (pool, scope, id, exp, t) = (
+        pool.clone(),
+        jti.scope.to_string(),
+        jti.jti.to_string(),
+        jti.expires_at,
+        t.clone(),
+    );
     tokio::spawn(async move {
-        sqlite_write_token_spending_jti(&pool, &scope, &jti, jti_expires_at, &t).await
+        let jti = JtiUse {
+            scope: &scope,
+            jti: &id,
+            expires_at: exp,
+        };
+        sqlite_write_cc_token(&pool, jti, revision, &t).await
     })
     .await
     .map_err(|e| StoreError::Backend(format!("token write did not finish: {e}")))?
 }
 
-async fn sqlite_write_token_spending_jti(
+/// `$1` the client's revision, `$2..$4` the JWT id, `$5..$16` the token.
+async fn sqlite_write_cc_token(
     pool: &sqlx::SqlitePool,
-    scope: &str,
-    jti: &str,
-    jti_expires_at: i64,
+    jti: JtiUse<'_>,
+    revision: i64,
     t: &TokenRecord,
 ) -> Result<bool, StoreError> {
     let sql = format!(
         "BEGIN IMMEDIATE; \
-         INSERT INTO used_jti (scope, jti, expires_at) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING; \
-         INSERT INTO tokens ({TOKEN_COLUMNS}) SELECT {TOKEN_PARAMS} WHERE changes() = 1 RETURNING 1; \
-         COMMIT"
+         INSERT INTO used_jti (scope, jti, expires_at) SELECT $2,$3,$4 \
+         WHERE EXISTS ({}) ON CONFLICT DO NOTHING; \
+         INSERT INTO tokens ({TOKEN_COLUMNS}) SELECT {} WHERE changes() = 1 RETURNING 1; \
+         COMMIT",
+        client_unchanged(7),
+        token_params(5)
     );
     let mut conn = pool.acquire().await?;
-    let q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    match bind_jti_and_token!(q, scope, jti, jti_expires_at, t)
-        .fetch_all(&mut *conn)
-        .await
-    {
+    let q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(revision)
+        .bind(jti.scope)
+        .bind(jti.jti)
+        .bind(jti_expiry(jti.expires_at));
+    match bind_token!(q, t).fetch_all(&mut *conn).await {
         Ok(rows) => Ok(!rows.is_empty()),
         Err(e) => {
             if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
@@ -199,26 +250,35 @@ async fn sqlite_write_token_spending_jti(
     }
 }
 
-/// PostgreSQL: one statement, so one round trip and one transaction; the
-/// token row is selected from the id row this statement inserted, and a
-/// concurrent insert of the same id waits on the primary key and then
-/// inserts neither.
-pub(crate) async fn pg_insert_token_spending_jti(
+/// PostgreSQL: one statement. `FOR SHARE` holds the client row until the
+/// token commits, so a DCR delete on another node (which revokes the
+/// client's tokens after marking the row) either waits and then revokes
+/// this token too, or has already committed and this writes nothing.
+pub(crate) async fn pg_insert_cc_token(
     pool: &sqlx::PgPool,
-    scope: &str,
-    jti: &str,
-    jti_expires_at: i64,
+    jti: Option<JtiUse<'_>>,
+    revision: i64,
     t: &TokenRecord,
 ) -> Result<bool, StoreError> {
+    let Some(jti) = jti else {
+        let q = sqlx::query(sqlx::AssertSqlSafe(cc_token_sql(" FOR SHARE")));
+        let r = bind_token!(q.bind(revision), t).execute(pool).await?;
+        return Ok(r.rows_affected() == 1);
+    };
     let sql = format!(
-        "WITH spent AS (INSERT INTO used_jti (scope, jti, expires_at) VALUES ($1,$2,$3) \
+        "WITH live AS ({} FOR SHARE), \
+         spent AS (INSERT INTO used_jti (scope, jti, expires_at) SELECT $2,$3,$4 FROM live \
          ON CONFLICT DO NOTHING RETURNING 1) \
-         INSERT INTO tokens ({TOKEN_COLUMNS}) SELECT {TOKEN_PARAMS} FROM spent"
+         INSERT INTO tokens ({TOKEN_COLUMNS}) SELECT {} FROM spent",
+        client_unchanged(7),
+        token_params(5)
     );
-    let q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    let r = bind_jti_and_token!(q, scope, jti, jti_expires_at, t)
-        .execute(pool)
-        .await?;
+    let q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(revision)
+        .bind(jti.scope)
+        .bind(jti.jti)
+        .bind(jti_expiry(jti.expires_at));
+    let r = bind_token!(q, t).execute(pool).await?;
     Ok(r.rows_affected() == 1)
 }
 
@@ -255,7 +315,7 @@ pub(crate) const TOKEN_COLUMNS: &str = "token_hash, kind, client_id, scope, cons
 #[macro_export]
 #[doc(hidden)]
 macro_rules! impl_auth_store {
-    ($store:ty, $row:ty, $insert_token_spending_jti:path) => {
+    ($store:ty, $row:ty, $insert_cc_token:path) => {
         #[async_trait::async_trait]
         impl $crate::auth::AuthStore for $store {
             async fn insert_client(&self, c: &$crate::auth::ClientRecord) -> Result<(), $crate::StoreError> {
@@ -295,7 +355,7 @@ macro_rules! impl_auth_store {
                      token_endpoint_auth_method=$5, token_endpoint_auth_signing_alg=$6, \
                      tls_client_auth_subject_dn=$7, client_secret_hash=$8, permissive=$9, headless=$10, \
                      scope=$11, redirect_uris=$12, grant_types=$13, response_types=$14, jwks=$15, \
-                     jwks_uri=$16, metadata=$17, updated_at=$18 \
+                     jwks_uri=$16, metadata=$17, updated_at=$18, revision=revision+1 \
                      WHERE client_id=$1 AND deleted_at IS NULL",
                 )
                 .bind(&c.client_id)
@@ -446,7 +506,7 @@ macro_rules! impl_auth_store {
                 let row: Option<$row> = sqlx::query(
                     "SELECT client_id, token_endpoint_auth_method, token_endpoint_auth_signing_alg, \
                      tls_client_auth_subject_dn, client_secret_hash, permissive, scope, grant_types, \
-                     jwks, jwks_uri FROM clients WHERE client_id=$1 AND deleted_at IS NULL",
+                     jwks, jwks_uri, revision FROM clients WHERE client_id=$1 AND deleted_at IS NULL",
                 )
                 .bind(client_id)
                 .fetch_optional(&self.pool)
@@ -465,19 +525,19 @@ macro_rules! impl_auth_store {
                         grant_types: $crate::auth::parse_list(r.get::<&str, _>(7))?,
                         jwks_json: r.get(8),
                         jwks_uri: r.get(9),
+                        revision: r.get(10),
                     })
                 })
                 .transpose()
             }
 
-            async fn insert_token_spending_jti(
+            async fn insert_cc_token(
                 &self,
-                scope: &str,
-                jti: &str,
-                jti_expires_at: i64,
+                jti: Option<$crate::auth::JtiUse<'_>>,
+                client_revision: i64,
                 t: &$crate::auth::TokenRecord,
             ) -> Result<bool, $crate::StoreError> {
-                $insert_token_spending_jti(&self.pool, scope, jti, jti_expires_at, t).await
+                $insert_cc_token(&self.pool, jti, client_revision, t).await
             }
         }
 

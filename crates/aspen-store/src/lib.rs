@@ -72,15 +72,11 @@ pub struct PgStore {
 impl_auth_store!(
     SqliteStore,
     sqlx::sqlite::SqliteRow,
-    auth::sqlite_insert_token_spending_jti
+    auth::sqlite_insert_cc_token
 );
 mod pg_auth {
     use super::*;
-    impl_auth_store!(
-        PgStore,
-        sqlx::postgres::PgRow,
-        auth::pg_insert_token_spending_jti
-    );
+    impl_auth_store!(PgStore, sqlx::postgres::PgRow, auth::pg_insert_cc_token);
 }
 impl_consent_store!(SqliteStore, sqlx::sqlite::SqliteRow, sqlx::Sqlite);
 mod pg_consent {
@@ -160,6 +156,19 @@ fn ping_if_idle<'c, C: sqlx::Connection>(
     })
 }
 
+/// SQLite connections in the pool (issue 15). One writer at a time is all
+/// SQLite allows, and in WAL mode a connection drops its whole page cache
+/// whenever another one has written since its last read; the pool hands its
+/// idle connections out in turn, so with eight a token read 17 pages again
+/// (`pread`), with two none at one client and 6 at eight
+/// (BENCHMARKS.md). Two also let a read run beside a write.
+const SQLITE_CONNECTIONS: u32 = 2;
+
+/// Pages of the database file are read through a memory map instead of a
+/// `pread` each (pages still in the WAL are read as before); address space
+/// only, the kernel's page cache backs it.
+const SQLITE_MMAP_BYTES: u64 = 256 << 20;
+
 /// Opens the store named by the URL: `sqlite:…` (the file is created if
 /// missing) or `postgres://…`.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
@@ -178,9 +187,10 @@ pub async fn connect_with_schema(
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
             .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("mmap_size", SQLITE_MMAP_BYTES.to_string());
         let pool = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(8)
+            .max_connections(SQLITE_CONNECTIONS)
             .test_before_acquire(false)
             .before_acquire(ping_if_idle)
             .connect_with(opts)

@@ -74,6 +74,11 @@ pub fn sqlite() -> Migrator {
             "passkeys",
             include_str!("../migrations/sqlite/0010_passkeys.sql"),
         ),
+        (
+            11,
+            "token_write",
+            include_str!("../migrations/sqlite/0011_token_write.sql"),
+        ),
     ])
 }
 
@@ -128,6 +133,11 @@ pub fn postgres() -> Migrator {
             10,
             "passkeys",
             include_str!("../migrations/postgres/0010_passkeys.sql"),
+        ),
+        (
+            11,
+            "token_write",
+            include_str!("../migrations/postgres/0011_token_write.sql"),
         ),
     ])
 }

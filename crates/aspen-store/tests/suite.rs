@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use aspen_domain::{CreditDebit, ResourceKind, World};
-use aspen_store::auth::{ClientRecord, TokenKind, TokenRecord};
+use aspen_store::auth::{ClientRecord, JtiUse, TokenKind, TokenRecord};
 use aspen_store::consent::{CodeRecord, ConsentRecord, ThrottleRule};
 use aspen_store::{Store, TxCursor, TxFilter};
 use serde_json::json;
@@ -415,6 +415,7 @@ both!(token_client_reads_the_row_as_it_is_now, |s: Arc<
     s.update_client(&upd).await.unwrap();
     let t = s.token_client("c1").await.unwrap().unwrap();
     assert_eq!(t.scope, "openid");
+    assert_eq!(t.revision, 1, "every update counts");
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&t.jwks_json).unwrap(),
         upd.jwks
@@ -427,21 +428,23 @@ both!(
     a_token_and_its_jti_are_one_write,
     |s: Arc<dyn Store>| async move {
         let far = chrono::Utc::now().timestamp() + 600;
+        s.insert_client(&client("c1")).await.unwrap();
+        s.insert_client(&client("c2")).await.unwrap();
         // Racing callers with the same jti, each with its own token: one wins,
         // and only the winner's token exists.
         let mut handles = Vec::new();
         for i in 0..8 {
             let s = s.clone();
             handles.push(tokio::spawn(async move {
-                let won = s
-                    .insert_token_spending_jti(
-                        "assertion:c1",
-                        "j1",
-                        far,
-                        &token(&format!("r{i}"), "c1", None),
-                    )
-                    .await
-                    .unwrap();
+                let won = spend(
+                    &s,
+                    "assertion:c1",
+                    "j1",
+                    far,
+                    &token(&format!("r{i}"), "c1", None),
+                )
+                .await
+                .unwrap();
                 (i, won)
             }));
         }
@@ -468,34 +471,33 @@ both!(
         assert!(!s.use_jti("assertion:c1", "j1", far).await.unwrap());
         assert!(s.use_jti("assertion:c1", "j2", far).await.unwrap());
         assert!(
-            !s.insert_token_spending_jti("assertion:c1", "j2", far, &token("r9", "c1", None))
+            !spend(&s, "assertion:c1", "j2", far, &token("r9", "c1", None))
                 .await
                 .unwrap()
         );
         assert!(s.token_by_hash("r9").await.unwrap().is_none());
         // Another scope is independent.
         assert!(
-            s.insert_token_spending_jti("assertion:c2", "j1", far, &token("r10", "c2", None))
+            spend(&s, "assertion:c2", "j1", far, &token("r10", "c2", None))
                 .await
                 .unwrap()
         );
         // A failed write (the token's hash already exists) leaves no jti
         // behind and the connection usable: the same jti then succeeds.
         assert!(matches!(
-            s.insert_token_spending_jti("assertion:c1", "j3", far, &token("r10", "c1", None))
-                .await,
+            spend(&s, "assertion:c1", "j3", far, &token("r10", "c1", None)).await,
             Err(aspen_store::StoreError::Conflict(_))
         ));
         // (Had the failed write left its transaction open, this write would
         // wait for SQLite's write lock and fail.)
         assert!(
-            s.insert_token_spending_jti("assertion:c1", "j3", far, &token("r11", "c1", None))
+            spend(&s, "assertion:c1", "j3", far, &token("r11", "c1", None))
                 .await
                 .unwrap()
         );
         // The jti is kept at least a minute, whatever its own expiry.
         assert!(
-            s.insert_token_spending_jti("assertion:c1", "old", 1, &token("r12", "c1", None))
+            spend(&s, "assertion:c1", "old", 1, &token("r12", "c1", None))
                 .await
                 .unwrap()
         );
@@ -510,12 +512,13 @@ both!(
     a_token_write_whose_caller_gives_up_finishes_or_leaves_nothing,
     |s: Arc<dyn Store>| async move {
         let far = chrono::Utc::now().timestamp() + 600;
+        s.insert_client(&client("c1")).await.unwrap();
         // Callers that give up at once (a client that went away): each write
         // either happened whole or not at all, and no connection is left
         // holding a transaction.
         for i in 0..40 {
             let (jti, t) = (format!("gone{i}"), token(&format!("g{i}"), "c1", None));
-            let write = s.insert_token_spending_jti("assertion:c1", &jti, far, &t);
+            let write = spend(&s, "assertion:c1", &jti, far, &t);
             let _ = tokio::time::timeout(std::time::Duration::from_micros(i * 25), write).await;
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -534,7 +537,7 @@ both!(
             let s = s.clone();
             tokio::spawn(async move {
                 let t = token(&format!("a{i}"), "c1", None);
-                s.insert_token_spending_jti("assertion:c1", &format!("after{i}"), far, &t)
+                spend(&s, "assertion:c1", &format!("after{i}"), far, &t)
                     .await
                     .unwrap()
             })
@@ -546,6 +549,110 @@ both!(
         .await
         .expect("no connection is left in a transaction");
         assert!(all.into_iter().all(|r| r.unwrap()));
+    }
+);
+
+/// `insert_cc_token` with a JWT id, for client revision 0 (as inserted).
+async fn spend(
+    s: &Arc<dyn Store>,
+    scope: &str,
+    jti: &str,
+    expires_at: i64,
+    t: &TokenRecord,
+) -> Result<bool, aspen_store::StoreError> {
+    let jti = JtiUse {
+        scope,
+        jti,
+        expires_at,
+    };
+    s.insert_cc_token(Some(jti), 0, t).await
+}
+
+both!(
+    a_cc_token_is_written_only_on_the_client_row_it_was_checked_on,
+    |s: Arc<dyn Store>| async move {
+        let far = chrono::Utc::now().timestamp() + 600;
+        // No such client: nothing written, the jti not spent.
+        assert!(
+            !spend(&s, "assertion:c1", "n1", far, &token("n1", "c1", None))
+                .await
+                .unwrap()
+        );
+        assert!(s.use_jti("assertion:c1", "n1", far).await.unwrap());
+        let c = client("c1");
+        s.insert_client(&c).await.unwrap();
+        assert!(
+            s.insert_cc_token(None, 0, &token("n2", "c1", None))
+                .await
+                .unwrap()
+        );
+        // Updated (by any node): a token checked on revision 0 is not
+        // written, with or without a jti, and its jti stays unspent.
+        s.update_client(&c).await.unwrap();
+        assert!(
+            !s.insert_cc_token(None, 0, &token("n3", "c1", None))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !spend(&s, "assertion:c1", "n4", far, &token("n4", "c1", None))
+                .await
+                .unwrap()
+        );
+        assert!(s.token_by_hash("n3").await.unwrap().is_none());
+        assert!(s.token_by_hash("n4").await.unwrap().is_none());
+        assert!(s.use_jti("assertion:c1", "n4", far).await.unwrap());
+        // On the current revision it is.
+        assert!(
+            s.insert_cc_token(None, 1, &token("n5", "c1", None))
+                .await
+                .unwrap()
+        );
+        // Deleted: nothing, whatever the revision.
+        assert!(s.delete_client("c1").await.unwrap());
+        assert!(
+            !s.insert_cc_token(None, 1, &token("n6", "c1", None))
+                .await
+                .unwrap()
+        );
+        assert!(s.token_by_hash("n6").await.unwrap().is_none());
+        // The delete revoked what was written before it.
+        assert!(s.token_by_hash("n5").await.unwrap().unwrap().revoked);
+    }
+);
+
+both!(
+    a_client_delete_racing_token_writes_revokes_every_token_written,
+    |s: Arc<dyn Store>| async move {
+        // Token writes checked on the live row race the client's delete:
+        // each token is either not written or written and revoked by it.
+        s.insert_client(&client("c1")).await.unwrap();
+        let writes: Vec<_> = (0..24)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let t = token(&format!("d{i}"), "c1", None);
+                    if i % 2 == 0 {
+                        s.insert_cc_token(None, 0, &t).await.unwrap()
+                    } else {
+                        let far = chrono::Utc::now().timestamp() + 600;
+                        spend(&s, "assertion:c1", &format!("d{i}"), far, &t)
+                            .await
+                            .unwrap()
+                    }
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert!(s.delete_client("c1").await.unwrap());
+        for (i, w) in writes.into_iter().enumerate() {
+            let written = w.await.unwrap();
+            let stored = s.token_by_hash(&format!("d{i}")).await.unwrap();
+            assert_eq!(stored.is_some(), written, "token d{i}");
+            if let Some(t) = stored {
+                assert!(t.revoked, "token d{i} outlived its client");
+            }
+        }
     }
 );
 
