@@ -156,18 +156,15 @@ fn ping_if_idle<'c, C: sqlx::Connection>(
     })
 }
 
-/// SQLite connections in the pool (issue 15). One writer at a time is all
-/// SQLite allows, and in WAL mode a connection drops its whole page cache
-/// whenever another one has written since its last read; the pool hands its
-/// idle connections out in turn, so with eight a token read 17 pages again
-/// (`pread`), with two none at one client and 6 at eight
-/// (BENCHMARKS.md). Two also let a read run beside a write.
-const SQLITE_CONNECTIONS: u32 = 2;
-
-/// Pages of the database file are read through a memory map instead of a
-/// `pread` each (pages still in the WAL are read as before); address space
-/// only, the kernel's page cache backs it.
-const SQLITE_MMAP_BYTES: u64 = 256 << 20;
+/// SQLite connections in the pool (issue 15): one. SQLite lets one
+/// connection write at a time, and in WAL mode a connection drops its whole
+/// page cache whenever another one has written since its last read; the
+/// pool hands its idle connections out in turn, so with eight every token
+/// read its pages again (17 `pread`s), and each connection is a thread the
+/// work hops to. With one, nothing is read twice and a token costs 44%
+/// less CPU at eight clients (BENCHMARKS.md). Every statement is short;
+/// the store never holds a connection while it asks the pool for another.
+const SQLITE_CONNECTIONS: u32 = 1;
 
 /// Opens the store named by the URL: `sqlite:…` (the file is created if
 /// missing) or `postgres://…`.
@@ -187,8 +184,7 @@ pub async fn connect_with_schema(
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
             .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
-            .pragma("mmap_size", SQLITE_MMAP_BYTES.to_string());
+            .busy_timeout(Duration::from_secs(10));
         let pool = sqlx::sqlite::SqlitePoolOptions::new()
             .max_connections(SQLITE_CONNECTIONS)
             .test_before_acquire(false)
