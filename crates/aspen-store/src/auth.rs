@@ -85,6 +85,17 @@ pub struct TokenClient {
     pub jwks_uri: Option<String>,
 }
 
+/// A live client as a request-signature check needs it (COMMON-31): its
+/// directory identity and its keys, not the registration document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignerClient {
+    pub org_id: String,
+    pub software_id: String,
+    /// The `jwks` column: a JSON document, byte for byte as registered.
+    pub jwks_json: String,
+    pub jwks_uri: Option<String>,
+}
+
 #[async_trait]
 pub trait AuthStore: Send + Sync {
     async fn insert_client(&self, c: &ClientRecord) -> Result<(), StoreError>;
@@ -102,6 +113,8 @@ pub trait AuthStore: Send + Sync {
     async fn use_jti(&self, scope: &str, jti: &str, expires_at: i64) -> Result<bool, StoreError>;
     /// A live client as the token endpoint needs it ([`TokenClient`]).
     async fn token_client(&self, client_id: &str) -> Result<Option<TokenClient>, StoreError>;
+    /// A live client as request-signature checks need it ([`SignerClient`]).
+    async fn signer_client(&self, client_id: &str) -> Result<Option<SignerClient>, StoreError>;
     /// Records a JWT id (as [`AuthStore::use_jti`]) and inserts the token it
     /// bought in one write transaction: both rows or neither. False, with
     /// nothing written, when the id was already used in this scope; the
@@ -468,6 +481,25 @@ macro_rules! impl_auth_store {
                     })
                 })
                 .transpose()
+            }
+
+            async fn signer_client(&self, client_id: &str) -> Result<Option<$crate::auth::SignerClient>, $crate::StoreError> {
+                let row: Option<$row> = sqlx::query(
+                    "SELECT org_id, software_id, jwks, jwks_uri FROM clients WHERE client_id=$1 AND deleted_at IS NULL",
+                )
+                .bind(client_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err($crate::StoreError::from)?;
+                Ok(row.map(|r| {
+                    use sqlx::Row;
+                    $crate::auth::SignerClient {
+                        org_id: r.get(0),
+                        software_id: r.get(1),
+                        jwks_json: r.get(2),
+                        jwks_uri: r.get(3),
+                    }
+                }))
             }
 
             async fn insert_token_spending_jti(
