@@ -67,9 +67,9 @@ tail -n +"$((before + 1))" "$WORK/stmts.log" | grep 'sqlx::query' >"$WORK/stmts"
 stop
 count() { grep -c "$1" "$WORK/stmts" || true; }
 all=$(wc -l <"$WORK/stmts")
-echo "== $DB, $(git rev-parse --short HEAD), $N orders, $C connection(s), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== $DB, $BIN ($(git rev-parse --short HEAD) tree), $N orders, $C connection(s), load $(cut -d' ' -f1-3 /proc/loadavg)"
 awk -v n="$N" -v all="$all" -v b="$(count 'summary="BEGIN')" -v c="$(count 'summary="COMMIT')" \
-  -v r="$(count 'summary="ROLLBACK')" 'BEGIN { printf "statements/order %.2f (BEGIN %.2f, COMMIT %.2f, ROLLBACK %.2f)\n", all/n, b/n, c/n, r/n }'
+  -v r="$(count 'summary="ROLLBACK')" 'BEGIN { printf "statements/order, as sqlx logs them (not its own BEGIN): %.2f (BEGIN %.2f, COMMIT %.2f, ROLLBACK %.2f)\n", all/n, b/n, c/n, r/n }'
 sed -n 's/.*summary="\([^"]*\)".*/\1/p' "$WORK/stmts" | sort | uniq -c | sort -rn |
   awk -v n="$N" '{ c=$1; $1=""; printf "  %6.2f %s\n", c/n, $0 }' | head -30
 

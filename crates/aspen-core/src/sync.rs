@@ -36,7 +36,7 @@ pub struct PaymentSync {
 pub enum Placed {
     /// Committed; the payment as it stands now (its status is the one
     /// committed).
-    New(PaymentRecord),
+    New(Box<PaymentRecord>),
     /// The idempotency key was taken first: the caller replays this record.
     Existing(IdemRecord),
     /// The consent is no longer `Authorised` (PIS-12: it pays once).
@@ -211,14 +211,14 @@ impl PaymentSync {
             None => self.store.insert_payment_once(&p, idem, since).await?,
         };
         Ok(match created {
-            PaymentCreate::Executed(status) => Placed::New(PaymentRecord {
+            PaymentCreate::Executed(status) => Placed::New(Box::new(PaymentRecord {
                 status: status.into(),
                 due_at: None,
                 reason: (status == payments::REJECTED)
                     .then(|| payments::INSUFFICIENT_FUNDS.to_string()),
                 ..p
-            }),
-            PaymentCreate::New => Placed::New(self.submitted(p).await?),
+            })),
+            PaymentCreate::New => Placed::New(Box::new(self.submitted(p).await?)),
             PaymentCreate::Existing(rec) => Placed::Existing(rec),
             PaymentCreate::ConsentNotAuthorised => Placed::ConsentNotAuthorised,
         })
