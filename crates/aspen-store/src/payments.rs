@@ -134,7 +134,9 @@ pub trait PaymentStore: Send + Sync {
     /// running balance), and the OB payment with its final status and its
     /// event (EVT-12). An account that cannot cover the debit leaves the
     /// balance alone and both rows `Rejected` (PIS-21). `p.status` and
-    /// `p.due_at` are replaced by the outcome.
+    /// `p.due_at` are replaced by the outcome; the entry takes its id,
+    /// reference, information and detail from `exec.entry` and its
+    /// account, amount, currency and time from the order.
     async fn insert_payment_executed(
         &self,
         p: &PaymentRecord,
