@@ -6,11 +6,12 @@
 use std::sync::Arc;
 
 use aspen_auth::{BoundToken, GrantKind};
+use aspen_core::sync::Placed;
 use aspen_domain::payments::{self as rules, AspspProfile, PaymentType, RateTable, RuleCode};
 use aspen_http::{Json, ObError, ObErrorCode};
 use aspen_jose::{DetachedExpectations, SigningKey};
 use aspen_store::consent::ConsentRecord;
-use aspen_store::payments::{Created, IdemKey, IdemRecord, PaymentCreate, PaymentRecord};
+use aspen_store::payments::{Created, IdemKey, IdemRecord, PaymentRecord};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue};
@@ -42,6 +43,8 @@ pub struct PisSettings {
     pub agreed_tolerance_bp: i64,
     pub signing_key: SigningKey,
     pub tpp_keys: Arc<aspen_auth::tpp_keys::TppKeyResolver>,
+    /// Registered client key sets, parsed once per distinct text.
+    pub client_keys: aspen_auth::client_keys::ClientKeys,
     /// Submits new orders to the core and mirrors their status.
     pub payments: Arc<aspen_core::sync::PaymentSync>,
 }
@@ -199,17 +202,23 @@ pub(crate) async fn verify_request(
 ) -> Result<(), ObError> {
     let client = state
         .store
-        .client(&token.client_id)
+        .signer_client(&token.client_id)
         .await
         .map_err(ObError::internal)?
         .ok_or_else(ObError::unauthorized)?;
-    let mut jwks = aspen_jose::Jwks::from_value(&client.jwks).ok();
-    if jwks.as_ref().is_none_or(|k| k.keys().is_empty())
+    let mut jwks = state.pis.client_keys.get(&client.jwks_json);
+    if jwks.is_none()
         && let Some(url) = &client.jwks_uri
     {
-        jwks = state.pis.tpp_keys.by_url(url, false).await.ok();
+        jwks = state
+            .pis
+            .tpp_keys
+            .by_url(url, false)
+            .await
+            .ok()
+            .map(Arc::new);
     }
-    let jwks = jwks.unwrap_or_else(|| aspen_jose::Jwks::from_keys(Vec::new()));
+    let jwks = jwks.unwrap_or_else(|| Arc::new(aspen_jose::Jwks::from_keys(Vec::new())));
     let iss = format!("{}/{}", client.org_id, client.software_id);
     let sig = headers
         .get("x-jws-signature")
@@ -768,31 +777,28 @@ pub async fn create_payment<const K: u8>(
         reason: None,
         data: Value::Object(data),
     };
-    let id = match state
-        .store
-        .insert_payment_once(&p, &key, now - IDEM_WINDOW_MS)
+    match state
+        .pis
+        .payments
+        .place(p, &key, now - IDEM_WINDOW_MS)
         .await
-        .map_err(ObError::internal)?
+        .map_err(common::core_error)?
     {
-        PaymentCreate::New => {
-            tracing::info!(payment_id = %p.payment_id, consent_id = %c.consent_id, debit_minor = debit, "payment order accepted");
-            state.pis.payments.submitted(&p).await;
-            p.payment_id
+        Placed::New(current) => {
+            tracing::info!(payment_id = %current.payment_id, consent_id = %current.consent_id, debit_minor = debit, status = %current.status, "payment order accepted");
+            Ok(common::created(payment_body(&state, k, &current)))
         }
-        PaymentCreate::Existing(rec) => {
+        Placed::Existing(rec) => {
             replayable(&rec, &key.body_hash)?;
-            rec.resource_id
+            let current = load_payment(&state, &rec.resource_id).await?;
+            Ok(common::created(payment_body(&state, k, &current)))
         }
-        PaymentCreate::ConsentNotAuthorised => {
-            return Err(bad(
-                ObErrorCode::ResourceInvalidConsentStatus,
-                "the consent has already been used",
-                "Data.ConsentId",
-            ));
-        }
-    };
-    let current = load_payment(&state, &id).await?;
-    Ok(common::created(payment_body(&state, k, &current)))
+        Placed::ConsentNotAuthorised => Err(bad(
+            ObErrorCode::ResourceInvalidConsentStatus,
+            "the consent has already been used",
+            "Data.ConsentId",
+        )),
+    }
 }
 
 pub async fn read_payment<const K: u8>(

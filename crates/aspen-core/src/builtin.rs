@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use aspen_domain::{CreditDebit, ResourceKind, Transaction};
 use aspen_store::Store;
-use aspen_store::payments::{self, LedgerPayment, Step};
+use aspen_store::payments::{self, LedgerExecution, LedgerPayment, Step};
 use async_trait::async_trait;
 use serde_json::json;
 
@@ -88,19 +88,19 @@ fn core_payment(p: &LedgerPayment) -> CorePayment {
     }
 }
 
-/// The ledger entry a payment writes on its debtor account.
-fn entry(p: &LedgerPayment, now: i64) -> Transaction {
-    let i: Option<PaymentInstruction> = serde_json::from_value(p.instruction.clone()).ok();
+/// The ledger entry a payment writes on its debtor account; `i` is the
+/// submitted instruction (payee, reference) when it is at hand.
+fn entry(p: &LedgerPayment, i: Option<&PaymentInstruction>, now: i64) -> Transaction {
     let name = i
         .as_ref()
         .map_or("payee".to_string(), |i| i.creditor.name.clone());
-    let international = i.as_ref().is_some_and(|i| i.scheme == "international");
+    let international = i.is_some_and(|i| i.scheme == "international");
     let (sub, prop) = if international {
         ("InternationalCreditTransfer", "INTERNATIONAL PAYMENT")
     } else {
         ("DomesticCreditTransfer", "FASTER PAYMENT")
     };
-    let creditor = i.as_ref().map(|i| {
+    let creditor = i.map(|i| {
         let mut c = json!({
             "SchemeName": i.creditor.scheme,
             "Identification": i.creditor.identification,
@@ -127,7 +127,7 @@ fn entry(p: &LedgerPayment, now: i64) -> Transaction {
         currency: p.debit_currency.clone(),
         credit_debit: CreditDebit::Debit,
         status: "Pending".into(),
-        reference: i.as_ref().and_then(|i| i.reference.clone()),
+        reference: i.and_then(|i| i.reference.clone()),
         information: Some(format!("Payment to {name}")),
         balance_minor: None,
         detail,
@@ -139,16 +139,34 @@ impl BuiltinCore {
         Self { store, timing }
     }
 
+    /// The ledger's row for a newly submitted payment.
+    fn submitted_row(&self, p: &PaymentInstruction, now: i64) -> LedgerPayment {
+        LedgerPayment {
+            payment_id: p.payment_id.clone(),
+            account_id: p.account_id.clone(),
+            debit_minor: p.debit_minor,
+            debit_currency: p.debit_currency.clone(),
+            status: payments::LEDGER_PENDING.into(),
+            created_at: now,
+            status_updated_at: now,
+            due_at: Some(now + self.timing.accept_after_ms),
+            reason: None,
+            instruction: serde_json::to_value(p).unwrap_or_default(),
+        }
+    }
+
     /// Takes the payment's next step if it is due.
     async fn step(&self, p: &LedgerPayment, now: i64) -> Result<Step, aspen_store::StoreError> {
         let step = match p.status.as_str() {
             payments::LEDGER_PENDING => {
+                let i: Option<PaymentInstruction> =
+                    serde_json::from_value(p.instruction.clone()).ok();
                 self.store
                     .ledger_accept(
                         &p.payment_id,
                         now,
                         now + self.timing.settle_after_ms,
-                        &entry(p, now),
+                        &entry(p, i.as_ref(), now),
                     )
                     .await?
             }
@@ -289,18 +307,7 @@ impl Core for BuiltinCore {
 
     async fn submit_payment(&self, p: &PaymentInstruction) -> Result<CorePayment, CoreError> {
         let now = now_ms();
-        let row = LedgerPayment {
-            payment_id: p.payment_id.clone(),
-            account_id: p.account_id.clone(),
-            debit_minor: p.debit_minor,
-            debit_currency: p.debit_currency.clone(),
-            status: payments::LEDGER_PENDING.into(),
-            created_at: now,
-            status_updated_at: now,
-            due_at: Some(now + self.timing.accept_after_ms),
-            reason: None,
-            instruction: serde_json::to_value(p).unwrap_or_default(),
-        };
+        let row = self.submitted_row(p, now);
         if self.store.account(&p.account_id).await?.is_none() {
             return Err(CoreError::BadRequest(format!(
                 "no account {}",
@@ -332,6 +339,18 @@ impl Core for BuiltinCore {
             .await?
             .ok_or(aspen_store::StoreError::NotFound)?;
         Ok(core_payment(&cur))
+    }
+
+    /// Immediate timing: both steps in the order's own transaction. The
+    /// loop's steps stay for delayed timing and for payments submitted
+    /// through the connector API.
+    fn execution_in_store(&self, p: &PaymentInstruction, now_ms: i64) -> Option<LedgerExecution> {
+        if !self.timing.immediate() {
+            return None;
+        }
+        let payment = self.submitted_row(p, now_ms);
+        let entry = entry(&payment, Some(p), now_ms);
+        Some(LedgerExecution { payment, entry })
     }
 
     async fn payment(&self, payment_id: &str) -> Result<Option<CorePayment>, CoreError> {

@@ -216,5 +216,19 @@ pub trait Core: Send + Sync {
     /// Submits a payment; idempotent by `payment_id` (a second submission
     /// returns the payment as it stands).
     async fn submit_payment(&self, p: &PaymentInstruction) -> Result<CorePayment, CoreError>;
+    /// A core whose ledger lives in aspen's own database (the same one the
+    /// orders are committed to) and executes payments at once gives the
+    /// rows that execute `p`, so the order, the consent's move and the
+    /// execution commit together in one write transaction
+    /// ([`aspen_store::PaymentStore::insert_payment_executed`]). `None`, the
+    /// default: the order is committed first and submitted after
+    /// ([`sync::PaymentSync`] retries until the core answers).
+    fn execution_in_store(
+        &self,
+        _p: &PaymentInstruction,
+        _now_ms: i64,
+    ) -> Option<aspen_store::payments::LedgerExecution> {
+        None
+    }
     async fn payment(&self, payment_id: &str) -> Result<Option<CorePayment>, CoreError>;
 }

@@ -1,4 +1,8 @@
-//! Keeps OB payment resources in step with the core. A payment order is
+//! Places OB payment orders and keeps them in step with the core. With a
+//! core that executes inside aspen's own database ([`Core::execution_in_store`]:
+//! the builtin ledger, immediate timing) the order, its idempotency key, the
+//! consent's move to `Consumed` and the execution are one write transaction
+//! and there is nothing left to keep in step. Otherwise a payment order is
 //! committed in aspen's database first (with its idempotency key and the
 //! consent's move to `Consumed`), then submitted to the core with the
 //! payment id as the core's idempotency key. Until the core reports a final
@@ -14,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aspen_store::Store;
-use aspen_store::payments::{self, PaymentRecord};
+use aspen_store::payments::{self, IdemKey, IdemRecord, PaymentCreate, PaymentRecord};
 
 use crate::{Core, CoreError, CorePayment, Creditor, PaymentInstruction, PaymentStatus};
 
@@ -25,6 +29,18 @@ pub struct PaymentSync {
     poll: Duration,
     /// How soon to try again after the core failed.
     retry: Duration,
+}
+
+/// What became of a new payment order.
+#[derive(Debug)]
+pub enum Placed {
+    /// Committed; the payment as it stands now (its status is the one
+    /// committed).
+    New(Box<PaymentRecord>),
+    /// The idempotency key was taken first: the caller replays this record.
+    Existing(IdemRecord),
+    /// The consent is no longer `Authorised` (PIS-12: it pays once).
+    ConsentNotAuthorised,
 }
 
 fn now_ms() -> i64 {
@@ -96,34 +112,53 @@ impl PaymentSync {
         }
     }
 
-    /// Copies the core's status onto the OB payment, forward only.
-    async fn record(&self, p: &PaymentRecord, c: &CorePayment) -> Result<(), CoreError> {
+    /// Copies the core's status onto the OB payment, forward only; the
+    /// payment as this call left it, or `None` when another node moved it
+    /// first.
+    async fn record(
+        &self,
+        p: &PaymentRecord,
+        c: &CorePayment,
+    ) -> Result<Option<PaymentRecord>, CoreError> {
         let to = ob_status(c.status);
         let due = (!c.status.is_final()).then(|| now_ms() + self.poll.as_millis() as i64);
         if to != p.status {
+            let at = c.status_at_ms.max(p.status_updated_at);
             let moved = self
                 .store
                 .advance_payment(
                     &p.payment_id,
                     earlier(c.status),
                     to,
-                    c.status_at_ms.max(p.status_updated_at),
+                    at,
                     c.reason.as_deref(),
                     due,
                 )
                 .await?;
-            if moved {
-                tracing::info!(payment_id = %p.payment_id, status = to, "payment status");
+            if !moved {
+                return Ok(None);
             }
-        } else if let Some(due) = due {
+            tracing::info!(payment_id = %p.payment_id, status = to, "payment status");
+            return Ok(Some(PaymentRecord {
+                status: to.into(),
+                status_updated_at: at,
+                due_at: due,
+                reason: c.reason.clone().or_else(|| p.reason.clone()),
+                ..p.clone()
+            }));
+        }
+        if let Some(due) = due {
             self.store.postpone_payment(&p.payment_id, due).await?;
         }
-        Ok(())
+        Ok(Some(PaymentRecord {
+            due_at: due.or(p.due_at),
+            ..p.clone()
+        }))
     }
 
     /// Submits (again) and records what the core says. A core that cannot
     /// be reached leaves the payment due for a later pass.
-    pub async fn sync(&self, p: &PaymentRecord) -> Result<(), CoreError> {
+    pub async fn sync(&self, p: &PaymentRecord) -> Result<Option<PaymentRecord>, CoreError> {
         match self.core.submit_payment(&instruction(p)).await {
             Ok(c) => self.record(p, &c).await,
             // The core answered and refused this payment for good (the
@@ -156,11 +191,52 @@ impl PaymentSync {
         }
     }
 
-    /// A new order, just committed: submitted at once so the answer to the
-    /// PISP shows what the core already did; a failure is left to the loop.
-    pub async fn submitted(&self, p: &PaymentRecord) {
-        if let Err(e) = self.sync(p).await {
-            tracing::warn!(error = %e, payment_id = %p.payment_id, "payment submission deferred");
+    /// Commits a new order (`p`, `Pending` and due now) under its
+    /// idempotency key, consuming its consent, and has it executed: in the
+    /// same transaction when the core can ([`Core::execution_in_store`]),
+    /// else by submitting it at once so the answer to the PISP shows what
+    /// the core already did (a failure is left to the loop).
+    pub async fn place(
+        &self,
+        p: PaymentRecord,
+        idem: &IdemKey,
+        since: i64,
+    ) -> Result<Placed, CoreError> {
+        let created = match self.core.execution_in_store(&instruction(&p), p.created_at) {
+            Some(exec) => {
+                self.store
+                    .insert_payment_executed(&p, idem, since, &exec)
+                    .await?
+            }
+            None => self.store.insert_payment_once(&p, idem, since).await?,
+        };
+        Ok(match created {
+            PaymentCreate::Executed(status) => Placed::New(Box::new(PaymentRecord {
+                status: status.into(),
+                due_at: None,
+                reason: (status == payments::REJECTED)
+                    .then(|| payments::INSUFFICIENT_FUNDS.to_string()),
+                ..p
+            })),
+            PaymentCreate::New => Placed::New(Box::new(self.submitted(p).await?)),
+            PaymentCreate::Existing(rec) => Placed::Existing(rec),
+            PaymentCreate::ConsentNotAuthorised => Placed::ConsentNotAuthorised,
+        })
+    }
+
+    /// A committed order submitted at once; the payment as it stands after.
+    async fn submitted(&self, p: PaymentRecord) -> Result<PaymentRecord, CoreError> {
+        match self.sync(&p).await {
+            Ok(Some(now)) => Ok(now),
+            Ok(None) => Ok(self
+                .store
+                .payment(&p.payment_id)
+                .await?
+                .ok_or(aspen_store::StoreError::NotFound)?),
+            Err(e) => {
+                tracing::warn!(error = %e, payment_id = %p.payment_id, "payment submission deferred");
+                Ok(p)
+            }
         }
     }
 

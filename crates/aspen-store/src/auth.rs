@@ -96,6 +96,17 @@ pub struct JtiUse<'a> {
     pub expires_at: i64,
 }
 
+/// A live client as a request-signature check needs it (COMMON-31): its
+/// directory identity and its keys, not the registration document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignerClient {
+    pub org_id: String,
+    pub software_id: String,
+    /// The `jwks` column: a JSON document, byte for byte as registered.
+    pub jwks_json: String,
+    pub jwks_uri: Option<String>,
+}
+
 #[async_trait]
 pub trait AuthStore: Send + Sync {
     async fn insert_client(&self, c: &ClientRecord) -> Result<(), StoreError>;
@@ -113,6 +124,8 @@ pub trait AuthStore: Send + Sync {
     async fn use_jti(&self, scope: &str, jti: &str, expires_at: i64) -> Result<bool, StoreError>;
     /// A live client as the token endpoint needs it ([`TokenClient`]).
     async fn token_client(&self, client_id: &str) -> Result<Option<TokenClient>, StoreError>;
+    /// A live client as request-signature checks need it ([`SignerClient`]).
+    async fn signer_client(&self, client_id: &str) -> Result<Option<SignerClient>, StoreError>;
     /// A client-credentials token, written only while the client is live at
     /// `client_revision` (the row its checks were made on), with the
     /// assertion's `jti` (if any, as [`AuthStore::use_jti`]) in the same
@@ -529,6 +542,25 @@ macro_rules! impl_auth_store {
                     })
                 })
                 .transpose()
+            }
+
+            async fn signer_client(&self, client_id: &str) -> Result<Option<$crate::auth::SignerClient>, $crate::StoreError> {
+                let row: Option<$row> = sqlx::query(
+                    "SELECT org_id, software_id, jwks, jwks_uri FROM clients WHERE client_id=$1 AND deleted_at IS NULL",
+                )
+                .bind(client_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err($crate::StoreError::from)?;
+                Ok(row.map(|r| {
+                    use sqlx::Row;
+                    $crate::auth::SignerClient {
+                        org_id: r.get(0),
+                        software_id: r.get(1),
+                        jwks_json: r.get(2),
+                        jwks_uri: r.get(3),
+                    }
+                }))
             }
 
             async fn insert_cc_token(

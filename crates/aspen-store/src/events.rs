@@ -145,7 +145,24 @@ pub(crate) const ENQUEUE_SQL: &str = "INSERT INTO events (jti, client_id, event_
           UNION ALL \
           SELECT c.url AS url, ',urn:uk:org:openbanking:events:resource-update,' AS types FROM callback_urls c \
           WHERE c.client_id = $2 AND NOT EXISTS (SELECT 1 FROM event_subscriptions s2 WHERE s2.client_id = $2)) reg \
-    WHERE reg.types = '' OR reg.types LIKE '%,' || $3 || ',%'";
+    WHERE (reg.types = '' OR reg.types LIKE '%,' || $3 || ',%')";
+
+/// [`ENQUEUE_SQL`] with its parameters `$1`..`$8` replaced by `args` (other
+/// parameters or literals), for a statement list that numbers its own.
+pub(crate) fn enqueue_sql_with(args: [&str; 8]) -> String {
+    let mut out = String::with_capacity(ENQUEUE_SQL.len() + 64);
+    let mut chars = ENQUEUE_SQL.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek().and_then(|d| d.to_digit(10))) {
+            ('$', Some(n @ 1..=8)) => {
+                chars.next();
+                out.push_str(args[n as usize - 1]);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
 
 /// `enqueue_event!(executor, &NewEvent)`: the outbox write, inside the
 /// caller's transaction.

@@ -86,13 +86,23 @@ mod pg_consent {
 impl_world_store!(SqliteStore, sqlx::sqlite::SqliteRow, sqlx::Sqlite);
 impl_event_store!(SqliteStore, sqlx::sqlite::SqliteRow, sqlx::Sqlite);
 impl_factor_store!(SqliteStore, sqlx::sqlite::SqliteRow);
-impl_payment_store!(SqliteStore, sqlx::sqlite::SqliteRow, sqlx::Sqlite);
+impl_payment_store!(
+    SqliteStore,
+    sqlx::sqlite::SqliteRow,
+    sqlx::Sqlite,
+    payments::sqlite_insert_payment_executed
+);
 mod pg_world {
     use super::*;
     // The glob above also brings in the SQLite helper; this one wins.
     use super::pg_consent::insert_consent_row;
     impl_world_store!(PgStore, sqlx::postgres::PgRow, sqlx::Postgres);
-    impl_payment_store!(PgStore, sqlx::postgres::PgRow, sqlx::Postgres);
+    impl_payment_store!(
+        PgStore,
+        sqlx::postgres::PgRow,
+        sqlx::Postgres,
+        payments::pg_insert_payment_executed
+    );
 }
 mod pg_events {
     use super::*;

@@ -39,10 +39,27 @@ pub enum Created {
 #[derive(Debug, Clone, PartialEq)]
 pub enum PaymentCreate {
     New,
+    /// Written and executed by the ledger in the same transaction
+    /// ([`PaymentStore::insert_payment_executed`]): the OB status committed,
+    /// [`COMPLETED`], or [`REJECTED`] when the account could not cover the
+    /// debit.
+    Executed(&'static str),
     Existing(IdemRecord),
     /// The consent is no longer `Authorised` (consumed meanwhile, say).
     ConsentNotAuthorised,
 }
+
+/// What the builtin ledger writes when it executes a payment at once:
+/// its row (as submitted, `Pending`) and its debit entry (as
+/// [`PaymentStore::ledger_accept`] would write it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerExecution {
+    pub payment: LedgerPayment,
+    pub entry: aspen_domain::Transaction,
+}
+
+/// Why the ledger rejects a payment it cannot cover (PIS-21).
+pub const INSUFFICIENT_FUNDS: &str = "insufficient funds at execution";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PaymentRecord {
@@ -109,6 +126,23 @@ pub trait PaymentStore: Send + Sync {
         p: &PaymentRecord,
         idem: &IdemKey,
         since: i64,
+    ) -> Result<PaymentCreate, StoreError>;
+    /// [`PaymentStore::insert_payment_once`] and the builtin ledger's
+    /// immediate execution in one write transaction: the idempotency key,
+    /// the consent's move to `Consumed`, the ledger's payment row, the debit
+    /// reserved and booked at once (balance down, entry `Booked` with its
+    /// running balance), and the OB payment with its final status and its
+    /// event (EVT-12). An account that cannot cover the debit leaves the
+    /// balance alone and both rows `Rejected` (PIS-21). `p.status` and
+    /// `p.due_at` are replaced by the outcome; the entry takes its id,
+    /// reference, information and detail from `exec.entry` and its
+    /// account, amount, currency and time from the order.
+    async fn insert_payment_executed(
+        &self,
+        p: &PaymentRecord,
+        idem: &IdemKey,
+        since: i64,
+        exec: &LedgerExecution,
     ) -> Result<PaymentCreate, StoreError>;
     async fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, StoreError>;
     /// Payments whose next step is due, oldest first.
@@ -177,6 +211,238 @@ pub(crate) const LEDGER_COLUMNS: &str = "payment_id, account_id, debit_minor, de
 pub(crate) const PAYMENT_COLUMNS: &str = "payment_id, kind, consent_id, client_id, status, \
     created_at, status_updated_at, due_at, account_id, debit_minor, debit_currency, reason, data";
 
+/// SQLite: [`PaymentStore::insert_payment_executed`] as one statement list,
+/// so one hop to sqlx's worker thread, one commit, and the write lock held
+/// only while the list runs (not across hops, which is what queues the
+/// other writers). Each write is guarded by the one before it: the consent
+/// moves only if the key was claimed (`changes()` of the claim), the
+/// payment row is written only if the consent moved, every later write only
+/// if that row exists, and a key claimed for a consent that did not move is
+/// released again. The debit's outcome (`changes()` of the balance update)
+/// decides between `Completed` and `Rejected`. The list answers the
+/// payment's status, or nothing when no payment was made. As the token
+/// write (`auth::sqlite_insert_cc_token`), it runs in its own
+/// task and is rolled back on the same connection if any part fails.
+pub(crate) async fn sqlite_insert_payment_executed(
+    pool: &sqlx::SqlitePool,
+    p: &PaymentRecord,
+    idem: &IdemKey,
+    since: i64,
+    exec: &LedgerExecution,
+) -> Result<Option<&'static str>, StoreError> {
+    let (pool, p, idem, exec) = (pool.clone(), p.clone(), idem.clone(), exec.clone());
+    tokio::spawn(async move { sqlite_write_payment_executed(&pool, &p, &idem, since, &exec).await })
+        .await
+        .map_err(|e| StoreError::Backend(format!("payment write did not finish: {e}")))?
+}
+
+/// The statement list of [`sqlite_insert_payment_executed`], parameters as
+/// [`bind_executed`].
+static SQLITE_EXECUTED_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    use crate::world::TX_COLUMNS;
+    let paid = "EXISTS (SELECT 1 FROM payments WHERE payment_id=$5)";
+    let booked = format!(
+        "EXISTS (SELECT 1 FROM core_payments WHERE payment_id=$5 AND status='{LEDGER_COMPLETED}')"
+    );
+    let event = executed_event_sql();
+    format!(
+        "BEGIN IMMEDIATE; \
+         INSERT INTO idempotency_keys (client_id, endpoint, idem_key, body_hash, resource_id, created_at) \
+         VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (client_id, endpoint, idem_key) DO UPDATE \
+         SET body_hash=excluded.body_hash, resource_id=excluded.resource_id, created_at=excluded.created_at \
+         WHERE idempotency_keys.created_at <= $7; \
+         UPDATE consents SET status='Consumed', status_updated_at=$6 \
+         WHERE consent_id=$8 AND status='Authorised' AND deleted=0 AND changes() = 1; \
+         INSERT INTO payments ({PAYMENT_COLUMNS}) \
+         SELECT $5,$9,$8,$1,'{COMPLETED}',$6,$6,NULL,$10,$11,$12,NULL,$13 WHERE changes() = 1; \
+         DELETE FROM idempotency_keys WHERE client_id=$1 AND endpoint=$2 AND idem_key=$3 AND resource_id=$5 \
+         AND NOT {paid}; \
+         INSERT INTO core_payments ({LEDGER_COLUMNS}) \
+         SELECT $5,$10,$11,$12,'{LEDGER_COMPLETED}',$6,$6,NULL,NULL,$14 WHERE {paid}; \
+         {event} AND {paid}; \
+         UPDATE accounts SET booked_minor = booked_minor - $11 \
+         WHERE account_id=$10 AND booked_minor - pending_debits_minor >= $11 AND {paid}; \
+         UPDATE core_payments SET status='{LEDGER_REJECTED}', reason=$15 WHERE payment_id=$5 AND changes() = 0; \
+         UPDATE payments SET status='{REJECTED}', reason=$15 WHERE payment_id=$5 AND changes() = 1; \
+         INSERT INTO tx_days (account_id, day, credit, n) SELECT $10, $16, 0, 1 WHERE {booked} \
+         ON CONFLICT (account_id, day, credit) DO UPDATE SET n = tx_days.n + excluded.n; \
+         INSERT INTO transactions ({TX_COLUMNS}) \
+         SELECT $17,$10,$6,$6,$11,$12,0,'Booked',$18,$19,a.booked_minor,$20 \
+         FROM accounts a WHERE a.account_id=$10 AND {booked}; \
+         SELECT status FROM payments WHERE payment_id=$5; \
+         COMMIT"
+    )
+});
+
+async fn sqlite_write_payment_executed(
+    pool: &sqlx::SqlitePool,
+    p: &PaymentRecord,
+    idem: &IdemKey,
+    since: i64,
+    exec: &LedgerExecution,
+) -> Result<Option<&'static str>, StoreError> {
+    use sqlx::Row;
+    let mut conn = pool.acquire().await?;
+    let q = bind_executed(
+        sqlx::query(sqlx::AssertSqlSafe(SQLITE_EXECUTED_SQL.as_str())),
+        p,
+        idem,
+        since,
+        exec,
+    );
+    match q.fetch_all(&mut *conn).await {
+        Ok(rows) => Ok(rows.first().map(|r| {
+            if r.get::<&str, _>(0) == COMPLETED {
+                COMPLETED
+            } else {
+                REJECTED
+            }
+        })),
+        Err(e) => {
+            if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+                conn.close_on_drop();
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// PostgreSQL: [`PaymentStore::insert_payment_executed`] as one statement
+/// in a transaction, so three round trips (`BEGIN`, the statement, the
+/// commit). The statement's parts chain through what each returns: the
+/// consent moves only if the key was claimed, the debit only if the
+/// consent moved, and the rows follow the debit's outcome. A key claimed
+/// for a consent that did not move (another order consumed it meanwhile)
+/// is undone by rolling the transaction back.
+pub(crate) async fn pg_insert_payment_executed(
+    pool: &sqlx::PgPool,
+    p: &PaymentRecord,
+    idem: &IdemKey,
+    since: i64,
+    exec: &LedgerExecution,
+) -> Result<Option<&'static str>, StoreError> {
+    use sqlx::Row;
+    let mut tx = pool.begin().await?;
+    let status: Option<String> = bind_executed(
+        sqlx::query(sqlx::AssertSqlSafe(PG_EXECUTED_SQL.as_str())),
+        p,
+        idem,
+        since,
+        exec,
+    )
+    .fetch_one(&mut *tx)
+    .await?
+    .get(0);
+    match status {
+        Some(s) => {
+            tx.commit().await?;
+            Ok(Some(if s == COMPLETED { COMPLETED } else { REJECTED }))
+        }
+        None => {
+            tx.rollback().await?;
+            Ok(None)
+        }
+    }
+}
+
+/// The statement of [`pg_insert_payment_executed`], parameters as
+/// [`bind_executed`].
+static PG_EXECUTED_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    use crate::world::TX_COLUMNS;
+    let event = executed_event_sql();
+    format!(
+        "WITH claim AS (\
+           INSERT INTO idempotency_keys (client_id, endpoint, idem_key, body_hash, resource_id, created_at) \
+           VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (client_id, endpoint, idem_key) DO UPDATE \
+           SET body_hash=excluded.body_hash, resource_id=excluded.resource_id, created_at=excluded.created_at \
+           WHERE idempotency_keys.created_at <= $7 RETURNING 1), \
+         consumed AS (\
+           UPDATE consents SET status='Consumed', status_updated_at=$6 \
+           WHERE consent_id=$8 AND status='Authorised' AND deleted=0 AND EXISTS (SELECT 1 FROM claim) \
+           RETURNING 1), \
+         debit AS (\
+           UPDATE accounts SET booked_minor = booked_minor - $11 \
+           WHERE account_id=$10 AND booked_minor - pending_debits_minor >= $11 \
+           AND EXISTS (SELECT 1 FROM consumed) RETURNING booked_minor), \
+         outcome AS (SELECT EXISTS (SELECT 1 FROM debit) AS ok FROM consumed), \
+         pay AS (\
+           INSERT INTO payments ({PAYMENT_COLUMNS}) \
+           SELECT $5,$9,$8,$1,CASE WHEN ok THEN '{COMPLETED}' ELSE '{REJECTED}' END,$6,$6,NULL,$10,$11,$12,\
+           CASE WHEN ok THEN NULL ELSE $15 END,$13 FROM outcome RETURNING status), \
+         ledger AS (\
+           INSERT INTO core_payments ({LEDGER_COLUMNS}) \
+           SELECT $5,$10,$11,$12,CASE WHEN ok THEN '{LEDGER_COMPLETED}' ELSE '{LEDGER_REJECTED}' END,$6,$6,NULL,\
+           CASE WHEN ok THEN NULL ELSE $15 END,$14 FROM outcome), \
+         days AS (\
+           INSERT INTO tx_days (account_id, day, credit, n) SELECT $10, $16, 0, 1 FROM debit \
+           ON CONFLICT (account_id, day, credit) DO UPDATE SET n = tx_days.n + excluded.n), \
+         entry AS (\
+           INSERT INTO transactions ({TX_COLUMNS}) \
+           SELECT $17,$10,$6,$6,$11,$12,0,'Booked',$18,$19,booked_minor,$20 FROM debit), \
+         event AS ({event} AND EXISTS (SELECT 1 FROM consumed)) \
+         SELECT (SELECT status FROM pay)"
+    )
+});
+
+/// The outbox row of an executed payment (EVT-12), in the numbering of
+/// [`bind_executed`].
+fn executed_event_sql() -> String {
+    crate::events::enqueue_sql_with([
+        "$21",
+        "$1",
+        &format!("'{}'", crate::events::RESOURCE_UPDATE),
+        "$9",
+        "$5",
+        "NULL",
+        "$6",
+        "$22",
+    ])
+}
+
+/// The parameters of both backends' execution writes: `$1..$7` the key
+/// (client, endpoint, key, body hash, payment id, now, the window's
+/// start), `$8..$14` the order (consent, kind, account, debit, currency,
+/// data, the ledger's instruction), `$15` the rejection reason, `$16` the
+/// entry's day, `$17..$20` the entry (id, reference, information, detail),
+/// `$21..$22` the event's ids.
+fn bind_executed<'q, DB: sqlx::Database>(
+    q: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>,
+    p: &PaymentRecord,
+    idem: &IdemKey,
+    since: i64,
+    exec: &LedgerExecution,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
+where
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    &'static str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let (l, e) = (&exec.payment, &exec.entry);
+    q.bind(idem.client_id.clone())
+        .bind(idem.endpoint.clone())
+        .bind(idem.key.clone())
+        .bind(idem.body_hash.clone())
+        .bind(p.payment_id.clone())
+        .bind(p.created_at)
+        .bind(since)
+        .bind(p.consent_id.clone())
+        .bind(p.kind.clone())
+        .bind(l.account_id.clone())
+        .bind(l.debit_minor)
+        .bind(l.debit_currency.clone())
+        .bind(p.data.to_string())
+        .bind(l.instruction.to_string())
+        .bind(INSUFFICIENT_FUNDS)
+        .bind(p.created_at.div_euclid(crate::world::DAY_MS))
+        .bind(e.transaction_id.clone())
+        .bind(e.reference.clone())
+        .bind(e.information.clone())
+        .bind(e.detail.to_string())
+        .bind(crate::events::new_id())
+        .bind(crate::events::new_id())
+}
+
 /// The ledger entry of a payment: one per payment, by construction.
 pub fn entry_id(payment_id: &str) -> String {
     format!("txn-{payment_id}")
@@ -185,7 +451,12 @@ pub fn entry_id(payment_id: &str) -> String {
 #[macro_export]
 #[doc(hidden)]
 macro_rules! impl_payment_store {
-    ($store:ty, $row:ty, $db:ty) => {
+    // `$executed`: the backend's write for `insert_payment_executed`
+    // (`sqlite_insert_payment_executed`, `pg_insert_payment_executed`).
+    ($store:ty, $row:ty, $db:ty, $executed:path) => {
+        $crate::impl_payment_store!(@store $store, $row, $db, $executed);
+    };
+    (@store $store:ty, $row:ty, $db:ty, $executed:path) => {
         fn payment_from_row(r: &$row) -> Result<$crate::payments::PaymentRecord, $crate::StoreError> {
             use sqlx::Row;
             Ok($crate::payments::PaymentRecord {
@@ -258,8 +529,9 @@ macro_rules! impl_payment_store {
                 .ok_or_else(|| $crate::StoreError::Conflict("idempotency key in flux".into()))
         }
 
-        /// Forgets an expired key and claims this one. `Ok(false)`: another
-        /// request holds the key (the transaction must be abandoned).
+        /// Claims the key, taking over one that expired (COMMON-24: older
+        /// than `since`), in one statement. `Ok(false)`: another request
+        /// holds the key (the transaction must be abandoned).
         async fn claim_key(
             conn: &mut <$db as sqlx::Database>::Connection,
             idem: &$crate::payments::IdemKey,
@@ -267,19 +539,11 @@ macro_rules! impl_payment_store {
             now: i64,
             since: i64,
         ) -> Result<bool, $crate::StoreError> {
-            sqlx::query(
-                "DELETE FROM idempotency_keys WHERE client_id=$1 AND endpoint=$2 AND idem_key=$3 AND created_at <= $4",
-            )
-            .bind(&idem.client_id)
-            .bind(&idem.endpoint)
-            .bind(&idem.key)
-            .bind(since)
-            .execute(&mut *conn)
-            .await
-            .map_err($crate::StoreError::from)?;
             let r = sqlx::query(
                 "INSERT INTO idempotency_keys (client_id, endpoint, idem_key, body_hash, resource_id, created_at) \
-                 VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (client_id, endpoint, idem_key) DO NOTHING",
+                 VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (client_id, endpoint, idem_key) DO UPDATE \
+                 SET body_hash=excluded.body_hash, resource_id=excluded.resource_id, created_at=excluded.created_at \
+                 WHERE idempotency_keys.created_at <= $7",
             )
             .bind(&idem.client_id)
             .bind(&idem.endpoint)
@@ -287,10 +551,85 @@ macro_rules! impl_payment_store {
             .bind(&idem.body_hash)
             .bind(resource_id)
             .bind(now)
+            .bind(since)
             .execute(&mut *conn)
             .await
             .map_err($crate::StoreError::from)?;
             Ok(r.rows_affected() == 1)
+        }
+
+        /// The consent's move from `Authorised` to `Consumed` (PIS-12): the
+        /// compare-and-set that lets a consent pay once.
+        async fn consume_consent(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            consent_id: &str,
+            at: i64,
+        ) -> Result<bool, $crate::StoreError> {
+            Ok(sqlx::query(
+                "UPDATE consents SET status='Consumed', status_updated_at=$2 \
+                 WHERE consent_id=$1 AND status='Authorised' AND deleted=0",
+            )
+            .bind(consent_id)
+            .bind(at)
+            .execute(&mut *conn)
+            .await
+            .map_err($crate::StoreError::from)?
+            .rows_affected()
+                == 1)
+        }
+
+        async fn insert_payment_row(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            p: &$crate::payments::PaymentRecord,
+        ) -> Result<(), $crate::StoreError> {
+            let sql = format!(
+                "INSERT INTO payments ({}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
+                $crate::payments::PAYMENT_COLUMNS
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&p.payment_id)
+                .bind(&p.kind)
+                .bind(&p.consent_id)
+                .bind(&p.client_id)
+                .bind(&p.status)
+                .bind(p.created_at)
+                .bind(p.status_updated_at)
+                .bind(p.due_at)
+                .bind(&p.account_id)
+                .bind(p.debit_minor)
+                .bind(&p.debit_currency)
+                .bind(&p.reason)
+                .bind(p.data.to_string())
+                .execute(&mut *conn)
+                .await
+                .map_err($crate::StoreError::from)?;
+            Ok(())
+        }
+
+        async fn insert_ledger_row(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            p: &$crate::payments::LedgerPayment,
+        ) -> Result<u64, $crate::StoreError> {
+            let sql = format!(
+                "INSERT INTO core_payments ({}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) \
+                 ON CONFLICT (payment_id) DO NOTHING",
+                $crate::payments::LEDGER_COLUMNS
+            );
+            Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&p.payment_id)
+                .bind(&p.account_id)
+                .bind(p.debit_minor)
+                .bind(&p.debit_currency)
+                .bind(&p.status)
+                .bind(p.created_at)
+                .bind(p.status_updated_at)
+                .bind(p.due_at)
+                .bind(&p.reason)
+                .bind(p.instruction.to_string())
+                .execute(&mut *conn)
+                .await
+                .map_err($crate::StoreError::from)?
+                .rows_affected())
         }
 
         #[async_trait::async_trait]
@@ -332,44 +671,38 @@ macro_rules! impl_payment_store {
                     tx.rollback().await.map_err($crate::StoreError::from)?;
                     return Ok($crate::payments::PaymentCreate::Existing(key_holder(&self.pool, idem, since).await?));
                 }
-                let consumed = sqlx::query(
-                    "UPDATE consents SET status='Consumed', status_updated_at=$2 \
-                     WHERE consent_id=$1 AND status='Authorised' AND deleted=0",
-                )
-                .bind(&p.consent_id)
-                .bind(p.created_at)
-                .execute(&mut *tx)
-                .await
-                .map_err($crate::StoreError::from)?
-                .rows_affected()
-                    == 1;
-                if !consumed {
+                if !consume_consent(&mut *tx, &p.consent_id, p.created_at).await? {
                     tx.rollback().await.map_err($crate::StoreError::from)?;
                     return Ok($crate::payments::PaymentCreate::ConsentNotAuthorised);
                 }
-                let sql = format!(
-                    "INSERT INTO payments ({}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
-                    $crate::payments::PAYMENT_COLUMNS
-                );
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(&p.payment_id)
-                    .bind(&p.kind)
-                    .bind(&p.consent_id)
-                    .bind(&p.client_id)
-                    .bind(&p.status)
-                    .bind(p.created_at)
-                    .bind(p.status_updated_at)
-                    .bind(p.due_at)
-                    .bind(&p.account_id)
-                    .bind(p.debit_minor)
-                    .bind(&p.debit_currency)
-                    .bind(&p.reason)
-                    .bind(p.data.to_string())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err($crate::StoreError::from)?;
+                insert_payment_row(&mut *tx, p).await?;
                 tx.commit().await.map_err($crate::StoreError::from)?;
                 Ok($crate::payments::PaymentCreate::New)
+            }
+
+            async fn insert_payment_executed(
+                &self,
+                p: &$crate::payments::PaymentRecord,
+                idem: &$crate::payments::IdemKey,
+                since: i64,
+                exec: &$crate::payments::LedgerExecution,
+            ) -> Result<$crate::payments::PaymentCreate, $crate::StoreError> {
+                if exec.payment.payment_id != p.payment_id
+                    || exec.entry.transaction_id != $crate::payments::entry_id(&p.payment_id)
+                {
+                    return Err($crate::StoreError::Conflict(
+                        "the ledger's rows must be the order's (payment_id, entry_id(payment_id))".into(),
+                    ));
+                }
+                Ok(match $executed(&self.pool, p, idem, since, exec).await? {
+                    Some(status) => $crate::payments::PaymentCreate::Executed(status),
+                    // Nothing was written: the key is another request's, or
+                    // the consent has moved on.
+                    None => match read_idem(&self.pool, &idem.client_id, &idem.endpoint, &idem.key, since).await? {
+                        Some(rec) => $crate::payments::PaymentCreate::Existing(rec),
+                        None => $crate::payments::PaymentCreate::ConsentNotAuthorised,
+                    },
+                })
             }
 
             async fn payment(&self, payment_id: &str) -> Result<Option<$crate::payments::PaymentRecord>, $crate::StoreError> {
@@ -459,25 +792,9 @@ macro_rules! impl_payment_store {
                 &self,
                 p: &$crate::payments::LedgerPayment,
             ) -> Result<$crate::payments::LedgerPayment, $crate::StoreError> {
-                let sql = format!(
-                    "INSERT INTO core_payments ({}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) \
-                     ON CONFLICT (payment_id) DO NOTHING",
-                    $crate::payments::LEDGER_COLUMNS
-                );
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(&p.payment_id)
-                    .bind(&p.account_id)
-                    .bind(p.debit_minor)
-                    .bind(&p.debit_currency)
-                    .bind(&p.status)
-                    .bind(p.created_at)
-                    .bind(p.status_updated_at)
-                    .bind(p.due_at)
-                    .bind(&p.reason)
-                    .bind(p.instruction.to_string())
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::StoreError::from)?;
+                let mut conn = self.pool.acquire().await.map_err($crate::StoreError::from)?;
+                insert_ledger_row(&mut *conn, p).await?;
+                drop(conn);
                 self.ledger_payment(&p.payment_id)
                     .await?
                     .ok_or($crate::StoreError::NotFound)
@@ -563,7 +880,7 @@ macro_rules! impl_payment_store {
                     )
                     .bind(payment_id)
                     .bind($crate::payments::LEDGER_REJECTED)
-                    .bind("insufficient funds at execution")
+                    .bind($crate::payments::INSUFFICIENT_FUNDS)
                     .execute(&mut *tx)
                     .await
                     .map_err($crate::StoreError::from)?;

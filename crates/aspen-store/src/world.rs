@@ -302,10 +302,14 @@ macro_rules! impl_world_store {
                 .map_err($crate::StoreError::from)?;
             }
             let numbered = <$db as sqlx::Database>::NAME != "SQLite";
-            let full = $crate::world::multi_insert_sql($crate::world::BULK_ROWS, numbered);
+            // Built only for a bulk load: with numbered parameters the
+            // full-size text costs ~4M instructions, which a payment's one
+            // ledger entry paid every time.
+            let mut full: Option<String> = None;
             for chunk in txs.chunks($crate::world::BULK_ROWS) {
                 let sql = if chunk.len() == $crate::world::BULK_ROWS {
-                    full.clone()
+                    full.get_or_insert_with(|| $crate::world::multi_insert_sql($crate::world::BULK_ROWS, numbered))
+                        .clone()
                 } else {
                     $crate::world::multi_insert_sql(chunk.len(), numbered)
                 };

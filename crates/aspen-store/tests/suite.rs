@@ -1155,6 +1155,234 @@ both!(
     }
 );
 
+// PIS-12, PIS-20, PIS-21 with the builtin ledger executing at once: the
+// key, the consent's move, the order and the debit commit together; a
+// consent pays once however many orders race for it; a debit the account
+// cannot cover leaves both rows Rejected and the balance alone.
+both!(
+    payments_execute_with_their_order,
+    |s: Arc<dyn Store>| async move {
+        use aspen_store::payments::{
+            LedgerExecution, LedgerPayment, PaymentCreate, PaymentRecord, entry_id,
+        };
+        let w = world();
+        s.seed_world(&w).await.unwrap();
+        let rora = s.psu_by_username("rora").await.unwrap().unwrap();
+        let account = s.accounts_for_psu(&rora.id).await.unwrap()[0].clone();
+        let day = 86_400_000;
+        let now = 1_900_000_000_000;
+        let authorised = |id: &str| {
+            let mut c = consent(id);
+            c.kind = "domestic-payment".into();
+            c.status = "Authorised".into();
+            c
+        };
+        let payment = |id: &str, consent: &str, minor: i64| PaymentRecord {
+            payment_id: id.into(),
+            kind: "domestic-payment".into(),
+            consent_id: consent.into(),
+            client_id: "c1".into(),
+            status: "Pending".into(),
+            created_at: now,
+            status_updated_at: now,
+            due_at: Some(now),
+            account_id: account.account_id.clone(),
+            debit_minor: minor,
+            debit_currency: account.currency.clone(),
+            reason: None,
+            data: json!({"Initiation": {}}),
+        };
+        let exec = |id: &str, minor: i64| LedgerExecution {
+            payment: LedgerPayment {
+                payment_id: id.into(),
+                account_id: account.account_id.clone(),
+                debit_minor: minor,
+                debit_currency: account.currency.clone(),
+                status: "Pending".into(),
+                created_at: now,
+                status_updated_at: now,
+                due_at: Some(now),
+                reason: None,
+                instruction: json!({}),
+            },
+            entry: aspen_domain::Transaction {
+                transaction_id: entry_id(id),
+                account_id: account.account_id.clone(),
+                booking_ms: now,
+                value_ms: None,
+                amount_minor: minor,
+                currency: account.currency.clone(),
+                credit_debit: CreditDebit::Debit,
+                status: "Pending".into(),
+                reference: Some("INV123456".into()),
+                information: Some("Payment".into()),
+                balance_minor: None,
+                detail: json!({}),
+            },
+        };
+        let all = TxFilter {
+            from_ms: i64::MIN,
+            to_ms: i64::MAX,
+            credits: true,
+            debits: true,
+        };
+        let newest = || async {
+            let end = TxCursor {
+                booking_ms: i64::MAX,
+                transaction_id: String::new(),
+            };
+            s.transactions_page(&account.account_id, &all, None, Some(&end), 1)
+                .await
+                .unwrap()
+                .pop()
+                .unwrap()
+        };
+        let entries = s
+            .count_transactions(&account.account_id, &all)
+            .await
+            .unwrap();
+
+        s.insert_consent(&authorised("pe1")).await.unwrap();
+        assert_eq!(
+            s.insert_payment_executed(
+                &payment("e1", "pe1", 1234),
+                &idem("ke1", "h"),
+                now - day,
+                &exec("e1", 1234)
+            )
+            .await
+            .unwrap(),
+            PaymentCreate::Executed("AcceptedSettlementCompleted")
+        );
+        assert_eq!(s.consent("pe1").await.unwrap().unwrap().status, "Consumed");
+        let p = s.payment("e1").await.unwrap().unwrap();
+        assert_eq!(
+            (p.status.as_str(), p.due_at),
+            ("AcceptedSettlementCompleted", None)
+        );
+        assert!(s.due_payments(now + day, 10).await.unwrap().is_empty());
+        let l = s.ledger_payment("e1").await.unwrap().unwrap();
+        assert_eq!((l.status.as_str(), l.due_at), ("Completed", None));
+        assert!(s.ledger_due(now + day, 10).await.unwrap().is_empty());
+        let after = s.account(&account.account_id).await.unwrap().unwrap();
+        assert_eq!(after.booked_minor, account.booked_minor - 1234);
+        assert_eq!(after.pending_debits_minor, account.pending_debits_minor);
+        let e = newest().await;
+        assert_eq!(e.transaction_id, entry_id("e1"));
+        assert_eq!(
+            (e.status.as_str(), e.value_ms, e.balance_minor),
+            ("Booked", Some(now), Some(after.booked_minor))
+        );
+        assert_eq!(
+            s.count_transactions(&account.account_id, &all)
+                .await
+                .unwrap(),
+            entries + 1
+        );
+
+        // The same key replays; another key on the consumed consent pays
+        // nothing and leaves its key free.
+        match s
+            .insert_payment_executed(
+                &payment("e2", "pe1", 1234),
+                &idem("ke1", "h"),
+                now - day,
+                &exec("e2", 1234),
+            )
+            .await
+            .unwrap()
+        {
+            PaymentCreate::Existing(r) => assert_eq!(r.resource_id, "e1"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            s.insert_payment_executed(
+                &payment("e3", "pe1", 1234),
+                &idem("ke3", "h"),
+                now - day,
+                &exec("e3", 1234)
+            )
+            .await
+            .unwrap(),
+            PaymentCreate::ConsentNotAuthorised
+        );
+        assert!(
+            s.idempotency("c1", "POST /domestic-payments", "ke3", now - day)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(s.payment("e3").await.unwrap().is_none());
+        assert!(s.ledger_payment("e3").await.unwrap().is_none());
+
+        // More than the account holds: both rows Rejected, no money moves.
+        s.insert_consent(&authorised("pe4")).await.unwrap();
+        let huge = after.available_minor() + 1;
+        assert_eq!(
+            s.insert_payment_executed(
+                &payment("e4", "pe4", huge),
+                &idem("ke4", "h"),
+                now - day,
+                &exec("e4", huge)
+            )
+            .await
+            .unwrap(),
+            PaymentCreate::Executed("Rejected")
+        );
+        assert_eq!(
+            s.account(&account.account_id).await.unwrap().unwrap(),
+            after
+        );
+        let p = s.payment("e4").await.unwrap().unwrap();
+        assert_eq!(
+            (p.status.as_str(), p.due_at, p.reason.as_deref()),
+            ("Rejected", None, Some("insufficient funds at execution"))
+        );
+        assert_eq!(
+            s.ledger_payment("e4").await.unwrap().unwrap().status,
+            "Rejected"
+        );
+        assert_eq!(newest().await.transaction_id, entry_id("e1"));
+
+        // Eight orders race for one consent: one pays, once.
+        s.insert_consent(&authorised("pe5")).await.unwrap();
+        let mut racers = Vec::new();
+        for i in 0..8 {
+            let (s, p, k, x) = (
+                s.clone(),
+                payment(&format!("r{i}"), "pe5", 100),
+                idem(&format!("kr{i}"), "h"),
+                exec(&format!("r{i}"), 100),
+            );
+            racers.push(tokio::spawn(async move {
+                s.insert_payment_executed(&p, &k, now - day, &x)
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut paid = 0;
+        for r in racers {
+            match r.await.unwrap() {
+                PaymentCreate::Executed(st) => {
+                    assert_eq!(st, "AcceptedSettlementCompleted");
+                    paid += 1;
+                }
+                PaymentCreate::ConsentNotAuthorised => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(paid, 1);
+        assert_eq!(
+            s.account(&account.account_id)
+                .await
+                .unwrap()
+                .unwrap()
+                .booked_minor,
+            after.booked_minor - 100
+        );
+    }
+);
+
 // EVT-2, EVT-33: one registration of each kind per TPP; events written
 // with the change, for registered TPPs and the types they take; a push
 // claimed by one caller at a time; polling acknowledges; expiry noticed

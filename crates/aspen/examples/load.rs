@@ -31,6 +31,10 @@ struct Args {
     bearer: Option<String>,
     /// `pis`: authorised consents prepared before the clock starts.
     count: usize,
+    /// `pis --wait 1`: once prepared, say `ready` on stderr and start the
+    /// clock at the next line on stdin (bench/profile-pis.sh zeroes the
+    /// profiler's counters in between).
+    wait: bool,
 }
 
 fn parse() -> Result<Args> {
@@ -45,6 +49,7 @@ fn parse() -> Result<Args> {
         secs: 10,
         bearer: None,
         count: 2000,
+        wait: false,
     };
     while let Some(flag) = it.next() {
         let v = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -56,6 +61,7 @@ fn parse() -> Result<Args> {
             "--secs" => a.secs = v.parse()?,
             "--bearer" => a.bearer = Some(v),
             "--count" => a.count = v.parse()?,
+            "--wait" => a.wait = v == "1",
             _ => bail!("unknown flag {flag}"),
         }
     }
@@ -310,6 +316,11 @@ async fn pis(a: &Args, key: &aspen_jose::SigningKey) -> Result<()> {
         })
         .collect();
     let jobs = Arc::new(jobs);
+    if a.wait {
+        eprintln!("ready");
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+    }
     // Keys are unique per run: a replayed key would measure the replay path.
     let run = uuid::Uuid::new_v4().simple().to_string();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -478,6 +478,7 @@ fn pis_settings(rt: &Runtime) -> Result<aspen_api::pis::PisSettings> {
             rt.auth.jwks_url_map.clone(),
             rt.auth.jwks_fetch_timeout,
         )),
+        client_keys: Default::default(),
         payments: rt.payment_sync.clone(),
     })
 }
