@@ -41,6 +41,17 @@ impl TxFilter {
     }
 }
 
+/// What [`WorldStore::transactions_page_summary`] reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TxPageSummary {
+    pub rows: Vec<Transaction>,
+    /// The filter's count, when asked for.
+    pub count: Option<i64>,
+    /// The account's first and last booking times, when asked for and the
+    /// account has any.
+    pub bounds: Option<(i64, i64)>,
+}
+
 #[async_trait]
 pub trait WorldStore: Send + Sync {
     async fn seed_state(&self) -> Result<Option<SeedState>, StoreError>;
@@ -79,6 +90,20 @@ pub trait WorldStore: Send + Sync {
     ) -> Result<i64, StoreError>;
     /// Earliest and latest booking time of an account's transactions.
     async fn transaction_bounds(&self, account_id: &str) -> Result<Option<(i64, i64)>, StoreError>;
+    /// [`WorldStore::transactions_page`] with, when `summary`, what
+    /// [`WorldStore::count_transactions`] and
+    /// [`WorldStore::transaction_bounds`] answer, and whether the account
+    /// exists (`None` when it does not): one statement, so an AIS page is
+    /// one round trip however much it needs.
+    async fn transactions_page_summary(
+        &self,
+        account_id: &str,
+        filter: &TxFilter,
+        after: Option<&TxCursor>,
+        before: Option<&TxCursor>,
+        limit: i64,
+        summary: bool,
+    ) -> Result<Option<TxPageSummary>, StoreError>;
 
     async fn resources(
         &self,
@@ -164,6 +189,65 @@ pub(crate) fn count_plan(f: &TxFilter) -> CountPlan {
     }
 }
 
+/// The keyset page statement (`$1..$8`): rows strictly after (or, with
+/// `backwards`, before) the cursor `($6, $7)`, in the walk's order.
+pub(crate) fn page_sql(backwards: bool) -> String {
+    let (cmp, order) = if backwards { ("<", "DESC") } else { (">", "ASC") };
+    format!(
+        "SELECT {TX_COLUMNS} FROM transactions WHERE account_id = $1 AND booking_ms >= $2 AND booking_ms < $3 \
+         AND credit IN ($4, $5) AND (booking_ms, transaction_id) {cmp} ($6, $7) \
+         ORDER BY booking_ms {order}, transaction_id {order} LIMIT $8"
+    )
+}
+
+/// The page statement with four leading columns: whether the account
+/// exists, and (with `summary`) the count as [`count_plan`] splits it
+/// (`$9..$10` the whole days, `$11..$14` two partial-day edges, empty when
+/// unused) and the account's first and last booking times (two index
+/// probes: SQLite optimises a lone MIN or MAX, not both in one query).
+/// The one-row summary is LEFT JOINed to the page, so an empty page still
+/// answers.
+pub(crate) fn page_summary_sql(backwards: bool, summary: bool) -> String {
+    let order = if backwards { "DESC" } else { "ASC" };
+    let (total, lo, hi) = if summary {
+        (
+            "CAST((SELECT COALESCE(SUM(n), 0) FROM tx_days WHERE account_id = $1 AND day >= $9 AND day < $10 \
+               AND credit IN ($4, $5)) \
+             + (SELECT COUNT(*) FROM transactions WHERE account_id = $1 AND booking_ms >= $11 \
+               AND booking_ms < $12 AND credit IN ($4, $5)) \
+             + (SELECT COUNT(*) FROM transactions WHERE account_id = $1 AND booking_ms >= $13 \
+               AND booking_ms < $14 AND credit IN ($4, $5)) AS BIGINT)",
+            "(SELECT booking_ms FROM transactions WHERE account_id = $1 ORDER BY booking_ms ASC LIMIT 1)",
+            "(SELECT booking_ms FROM transactions WHERE account_id = $1 ORDER BY booking_ms DESC LIMIT 1)",
+        )
+    } else {
+        (
+            "CAST(NULL AS BIGINT)",
+            "CAST(NULL AS BIGINT)",
+            "CAST(NULL AS BIGINT)",
+        )
+    };
+    format!(
+        "WITH s AS (SELECT (SELECT COUNT(*) FROM accounts WHERE account_id = $1) AS known, \
+         {total} AS total, {lo} AS lo, {hi} AS hi), p AS ({}) \
+         SELECT s.known, s.total, s.lo, s.hi, p.* FROM s LEFT JOIN p ON TRUE \
+         ORDER BY p.booking_ms {order}, p.transaction_id {order}",
+        page_sql(backwards)
+    )
+}
+
+/// The whole-day range and two edges of [`page_summary_sql`]; an unused
+/// part is an empty range.
+pub(crate) fn count_params(f: &TxFilter) -> [i64; 6] {
+    let plan = count_plan(f);
+    let (d0, d1) = plan.days.unwrap_or((0, 0));
+    let mut e = [(0, 0); 2];
+    for (slot, edge) in e.iter_mut().zip(plan.edges) {
+        *slot = edge;
+    }
+    [d0, d1, e[0].0, e[0].1, e[1].0, e[1].1]
+}
+
 pub(crate) fn kind_from(s: &str) -> ResourceKind {
     match s {
         "beneficiary" => ResourceKind::Beneficiary,
@@ -208,24 +292,29 @@ pub(crate) fn multi_insert_sql(rows: usize, numbered: bool) -> String {
 macro_rules! impl_world_store {
     ($store:ty, $row:ty, $db:ty) => {
         fn tx_from_row(r: &$row) -> Result<aspen_domain::Transaction, $crate::StoreError> {
+            tx_from_row_at(r, 0)
+        }
+
+        /// A transaction from [`$crate::world::TX_COLUMNS`] starting at column `o`.
+        fn tx_from_row_at(r: &$row, o: usize) -> Result<aspen_domain::Transaction, $crate::StoreError> {
             use sqlx::Row;
             Ok(aspen_domain::Transaction {
-                transaction_id: r.get(0),
-                account_id: r.get(1),
-                booking_ms: r.get(2),
-                value_ms: r.get(3),
-                amount_minor: r.get(4),
-                currency: r.get(5),
-                credit_debit: if r.get::<i64, _>(6) != 0 {
+                transaction_id: r.get(o),
+                account_id: r.get(o + 1),
+                booking_ms: r.get(o + 2),
+                value_ms: r.get(o + 3),
+                amount_minor: r.get(o + 4),
+                currency: r.get(o + 5),
+                credit_debit: if r.get::<i64, _>(o + 6) != 0 {
                     aspen_domain::CreditDebit::Credit
                 } else {
                     aspen_domain::CreditDebit::Debit
                 },
-                status: r.get(7),
-                reference: r.get(8),
-                information: r.get(9),
-                balance_minor: r.get(10),
-                detail: $crate::auth::parse_json(r.get::<&str, _>(11))?,
+                status: r.get(o + 7),
+                reference: r.get(o + 8),
+                information: r.get(o + 9),
+                balance_minor: r.get(o + 10),
+                detail: $crate::auth::parse_json(r.get::<&str, _>(o + 11))?,
             })
         }
 
@@ -491,19 +580,8 @@ macro_rules! impl_world_store {
                 // is entered at the cursor, so every page costs the same
                 // however deep it is.
                 let backwards = before.is_some();
-                let (cmp, order) = if backwards { ("<", "DESC") } else { (">", "ASC") };
-                let cursor = before.or(after);
-                let (cur_ms, cur_id) = match cursor {
-                    Some(c) => (c.booking_ms, c.transaction_id.clone()),
-                    None if backwards => (i64::MAX, String::new()),
-                    None => (i64::MIN, String::new()),
-                };
-                let sql = format!(
-                    "SELECT {} FROM transactions WHERE account_id = $1 AND booking_ms >= $2 AND booking_ms < $3 \
-                     AND credit IN ($4, $5) AND (booking_ms, transaction_id) {cmp} ($6, $7) \
-                     ORDER BY booking_ms {order}, transaction_id {order} LIMIT $8",
-                    $crate::world::TX_COLUMNS
-                );
+                let (cur_ms, cur_id) = keyset_position(after, before);
+                let sql = $crate::world::page_sql(backwards);
                 let rows: Vec<$row> = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(account_id)
                     .bind(f.from_ms)
@@ -570,6 +648,56 @@ macro_rules! impl_world_store {
                 Ok(min.zip(max))
             }
 
+            async fn transactions_page_summary(
+                &self,
+                account_id: &str,
+                f: &$crate::world::TxFilter,
+                after: Option<&$crate::world::TxCursor>,
+                before: Option<&$crate::world::TxCursor>,
+                limit: i64,
+                summary: bool,
+            ) -> Result<Option<$crate::world::TxPageSummary>, $crate::StoreError> {
+                let backwards = before.is_some();
+                let (cur_ms, cur_id) = keyset_position(after, before);
+                let sql = $crate::world::page_summary_sql(backwards, summary);
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(account_id)
+                    .bind(f.from_ms)
+                    .bind(f.to_ms)
+                    .bind(if f.credits { 1i64 } else { -1 })
+                    .bind(if f.debits { 0i64 } else { -1 })
+                    .bind(cur_ms)
+                    .bind(cur_id)
+                    .bind(limit);
+                if summary {
+                    for p in $crate::world::count_params(f) {
+                        q = q.bind(p);
+                    }
+                }
+                let rows: Vec<$row> = q.fetch_all(&self.pool).await?;
+                use sqlx::Row;
+                // The summary row is always there (LEFT JOIN of one row).
+                let Some(first) = rows.first() else {
+                    return Err($crate::StoreError::Backend("page summary without a row".into()));
+                };
+                if first.get::<i64, _>(0) == 0 {
+                    return Ok(None);
+                }
+                let count: Option<i64> = first.get(1);
+                let bounds = first.get::<Option<i64>, _>(2).zip(first.get::<Option<i64>, _>(3));
+                let mut out = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    // No page row: the LEFT JOIN's NULLs.
+                    if r.get::<Option<&str>, _>(4).is_some() {
+                        out.push(tx_from_row_at(r, 4)?);
+                    }
+                }
+                if backwards {
+                    out.reverse();
+                }
+                Ok(Some($crate::world::TxPageSummary { rows: out, count, bounds }))
+            }
+
             async fn resources(&self, account_id: &str, kind: aspen_domain::ResourceKind) -> Result<Vec<aspen_domain::AccountResource>, $crate::StoreError> {
                 let rows: Vec<$row> = sqlx::query(
                     "SELECT account_id, kind, resource_id, sort_key, body FROM account_resources WHERE account_id = $1 AND kind = $2 ORDER BY sort_key, resource_id",
@@ -591,6 +719,18 @@ macro_rules! impl_world_store {
                 .fetch_optional(&self.pool)
                 .await?;
                 row.map(|r| resource_from_row(&r)).transpose()
+            }
+        }
+
+        /// Where a keyset walk enters the index: at the cursor, or at the
+        /// start of the history (a backward walk always has a cursor).
+        fn keyset_position(
+            after: Option<&$crate::world::TxCursor>,
+            before: Option<&$crate::world::TxCursor>,
+        ) -> (i64, String) {
+            match before.or(after) {
+                Some(c) => (c.booking_ms, c.transaction_id.clone()),
+                None => (i64::MIN, String::new()),
             }
         }
 
