@@ -2,7 +2,6 @@
 //! accounts, with permissions applied field by field and keyset
 //! pagination behind opaque, signed links.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use aspen_auth::{BoundToken, GrantKind};
@@ -14,6 +13,7 @@ use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::common::{self, core_error, format_ms, parse_query_datetime};
@@ -768,23 +768,70 @@ struct TxOut<'a> {
     transaction_information: Option<&'a str>,
     amount: TxAmount<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    bank_transaction_code: Option<&'a Value>,
+    bank_transaction_code: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    proprietary_bank_transaction_code: Option<&'a Value>,
+    proprietary_bank_transaction_code: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     balance: Option<TxBalance<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    merchant_details: Option<&'a Value>,
+    merchant_details: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    creditor_agent: Option<&'a Value>,
+    creditor_agent: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    creditor_account: Option<&'a Value>,
+    creditor_account: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    debtor_agent: Option<&'a Value>,
+    debtor_agent: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    debtor_account: Option<&'a Value>,
+    debtor_account: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    card_instrument: Option<Cow<'a, Value>>,
+    card_instrument: Option<Card<'a>>,
+}
+
+/// The parts of a transaction's detail a page shows, borrowed from its
+/// text: found by one scan, copied to the body as they are.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct DetailParts<'a> {
+    #[serde(borrow)]
+    bank_transaction_code: Option<&'a RawValue>,
+    #[serde(borrow)]
+    proprietary_bank_transaction_code: Option<&'a RawValue>,
+    #[serde(borrow)]
+    merchant_details: Option<&'a RawValue>,
+    #[serde(borrow)]
+    creditor_agent: Option<&'a RawValue>,
+    #[serde(borrow)]
+    creditor_account: Option<&'a RawValue>,
+    #[serde(borrow)]
+    debtor_agent: Option<&'a RawValue>,
+    #[serde(borrow)]
+    debtor_account: Option<&'a RawValue>,
+    #[serde(borrow)]
+    card_instrument: Option<&'a RawValue>,
+}
+
+/// A card as stored, or with its PAN masked (AIS-21).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Card<'a> {
+    AsStored(&'a RawValue),
+    Masked(Value),
+}
+
+impl<'a> Card<'a> {
+    fn shown(raw: &'a RawValue, pan: bool) -> Self {
+        if pan {
+            return Card::AsStored(raw);
+        }
+        let mut card: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
+        match card["Identification"].as_str().map(mask_pan) {
+            Some(masked) => {
+                card["Identification"] = json!(masked);
+                Card::Masked(card)
+            }
+            None => Card::AsStored(raw),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -805,20 +852,10 @@ struct TxBalance<'a> {
 
 impl<'a> TxOut<'a> {
     fn new(t: &'a Transaction, detail: bool, pan: bool) -> Self {
-        let d = |k: &str| t.detail.get(k);
+        // Not an object (or not JSON): nothing to show from it.
+        let parts: DetailParts = serde_json::from_str(t.detail.get()).unwrap_or_default();
         // AIS-20: the Detail-only fields.
-        let dd = |k: &str| if detail { t.detail.get(k) } else { None };
-        let card = d("CardInstrument").map(|card| {
-            // AIS-21: PANs masked unless ReadPAN.
-            match card["Identification"].as_str() {
-                Some(id) if !pan => {
-                    let mut card = card.clone();
-                    card["Identification"] = json!(mask_pan(id));
-                    Cow::Owned(card)
-                }
-                _ => Cow::Borrowed(card),
-            }
-        });
+        let dd = |v: Option<&'a RawValue>| v.filter(|_| detail);
         TxOut {
             account_id: &t.account_id,
             transaction_id: &t.transaction_id,
@@ -832,8 +869,8 @@ impl<'a> TxOut<'a> {
                 amount: format_minor(t.amount_minor),
                 currency: &t.currency,
             },
-            bank_transaction_code: d("BankTransactionCode"),
-            proprietary_bank_transaction_code: d("ProprietaryBankTransactionCode"),
+            bank_transaction_code: parts.bank_transaction_code,
+            proprietary_bank_transaction_code: parts.proprietary_bank_transaction_code,
             balance: t.balance_minor.filter(|_| detail).map(|b| TxBalance {
                 amount: TxAmount {
                     amount: format_minor(b.abs()),
@@ -842,12 +879,12 @@ impl<'a> TxOut<'a> {
                 credit_debit_indicator: if b < 0 { "Debit" } else { "Credit" },
                 kind: "InterimBooked",
             }),
-            merchant_details: dd("MerchantDetails"),
-            creditor_agent: dd("CreditorAgent"),
-            creditor_account: dd("CreditorAccount"),
-            debtor_agent: dd("DebtorAgent"),
-            debtor_account: dd("DebtorAccount"),
-            card_instrument: card,
+            merchant_details: dd(parts.merchant_details),
+            creditor_agent: dd(parts.creditor_agent),
+            creditor_account: dd(parts.creditor_account),
+            debtor_agent: dd(parts.debtor_agent),
+            debtor_account: dd(parts.debtor_account),
+            card_instrument: parts.card_instrument.map(|c| Card::shown(c, pan)),
         }
     }
 }

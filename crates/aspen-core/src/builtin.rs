@@ -158,7 +158,7 @@ fn entry(p: &LedgerPayment, now: i64) -> Transaction {
         reference: i.as_ref().and_then(|i| i.reference.clone()),
         information: Some(format!("Payment to {name}")),
         balance_minor: None,
-        detail,
+        detail: detail.into(),
     }
 }
 

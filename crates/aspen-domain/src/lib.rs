@@ -6,6 +6,7 @@ pub mod payments;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Psu {
@@ -92,7 +93,58 @@ pub struct Transaction {
     /// Running booked balance after this entry (booked entries only).
     pub balance_minor: Option<i64>,
     /// The rest of OBTransaction5: codes, merchant, card, counterparties.
-    pub detail: Value,
+    pub detail: RawJson,
+}
+
+/// A JSON value kept as its text, so what storage or a connector holds
+/// reaches a response without being built into a tree and taken apart
+/// again (on an AIS page, a hundred transactions' details).
+#[derive(Debug, Clone)]
+pub struct RawJson(Box<RawValue>);
+
+impl RawJson {
+    /// Checks that `text` is JSON (one scan, no tree).
+    pub fn from_text(text: String) -> Result<Self, serde_json::Error> {
+        RawValue::from_string(text).map(Self)
+    }
+
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The value as a tree.
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+    }
+}
+
+impl From<Value> for RawJson {
+    fn from(v: Value) -> Self {
+        // A Value's keys are strings, so it always serialises.
+        Self(serde_json::value::to_raw_value(&v).unwrap_or_else(|_| RawValue::NULL.to_owned()))
+    }
+}
+
+/// Equal as JSON values, whatever the spacing of the text.
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get() || self.to_value() == other.to_value()
+    }
+}
+
+impl Serialize for RawJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+/// Through a tree: a raw value can only be read by serde_json's own
+/// parser, and a connector's transaction arrives inside a flattened entry
+/// (buffered by serde first).
+impl<'de> Deserialize<'de> for RawJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Value::deserialize(d).map(Self::from)
+    }
 }
 
 impl Transaction {

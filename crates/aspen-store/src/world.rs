@@ -189,34 +189,41 @@ pub(crate) fn count_plan(f: &TxFilter) -> CountPlan {
     }
 }
 
-/// The keyset page statement (`$1..$8`): rows strictly after (or, with
+/// The keyset page statement (`$1..$7`): rows strictly after (or, with
 /// `backwards`, before) the cursor `($6, $7)`, in the walk's order.
-pub(crate) fn page_sql(backwards: bool) -> String {
+///
+/// The limit is written into the text, not bound: SQLite (3.51) plans
+/// with a bound LIMIT's value and marks the statement to be prepared again
+/// whenever that parameter is bound, which sqlx does on every execution
+/// (measured: a re-parse and re-plan per page, a third of the page
+/// statement's cost). A page has few distinct limits, so the statement
+/// cache still holds them all.
+pub(crate) fn page_sql(backwards: bool, limit: i64) -> String {
     let (cmp, order) = if backwards { ("<", "DESC") } else { (">", "ASC") };
     format!(
         "SELECT {TX_COLUMNS} FROM transactions WHERE account_id = $1 AND booking_ms >= $2 AND booking_ms < $3 \
          AND credit IN ($4, $5) AND (booking_ms, transaction_id) {cmp} ($6, $7) \
-         ORDER BY booking_ms {order}, transaction_id {order} LIMIT $8"
+         ORDER BY booking_ms {order}, transaction_id {order} LIMIT {limit}"
     )
 }
 
 /// The page statement with four leading columns: whether the account
 /// exists, and (with `summary`) the count as [`count_plan`] splits it
-/// (`$9..$10` the whole days, `$11..$14` two partial-day edges, empty when
+/// (`$8..$9` the whole days, `$10..$13` two partial-day edges, empty when
 /// unused) and the account's first and last booking times (two index
 /// probes: SQLite optimises a lone MIN or MAX, not both in one query).
 /// The one-row summary is LEFT JOINed to the page, so an empty page still
 /// answers.
-pub(crate) fn page_summary_sql(backwards: bool, summary: bool) -> String {
+pub(crate) fn page_summary_sql(backwards: bool, limit: i64, summary: bool) -> String {
     let order = if backwards { "DESC" } else { "ASC" };
     let (total, lo, hi) = if summary {
         (
-            "CAST((SELECT COALESCE(SUM(n), 0) FROM tx_days WHERE account_id = $1 AND day >= $9 AND day < $10 \
+            "CAST((SELECT COALESCE(SUM(n), 0) FROM tx_days WHERE account_id = $1 AND day >= $8 AND day < $9 \
                AND credit IN ($4, $5)) \
-             + (SELECT COUNT(*) FROM transactions WHERE account_id = $1 AND booking_ms >= $11 \
-               AND booking_ms < $12 AND credit IN ($4, $5)) \
-             + (SELECT COUNT(*) FROM transactions WHERE account_id = $1 AND booking_ms >= $13 \
-               AND booking_ms < $14 AND credit IN ($4, $5)) AS BIGINT)",
+             + (SELECT COUNT(*) FROM transactions WHERE account_id = $1 AND booking_ms >= $10 \
+               AND booking_ms < $11 AND credit IN ($4, $5)) \
+             + (SELECT COUNT(*) FROM transactions WHERE account_id = $1 AND booking_ms >= $12 \
+               AND booking_ms < $13 AND credit IN ($4, $5)) AS BIGINT)",
             "(SELECT booking_ms FROM transactions WHERE account_id = $1 ORDER BY booking_ms ASC LIMIT 1)",
             "(SELECT booking_ms FROM transactions WHERE account_id = $1 ORDER BY booking_ms DESC LIMIT 1)",
         )
@@ -232,7 +239,7 @@ pub(crate) fn page_summary_sql(backwards: bool, summary: bool) -> String {
          {total} AS total, {lo} AS lo, {hi} AS hi), p AS ({}) \
          SELECT s.known, s.total, s.lo, s.hi, p.* FROM s LEFT JOIN p ON TRUE \
          ORDER BY p.booking_ms {order}, p.transaction_id {order}",
-        page_sql(backwards)
+        page_sql(backwards, limit)
     )
 }
 
@@ -314,7 +321,8 @@ macro_rules! impl_world_store {
                 reference: r.get(o + 8),
                 information: r.get(o + 9),
                 balance_minor: r.get(o + 10),
-                detail: $crate::auth::parse_json(r.get::<&str, _>(o + 11))?,
+                detail: aspen_domain::RawJson::from_text(r.get(o + 11))
+                    .map_err(|e| $crate::StoreError::Backend(format!("corrupt JSON column: {e}")))?,
             })
         }
 
@@ -369,7 +377,7 @@ macro_rules! impl_world_store {
                 .bind(t.reference.clone())
                 .bind(t.information.clone())
                 .bind(t.balance_minor)
-                .bind(t.detail.to_string())
+                .bind(t.detail.get().to_string())
         }
 
         async fn insert_transactions(
@@ -581,7 +589,7 @@ macro_rules! impl_world_store {
                 // however deep it is.
                 let backwards = before.is_some();
                 let (cur_ms, cur_id) = keyset_position(after, before);
-                let sql = $crate::world::page_sql(backwards);
+                let sql = $crate::world::page_sql(backwards, limit.max(0));
                 let rows: Vec<$row> = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(account_id)
                     .bind(f.from_ms)
@@ -590,7 +598,6 @@ macro_rules! impl_world_store {
                     .bind(if f.debits { 0i64 } else { -1 })
                     .bind(cur_ms)
                     .bind(cur_id)
-                    .bind(limit)
                     .fetch_all(&self.pool)
                     .await?;
                 let mut out = rows.iter().map(tx_from_row).collect::<Result<Vec<_>, _>>()?;
@@ -659,7 +666,7 @@ macro_rules! impl_world_store {
             ) -> Result<Option<$crate::world::TxPageSummary>, $crate::StoreError> {
                 let backwards = before.is_some();
                 let (cur_ms, cur_id) = keyset_position(after, before);
-                let sql = $crate::world::page_summary_sql(backwards, summary);
+                let sql = $crate::world::page_summary_sql(backwards, limit.max(0), summary);
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(account_id)
                     .bind(f.from_ms)
@@ -667,8 +674,7 @@ macro_rules! impl_world_store {
                     .bind(if f.credits { 1i64 } else { -1 })
                     .bind(if f.debits { 0i64 } else { -1 })
                     .bind(cur_ms)
-                    .bind(cur_id)
-                    .bind(limit);
+                    .bind(cur_id);
                 if summary {
                     for p in $crate::world::count_params(f) {
                         q = q.bind(p);

@@ -962,7 +962,7 @@ both!(
             reference: Some("INV123456".into()),
             information: Some("Payment".into()),
             balance_minor: None,
-            detail: json!({}),
+            detail: json!({}).into(),
         };
         assert_eq!(
             s.ledger_accept("p1", now, now, &entry).await.unwrap(),
