@@ -210,9 +210,26 @@ pub struct World {
 
 /// `123.45` from 12345 (COMMON-61: always with a decimal point).
 pub fn format_minor(minor: i64) -> String {
-    let sign = if minor < 0 { "-" } else { "" };
-    let m = minor.unsigned_abs();
-    format!("{sign}{}.{:02}", m / 100, m % 100)
+    Minor(minor).to_string()
+}
+
+/// An amount in minor units, written as [`format_minor`] writes it
+/// (straight into a response body when serialised, no string between).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Minor(pub i64);
+
+impl std::fmt::Display for Minor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let m = self.0.unsigned_abs();
+        write!(f, "{sign}{}.{:02}", m / 100, m % 100)
+    }
+}
+
+impl Serialize for Minor {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// Parses an OB amount (`^\d{1,13}\.\d{1,5}$`) into minor units of a

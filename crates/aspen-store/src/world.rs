@@ -190,7 +190,8 @@ pub(crate) fn count_plan(f: &TxFilter) -> CountPlan {
 }
 
 /// The keyset page statement (`$1..$7`): rows strictly after (or, with
-/// `backwards`, before) the cursor `($6, $7)`, in the walk's order.
+/// `backwards`, before) the cursor `($6, $7)`, in the walk's order, each
+/// after the `lead` columns.
 ///
 /// The limit is written into the text, not bound: SQLite (3.51) plans
 /// with a bound LIMIT's value and marks the statement to be prepared again
@@ -198,24 +199,33 @@ pub(crate) fn count_plan(f: &TxFilter) -> CountPlan {
 /// (measured: a re-parse and re-plan per page, a third of the page
 /// statement's cost). A page has few distinct limits, so the statement
 /// cache still holds them all.
-pub(crate) fn page_sql(backwards: bool, limit: i64) -> String {
-    let (cmp, order) = if backwards { ("<", "DESC") } else { (">", "ASC") };
+pub(crate) fn page_sql(backwards: bool, limit: i64, lead: &str) -> String {
+    let (cmp, order) = if backwards {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    };
     format!(
-        "SELECT {TX_COLUMNS} FROM transactions WHERE account_id = $1 AND booking_ms >= $2 AND booking_ms < $3 \
-         AND credit IN ($4, $5) AND (booking_ms, transaction_id) {cmp} ($6, $7) \
+        "SELECT {lead}{TX_COLUMNS} FROM transactions WHERE account_id = $1 AND booking_ms >= $2 \
+         AND booking_ms < $3 AND credit IN ($4, $5) AND (booking_ms, transaction_id) {cmp} ($6, $7) \
          ORDER BY booking_ms {order}, transaction_id {order} LIMIT {limit}"
     )
 }
 
-/// The page statement with four leading columns: whether the account
-/// exists, and (with `summary`) the count as [`count_plan`] splits it
-/// (`$8..$9` the whole days, `$10..$13` two partial-day edges, empty when
-/// unused) and the account's first and last booking times (two index
-/// probes: SQLite optimises a lone MIN or MAX, not both in one query).
-/// The one-row summary is LEFT JOINed to the page, so an empty page still
-/// answers.
+/// The page and, in one more row, what the page needs besides: whether
+/// the account exists, and (with `summary`) the count as [`count_plan`]
+/// splits it (`$8..$9` the whole days, `$10..$13` two partial-day edges,
+/// empty when unused) and the account's first and last booking times (two
+/// index probes: SQLite optimises a lone MIN or MAX, not both in one
+/// query). Page rows lead with four NULLs, the extra row ends with the
+/// transaction columns' NULLs: a UNION ALL streams both, where joining the
+/// one summary row to the page made SQLite copy the page into a temporary
+/// table and sort it again (measured: more than the page itself). Both
+/// backends run a UNION ALL's branches in turn and keep the page
+/// subquery's order (sorting again in Rust could disagree with the
+/// database's collation of `transaction_id`, which the keyset uses); the
+/// store suite walks every page both ways on both backends.
 pub(crate) fn page_summary_sql(backwards: bool, limit: i64, summary: bool) -> String {
-    let order = if backwards { "DESC" } else { "ASC" };
     let (total, lo, hi) = if summary {
         (
             "CAST((SELECT COALESCE(SUM(n), 0) FROM tx_days WHERE account_id = $1 AND day >= $8 AND day < $9 \
@@ -228,18 +238,19 @@ pub(crate) fn page_summary_sql(backwards: bool, limit: i64, summary: bool) -> St
             "(SELECT booking_ms FROM transactions WHERE account_id = $1 ORDER BY booking_ms DESC LIMIT 1)",
         )
     } else {
-        (
-            "CAST(NULL AS BIGINT)",
-            "CAST(NULL AS BIGINT)",
-            "CAST(NULL AS BIGINT)",
-        )
+        ("NULL", "NULL", "NULL")
     };
+    // Typed NULLs in the first branch: PostgreSQL takes a subquery's bare
+    // NULL to be text.
+    let page = page_sql(
+        backwards,
+        limit,
+        "CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), ",
+    );
+    let tx_nulls = vec!["NULL"; TX_COLUMNS.split(',').count()].join(", ");
     format!(
-        "WITH s AS (SELECT (SELECT COUNT(*) FROM accounts WHERE account_id = $1) AS known, \
-         {total} AS total, {lo} AS lo, {hi} AS hi), p AS ({}) \
-         SELECT s.known, s.total, s.lo, s.hi, p.* FROM s LEFT JOIN p ON TRUE \
-         ORDER BY p.booking_ms {order}, p.transaction_id {order}",
-        page_sql(backwards, limit)
+        "SELECT * FROM ({page}) AS page UNION ALL \
+         SELECT (SELECT COUNT(*) FROM accounts WHERE account_id = $1), {total}, {lo}, {hi}, {tx_nulls}"
     )
 }
 
@@ -589,7 +600,7 @@ macro_rules! impl_world_store {
                 // however deep it is.
                 let backwards = before.is_some();
                 let (cur_ms, cur_id) = keyset_position(after, before);
-                let sql = $crate::world::page_sql(backwards, limit.max(0));
+                let sql = $crate::world::page_sql(backwards, limit.max(0), "");
                 let rows: Vec<$row> = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(account_id)
                     .bind(f.from_ms)
@@ -682,22 +693,22 @@ macro_rules! impl_world_store {
                 }
                 let rows: Vec<$row> = q.fetch_all(&self.pool).await?;
                 use sqlx::Row;
-                // The summary row is always there (LEFT JOIN of one row).
-                let Some(first) = rows.first() else {
-                    return Err($crate::StoreError::Backend("page summary without a row".into()));
-                };
-                if first.get::<i64, _>(0) == 0 {
-                    return Ok(None);
-                }
-                let count: Option<i64> = first.get(1);
-                let bounds = first.get::<Option<i64>, _>(2).zip(first.get::<Option<i64>, _>(3));
                 let mut out = Vec::with_capacity(rows.len());
+                let mut extra = None;
                 for r in &rows {
-                    // No page row: the LEFT JOIN's NULLs.
-                    if r.get::<Option<&str>, _>(4).is_some() {
-                        out.push(tx_from_row_at(r, 4)?);
+                    match r.get::<Option<i64>, _>(0) {
+                        Some(known) => extra = Some((known, r)),
+                        None => out.push(tx_from_row_at(r, 4)?),
                     }
                 }
+                let Some((known, extra)) = extra else {
+                    return Err($crate::StoreError::Backend("page without its summary row".into()));
+                };
+                if known == 0 {
+                    return Ok(None);
+                }
+                let count: Option<i64> = extra.get(1);
+                let bounds = extra.get::<Option<i64>, _>(2).zip(extra.get::<Option<i64>, _>(3));
                 if backwards {
                     out.reverse();
                 }
