@@ -28,7 +28,7 @@ if [ "$DB" = postgres ]; then
 fi
 PID=
 stop() { [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; PID=; }
-trap 'stop; rm -rf "$WORK"' EXIT
+trap 'stop; [ -n "${KEEP:-}" ] && echo "kept $WORK" || rm -rf "$WORK"' EXIT
 start() {  # start binary [args]
   local bin=$1
   shift
