@@ -5,6 +5,8 @@
 //
 //   node bench/drive.mjs --url https://127.0.0.1:18443 --kit KIT \
 //     --scenario pkjwt|tls|discovery|jwks --n 500 --conns 1 [--client-id ID]
+//   node bench/drive.mjs ... --scenario get --path /open-banking/... --bearer TOKEN
+//     (a resource GET with a bound access token, e.g. an AIS page)
 import { createPrivateKey, randomUUID, sign, constants } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import https from 'node:https';
@@ -18,6 +20,8 @@ const { values: o } = parseArgs({
     n: { type: 'string', default: '500' },
     conns: { type: 'string', default: '1' },
     'client-id': { type: 'string' },
+    path: { type: 'string' },
+    bearer: { type: 'string' },
   },
 });
 const n = Number(o.n);
@@ -67,11 +71,14 @@ function once(i) {
   return new Promise((resolve, reject) => {
     const post = bodies.length > 0;
     const url = post ? token
-      : o.scenario === 'jwks' ? `${o.url}/jwks` : `${o.url}/.well-known/openid-configuration`;
+      : o.scenario === 'get' ? `${o.url}${o.path}`
+        : o.scenario === 'jwks' ? `${o.url}/jwks` : `${o.url}/.well-known/openid-configuration`;
+    const headers = post ? { 'content-type': 'application/x-www-form-urlencoded' }
+      : o.bearer ? { authorization: `Bearer ${o.bearer}` } : {};
     const req = https.request(url, {
       agent,
       method: post ? 'POST' : 'GET',
-      headers: post ? { 'content-type': 'application/x-www-form-urlencoded' } : {},
+      headers,
     }, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));

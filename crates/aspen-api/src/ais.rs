@@ -6,16 +6,17 @@ use std::collections::HashMap;
 
 use aspen_auth::{BoundToken, GrantKind};
 use aspen_core::{Direction, TxFilter, TxPageRequest};
-use aspen_domain::{Account, ResourceKind, Transaction, format_minor};
+use aspen_domain::{Account, Minor, ResourceKind, Transaction, format_minor};
 use aspen_http::{Json, ObError, ObErrorCode};
 use aspen_store::consent::ConsentRecord;
 use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use crate::common::{self, core_error, format_ms, parse_query_datetime};
+use crate::common::{self, MsDateTime, core_error, format_ms, parse_query_datetime};
 use crate::{AISP, ApiState, links};
 
 /// Transactions per call to the core when aspen walks a whole period.
@@ -135,18 +136,9 @@ async fn accounts(state: &ApiState, g: &Grant, one: Option<&str>) -> Result<Vec<
                 .account(id)
                 .await
                 .map_err(core_error)?
-                .ok_or_else(|| {
-                    ObError::bad_request(
-                        ObErrorCode::ResourceNotFound,
-                        "no such account",
-                        Some("AccountId"),
-                    )
-                })?;
+                .ok_or_else(no_such_account)?;
             if !g.consent.accounts.contains(&a.account_id) {
-                return Err(ObError::forbidden(
-                    aspen_http::Forbidden::Account,
-                    "the account is not covered by the consent",
-                ));
+                return Err(not_in_consent());
             }
             Ok(vec![a])
         }
@@ -168,6 +160,21 @@ async fn accounts(state: &ApiState, g: &Grant, one: Option<&str>) -> Result<Vec<
                 .collect())
         }
     }
+}
+
+fn no_such_account() -> ObError {
+    ObError::bad_request(
+        ObErrorCode::ResourceNotFound,
+        "no such account",
+        Some("AccountId"),
+    )
+}
+
+fn not_in_consent() -> ObError {
+    ObError::forbidden(
+        aspen_http::Forbidden::Account,
+        "the account is not covered by the consent",
+    )
 }
 
 /// AIS-28: the absolute request URI, on the public base URL.
@@ -742,67 +749,206 @@ struct PageToken {
     hi: Option<i64>,
 }
 
-fn tx_json(t: &Transaction, detail: bool, pan: bool) -> Value {
-    let mut m = Map::new();
-    m.insert("AccountId".into(), json!(t.account_id));
-    m.insert("TransactionId".into(), json!(t.transaction_id));
-    if let Some(r) = &t.reference {
-        m.insert("TransactionReference".into(), json!(r));
-    }
-    m.insert(
-        "CreditDebitIndicator".into(),
-        json!(t.credit_debit.as_str()),
-    );
-    m.insert("Status".into(), json!(t.status));
-    m.insert("BookingDateTime".into(), json!(format_ms(t.booking_ms)));
-    if let Some(v) = t.value_ms {
-        m.insert("ValueDateTime".into(), json!(format_ms(v)));
-    }
-    m.insert(
-        "Amount".into(),
-        json!({ "Amount": format_minor(t.amount_minor), "Currency": t.currency }),
-    );
-    for k in ["BankTransactionCode", "ProprietaryBankTransactionCode"] {
-        if let Some(v) = t.detail.get(k) {
-            m.insert(k.into(), v.clone());
+/// Room for a page's body (about 490 bytes a transaction, 48.6 kB for a
+/// sandbox page of 100), reserved before it is written.
+fn page_capacity(entries: usize) -> usize {
+    2048 + 512 * entries
+}
+
+/// OBTransaction5 as sent, serialised straight from the core's
+/// transaction (no JSON tree in between): the fields in the schema's order,
+/// the Detail-only ones (AIS-20) and the PAN mask (AIS-21) decided here.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TxOut<'a> {
+    account_id: &'a str,
+    transaction_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transaction_reference: Option<&'a str>,
+    credit_debit_indicator: &'static str,
+    status: &'a str,
+    booking_date_time: MsDateTime,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_date_time: Option<MsDateTime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transaction_information: Option<&'a str>,
+    amount: TxAmount<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bank_transaction_code: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proprietary_bank_transaction_code: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    balance: Option<TxBalance<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    merchant_details: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    creditor_agent: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    creditor_account: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    debtor_agent: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    debtor_account: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    card_instrument: Option<Card<'a>>,
+}
+
+/// The parts of a transaction's detail a page shows, borrowed from its
+/// text: found by one scan, copied to the body as they are.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct DetailParts<'a> {
+    #[serde(borrow)]
+    bank_transaction_code: Option<&'a RawValue>,
+    #[serde(borrow)]
+    proprietary_bank_transaction_code: Option<&'a RawValue>,
+    #[serde(borrow)]
+    merchant_details: Option<&'a RawValue>,
+    #[serde(borrow)]
+    creditor_agent: Option<&'a RawValue>,
+    #[serde(borrow)]
+    creditor_account: Option<&'a RawValue>,
+    #[serde(borrow)]
+    debtor_agent: Option<&'a RawValue>,
+    #[serde(borrow)]
+    debtor_account: Option<&'a RawValue>,
+    #[serde(borrow)]
+    card_instrument: Option<&'a RawValue>,
+}
+
+/// A card as stored, or with its PAN masked (AIS-21).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Card<'a> {
+    AsStored(&'a RawValue),
+    Masked(Value),
+}
+
+impl<'a> Card<'a> {
+    fn shown(raw: &'a RawValue, pan: bool) -> Self {
+        if pan {
+            return Card::AsStored(raw);
         }
-    }
-    if let Some(card) = t.detail.get("CardInstrument") {
-        let mut card = card.clone();
-        // AIS-21: PANs masked unless ReadPAN.
-        if !pan && let Some(id) = card["Identification"].as_str() {
-            card["Identification"] = json!(mask_pan(id));
-        }
-        m.insert("CardInstrument".into(), card);
-    }
-    // AIS-20: the Detail-only fields.
-    if detail {
-        if let Some(i) = &t.information {
-            m.insert("TransactionInformation".into(), json!(i));
-        }
-        if let Some(b) = t.balance_minor {
-            m.insert(
-                "Balance".into(),
-                json!({
-                    "Amount": { "Amount": format_minor(b.abs()), "Currency": t.currency },
-                    "CreditDebitIndicator": if b < 0 { "Debit" } else { "Credit" },
-                    "Type": "InterimBooked",
-                }),
-            );
-        }
-        for k in [
-            "MerchantDetails",
-            "CreditorAgent",
-            "CreditorAccount",
-            "DebtorAgent",
-            "DebtorAccount",
-        ] {
-            if let Some(v) = t.detail.get(k) {
-                m.insert(k.into(), v.clone());
+        let mut card: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
+        match card["Identification"].as_str().map(mask_pan) {
+            Some(masked) => {
+                card["Identification"] = json!(masked);
+                Card::Masked(card)
             }
+            None => Card::AsStored(raw),
         }
     }
-    Value::Object(m)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TxAmount<'a> {
+    amount: Minor,
+    currency: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TxBalance<'a> {
+    amount: TxAmount<'a>,
+    credit_debit_indicator: &'static str,
+    #[serde(rename = "Type")]
+    kind: &'static str,
+}
+
+impl<'a> TxOut<'a> {
+    fn new(t: &'a Transaction, detail: bool, pan: bool) -> Self {
+        // Not an object (or not JSON): nothing to show from it.
+        let parts: DetailParts = serde_json::from_str(t.detail.get()).unwrap_or_default();
+        // AIS-20: the Detail-only fields.
+        let dd = |v: Option<&'a RawValue>| v.filter(|_| detail);
+        TxOut {
+            account_id: &t.account_id,
+            transaction_id: &t.transaction_id,
+            transaction_reference: t.reference.as_deref(),
+            credit_debit_indicator: t.credit_debit.as_str(),
+            status: &t.status,
+            booking_date_time: MsDateTime(t.booking_ms),
+            value_date_time: t.value_ms.map(MsDateTime),
+            transaction_information: t.information.as_deref().filter(|_| detail),
+            amount: TxAmount {
+                amount: Minor(t.amount_minor),
+                currency: &t.currency,
+            },
+            bank_transaction_code: parts.bank_transaction_code,
+            proprietary_bank_transaction_code: parts.proprietary_bank_transaction_code,
+            balance: t.balance_minor.filter(|_| detail).map(|b| TxBalance {
+                amount: TxAmount {
+                    amount: Minor(b.abs()),
+                    currency: &t.currency,
+                },
+                credit_debit_indicator: if b < 0 { "Debit" } else { "Credit" },
+                kind: "InterimBooked",
+            }),
+            merchant_details: dd(parts.merchant_details),
+            creditor_agent: dd(parts.creditor_agent),
+            creditor_account: dd(parts.creditor_account),
+            debtor_agent: dd(parts.debtor_agent),
+            debtor_account: dd(parts.debtor_account),
+            card_instrument: parts.card_instrument.map(|c| Card::shown(c, pan)),
+        }
+    }
+}
+
+/// A page's transactions, serialised one by one as the body is written.
+struct TxList<'a> {
+    entries: &'a [aspen_core::TxEntry],
+    detail: bool,
+    pan: bool,
+}
+
+impl Serialize for TxList<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.entries
+                .iter()
+                .map(|e| TxOut::new(&e.transaction, self.detail, self.pan)),
+        )
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TxData<T> {
+    transaction: T,
+}
+
+/// The links of a transactions page (COMMON-45..48).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct PageLinks {
+    #[serde(rename = "Self")]
+    self_link: String,
+    first: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prev: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct PageMeta {
+    total_pages: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_available_date_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_available_date_time: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TxBody<T> {
+    data: TxData<T>,
+    links: PageLinks,
+    meta: PageMeta,
 }
 
 fn tx_filter(g: &Grant, q_from: Option<i64>, q_to: Option<i64>) -> TxFilter {
@@ -825,7 +971,12 @@ pub async fn account_transactions(
 ) -> Result<Response, ObError> {
     let g = grant(&s, &token, &headers).await?;
     let detail = g.level("ReadTransactionsBasic", "ReadTransactionsDetail")?;
-    accounts(&s, &g, Some(&id)).await?;
+    if !g.consent.accounts.contains(&id) {
+        // AIS-25: 400 if the account does not exist, else 403. An account
+        // of the consent is checked for existence by the page's own call.
+        accounts(&s, &g, Some(&id)).await?;
+        return Err(not_in_consent());
+    }
     let path = format!("{AISP}/accounts/{id}/transactions");
     transactions_page(&s, &g, &id, detail, &q, &path, None).await
 }
@@ -876,22 +1027,6 @@ async fn transactions_page(
         filter.to_ms = filter.to_ms.min(t);
     }
     let size = s.page_size;
-    let (total, pages, lo, hi) = match &page {
-        Some(p) => (p.total, p.tp, p.lo, p.hi),
-        None => {
-            let sum = s
-                .core
-                .transaction_summary(account, &filter)
-                .await
-                .map_err(core_error)?;
-            (
-                sum.count,
-                ((sum.count + size - 1) / size).max(1),
-                sum.first_booking_ms,
-                sum.last_booking_ms,
-            )
-        }
-    };
     let request = match &page {
         None => TxPageRequest {
             filter: filter.clone(),
@@ -910,9 +1045,11 @@ async fn transactions_page(
             limit: p.n.clamp(1, size as u32),
         },
     };
-    let rows = s
+    // One call: the account's existence, the page, and on a first page the
+    // count and period (later links carry them).
+    let fetched = s
         .core
-        .transactions(account, &request)
+        .transaction_page(account, &request, page.is_none())
         .await
         .map_err(|e| match e {
             // The core no longer knows the position the link holds.
@@ -924,7 +1061,25 @@ async fn transactions_page(
                 )
             }
             e => core_error(e),
-        })?;
+        })?
+        .ok_or_else(no_such_account)?;
+    let (total, pages, lo, hi) = match (&page, fetched.summary) {
+        (Some(p), _) => (p.total, p.tp, p.lo, p.hi),
+        (None, sum) => {
+            let sum = sum.ok_or_else(|| {
+                core_error(aspen_core::CoreError::BadResponse(
+                    "a first page without its summary".into(),
+                ))
+            })?;
+            (
+                sum.count,
+                ((sum.count + size - 1) / size).max(1),
+                sum.first_booking_ms,
+                sum.last_booking_ms,
+            )
+        }
+    };
+    let rows = fetched.entries;
     let page_no = page.as_ref().map_or(1, |p| p.pg);
     let token = |d: char, cur: Option<&str>, n: i64, pg: i64| {
         let t = PageToken {
@@ -962,47 +1117,48 @@ async fn transactions_page(
             }
         }
     };
-    let mut links_obj = Map::new();
-    links_obj.insert("Self".into(), json!(self_link));
-    // First carries the original filters through a token (COMMON-48).
-    links_obj.insert("First".into(), json!(token('n', None, size, 1)));
-    if let (Some(first), true) = (rows.first(), page_no > 1) {
-        links_obj.insert(
-            "Prev".into(),
-            json!(token('p', Some(&first.cursor), size, page_no - 1)),
-        );
-    }
-    if let (Some(last), true) = (rows.last(), page_no < pages) {
-        links_obj.insert(
-            "Next".into(),
-            json!(token('n', Some(&last.cursor), size, page_no + 1)),
-        );
-    }
     let last_size = if total % size == 0 {
         size.min(total.max(1))
     } else {
         total % size
     };
-    links_obj.insert("Last".into(), json!(token('p', None, last_size, pages)));
-    let mut meta = Map::new();
-    meta.insert("TotalPages".into(), json!(pages));
+    let links_obj = PageLinks {
+        self_link,
+        // First carries the original filters through a token (COMMON-48).
+        first: token('n', None, size, 1),
+        prev: rows
+            .first()
+            .filter(|_| page_no > 1)
+            .map(|first| token('p', Some(&first.cursor), size, page_no - 1)),
+        next: rows
+            .last()
+            .filter(|_| page_no < pages)
+            .map(|last| token('n', Some(&last.cursor), size, page_no + 1)),
+        last: Some(token('p', None, last_size, pages)),
+    };
     // AIS-32: the period the data covers (history ∩ consent window ∩ filter).
-    if let (Some(lo), Some(hi)) = (lo, hi) {
+    let period = lo.zip(hi).and_then(|(lo, hi)| {
         let from = lo.max(filter.from_ms);
         let to = hi.min(filter.to_ms.saturating_sub(1));
-        if from <= to {
-            meta.insert("FirstAvailableDateTime".into(), json!(format_ms(from)));
-            meta.insert("LastAvailableDateTime".into(), json!(format_ms(to)));
-        }
-    }
-    let list: Vec<Value> = rows
-        .iter()
-        .map(|e| tx_json(&e.transaction, detail, g.has("ReadPAN")))
-        .collect();
-    Ok(
-        Json(json!({ "Data": { "Transaction": list }, "Links": links_obj, "Meta": meta }))
-            .into_response(),
-    )
+        (from <= to).then(|| (format_ms(from), format_ms(to)))
+    });
+    let (first_available, last_available) = period.unzip();
+    Ok(Json(TxBody {
+        data: TxData {
+            transaction: TxList {
+                entries: &rows,
+                detail,
+                pan: g.has("ReadPAN"),
+            },
+        },
+        links: links_obj,
+        meta: PageMeta {
+            total_pages: pages,
+            first_available_date_time: first_available,
+            last_available_date_time: last_available,
+        },
+    })
+    .into_response_sized(page_capacity(rows.len())))
 }
 
 /// Opens a page link: it must be sealed by this bank and belong to the
@@ -1111,10 +1267,7 @@ pub async fn bulk_transactions(
             cursor = Some(e.cursor.clone());
         }
         let exhausted = (rows.len() as i64) < want;
-        list.extend(
-            rows.iter()
-                .map(|e| tx_json(&e.transaction, detail, g.has("ReadPAN"))),
-        );
+        list.extend(rows);
         if exhausted {
             ai += 1;
             cursor = None;
@@ -1133,11 +1286,29 @@ pub async fn bulk_transactions(
         };
         format!("{base}?page={}", links::seal(&s.link_key, &t))
     };
-    let mut links_obj = Map::new();
-    links_obj.insert("Self".into(), json!(self_url(&s, &uri)));
-    links_obj.insert("First".into(), json!(seal(0, None, 1)));
-    if let (Some((ai, c)), true) = (last, page_no < pages) {
-        links_obj.insert("Next".into(), json!(seal(ai, Some(c), page_no + 1)));
-    }
-    Ok(Json(json!({ "Data": { "Transaction": list }, "Links": links_obj, "Meta": { "TotalPages": pages } })).into_response())
+    let next = last
+        .filter(|_| page_no < pages)
+        .map(|(ai, c)| seal(ai, Some(c), page_no + 1));
+    Ok(Json(TxBody {
+        data: TxData {
+            transaction: TxList {
+                entries: &list,
+                detail,
+                pan: g.has("ReadPAN"),
+            },
+        },
+        links: PageLinks {
+            self_link: self_url(&s, &uri),
+            first: seal(0, None, 1),
+            prev: None,
+            next,
+            last: None,
+        },
+        meta: PageMeta {
+            total_pages: pages,
+            first_available_date_time: None,
+            last_available_date_time: None,
+        },
+    })
+    .into_response_sized(page_capacity(list.len())))
 }

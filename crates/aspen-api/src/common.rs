@@ -5,7 +5,9 @@
 use aspen_auth::{BoundToken, GrantKind};
 use aspen_http::{Forbidden, ObError, ObErrorCode};
 use axum::http::{HeaderMap, StatusCode, header};
-use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{
+    DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, SecondsFormat, Timelike, Utc,
+};
 
 /// COMMON-44: the wrong grant type is a 401; COMMON-38: the wrong scope a 403.
 pub fn require(token: &BoundToken, grant: GrantKind, scope: &str) -> Result<(), ObError> {
@@ -152,9 +154,39 @@ pub fn format_datetime(d: &DateTime<FixedOffset>) -> String {
 }
 
 pub fn format_ms(ms: i64) -> String {
-    DateTime::from_timestamp_millis(ms)
-        .map(|d| d.to_rfc3339_opts(SecondsFormat::Secs, true))
-        .unwrap_or_default()
+    MsDateTime(ms).to_string()
+}
+
+/// Unix milliseconds as a response date-time to the second, in UTC
+/// (`2026-11-24T10:00:00Z`), written straight into a body when serialised.
+#[derive(Debug, Clone, Copy)]
+pub struct MsDateTime(pub i64);
+
+impl std::fmt::Display for MsDateTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match DateTime::from_timestamp_millis(self.0) {
+            // What to_rfc3339_opts writes for these years, without its
+            // String.
+            Some(d) if (0..=9999).contains(&d.year()) => write!(
+                f,
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+                d.year(),
+                d.month(),
+                d.day(),
+                d.hour(),
+                d.minute(),
+                d.second()
+            ),
+            Some(d) => f.write_str(&d.to_rfc3339_opts(SecondsFormat::Secs, true)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl serde::Serialize for MsDateTime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// The consent named in a path or body, if it is of this kind (else 400

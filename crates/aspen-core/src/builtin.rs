@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::{
     Account, AccountResource, Core, CoreError, CorePayment, Customer, Direction,
-    PaymentInstruction, PaymentStatus, TxEntry, TxFilter, TxPageRequest, TxSummary,
+    PaymentInstruction, PaymentStatus, TxEntry, TxFilter, TxPage, TxPageRequest, TxSummary,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +68,34 @@ fn parse_cursor(c: &str) -> Result<aspen_store::TxCursor, CoreError> {
             })
         })
         .ok_or_else(|| CoreError::BadRequest(format!("{c:?} is not a ledger cursor")))
+}
+
+/// The store's keyset bounds for a page request: after the cursor
+/// (forward), or before it — the end of the history without one
+/// (backward).
+type Keyset = (Option<aspen_store::TxCursor>, Option<aspen_store::TxCursor>);
+
+fn keyset(page: &TxPageRequest) -> Result<Keyset, CoreError> {
+    let cursor = page.cursor.as_deref().map(parse_cursor).transpose()?;
+    Ok(match page.direction {
+        Direction::Forward => (cursor, None),
+        Direction::Backward => (
+            None,
+            Some(cursor.unwrap_or(aspen_store::TxCursor {
+                booking_ms: i64::MAX,
+                transaction_id: String::new(),
+            })),
+        ),
+    })
+}
+
+fn entries(rows: Vec<Transaction>) -> Vec<TxEntry> {
+    rows.into_iter()
+        .map(|t| TxEntry {
+            cursor: cursor_of(&t),
+            transaction: t,
+        })
+        .collect()
 }
 
 fn status_of(s: &str) -> PaymentStatus {
@@ -130,7 +158,7 @@ fn entry(p: &LedgerPayment, i: Option<&PaymentInstruction>, now: i64) -> Transac
         reference: i.and_then(|i| i.reference.clone()),
         information: Some(format!("Payment to {name}")),
         balance_minor: None,
-        detail,
+        detail: detail.into(),
     }
 }
 
@@ -231,32 +259,50 @@ impl Core for BuiltinCore {
         account_id: &str,
         page: &TxPageRequest,
     ) -> Result<Vec<TxEntry>, CoreError> {
-        let cursor = page.cursor.as_deref().map(parse_cursor).transpose()?;
-        let filter = store_filter(&page.filter);
-        let limit = i64::from(page.limit);
-        let rows = match page.direction {
-            Direction::Forward => {
-                self.store
-                    .transactions_page(account_id, &filter, cursor.as_ref(), None, limit)
-                    .await?
-            }
-            Direction::Backward => {
-                let end = cursor.unwrap_or(aspen_store::TxCursor {
-                    booking_ms: i64::MAX,
-                    transaction_id: String::new(),
-                });
-                self.store
-                    .transactions_page(account_id, &filter, None, Some(&end), limit)
-                    .await?
-            }
+        let (after, before) = keyset(page)?;
+        let rows = self
+            .store
+            .transactions_page(
+                account_id,
+                &store_filter(&page.filter),
+                after.as_ref(),
+                before.as_ref(),
+                i64::from(page.limit),
+            )
+            .await?;
+        Ok(entries(rows))
+    }
+
+    /// One statement: the account's existence, the summary and the page.
+    async fn transaction_page(
+        &self,
+        account_id: &str,
+        page: &TxPageRequest,
+        summary: bool,
+    ) -> Result<Option<TxPage>, CoreError> {
+        let (after, before) = keyset(page)?;
+        let Some(p) = self
+            .store
+            .transactions_page_summary(
+                account_id,
+                &store_filter(&page.filter),
+                after.as_ref(),
+                before.as_ref(),
+                i64::from(page.limit),
+                summary,
+            )
+            .await?
+        else {
+            return Ok(None);
         };
-        Ok(rows
-            .into_iter()
-            .map(|t| TxEntry {
-                cursor: cursor_of(&t),
-                transaction: t,
-            })
-            .collect())
+        Ok(Some(TxPage {
+            summary: summary.then(|| TxSummary {
+                count: p.count.unwrap_or(0),
+                first_booking_ms: p.bounds.map(|b| b.0),
+                last_booking_ms: p.bounds.map(|b| b.1),
+            }),
+            entries: entries(p.rows),
+        }))
     }
 
     async fn transaction_summary(

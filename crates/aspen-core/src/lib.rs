@@ -81,6 +81,13 @@ pub struct TxSummary {
     pub last_booking_ms: Option<i64>,
 }
 
+/// A page of an account's transactions and, on a first page, its summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TxPage {
+    pub summary: Option<TxSummary>,
+    pub entries: Vec<TxEntry>,
+}
+
 /// The PSU as the core knows them: the party record the bank keeps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Customer {
@@ -197,6 +204,28 @@ pub trait Core: Send + Sync {
         account_id: &str,
         filter: &TxFilter,
     ) -> Result<TxSummary, CoreError>;
+    /// A page of an existing account's transactions, with its summary when
+    /// `summary` (a first page); `None` when the account does not exist.
+    /// This default asks [`Core::account`], [`Core::transaction_summary`]
+    /// and [`Core::transactions`] in turn (three connector calls); a core
+    /// that can answer in one round trip overrides it.
+    async fn transaction_page(
+        &self,
+        account_id: &str,
+        page: &TxPageRequest,
+        summary: bool,
+    ) -> Result<Option<TxPage>, CoreError> {
+        if self.account(account_id).await?.is_none() {
+            return Ok(None);
+        }
+        let summary = if summary {
+            Some(self.transaction_summary(account_id, &page.filter).await?)
+        } else {
+            None
+        };
+        let entries = self.transactions(account_id, page).await?;
+        Ok(Some(TxPage { summary, entries }))
+    }
     /// Beneficiaries, direct debits, standing orders, scheduled payments,
     /// statements, product, offers and parties of an account.
     async fn resources(

@@ -6,6 +6,7 @@ pub mod payments;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Psu {
@@ -92,7 +93,58 @@ pub struct Transaction {
     /// Running booked balance after this entry (booked entries only).
     pub balance_minor: Option<i64>,
     /// The rest of OBTransaction5: codes, merchant, card, counterparties.
-    pub detail: Value,
+    pub detail: RawJson,
+}
+
+/// A JSON value kept as its text, so what storage or a connector holds
+/// reaches a response without being built into a tree and taken apart
+/// again (on an AIS page, a hundred transactions' details).
+#[derive(Debug, Clone)]
+pub struct RawJson(Box<RawValue>);
+
+impl RawJson {
+    /// Checks that `text` is JSON (one scan, no tree).
+    pub fn from_text(text: String) -> Result<Self, serde_json::Error> {
+        RawValue::from_string(text).map(Self)
+    }
+
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The value as a tree.
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+    }
+}
+
+impl From<Value> for RawJson {
+    fn from(v: Value) -> Self {
+        // A Value's keys are strings, so it always serialises.
+        Self(serde_json::value::to_raw_value(&v).unwrap_or_else(|_| RawValue::NULL.to_owned()))
+    }
+}
+
+/// Equal as JSON values, whatever the spacing of the text.
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get() || self.to_value() == other.to_value()
+    }
+}
+
+impl Serialize for RawJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+/// Through a tree: a raw value can only be read by serde_json's own
+/// parser, and a connector's transaction arrives inside a flattened entry
+/// (buffered by serde first).
+impl<'de> Deserialize<'de> for RawJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Value::deserialize(d).map(Self::from)
+    }
 }
 
 impl Transaction {
@@ -158,9 +210,26 @@ pub struct World {
 
 /// `123.45` from 12345 (COMMON-61: always with a decimal point).
 pub fn format_minor(minor: i64) -> String {
-    let sign = if minor < 0 { "-" } else { "" };
-    let m = minor.unsigned_abs();
-    format!("{sign}{}.{:02}", m / 100, m % 100)
+    Minor(minor).to_string()
+}
+
+/// An amount in minor units, written as [`format_minor`] writes it
+/// (straight into a response body when serialised, no string between).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Minor(pub i64);
+
+impl std::fmt::Display for Minor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let m = self.0.unsigned_abs();
+        write!(f, "{sign}{}.{:02}", m / 100, m % 100)
+    }
+}
+
+impl Serialize for Minor {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// Parses an OB amount (`^\d{1,13}\.\d{1,5}$`) into minor units of a

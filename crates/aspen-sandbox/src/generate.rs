@@ -306,7 +306,7 @@ impl Ledger<'_> {
             reference: reference.map(str::to_string),
             information: Some(info.to_string()),
             balance_minor: balance,
-            detail,
+            detail: detail.into(),
         });
     }
 }
@@ -903,7 +903,8 @@ pub fn bulk_transactions(
             detail: json!({
                 "BankTransactionCode": { "Code": "PMNT", "SubCode": if credit { "RCDT" } else { "ICDT" } },
                 "ProprietaryBankTransactionCode": { "Code": "Transfer", "Issuer": BANK },
-            }),
+            })
+            .into(),
         }
     })
 }
@@ -1016,7 +1017,7 @@ mod tests {
             assert!(
                 w.transactions
                     .iter()
-                    .any(|t| t.detail["ProprietaryBankTransactionCode"]["Code"] == k),
+                    .any(|t| t.detail.to_value()["ProprietaryBankTransactionCode"]["Code"] == k),
                 "{k}"
             );
         }

@@ -24,7 +24,7 @@ pub use consent::ConsentStore;
 pub use events::EventStore;
 pub use factors::FactorStore;
 pub use payments::PaymentStore;
-pub use world::{SeedState, TxCursor, TxFilter, WorldStore};
+pub use world::{SeedState, TxCursor, TxFilter, TxPageSummary, WorldStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

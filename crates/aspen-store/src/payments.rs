@@ -438,7 +438,7 @@ where
         .bind(e.transaction_id.clone())
         .bind(e.reference.clone())
         .bind(e.information.clone())
-        .bind(e.detail.to_string())
+        .bind(e.detail.get().to_string())
         .bind(crate::events::new_id())
         .bind(crate::events::new_id())
 }

@@ -41,6 +41,17 @@ impl TxFilter {
     }
 }
 
+/// What [`WorldStore::transactions_page_summary`] reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TxPageSummary {
+    pub rows: Vec<Transaction>,
+    /// The filter's count, when asked for.
+    pub count: Option<i64>,
+    /// The account's first and last booking times, when asked for and the
+    /// account has any.
+    pub bounds: Option<(i64, i64)>,
+}
+
 #[async_trait]
 pub trait WorldStore: Send + Sync {
     async fn seed_state(&self) -> Result<Option<SeedState>, StoreError>;
@@ -79,6 +90,20 @@ pub trait WorldStore: Send + Sync {
     ) -> Result<i64, StoreError>;
     /// Earliest and latest booking time of an account's transactions.
     async fn transaction_bounds(&self, account_id: &str) -> Result<Option<(i64, i64)>, StoreError>;
+    /// [`WorldStore::transactions_page`] with, when `summary`, what
+    /// [`WorldStore::count_transactions`] and
+    /// [`WorldStore::transaction_bounds`] answer, and whether the account
+    /// exists (`None` when it does not): one statement, so an AIS page is
+    /// one round trip however much it needs.
+    async fn transactions_page_summary(
+        &self,
+        account_id: &str,
+        filter: &TxFilter,
+        after: Option<&TxCursor>,
+        before: Option<&TxCursor>,
+        limit: i64,
+        summary: bool,
+    ) -> Result<Option<TxPageSummary>, StoreError>;
 
     async fn resources(
         &self,
@@ -164,6 +189,83 @@ pub(crate) fn count_plan(f: &TxFilter) -> CountPlan {
     }
 }
 
+/// The keyset page statement (`$1..$7`): rows strictly after (or, with
+/// `backwards`, before) the cursor `($6, $7)`, in the walk's order, each
+/// after the `lead` columns.
+///
+/// The limit is written into the text, not bound: SQLite (3.51) plans
+/// with a bound LIMIT's value and marks the statement to be prepared again
+/// whenever that parameter is bound, which sqlx does on every execution
+/// (measured: a re-parse and re-plan per page, a third of the page
+/// statement's cost). A page has few distinct limits, so the statement
+/// cache still holds them all.
+pub(crate) fn page_sql(backwards: bool, limit: i64, lead: &str) -> String {
+    let (cmp, order) = if backwards {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    };
+    format!(
+        "SELECT {lead}{TX_COLUMNS} FROM transactions WHERE account_id = $1 AND booking_ms >= $2 \
+         AND booking_ms < $3 AND credit IN ($4, $5) AND (booking_ms, transaction_id) {cmp} ($6, $7) \
+         ORDER BY booking_ms {order}, transaction_id {order} LIMIT {limit}"
+    )
+}
+
+/// The page and, in one more row, what the page needs besides: whether
+/// the account exists, and (with `summary`) the count as [`count_plan`]
+/// splits it (`$8..$9` the whole days, `$10..$13` two partial-day edges,
+/// empty when unused) and the account's first and last booking times (two
+/// index probes: SQLite optimises a lone MIN or MAX, not both in one
+/// query). Page rows lead with four NULLs, the extra row ends with the
+/// transaction columns' NULLs: a UNION ALL streams both, where joining the
+/// one summary row to the page made SQLite copy the page into a temporary
+/// table and sort it again (measured: more than the page itself). Both
+/// backends run a UNION ALL's branches in turn and keep the page
+/// subquery's order (sorting again in Rust could disagree with the
+/// database's collation of `transaction_id`, which the keyset uses); the
+/// store suite walks every page both ways on both backends.
+pub(crate) fn page_summary_sql(backwards: bool, limit: i64, summary: bool) -> String {
+    let (total, lo, hi) = if summary {
+        (
+            "CAST((SELECT COALESCE(SUM(n), 0) FROM tx_days WHERE account_id = $1 AND day >= $8 AND day < $9 \
+               AND credit IN ($4, $5)) \
+             + (SELECT COUNT(*) FROM transactions WHERE account_id = $1 AND booking_ms >= $10 \
+               AND booking_ms < $11 AND credit IN ($4, $5)) \
+             + (SELECT COUNT(*) FROM transactions WHERE account_id = $1 AND booking_ms >= $12 \
+               AND booking_ms < $13 AND credit IN ($4, $5)) AS BIGINT)",
+            "(SELECT booking_ms FROM transactions WHERE account_id = $1 ORDER BY booking_ms ASC LIMIT 1)",
+            "(SELECT booking_ms FROM transactions WHERE account_id = $1 ORDER BY booking_ms DESC LIMIT 1)",
+        )
+    } else {
+        ("NULL", "NULL", "NULL")
+    };
+    // Typed NULLs in the first branch: PostgreSQL takes a subquery's bare
+    // NULL to be text.
+    let page = page_sql(
+        backwards,
+        limit,
+        "CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), ",
+    );
+    let tx_nulls = vec!["NULL"; TX_COLUMNS.split(',').count()].join(", ");
+    format!(
+        "SELECT * FROM ({page}) AS page UNION ALL \
+         SELECT (SELECT COUNT(*) FROM accounts WHERE account_id = $1), {total}, {lo}, {hi}, {tx_nulls}"
+    )
+}
+
+/// The whole-day range and two edges of [`page_summary_sql`]; an unused
+/// part is an empty range.
+pub(crate) fn count_params(f: &TxFilter) -> [i64; 6] {
+    let plan = count_plan(f);
+    let (d0, d1) = plan.days.unwrap_or((0, 0));
+    let mut e = [(0, 0); 2];
+    for (slot, edge) in e.iter_mut().zip(plan.edges) {
+        *slot = edge;
+    }
+    [d0, d1, e[0].0, e[0].1, e[1].0, e[1].1]
+}
+
 pub(crate) fn kind_from(s: &str) -> ResourceKind {
     match s {
         "beneficiary" => ResourceKind::Beneficiary,
@@ -208,24 +310,30 @@ pub(crate) fn multi_insert_sql(rows: usize, numbered: bool) -> String {
 macro_rules! impl_world_store {
     ($store:ty, $row:ty, $db:ty) => {
         fn tx_from_row(r: &$row) -> Result<aspen_domain::Transaction, $crate::StoreError> {
+            tx_from_row_at(r, 0)
+        }
+
+        /// A transaction from [`$crate::world::TX_COLUMNS`] starting at column `o`.
+        fn tx_from_row_at(r: &$row, o: usize) -> Result<aspen_domain::Transaction, $crate::StoreError> {
             use sqlx::Row;
             Ok(aspen_domain::Transaction {
-                transaction_id: r.get(0),
-                account_id: r.get(1),
-                booking_ms: r.get(2),
-                value_ms: r.get(3),
-                amount_minor: r.get(4),
-                currency: r.get(5),
-                credit_debit: if r.get::<i64, _>(6) != 0 {
+                transaction_id: r.get(o),
+                account_id: r.get(o + 1),
+                booking_ms: r.get(o + 2),
+                value_ms: r.get(o + 3),
+                amount_minor: r.get(o + 4),
+                currency: r.get(o + 5),
+                credit_debit: if r.get::<i64, _>(o + 6) != 0 {
                     aspen_domain::CreditDebit::Credit
                 } else {
                     aspen_domain::CreditDebit::Debit
                 },
-                status: r.get(7),
-                reference: r.get(8),
-                information: r.get(9),
-                balance_minor: r.get(10),
-                detail: $crate::auth::parse_json(r.get::<&str, _>(11))?,
+                status: r.get(o + 7),
+                reference: r.get(o + 8),
+                information: r.get(o + 9),
+                balance_minor: r.get(o + 10),
+                detail: aspen_domain::RawJson::from_text(r.get(o + 11))
+                    .map_err(|e| $crate::StoreError::Backend(format!("corrupt JSON column: {e}")))?,
             })
         }
 
@@ -280,7 +388,7 @@ macro_rules! impl_world_store {
                 .bind(t.reference.clone())
                 .bind(t.information.clone())
                 .bind(t.balance_minor)
-                .bind(t.detail.to_string())
+                .bind(t.detail.get().to_string())
         }
 
         async fn insert_transactions(
@@ -495,19 +603,8 @@ macro_rules! impl_world_store {
                 // is entered at the cursor, so every page costs the same
                 // however deep it is.
                 let backwards = before.is_some();
-                let (cmp, order) = if backwards { ("<", "DESC") } else { (">", "ASC") };
-                let cursor = before.or(after);
-                let (cur_ms, cur_id) = match cursor {
-                    Some(c) => (c.booking_ms, c.transaction_id.clone()),
-                    None if backwards => (i64::MAX, String::new()),
-                    None => (i64::MIN, String::new()),
-                };
-                let sql = format!(
-                    "SELECT {} FROM transactions WHERE account_id = $1 AND booking_ms >= $2 AND booking_ms < $3 \
-                     AND credit IN ($4, $5) AND (booking_ms, transaction_id) {cmp} ($6, $7) \
-                     ORDER BY booking_ms {order}, transaction_id {order} LIMIT $8",
-                    $crate::world::TX_COLUMNS
-                );
+                let (cur_ms, cur_id) = keyset_position(after, before);
+                let sql = $crate::world::page_sql(backwards, limit.max(0), "");
                 let rows: Vec<$row> = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(account_id)
                     .bind(f.from_ms)
@@ -516,7 +613,6 @@ macro_rules! impl_world_store {
                     .bind(if f.debits { 0i64 } else { -1 })
                     .bind(cur_ms)
                     .bind(cur_id)
-                    .bind(limit)
                     .fetch_all(&self.pool)
                     .await?;
                 let mut out = rows.iter().map(tx_from_row).collect::<Result<Vec<_>, _>>()?;
@@ -574,6 +670,55 @@ macro_rules! impl_world_store {
                 Ok(min.zip(max))
             }
 
+            async fn transactions_page_summary(
+                &self,
+                account_id: &str,
+                f: &$crate::world::TxFilter,
+                after: Option<&$crate::world::TxCursor>,
+                before: Option<&$crate::world::TxCursor>,
+                limit: i64,
+                summary: bool,
+            ) -> Result<Option<$crate::world::TxPageSummary>, $crate::StoreError> {
+                let backwards = before.is_some();
+                let (cur_ms, cur_id) = keyset_position(after, before);
+                let sql = $crate::world::page_summary_sql(backwards, limit.max(0), summary);
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(account_id)
+                    .bind(f.from_ms)
+                    .bind(f.to_ms)
+                    .bind(if f.credits { 1i64 } else { -1 })
+                    .bind(if f.debits { 0i64 } else { -1 })
+                    .bind(cur_ms)
+                    .bind(cur_id);
+                if summary {
+                    for p in $crate::world::count_params(f) {
+                        q = q.bind(p);
+                    }
+                }
+                let rows: Vec<$row> = q.fetch_all(&self.pool).await?;
+                use sqlx::Row;
+                let mut out = Vec::with_capacity(rows.len());
+                let mut extra = None;
+                for r in &rows {
+                    match r.get::<Option<i64>, _>(0) {
+                        Some(known) => extra = Some((known, r)),
+                        None => out.push(tx_from_row_at(r, 4)?),
+                    }
+                }
+                let Some((known, extra)) = extra else {
+                    return Err($crate::StoreError::Backend("page without its summary row".into()));
+                };
+                if known == 0 {
+                    return Ok(None);
+                }
+                let count: Option<i64> = extra.get(1);
+                let bounds = extra.get::<Option<i64>, _>(2).zip(extra.get::<Option<i64>, _>(3));
+                if backwards {
+                    out.reverse();
+                }
+                Ok(Some($crate::world::TxPageSummary { rows: out, count, bounds }))
+            }
+
             async fn resources(&self, account_id: &str, kind: aspen_domain::ResourceKind) -> Result<Vec<aspen_domain::AccountResource>, $crate::StoreError> {
                 let rows: Vec<$row> = sqlx::query(
                     "SELECT account_id, kind, resource_id, sort_key, body FROM account_resources WHERE account_id = $1 AND kind = $2 ORDER BY sort_key, resource_id",
@@ -595,6 +740,18 @@ macro_rules! impl_world_store {
                 .fetch_optional(&self.pool)
                 .await?;
                 row.map(|r| resource_from_row(&r)).transpose()
+            }
+        }
+
+        /// Where a keyset walk enters the index: at the cursor, or at the
+        /// start of the history (a backward walk always has a cursor).
+        fn keyset_position(
+            after: Option<&$crate::world::TxCursor>,
+            before: Option<&$crate::world::TxCursor>,
+        ) -> (i64, String) {
+            match before.or(after) {
+                Some(c) => (c.booking_ms, c.transaction_id.clone()),
+                None => (i64::MIN, String::new()),
             }
         }
 

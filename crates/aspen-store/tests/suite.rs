@@ -340,6 +340,104 @@ fn token(hash: &str, client: &str, consent: Option<&str>) -> TokenRecord {
     }
 }
 
+both!(
+    page_with_summary_agrees_with_the_separate_reads,
+    |s: Arc<dyn Store>| async move {
+        s.seed_world(&world()).await.unwrap();
+        let acct = aspen_sandbox::generate_world(
+            42,
+            chrono::NaiveDate::from_ymd_opt(2026, 11, 24).unwrap(),
+        )
+        .accounts[0]
+            .account_id
+            .clone();
+        let anchor = chrono::NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
+        let mut bulk = aspen_sandbox::bulk_transactions(42, anchor, &acct, 0, 1500);
+        s.seed_bulk(&acct, &mut bulk, 1500).await.unwrap();
+        let (lo, hi) = s.transaction_bounds(&acct).await.unwrap().unwrap();
+        let filters = [
+            TxFilter::all(),
+            // Partial days at both ends: the count's edges.
+            TxFilter {
+                from_ms: lo + (hi - lo) / 3 + 12_345,
+                to_ms: hi - (hi - lo) / 4 - 6_789,
+                credits: true,
+                debits: true,
+            },
+            TxFilter {
+                credits: false,
+                debits: true,
+                ..TxFilter::all()
+            },
+            // Nothing matches: an empty page still answers with its summary.
+            TxFilter {
+                from_ms: hi + 1,
+                to_ms: hi + 2,
+                credits: true,
+                debits: true,
+            },
+        ];
+        for f in filters {
+            let total = s.count_transactions(&acct, &f).await.unwrap();
+            let first = s
+                .transactions_page_summary(&acct, &f, None, None, 97, true)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(first.count, Some(total));
+            assert_eq!(first.bounds, Some((lo, hi)));
+            // Forward and backward, every page as the plain page read gives it.
+            let mut after: Option<TxCursor> = None;
+            let mut seen = 0;
+            loop {
+                let plain = s
+                    .transactions_page(&acct, &f, after.as_ref(), None, 97)
+                    .await
+                    .unwrap();
+                let p = s
+                    .transactions_page_summary(&acct, &f, after.as_ref(), None, 97, after.is_none())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(p.rows, plain);
+                if after.is_some() {
+                    assert_eq!((p.count, p.bounds), (None, None));
+                }
+                let Some(last) = plain.last() else { break };
+                seen += plain.len() as i64;
+                after = Some(TxCursor {
+                    booking_ms: last.booking_ms,
+                    transaction_id: last.transaction_id.clone(),
+                });
+            }
+            assert_eq!(seen, total);
+            let end = TxCursor {
+                booking_ms: i64::MAX,
+                transaction_id: String::new(),
+            };
+            let plain = s
+                .transactions_page(&acct, &f, None, Some(&end), 89)
+                .await
+                .unwrap();
+            let p = s
+                .transactions_page_summary(&acct, &f, None, Some(&end), 89, false)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(p.rows, plain);
+        }
+        // An account that does not exist, with or without the summary.
+        for summary in [true, false] {
+            assert!(
+                s.transactions_page_summary("nope", &TxFilter::all(), None, None, 10, summary)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+        }
+    }
+);
+
 both!(clients_tokens_and_jti, |s: Arc<dyn Store>| async move {
     s.insert_client(&client("c1")).await.unwrap();
     assert!(matches!(
@@ -1069,7 +1167,7 @@ both!(
             reference: Some("INV123456".into()),
             information: Some("Payment".into()),
             balance_minor: None,
-            detail: json!({}),
+            detail: json!({}).into(),
         };
         assert_eq!(
             s.ledger_accept("p1", now, now, &entry).await.unwrap(),
@@ -1217,7 +1315,7 @@ both!(
                 reference: Some("INV123456".into()),
                 information: Some("Payment".into()),
                 balance_minor: None,
-                detail: json!({}),
+                detail: json!({}).into(),
             },
         };
         let all = TxFilter {

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The AIS transactions page against the ceiling, in one run: for each
+# history size, every given aspen binary serves the same data directory
+# (seeded once) at 1/16/64 connections, then the ceiling serves the same
+# page bytes on the same TLS listener. Rates on a shared machine move from
+# run to run; compare within one run only.
+#   cargo build --release -p aspen --bin aspen --example load --example ceiling
+#   bench/run-ais.sh sqlite|postgres [seconds per level] [binary ...]
+# (binaries default to target/release/aspen; pass an older build first to
+# get before/after side by side)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DB=${1:-sqlite}
+SECS=${2:-8}
+shift $(( $# > 2 ? 2 : $# ))
+BINS=("$@")
+[ ${#BINS[@]} -eq 0 ] && BINS=(target/release/aspen)
+LOAD=${LOAD:-target/release/examples/load}
+CEILING=${CEILING:-target/release/examples/ceiling}
+HISTORIES=${HISTORIES:-10000 1000000}
+WORK=$(mktemp -d)
+PORT=${PORT:-18743}
+URL=https://127.0.0.1:$PORT
+export ASPEN_DATA_DIR=$WORK/data ASPEN_LISTEN=127.0.0.1:$PORT ASPEN_LOG=${ASPEN_LOG:-info}
+if [ "$DB" = postgres ]; then
+  psql -q -h 127.0.0.1 -U postgres -d postgres -c 'drop database if exists aspen_bench_ais' -c 'create database aspen_bench_ais'
+  export ASPEN_DATABASE_URL=postgres://postgres@127.0.0.1:5432/aspen_bench_ais
+fi
+PID=
+stop() { [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; PID=; }
+trap 'stop; [ -n "${KEEP:-}" ] && echo "kept $WORK" || rm -rf "$WORK"' EXIT
+start() {  # start binary [args]
+  local bin=$1
+  shift
+  "$bin" serve "$@" >"$WORK/serve.out" 2>>"$WORK/serve.log" &
+  PID=$!
+  until curl -fsk "$URL/health" >/dev/null 2>&1; do sleep 0.05; done
+}
+
+echo "== AIS page, $DB, $(nproc) cores, $(date -u +%FT%TZ), ${SECS}s a level, load $(cut -d' ' -f1-3 /proc/loadavg)"
+"${BINS[0]}" sandbox init --out "$WORK/kit" --redirect-uri https://bench.example.com/cb >/dev/null
+HCLIENT=$("${BINS[0]}" clients add --kit "$WORK/kit" --headless | sed -n 's/^client_id: //p')
+for n in $HISTORIES; do
+  TOKEN=
+  for bin in "${BINS[@]}"; do
+    start "$bin" --sandbox-transactions "$n"
+    if [ -z "$TOKEN" ]; then
+      read -r TOKEN ACCOUNT < <("$LOAD" setup-ais --url "$URL" --kit "$WORK/kit" --client-id "$HCLIENT")
+    fi
+    PAGE="$URL/open-banking/v3.1/aisp/accounts/$ACCOUNT/transactions"
+    echo "-- $n bulk transactions, $bin"
+    for c in 1 16 64; do
+      "$LOAD" get --url "$PAGE" --kit "$WORK/kit" --bearer "$TOKEN" --conns $c --secs "$SECS"
+    done
+    curl -fsk --cert "$WORK/kit/transport.pem" --key "$WORK/kit/transport-key.pem" \
+      -H "authorization: Bearer $TOKEN" "$PAGE" -o "$WORK/page.json"
+    stop
+  done
+done
+
+echo "-- ceiling: same TLS listener, same bytes ($(wc -c < "$WORK/page.json") B), no application"
+"$CEILING" "$ASPEN_DATA_DIR" "$WORK/page.json" 127.0.0.1:$PORT >/dev/null 2>&1 &
+PID=$!
+until curl -fsk "$URL/" >/dev/null 2>&1; do sleep 0.02; done
+for c in 1 16 64; do
+  "$LOAD" get --url "$URL/page" --kit "$WORK/kit" --conns $c --secs "$SECS"
+done
+stop
