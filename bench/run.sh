@@ -14,6 +14,9 @@ WORK=$(mktemp -d)
 PORT=18443
 URL=https://127.0.0.1:$PORT
 export ASPEN_DATA_DIR=$WORK/data ASPEN_LISTEN=127.0.0.1:$PORT ASPEN_LOG=${ASPEN_LOG:-info}
+# All load comes from one address: 64 connections (and the previous level's,
+# still closing) would meet the default cap of 64 per address.
+export ASPEN_LIMITS__MAX_CONNECTIONS_PER_ADDRESS=256
 if [ "$DB" = postgres ]; then
   psql -q -h 127.0.0.1 -U postgres -d postgres -c 'drop database if exists aspen_bench' -c 'create database aspen_bench'
   export ASPEN_DATABASE_URL=postgres://postgres@127.0.0.1:5432/aspen_bench
