@@ -569,7 +569,7 @@ macro_rules! impl_auth_store {
                 client_revision: i64,
                 t: &$crate::auth::TokenRecord,
             ) -> Result<bool, $crate::StoreError> {
-                $insert_cc_token(&self.pool, jti, client_revision, t).await
+                $insert_cc_token(&self.writer, jti, client_revision, t).await
             }
         }
 

@@ -63,10 +63,16 @@ pub trait Store:
 
 pub struct SqliteStore {
     pool: sqlx::SqlitePool,
+    /// The hot single-statement writes (a client-credentials token, an
+    /// immediate payment) run here, on a connection of their own (see
+    /// [`SQLITE_CONNECTIONS`]).
+    writer: sqlx::SqlitePool,
 }
 
 pub struct PgStore {
     pool: sqlx::PgPool,
+    /// The same pool: PostgreSQL keeps no cache per connection.
+    writer: sqlx::PgPool,
 }
 
 impl_auth_store!(
@@ -166,15 +172,18 @@ fn ping_if_idle<'c, C: sqlx::Connection>(
     })
 }
 
-/// SQLite connections in the pool (issue 15): one. SQLite lets one
-/// connection write at a time, and in WAL mode a connection drops its whole
-/// page cache whenever another one has written since its last read; the
-/// pool hands its idle connections out in turn, so with eight every token
-/// read its pages again (17 `pread`s), and each connection is a thread the
-/// work hops to. With one, nothing is read twice and a token costs 44%
-/// less CPU at eight clients (BENCHMARKS.md). Every statement is short;
-/// the store never holds a connection while it asks the pool for another.
-const SQLITE_CONNECTIONS: u32 = 1;
+/// SQLite connections (issue 15). SQLite lets one connection write at a
+/// time, and in WAL mode a connection drops its whole page cache whenever
+/// another one has written since its last read; sqlx hands idle
+/// connections out in turn, so with eight every token read its pages again
+/// (17 `pread`s). The hot writes (a token, an immediate payment: one
+/// statement or statement list each) have a connection of their own, whose
+/// cache only other writes disturb; everything else shares four, so that
+/// reads (an AIS page) run beside each other and beside the writes.
+/// Measured (BENCHMARKS.md): one connection for everything made a token
+/// 44% cheaper than eight but halved AIS pages at 16 clients; four alone
+/// served pages best but tokens worst.
+const SQLITE_CONNECTIONS: u32 = 4;
 
 /// Opens the store named by the URL: `sqlite:…` (the file is created if
 /// missing) or `postgres://…`.
@@ -195,13 +204,17 @@ pub async fn connect_with_schema(
             .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(SQLITE_CONNECTIONS)
-            .test_before_acquire(false)
-            .before_acquire(ping_if_idle)
-            .connect_with(opts)
-            .await?;
-        Ok(Arc::new(SqliteStore { pool }))
+        let pool = |n| {
+            sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(n)
+                .test_before_acquire(false)
+                .before_acquire(ping_if_idle)
+                .connect_with(opts.clone())
+        };
+        Ok(Arc::new(SqliteStore {
+            pool: pool(SQLITE_CONNECTIONS).await?,
+            writer: pool(1).await?,
+        }))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let mut opts = sqlx::postgres::PgConnectOptions::from_str(url)?;
         if let Some(schema) = pg_schema {
@@ -214,7 +227,10 @@ pub async fn connect_with_schema(
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(opts)
             .await?;
-        Ok(Arc::new(PgStore { pool }))
+        Ok(Arc::new(PgStore {
+            writer: pool.clone(),
+            pool,
+        }))
     } else {
         Err(StoreError::Backend(format!(
             "unsupported database URL scheme in {url:?}"

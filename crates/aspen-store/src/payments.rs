@@ -694,7 +694,7 @@ macro_rules! impl_payment_store {
                         "the ledger's rows must be the order's (payment_id, entry_id(payment_id))".into(),
                     ));
                 }
-                Ok(match $executed(&self.pool, p, idem, since, exec).await? {
+                Ok(match $executed(&self.writer, p, idem, since, exec).await? {
                     Some(status) => $crate::payments::PaymentCreate::Executed(status),
                     // Nothing was written: the key is another request's, or
                     // the consent has moved on.
