@@ -15,8 +15,26 @@ use aspen_store::Store;
 use axum::Router;
 use axum::routing::{get, post};
 
+/// The resource server's state, one `Arc` to clone per request (as
+/// `aspen_auth::AuthState`).
 #[derive(Clone)]
-pub struct ApiState {
+pub struct ApiState(Arc<ApiStateInner>);
+
+impl ApiState {
+    pub fn new(inner: ApiStateInner) -> Self {
+        Self(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for ApiState {
+    type Target = ApiStateInner;
+
+    fn deref(&self) -> &ApiStateInner {
+        &self.0
+    }
+}
+
+pub struct ApiStateInner {
     pub store: Arc<dyn Store>,
     /// Accounts, transactions and payment execution: the bank's core.
     pub core: Arc<dyn aspen_core::Core>,

@@ -538,7 +538,7 @@ pub fn app(rt: &Runtime, public_url: &str) -> Result<Router> {
         store: rt.store.clone(),
         metrics: ops::metrics_handle(),
     };
-    let api = aspen_api::ApiState {
+    let api = aspen_api::ApiState::new(aspen_api::ApiStateInner {
         store: rt.store.clone(),
         core: rt.core.clone(),
         events: Arc::new(aspen_api::events::EventSettings {
@@ -553,7 +553,7 @@ pub fn app(rt: &Runtime, public_url: &str) -> Result<Router> {
         link_key: rt.link_key.clone(),
         page_size: rt.config.limits.page_size,
         pis: Arc::new(pis_settings(rt)?),
-    };
+    });
     let auth = auth_state(rt, public_url);
     let portal = portal(rt, &auth);
     let mut router = Router::new()
