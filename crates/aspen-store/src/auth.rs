@@ -192,14 +192,9 @@ fn cc_token_sql(lock: &str) -> String {
     )
 }
 
-/// SQLite: one statement without a JWT id; with one, a statement list sent
-/// in one hop to sqlx's worker thread, one commit, the token written only
-/// if the id's row was (`changes()` of the insert before it). The
-/// transaction is in the text, so sqlx does not know of it: a failure
-/// part-way is rolled back here (a connection that cannot be rolled back is
-/// closed instead of going back to the pool), and the write runs in its own
-/// task, because sqlx's worker stops a statement list whose caller went
-/// away, which would leave the transaction open on a pooled connection.
+/// SQLite: one statement without a JWT id; with one, a statement list
+/// ([`crate::sqlite_script`], in a task of its own), the token written only
+/// if the id's row was (`changes()` of the insert before it).
 pub(crate) async fn sqlite_insert_cc_token(
     pool: &sqlx::SqlitePool,
     jti: Option<JtiUse<'_>>,
@@ -252,15 +247,8 @@ async fn sqlite_write_cc_token(
         .bind(jti.scope)
         .bind(jti.jti)
         .bind(jti_expiry(jti.expires_at));
-    match bind_token!(q, t).fetch_all(&mut *conn).await {
-        Ok(rows) => Ok(!rows.is_empty()),
-        Err(e) => {
-            if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
-                conn.close_on_drop();
-            }
-            Err(e.into())
-        }
-    }
+    let rows = crate::sqlite_script(&mut conn, bind_token!(q, t)).await?;
+    Ok(!rows.is_empty())
 }
 
 /// PostgreSQL: one statement. `FOR SHARE` holds the client row until the

@@ -185,6 +185,28 @@ fn ping_if_idle<'c, C: sqlx::Connection>(
 /// served pages best but tokens worst.
 const SQLITE_CONNECTIONS: u32 = 4;
 
+/// Runs a SQLite statement list that holds its own `BEGIN IMMEDIATE …
+/// COMMIT` on `conn` (one hop to sqlx's worker thread, one commit). sqlx
+/// does not know of that transaction, so a failure part-way is rolled back
+/// here, and a connection that cannot be rolled back is closed instead of
+/// going back to the pool. Callers run it in a task of its own: sqlx's
+/// worker stops a statement list whose caller went away, which would leave
+/// the transaction open on a pooled connection.
+pub(crate) async fn sqlite_script<'q>(
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+) -> Result<Vec<sqlx::sqlite::SqliteRow>, StoreError> {
+    match q.fetch_all(&mut **conn).await {
+        Ok(rows) => Ok(rows),
+        Err(e) => {
+            if sqlx::query("ROLLBACK").execute(&mut **conn).await.is_err() {
+                conn.close_on_drop();
+            }
+            Err(e.into())
+        }
+    }
+}
+
 /// Opens the store named by the URL: `sqlite:…` (the file is created if
 /// missing) or `postgres://…`.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {

@@ -220,9 +220,8 @@ pub(crate) const PAYMENT_COLUMNS: &str = "payment_id, kind, consent_id, client_i
 /// if that row exists, and a key claimed for a consent that did not move is
 /// released again. The debit's outcome (`changes()` of the balance update)
 /// decides between `Completed` and `Rejected`. The list answers the
-/// payment's status, or nothing when no payment was made. As the token
-/// write (`auth::sqlite_insert_cc_token`), it runs in its own
-/// task and is rolled back on the same connection if any part fails.
+/// payment's status, or nothing when no payment was made. Run as
+/// [`crate::sqlite_script`] says, in a task of its own.
 pub(crate) async fn sqlite_insert_payment_executed(
     pool: &sqlx::SqlitePool,
     p: &PaymentRecord,
@@ -290,21 +289,14 @@ async fn sqlite_write_payment_executed(
         since,
         exec,
     );
-    match q.fetch_all(&mut *conn).await {
-        Ok(rows) => Ok(rows.first().map(|r| {
-            if r.get::<&str, _>(0) == COMPLETED {
-                COMPLETED
-            } else {
-                REJECTED
-            }
-        })),
-        Err(e) => {
-            if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
-                conn.close_on_drop();
-            }
-            Err(e.into())
+    let rows = crate::sqlite_script(&mut conn, q).await?;
+    Ok(rows.first().map(|r| {
+        if r.get::<&str, _>(0) == COMPLETED {
+            COMPLETED
+        } else {
+            REJECTED
         }
-    }
+    }))
 }
 
 /// PostgreSQL: [`PaymentStore::insert_payment_executed`] as one statement

@@ -754,6 +754,33 @@ both!(
     }
 );
 
+/// A domestic payment order of client `c1`, due now, as the API hands it to
+/// the store.
+fn pending_payment(
+    id: &str,
+    consent: &str,
+    minor: i64,
+    account: &aspen_domain::Account,
+    now: i64,
+    data: serde_json::Value,
+) -> aspen_store::payments::PaymentRecord {
+    aspen_store::payments::PaymentRecord {
+        payment_id: id.into(),
+        kind: "domestic-payment".into(),
+        consent_id: consent.into(),
+        client_id: "c1".into(),
+        status: "Pending".into(),
+        created_at: now,
+        status_updated_at: now,
+        due_at: Some(now),
+        account_id: account.account_id.clone(),
+        debit_minor: minor,
+        debit_currency: account.currency.clone(),
+        reason: None,
+        data,
+    }
+}
+
 fn consent(id: &str) -> ConsentRecord {
     ConsentRecord {
         consent_id: id.into(),
@@ -1046,7 +1073,7 @@ fn idem(key: &str, hash: &str) -> aspen_store::payments::IdemKey {
 both!(
     payments_pay_once_and_debit_once,
     |s: Arc<dyn Store>| async move {
-        use aspen_store::payments::{Created, PaymentCreate, PaymentRecord, Step};
+        use aspen_store::payments::{Created, PaymentCreate, Step};
         let w = world();
         s.seed_world(&w).await.unwrap();
         let rora = s.psu_by_username("rora").await.unwrap().unwrap();
@@ -1071,20 +1098,8 @@ both!(
         }
         assert!(s.consent("pc1-again").await.unwrap().is_none());
 
-        let payment = |id: &str, consent: &str, minor: i64| PaymentRecord {
-            payment_id: id.into(),
-            kind: "domestic-payment".into(),
-            consent_id: consent.into(),
-            client_id: "c1".into(),
-            status: "Pending".into(),
-            created_at: now,
-            status_updated_at: now,
-            due_at: Some(now),
-            account_id: account.account_id.clone(),
-            debit_minor: minor,
-            debit_currency: account.currency.clone(),
-            reason: None,
-            data: json!({}),
+        let payment = |id: &str, consent: &str, minor: i64| {
+            pending_payment(id, consent, minor, &account, now, json!({}))
         };
         // Not yet authorised: nothing is written, the key stays free.
         assert_eq!(
@@ -1260,9 +1275,7 @@ both!(
 both!(
     payments_execute_with_their_order,
     |s: Arc<dyn Store>| async move {
-        use aspen_store::payments::{
-            LedgerExecution, LedgerPayment, PaymentCreate, PaymentRecord, entry_id,
-        };
+        use aspen_store::payments::{LedgerExecution, LedgerPayment, PaymentCreate, entry_id};
         let w = world();
         s.seed_world(&w).await.unwrap();
         let rora = s.psu_by_username("rora").await.unwrap().unwrap();
@@ -1275,20 +1288,8 @@ both!(
             c.status = "Authorised".into();
             c
         };
-        let payment = |id: &str, consent: &str, minor: i64| PaymentRecord {
-            payment_id: id.into(),
-            kind: "domestic-payment".into(),
-            consent_id: consent.into(),
-            client_id: "c1".into(),
-            status: "Pending".into(),
-            created_at: now,
-            status_updated_at: now,
-            due_at: Some(now),
-            account_id: account.account_id.clone(),
-            debit_minor: minor,
-            debit_currency: account.currency.clone(),
-            reason: None,
-            data: json!({"Initiation": {}}),
+        let payment = |id: &str, consent: &str, minor: i64| {
+            pending_payment(id, consent, minor, &account, now, json!({"Initiation": {}}))
         };
         let exec = |id: &str, minor: i64| LedgerExecution {
             payment: LedgerPayment {

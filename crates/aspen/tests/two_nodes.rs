@@ -252,30 +252,35 @@ async fn races_have_one_winner_across_two_nodes() {
     pg.drop().await;
 }
 
-/// A client-credentials token request on node A, with the assertion's
-/// scope; the status and OAuth error (if any).
+/// A client-credentials token request (the project's `token_request`);
+/// the status and OAuth error (if any).
 async fn cc_on(s: &TestServer, c: &Client, scope: &str) -> (u16, String) {
     let r = s
-        .kit_client(&c.tpp.dir)
-        .post(s.url("/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("scope", scope),
-            (
-                "client_assertion_type",
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            ),
-            (
-                "client_assertion",
-                &c.tpp.assertion(&c.id, &s.url("/token")),
-            ),
-        ])
-        .send()
-        .await
-        .unwrap();
+        .token_request(
+            &c.tpp.dir,
+            c,
+            &[("grant_type", "client_credentials"), ("scope", scope)],
+        )
+        .await;
     let status = r.status().as_u16();
     let body: Value = r.json().await.unwrap_or(Value::Null);
     (status, body["error"].as_str().unwrap_or("").to_string())
+}
+
+/// Registers `scope` for the client on node `s` (DCR-31, a fresh request).
+async fn rescope(s: &TestServer, c: &Client, token: &str, scope: &str) {
+    let mut claims = c.tpp.registration_claims(&s.server.public_url);
+    claims["scope"] = json!(scope);
+    let r = s
+        .kit_client(&c.tpp.dir)
+        .put(s.url(&format!("/register/{}", c.id)))
+        .bearer_auth(token)
+        .header("content-type", "application/jose")
+        .body(c.tpp.sign(&claims))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }
 
 /// Issue 15: node A checks client-credentials requests against its copy of
@@ -296,34 +301,12 @@ async fn a_client_changed_on_one_node_counts_at_once_on_the_other() {
 
     // B narrows the scope (DCR-31): A refuses what its copy would allow.
     let token = b.cc_token(&c.tpp, &c.id, "accounts").await;
-    let mut claims = c.tpp.registration_claims(&b.server.public_url);
-    claims["scope"] = json!("openid accounts");
-    let r = b
-        .kit_client(&c.tpp.dir)
-        .put(b.url(&format!("/register/{}", c.id)))
-        .bearer_auth(&token)
-        .header("content-type", "application/jose")
-        .body(c.tpp.sign(&claims))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    rescope(&b, &c, &token, "openid accounts").await;
     assert_eq!(cc_on(&a, &c, "payments").await.1, "invalid_scope");
     assert_eq!(cc_on(&a, &c, "accounts").await, (200, String::new()));
 
     // B widens it again: A allows what its copy (just refreshed) refused.
-    claims["scope"] = json!("openid accounts payments");
-    claims["jti"] = json!(uuid::Uuid::new_v4().to_string());
-    let r = b
-        .kit_client(&c.tpp.dir)
-        .put(b.url(&format!("/register/{}", c.id)))
-        .bearer_auth(&token)
-        .header("content-type", "application/jose")
-        .body(c.tpp.sign(&claims))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    rescope(&b, &c, &token, "openid accounts payments").await;
     assert_eq!(cc_on(&a, &c, "payments").await, (200, String::new()));
 
     // B deletes the client: A issues nothing more.
