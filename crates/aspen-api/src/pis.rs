@@ -43,8 +43,9 @@ pub struct PisSettings {
     pub agreed_tolerance_bp: i64,
     pub signing_key: SigningKey,
     pub tpp_keys: Arc<aspen_auth::tpp_keys::TppKeyResolver>,
-    /// Registered client key sets, parsed once per distinct text.
-    pub client_keys: aspen_auth::client_keys::ClientKeys,
+    /// Registered client key sets, parsed once per distinct text (the
+    /// authorisation server's cache).
+    pub client_keys: Arc<aspen_auth::client_keys::ClientKeys>,
     /// Submits new orders to the core and mirrors their status.
     pub payments: Arc<aspen_core::sync::PaymentSync>,
 }

@@ -459,7 +459,9 @@ fn redact(url: &str) -> String {
     }
 }
 
-fn pis_settings(rt: &Runtime) -> Result<aspen_api::pis::PisSettings> {
+/// Payment settings; request signatures are checked with the authorisation
+/// server's key caches (one per node, not one per use).
+fn pis_settings(rt: &Runtime, auth: &aspen_auth::AuthState) -> Result<aspen_api::pis::PisSettings> {
     let p = &rt.config.payments;
     Ok(aspen_api::pis::PisSettings {
         profile: rt.payment_profile.clone(),
@@ -474,11 +476,8 @@ fn pis_settings(rt: &Runtime) -> Result<aspen_api::pis::PisSettings> {
         quote_ttl_ms: p.quote_ttl_secs * 1000,
         agreed_tolerance_bp: p.agreed_tolerance_bp,
         signing_key: rt.keys.current().clone(),
-        tpp_keys: Arc::new(aspen_auth::tpp_keys::TppKeyResolver::new(
-            rt.auth.jwks_url_map.clone(),
-            rt.auth.jwks_fetch_timeout,
-        )),
-        client_keys: Default::default(),
+        tpp_keys: auth.tpp_keys.clone(),
+        client_keys: auth.client_keys.clone(),
         payments: rt.payment_sync.clone(),
     })
 }
@@ -538,6 +537,7 @@ pub fn app(rt: &Runtime, public_url: &str) -> Result<Router> {
         store: rt.store.clone(),
         metrics: ops::metrics_handle(),
     };
+    let auth = auth_state(rt, public_url);
     let api = aspen_api::ApiState::new(aspen_api::ApiStateInner {
         store: rt.store.clone(),
         core: rt.core.clone(),
@@ -552,9 +552,8 @@ pub fn app(rt: &Runtime, public_url: &str) -> Result<Router> {
         strict: true,
         link_key: rt.link_key.clone(),
         page_size: rt.config.limits.page_size,
-        pis: Arc::new(pis_settings(rt)?),
+        pis: Arc::new(pis_settings(rt, &auth)?),
     });
-    let auth = auth_state(rt, public_url);
     let portal = portal(rt, &auth);
     let mut router = Router::new()
         .merge(ops::router(ops_state))
