@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::StoreError;
+use crate::direct::Script;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientRecord {
@@ -192,17 +193,79 @@ fn cc_token_sql(lock: &str) -> String {
     )
 }
 
-/// SQLite: one statement without a JWT id; with one, a statement list
-/// ([`crate::sqlite_script`], in a task of its own), the token written only
-/// if the id's row was (`changes()` of the insert before it).
+/// `insert_cc_token` without a JWT id: one statement ([`cc_token_sql`]).
+static CC_PLAIN: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(cc_token_sql("")));
+
+/// `insert_cc_token` with a JWT id: `$1` the client's revision, `$2..$4`
+/// the JWT id, `$5..$16` the token, which is written only if the id's row
+/// was (`changes()` of the insert before it).
+static CC_JTI: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(format!(
+        "BEGIN IMMEDIATE; \
+         INSERT INTO used_jti (scope, jti, expires_at) SELECT $2,$3,$4 \
+         WHERE EXISTS ({}) ON CONFLICT DO NOTHING; \
+         INSERT INTO tokens ({TOKEN_COLUMNS}) SELECT {} WHERE changes() = 1 RETURNING 1; \
+         COMMIT",
+        client_unchanged(7),
+        token_params(5)
+    ))
+});
+
+/// SQLite: on the request's thread ([`crate::direct`]) unless the database
+/// is busy; else through sqlx: one statement without a JWT id, with one the
+/// statement list ([`crate::sqlite_script`], in a task of its own).
 pub(crate) async fn sqlite_insert_cc_token(
-    pool: &sqlx::SqlitePool,
+    store: &crate::SqliteStore,
     jti: Option<JtiUse<'_>>,
     revision: i64,
     t: &TokenRecord,
 ) -> Result<bool, StoreError> {
+    if let Some(direct) = &store.direct {
+        let kind = t.kind.as_str();
+        let revoked = t.revoked as i64;
+        let token: [&dyn rusqlite::ToSql; 12] = [
+            &t.token_hash,
+            &kind,
+            &t.client_id,
+            &t.scope,
+            &t.consent_id,
+            &t.psu_id,
+            &t.grant,
+            &t.cert_thumbprint,
+            &t.issued_at,
+            &t.expires_at,
+            &revoked,
+            &t.code_hash,
+        ];
+        let mut written = false;
+        let mut row = |_: &rusqlite::Row<'_>| {
+            written = true;
+            Ok(())
+        };
+        let done = match jti {
+            None => {
+                let params: Vec<&dyn rusqlite::ToSql> =
+                    std::iter::once(&revision as &dyn rusqlite::ToSql).chain(token).collect();
+                direct.write(&CC_PLAIN, &params, &mut row)?
+            }
+            Some(j) => {
+                let exp = jti_expiry(j.expires_at);
+                let params: Vec<&dyn rusqlite::ToSql> =
+                    [&revision as &dyn rusqlite::ToSql, &j.scope, &j.jti, &exp]
+                        .into_iter()
+                        .chain(token)
+                        .collect();
+                direct.write(&CC_JTI, &params, &mut row)?
+            }
+        };
+        if done.is_some() {
+            return Ok(written);
+        }
+    }
+    let pool = &store.writer;
     let Some(jti) = jti else {
-        let q = sqlx::query(sqlx::AssertSqlSafe(cc_token_sql("")));
+        let q = sqlx::query(sqlx::AssertSqlSafe(CC_PLAIN.text.as_str()));
         let rows = bind_token!(q.bind(revision), t).fetch_all(pool).await?;
         return Ok(!rows.is_empty());
     };
@@ -225,24 +288,14 @@ pub(crate) async fn sqlite_insert_cc_token(
     .map_err(|e| StoreError::Backend(format!("token write did not finish: {e}")))?
 }
 
-/// `$1` the client's revision, `$2..$4` the JWT id, `$5..$16` the token.
 async fn sqlite_write_cc_token(
     pool: &sqlx::SqlitePool,
     jti: JtiUse<'_>,
     revision: i64,
     t: &TokenRecord,
 ) -> Result<bool, StoreError> {
-    let sql = format!(
-        "BEGIN IMMEDIATE; \
-         INSERT INTO used_jti (scope, jti, expires_at) SELECT $2,$3,$4 \
-         WHERE EXISTS ({}) ON CONFLICT DO NOTHING; \
-         INSERT INTO tokens ({TOKEN_COLUMNS}) SELECT {} WHERE changes() = 1 RETURNING 1; \
-         COMMIT",
-        client_unchanged(7),
-        token_params(5)
-    );
     let mut conn = pool.acquire().await?;
-    let q = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let q = sqlx::query(sqlx::AssertSqlSafe(CC_JTI.text.as_str()))
         .bind(revision)
         .bind(jti.scope)
         .bind(jti.jti)
@@ -256,11 +309,12 @@ async fn sqlite_write_cc_token(
 /// client's tokens after marking the row) either waits and then revokes
 /// this token too, or has already committed and this writes nothing.
 pub(crate) async fn pg_insert_cc_token(
-    pool: &sqlx::PgPool,
+    store: &crate::PgStore,
     jti: Option<JtiUse<'_>>,
     revision: i64,
     t: &TokenRecord,
 ) -> Result<bool, StoreError> {
+    let pool = &store.writer;
     let Some(jti) = jti else {
         let q = sqlx::query(sqlx::AssertSqlSafe(cc_token_sql(" FOR SHARE")));
         let r = bind_token!(q.bind(revision), t).execute(pool).await?;
@@ -281,6 +335,24 @@ pub(crate) async fn pg_insert_cc_token(
         .bind(jti_expiry(jti.expires_at));
     let r = bind_token!(q, t).execute(pool).await?;
     Ok(r.rows_affected() == 1)
+}
+
+/// A token from [`TOKEN_COLUMNS`].
+pub(crate) fn token_from_row(r: &impl crate::cols::Cols) -> Result<TokenRecord, StoreError> {
+    Ok(TokenRecord {
+        token_hash: r.col(0)?,
+        kind: token_kind(r.col_str(1)?),
+        client_id: r.col(2)?,
+        scope: r.col(3)?,
+        consent_id: r.col(4)?,
+        psu_id: r.col(5)?,
+        grant: r.col(6)?,
+        cert_thumbprint: r.col(7)?,
+        issued_at: r.col(8)?,
+        expires_at: r.col(9)?,
+        revoked: r.col::<i64>(10)? != 0,
+        code_hash: r.col(11)?,
+    })
 }
 
 pub(crate) fn json_list(v: &[String]) -> String {
@@ -455,28 +527,17 @@ macro_rules! impl_auth_store {
 
             async fn token_by_hash(&self, hash: &str) -> Result<Option<$crate::auth::TokenRecord>, $crate::StoreError> {
                 let sql = format!("SELECT {} FROM tokens WHERE token_hash=$1", $crate::auth::TOKEN_COLUMNS);
+                if let Some(d) = self.direct()
+                    && let Some(rows) = d.read_all(&sql, &[&hash], |r| $crate::auth::token_from_row(r))?
+                {
+                    return Ok(rows.into_iter().next());
+                }
                 let row: Option<$row> = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(hash)
                     .fetch_optional(&self.pool)
                     .await
                     .map_err($crate::StoreError::from)?;
-                Ok(row.map(|r| {
-                    use sqlx::Row;
-                    $crate::auth::TokenRecord {
-                        token_hash: r.get(0),
-                        kind: $crate::auth::token_kind(r.get::<&str, _>(1)),
-                        client_id: r.get(2),
-                        scope: r.get(3),
-                        consent_id: r.get(4),
-                        psu_id: r.get(5),
-                        grant: r.get(6),
-                        cert_thumbprint: r.get(7),
-                        issued_at: r.get(8),
-                        expires_at: r.get(9),
-                        revoked: r.get::<i64, _>(10) != 0,
-                        code_hash: r.get(11),
-                    }
-                }))
+                row.map(|r| $crate::auth::token_from_row(&r)).transpose()
             }
 
             async fn revoke_token(&self, hash: &str) -> Result<(), $crate::StoreError> {
@@ -557,7 +618,7 @@ macro_rules! impl_auth_store {
                 client_revision: i64,
                 t: &$crate::auth::TokenRecord,
             ) -> Result<bool, $crate::StoreError> {
-                $insert_cc_token(&self.writer, jti, client_revision, t).await
+                $insert_cc_token(self, jti, client_revision, t).await
             }
         }
 

@@ -245,6 +245,11 @@ macro_rules! impl_consent_store {
 
             async fn consent(&self, consent_id: &str) -> Result<Option<$crate::consent::ConsentRecord>, $crate::StoreError> {
                 let sql = format!("SELECT {} FROM consents WHERE consent_id=$1", $crate::consent::CONSENT_COLUMNS);
+                if let Some(d) = self.direct()
+                    && let Some(rows) = d.read_all(&sql, &[&consent_id], |r| consent_from_row(r))?
+                {
+                    return Ok(rows.into_iter().next());
+                }
                 let row: Option<$row> = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(consent_id)
                     .fetch_optional(&self.pool)
@@ -681,21 +686,20 @@ macro_rules! impl_consent_store {
             }
         }
 
-        fn consent_from_row(r: &$row) -> Result<$crate::consent::ConsentRecord, $crate::StoreError> {
-            use sqlx::Row;
+        fn consent_from_row(r: &impl $crate::cols::Cols) -> Result<$crate::consent::ConsentRecord, $crate::StoreError> {
             Ok($crate::consent::ConsentRecord {
-                consent_id: r.get(0),
-                kind: r.get(1),
-                client_id: r.get(2),
-                status: r.get(3),
-                created_at: r.get(4),
-                status_updated_at: r.get(5),
-                expires_at: r.get(6),
-                psu_id: r.get(7),
-                accounts: $crate::auth::parse_list(r.get::<&str, _>(8))?,
-                data: $crate::auth::parse_json(r.get::<&str, _>(9))?,
-                authorised_at: r.get(10),
-                deleted: r.get::<i64, _>(11) != 0,
+                consent_id: r.col(0)?,
+                kind: r.col(1)?,
+                client_id: r.col(2)?,
+                status: r.col(3)?,
+                created_at: r.col(4)?,
+                status_updated_at: r.col(5)?,
+                expires_at: r.col(6)?,
+                psu_id: r.col(7)?,
+                accounts: $crate::auth::parse_list(r.col_str(8)?)?,
+                data: $crate::auth::parse_json(r.col_str(9)?)?,
+                authorised_at: r.col(10)?,
+                deleted: r.col::<i64>(11)? != 0,
             })
         }
     };

@@ -6,7 +6,9 @@
 //! BIGINT minor units; both behave identically on both backends.
 
 pub mod auth;
+mod cols;
 pub mod consent;
+mod direct;
 pub mod events;
 pub mod factors;
 mod migrate;
@@ -67,12 +69,28 @@ pub struct SqliteStore {
     /// immediate payment) run here, on a connection of their own (see
     /// [`SQLITE_CONNECTIONS`]).
     writer: sqlx::SqlitePool,
+    /// The same statements on the request's own thread, when the database
+    /// is a file ([`direct`]).
+    direct: Option<direct::Direct>,
 }
 
 pub struct PgStore {
     pool: sqlx::PgPool,
     /// The same pool: PostgreSQL keeps no cache per connection.
     writer: sqlx::PgPool,
+}
+
+impl SqliteStore {
+    fn direct(&self) -> Option<&direct::Direct> {
+        self.direct.as_ref()
+    }
+}
+
+impl PgStore {
+    /// PostgreSQL has no direct lane: its round trip is the network's.
+    fn direct(&self) -> Option<&direct::Direct> {
+        None
+    }
 }
 
 impl_auth_store!(
@@ -236,6 +254,7 @@ pub async fn connect_with_schema(
         Ok(Arc::new(SqliteStore {
             pool: pool(SQLITE_CONNECTIONS).await?,
             writer: pool(1).await?,
+            direct: direct::Direct::new(opts.get_filename()),
         }))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let mut opts = sqlx::postgres::PgConnectOptions::from_str(url)?;

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::StoreError;
+use crate::direct::{Param, Script, bind_params};
 use crate::consent::ConsentRecord;
 
 /// Identifies an idempotent request: the client, the endpoint (method and
@@ -223,28 +224,50 @@ pub(crate) const PAYMENT_COLUMNS: &str = "payment_id, kind, consent_id, client_i
 /// payment's status, or nothing when no payment was made. Run as
 /// [`crate::sqlite_script`] says, in a task of its own.
 pub(crate) async fn sqlite_insert_payment_executed(
-    pool: &sqlx::SqlitePool,
+    store: &crate::SqliteStore,
     p: &PaymentRecord,
     idem: &IdemKey,
     since: i64,
     exec: &LedgerExecution,
 ) -> Result<Option<&'static str>, StoreError> {
-    let (pool, p, idem, exec) = (pool.clone(), p.clone(), idem.clone(), exec.clone());
-    tokio::spawn(async move { sqlite_write_payment_executed(&pool, &p, &idem, since, &exec).await })
-        .await
-        .map_err(|e| StoreError::Backend(format!("payment write did not finish: {e}")))?
+    let params = executed_params(p, idem, since, exec);
+    if let Some(direct) = &store.direct {
+        let refs: Vec<&dyn rusqlite::ToSql> = params.iter().map(|p| p as _).collect();
+        let mut status = None;
+        let mut row = |r: &rusqlite::Row<'_>| {
+            status = Some(final_status(r.get_ref(0)?.as_str()?));
+            Ok(())
+        };
+        if direct.write(&SQLITE_EXECUTED, &refs, &mut row)?.is_some() {
+            return Ok(status);
+        }
+    }
+    let pool = store.writer.clone();
+    tokio::spawn(async move {
+        use sqlx::Row;
+        let mut conn = pool.acquire().await?;
+        let q = sqlx::query(sqlx::AssertSqlSafe(SQLITE_EXECUTED.text.as_str()));
+        let rows = crate::sqlite_script(&mut conn, bind_params(q, params)).await?;
+        Ok(rows.first().map(|r| final_status(r.get::<&str, _>(0))))
+    })
+    .await
+    .map_err(|e| StoreError::Backend(format!("payment write did not finish: {e}")))?
+}
+
+fn final_status(s: &str) -> &'static str {
+    if s == COMPLETED { COMPLETED } else { REJECTED }
 }
 
 /// The statement list of [`sqlite_insert_payment_executed`], parameters as
-/// [`bind_executed`].
-static SQLITE_EXECUTED_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+/// [`executed_params`].
+static SQLITE_EXECUTED: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
     use crate::world::TX_COLUMNS;
     let paid = "EXISTS (SELECT 1 FROM payments WHERE payment_id=$5)";
     let booked = format!(
         "EXISTS (SELECT 1 FROM core_payments WHERE payment_id=$5 AND status='{LEDGER_COMPLETED}')"
     );
     let event = executed_event_sql();
-    format!(
+    Script::new(format!(
         "BEGIN IMMEDIATE; \
          INSERT INTO idempotency_keys (client_id, endpoint, idem_key, body_hash, resource_id, created_at) \
          VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (client_id, endpoint, idem_key) DO UPDATE \
@@ -270,34 +293,8 @@ static SQLITE_EXECUTED_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::n
          FROM accounts a WHERE a.account_id=$10 AND {booked}; \
          SELECT status FROM payments WHERE payment_id=$5; \
          COMMIT"
-    )
+    ))
 });
-
-async fn sqlite_write_payment_executed(
-    pool: &sqlx::SqlitePool,
-    p: &PaymentRecord,
-    idem: &IdemKey,
-    since: i64,
-    exec: &LedgerExecution,
-) -> Result<Option<&'static str>, StoreError> {
-    use sqlx::Row;
-    let mut conn = pool.acquire().await?;
-    let q = bind_executed(
-        sqlx::query(sqlx::AssertSqlSafe(SQLITE_EXECUTED_SQL.as_str())),
-        p,
-        idem,
-        since,
-        exec,
-    );
-    let rows = crate::sqlite_script(&mut conn, q).await?;
-    Ok(rows.first().map(|r| {
-        if r.get::<&str, _>(0) == COMPLETED {
-            COMPLETED
-        } else {
-            REJECTED
-        }
-    }))
-}
 
 /// PostgreSQL: [`PaymentStore::insert_payment_executed`] as one statement
 /// in a transaction, so three round trips (`BEGIN`, the statement, the
@@ -307,20 +304,17 @@ async fn sqlite_write_payment_executed(
 /// for a consent that did not move (another order consumed it meanwhile)
 /// is undone by rolling the transaction back.
 pub(crate) async fn pg_insert_payment_executed(
-    pool: &sqlx::PgPool,
+    store: &crate::PgStore,
     p: &PaymentRecord,
     idem: &IdemKey,
     since: i64,
     exec: &LedgerExecution,
 ) -> Result<Option<&'static str>, StoreError> {
     use sqlx::Row;
-    let mut tx = pool.begin().await?;
-    let status: Option<String> = bind_executed(
+    let mut tx = store.writer.begin().await?;
+    let status: Option<String> = bind_params(
         sqlx::query(sqlx::AssertSqlSafe(PG_EXECUTED_SQL.as_str())),
-        p,
-        idem,
-        since,
-        exec,
+        executed_params(p, idem, since, exec),
     )
     .fetch_one(&mut *tx)
     .await?
@@ -338,7 +332,7 @@ pub(crate) async fn pg_insert_payment_executed(
 }
 
 /// The statement of [`pg_insert_payment_executed`], parameters as
-/// [`bind_executed`].
+/// [`executed_params`].
 static PG_EXECUTED_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     use crate::world::TX_COLUMNS;
     let event = executed_event_sql();
@@ -377,7 +371,7 @@ static PG_EXECUTED_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
 });
 
 /// The outbox row of an executed payment (EVT-12), in the numbering of
-/// [`bind_executed`].
+/// [`executed_params`].
 fn executed_event_sql() -> String {
     crate::events::enqueue_sql_with([
         "$21",
@@ -397,42 +391,38 @@ fn executed_event_sql() -> String {
 /// data, the ledger's instruction), `$15` the rejection reason, `$16` the
 /// entry's day, `$17..$20` the entry (id, reference, information, detail),
 /// `$21..$22` the event's ids.
-fn bind_executed<'q, DB: sqlx::Database>(
-    q: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>,
+fn executed_params(
     p: &PaymentRecord,
     idem: &IdemKey,
     since: i64,
     exec: &LedgerExecution,
-) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
-where
-    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    &'static str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
+) -> Vec<Param> {
+    use Param::{Int, OptText, Text};
     let (l, e) = (&exec.payment, &exec.entry);
-    q.bind(idem.client_id.clone())
-        .bind(idem.endpoint.clone())
-        .bind(idem.key.clone())
-        .bind(idem.body_hash.clone())
-        .bind(p.payment_id.clone())
-        .bind(p.created_at)
-        .bind(since)
-        .bind(p.consent_id.clone())
-        .bind(p.kind.clone())
-        .bind(l.account_id.clone())
-        .bind(l.debit_minor)
-        .bind(l.debit_currency.clone())
-        .bind(p.data.to_string())
-        .bind(l.instruction.to_string())
-        .bind(INSUFFICIENT_FUNDS)
-        .bind(p.created_at.div_euclid(crate::world::DAY_MS))
-        .bind(e.transaction_id.clone())
-        .bind(e.reference.clone())
-        .bind(e.information.clone())
-        .bind(e.detail.get().to_string())
-        .bind(crate::events::new_id())
-        .bind(crate::events::new_id())
+    vec![
+        Text(idem.client_id.clone()),
+        Text(idem.endpoint.clone()),
+        Text(idem.key.clone()),
+        Text(idem.body_hash.clone()),
+        Text(p.payment_id.clone()),
+        Int(p.created_at),
+        Int(since),
+        Text(p.consent_id.clone()),
+        Text(p.kind.clone()),
+        Text(l.account_id.clone()),
+        Int(l.debit_minor),
+        Text(l.debit_currency.clone()),
+        Text(p.data.to_string()),
+        Text(l.instruction.to_string()),
+        Text(INSUFFICIENT_FUNDS.to_string()),
+        Int(p.created_at.div_euclid(crate::world::DAY_MS)),
+        Text(e.transaction_id.clone()),
+        OptText(e.reference.clone()),
+        OptText(e.information.clone()),
+        Text(e.detail.get().to_string()),
+        Text(crate::events::new_id()),
+        Text(crate::events::new_id()),
+    ]
 }
 
 /// The ledger entry of a payment: one per payment, by construction.
@@ -686,7 +676,7 @@ macro_rules! impl_payment_store {
                         "the ledger's rows must be the order's (payment_id, entry_id(payment_id))".into(),
                     ));
                 }
-                Ok(match $executed(&self.writer, p, idem, since, exec).await? {
+                Ok(match $executed(self, p, idem, since, exec).await? {
                     Some(status) => $crate::payments::PaymentCreate::Executed(status),
                     // Nothing was written: the key is another request's, or
                     // the consent has moved on.

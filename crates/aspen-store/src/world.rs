@@ -52,6 +52,50 @@ pub struct TxPageSummary {
     pub bounds: Option<(i64, i64)>,
 }
 
+/// A row of the page statement, decoded.
+#[doc(hidden)]
+pub enum PageRow {
+    Tx(Transaction),
+    Summary {
+        known: bool,
+        count: Option<i64>,
+        bounds: Option<(i64, i64)>,
+    },
+}
+
+/// The page from its rows: `None` when the account does not exist.
+pub(crate) fn assemble_page(
+    rows: Vec<PageRow>,
+    backwards: bool,
+) -> Result<Option<TxPageSummary>, StoreError> {
+    let mut out = Vec::with_capacity(rows.len());
+    let mut summary = None;
+    for r in rows {
+        match r {
+            PageRow::Tx(t) => out.push(t),
+            PageRow::Summary {
+                known,
+                count,
+                bounds,
+            } => summary = Some((known, count, bounds)),
+        }
+    }
+    let Some((known, count, bounds)) = summary else {
+        return Err(StoreError::Backend("page without its summary row".into()));
+    };
+    if !known {
+        return Ok(None);
+    }
+    if backwards {
+        out.reverse();
+    }
+    Ok(Some(TxPageSummary {
+        rows: out,
+        count,
+        bounds,
+    }))
+}
+
 #[async_trait]
 pub trait WorldStore: Send + Sync {
     async fn seed_state(&self) -> Result<Option<SeedState>, StoreError>;
@@ -309,31 +353,40 @@ pub(crate) fn multi_insert_sql(rows: usize, numbered: bool) -> String {
 #[doc(hidden)]
 macro_rules! impl_world_store {
     ($store:ty, $row:ty, $db:ty) => {
-        fn tx_from_row(r: &$row) -> Result<aspen_domain::Transaction, $crate::StoreError> {
-            tx_from_row_at(r, 0)
-        }
 
         /// A transaction from [`$crate::world::TX_COLUMNS`] starting at column `o`.
-        fn tx_from_row_at(r: &$row, o: usize) -> Result<aspen_domain::Transaction, $crate::StoreError> {
-            use sqlx::Row;
+        fn tx_from_row_at(r: &impl $crate::cols::Cols, o: usize) -> Result<aspen_domain::Transaction, $crate::StoreError> {
             Ok(aspen_domain::Transaction {
-                transaction_id: r.get(o),
-                account_id: r.get(o + 1),
-                booking_ms: r.get(o + 2),
-                value_ms: r.get(o + 3),
-                amount_minor: r.get(o + 4),
-                currency: r.get(o + 5),
-                credit_debit: if r.get::<i64, _>(o + 6) != 0 {
+                transaction_id: r.col(o)?,
+                account_id: r.col(o + 1)?,
+                booking_ms: r.col(o + 2)?,
+                value_ms: r.col(o + 3)?,
+                amount_minor: r.col(o + 4)?,
+                currency: r.col(o + 5)?,
+                credit_debit: if r.col::<i64>(o + 6)? != 0 {
                     aspen_domain::CreditDebit::Credit
                 } else {
                     aspen_domain::CreditDebit::Debit
                 },
-                status: r.get(o + 7),
-                reference: r.get(o + 8),
-                information: r.get(o + 9),
-                balance_minor: r.get(o + 10),
-                detail: aspen_domain::RawJson::from_text(r.get(o + 11))
+                status: r.col(o + 7)?,
+                reference: r.col(o + 8)?,
+                information: r.col(o + 9)?,
+                balance_minor: r.col(o + 10)?,
+                detail: aspen_domain::RawJson::from_text(r.col(o + 11)?)
                     .map_err(|e| $crate::StoreError::Backend(format!("corrupt JSON column: {e}")))?,
+            })
+        }
+
+        /// A row of [`$crate::world::page_summary_sql`]: a transaction, or
+        /// the summary row (its first column not NULL).
+        fn page_row(r: &impl $crate::cols::Cols) -> Result<$crate::world::PageRow, $crate::StoreError> {
+            Ok(match r.col::<Option<i64>>(0)? {
+                None => $crate::world::PageRow::Tx(tx_from_row_at(r, 4)?),
+                Some(known) => $crate::world::PageRow::Summary {
+                    known: known != 0,
+                    count: r.col(1)?,
+                    bounds: r.col::<Option<i64>>(2)?.zip(r.col::<Option<i64>>(3)?),
+                },
             })
         }
 
@@ -615,7 +668,7 @@ macro_rules! impl_world_store {
                     .bind(cur_id)
                     .fetch_all(&self.pool)
                     .await?;
-                let mut out = rows.iter().map(tx_from_row).collect::<Result<Vec<_>, _>>()?;
+                let mut out = rows.iter().map(|r| tx_from_row_at(r, 0)).collect::<Result<Vec<_>, _>>()?;
                 if backwards {
                     out.reverse();
                 }
@@ -682,41 +735,34 @@ macro_rules! impl_world_store {
                 let backwards = before.is_some();
                 let (cur_ms, cur_id) = keyset_position(after, before);
                 let sql = $crate::world::page_summary_sql(backwards, limit.max(0), summary);
+                let (credit, debit) = (if f.credits { 1i64 } else { -1 }, if f.debits { 0i64 } else { -1 });
+                let counts = $crate::world::count_params(f);
+                if let Some(d) = self.direct() {
+                    let mut params: Vec<&dyn rusqlite::ToSql> =
+                        vec![&account_id, &f.from_ms, &f.to_ms, &credit, &debit, &cur_ms, &cur_id];
+                    if summary {
+                        params.extend(counts.iter().map(|c| c as &dyn rusqlite::ToSql));
+                    }
+                    if let Some(rows) = d.read_all(&sql, &params, |r| page_row(r))? {
+                        return $crate::world::assemble_page(rows, backwards);
+                    }
+                }
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(account_id)
                     .bind(f.from_ms)
                     .bind(f.to_ms)
-                    .bind(if f.credits { 1i64 } else { -1 })
-                    .bind(if f.debits { 0i64 } else { -1 })
+                    .bind(credit)
+                    .bind(debit)
                     .bind(cur_ms)
                     .bind(cur_id);
                 if summary {
-                    for p in $crate::world::count_params(f) {
+                    for p in counts {
                         q = q.bind(p);
                     }
                 }
                 let rows: Vec<$row> = q.fetch_all(&self.pool).await?;
-                use sqlx::Row;
-                let mut out = Vec::with_capacity(rows.len());
-                let mut extra = None;
-                for r in &rows {
-                    match r.get::<Option<i64>, _>(0) {
-                        Some(known) => extra = Some((known, r)),
-                        None => out.push(tx_from_row_at(r, 4)?),
-                    }
-                }
-                let Some((known, extra)) = extra else {
-                    return Err($crate::StoreError::Backend("page without its summary row".into()));
-                };
-                if known == 0 {
-                    return Ok(None);
-                }
-                let count: Option<i64> = extra.get(1);
-                let bounds = extra.get::<Option<i64>, _>(2).zip(extra.get::<Option<i64>, _>(3));
-                if backwards {
-                    out.reverse();
-                }
-                Ok(Some($crate::world::TxPageSummary { rows: out, count, bounds }))
+                let rows = rows.iter().map(page_row).collect::<Result<Vec<_>, _>>()?;
+                $crate::world::assemble_page(rows, backwards)
             }
 
             async fn resources(&self, account_id: &str, kind: aspen_domain::ResourceKind) -> Result<Vec<aspen_domain::AccountResource>, $crate::StoreError> {

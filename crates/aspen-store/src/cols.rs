@@ -1,0 +1,84 @@
+//! One column mapping for every way a row is read: sqlx's SQLite and
+//! PostgreSQL rows and the direct lane's ([`crate::direct`]), so a record is
+//! decoded by the same code whichever path read it. A column of the wrong
+//! type is a corrupt database: an error, never a panic.
+
+use sqlx::Row as _;
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+
+use crate::StoreError;
+
+pub(crate) trait Cols {
+    fn col<T: Col>(&self, i: usize) -> Result<T, StoreError>;
+    fn col_str(&self, i: usize) -> Result<&str, StoreError>;
+    fn col_opt_str(&self, i: usize) -> Result<Option<&str>, StoreError>;
+}
+
+/// A column type [`Cols::col`] reads.
+pub(crate) trait Col: Sized {
+    fn sqlite(r: &SqliteRow, i: usize) -> Result<Self, StoreError>;
+    fn pg(r: &PgRow, i: usize) -> Result<Self, StoreError>;
+    fn direct(r: &rusqlite::Row<'_>, i: usize) -> Result<Self, StoreError>;
+}
+
+fn corrupt(i: usize, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("corrupt column {i}: {e}"))
+}
+
+macro_rules! col {
+    ($($t:ty),*) => {$(
+        impl Col for $t {
+            fn sqlite(r: &SqliteRow, i: usize) -> Result<Self, StoreError> {
+                r.try_get(i).map_err(|e| corrupt(i, e))
+            }
+            fn pg(r: &PgRow, i: usize) -> Result<Self, StoreError> {
+                r.try_get(i).map_err(|e| corrupt(i, e))
+            }
+            fn direct(r: &rusqlite::Row<'_>, i: usize) -> Result<Self, StoreError> {
+                r.get(i).map_err(|e| corrupt(i, e))
+            }
+        }
+    )*};
+}
+col!(String, Option<String>, i64, Option<i64>);
+
+impl Cols for SqliteRow {
+    fn col<T: Col>(&self, i: usize) -> Result<T, StoreError> {
+        T::sqlite(self, i)
+    }
+    fn col_str(&self, i: usize) -> Result<&str, StoreError> {
+        self.try_get(i).map_err(|e| corrupt(i, e))
+    }
+    fn col_opt_str(&self, i: usize) -> Result<Option<&str>, StoreError> {
+        self.try_get(i).map_err(|e| corrupt(i, e))
+    }
+}
+
+impl Cols for PgRow {
+    fn col<T: Col>(&self, i: usize) -> Result<T, StoreError> {
+        T::pg(self, i)
+    }
+    fn col_str(&self, i: usize) -> Result<&str, StoreError> {
+        self.try_get(i).map_err(|e| corrupt(i, e))
+    }
+    fn col_opt_str(&self, i: usize) -> Result<Option<&str>, StoreError> {
+        self.try_get(i).map_err(|e| corrupt(i, e))
+    }
+}
+
+impl Cols for rusqlite::Row<'_> {
+    fn col<T: Col>(&self, i: usize) -> Result<T, StoreError> {
+        T::direct(self, i)
+    }
+    fn col_str(&self, i: usize) -> Result<&str, StoreError> {
+        self.col_opt_str(i)?
+            .ok_or_else(|| corrupt(i, "NULL where text is stored"))
+    }
+    fn col_opt_str(&self, i: usize) -> Result<Option<&str>, StoreError> {
+        match self.get_ref(i).map_err(|e| corrupt(i, e))? {
+            rusqlite::types::ValueRef::Null => Ok(None),
+            v => v.as_str().map(Some).map_err(|e| corrupt(i, e)),
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! SQLite on the request's own thread, for the hot statements (issue 15).
+//!
+//! sqlx runs every SQLite connection on a worker thread of its own, so each
+//! statement costs a context switch each way plus a release ping: ~30% of a
+//! token's server CPU went to the scheduler (BENCHMARKS.md). A statement on a
+//! warm page cache takes microseconds, so the hot ones run here instead, on
+//! the calling thread, with the same SQL text as the sqlx path.
+//!
+//! Nothing here waits for a lock. The connections have no busy handler, the
+//! writer is taken with `try_lock`, and whatever meets `SQLITE_BUSY` or
+//! `SQLITE_LOCKED` (another connection writing, a checkpoint, a migration)
+//! answers `Ok(None)` with nothing written: the caller then takes the sqlx
+//! path, which waits on sqlx's thread as before. So a request thread never
+//! sleeps here, and every rule the SQL enforces (constraints, the
+//! compare-and-sets, `changes()`) is the same on either path.
+//!
+//! The writer's commits do not checkpoint (that `fsync`s): a WAL hook
+//! notes the log's size and a blocking task runs a passive checkpoint once
+//! it passes SQLite's usual threshold.
+
+use std::cell::Cell;
+use std::os::raw::c_int;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, ToSql};
+
+use crate::StoreError;
+
+/// SQLite's default `wal_autocheckpoint`, in pages.
+const CHECKPOINT_PAGES: c_int = 1000;
+/// Idle reader connections kept (one per thread that reads at once).
+const IDLE_READERS: usize = 4;
+/// Distinct statements each connection keeps prepared.
+const STATEMENT_CACHE: usize = 64;
+
+thread_local! {
+    /// Pages in the WAL after this thread's last commit (the hook runs
+    /// inside `COMMIT`, on the committing thread).
+    static WAL_PAGES: Cell<c_int> = const { Cell::new(0) };
+}
+
+fn wal_grew(_: &rusqlite::hooks::Wal, pages: c_int) -> rusqlite::Result<()> {
+    WAL_PAGES.set(pages);
+    Ok(())
+}
+
+/// A statement list of ours: the text sqlx runs (`BEGIN IMMEDIATE; …;
+/// COMMIT`) and its statements, to run here one by one.
+pub(crate) struct Script {
+    pub(crate) text: String,
+    statements: Vec<String>,
+}
+
+impl Script {
+    /// Splits at each `;` outside a quoted literal; `BEGIN IMMEDIATE` and
+    /// `COMMIT` are [`Direct::write`]'s own.
+    pub(crate) fn new(text: String) -> Script {
+        let mut statements = Vec::new();
+        let mut cur = String::new();
+        let mut quoted = false;
+        for c in text.chars() {
+            match c {
+                '\'' => {
+                    quoted = !quoted;
+                    cur.push(c);
+                }
+                ';' if !quoted => statements.push(std::mem::take(&mut cur)),
+                _ => cur.push(c),
+            }
+        }
+        statements.push(cur);
+        let statements = statements
+            .into_iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty() && s != "BEGIN IMMEDIATE" && s != "COMMIT")
+            .collect();
+        Script { text, statements }
+    }
+}
+
+pub(crate) struct Direct(Arc<Inner>);
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Option<Connection>>,
+    readers: Mutex<Vec<Connection>>,
+    checkpointer: Mutex<Option<Connection>>,
+    checkpointing: AtomicBool,
+}
+
+/// Why a statement did not run here: the sqlx path is to run it.
+fn busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+fn to_store(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, msg)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+        {
+            StoreError::Conflict(msg.clone().unwrap_or_else(|| e.to_string()))
+        }
+        _ => StoreError::Backend(e.to_string()),
+    }
+}
+
+/// `Ok(None)` for a busy database, else the result or the error.
+fn settle<T>(r: rusqlite::Result<T>) -> Result<Option<T>, StoreError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if busy(&e) => Ok(None),
+        Err(e) => Err(to_store(e)),
+    }
+}
+
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    // As sqlx's connections (`connect_with_schema`), but with no busy
+    // handler: see the module's comment.
+    c.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")?;
+    c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(c)
+}
+
+/// Runs one statement of ours with `params`, `$n` (as sqlx numbers them)
+/// bound to `params[n - 1]`, handing each row to `row`.
+fn run(
+    c: &Connection,
+    sql: &str,
+    params: &[&dyn ToSql],
+    row: &mut dyn FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
+    let mut stmt = c.prepare_cached(sql)?;
+    for i in 1..=stmt.parameter_count() {
+        // SQLite numbers `$n` parameters in order of first appearance.
+        let n = stmt
+            .parameter_name(i)
+            .and_then(|name| name[1..].parse::<usize>().ok())
+            .unwrap_or(i);
+        let p = params
+            .get(n - 1)
+            .ok_or(rusqlite::Error::InvalidParameterCount(n, params.len()))?;
+        stmt.raw_bind_parameter(i, p)?;
+    }
+    if stmt.column_count() == 0 {
+        stmt.raw_execute()?;
+        return Ok(());
+    }
+    let mut rows = stmt.raw_query();
+    while let Some(r) = rows.next()? {
+        row(r)?;
+    }
+    Ok(())
+}
+
+impl Direct {
+    /// For a database in a file; none for an in-memory one (its
+    /// connections would each see a database of their own).
+    pub(crate) fn new(path: &Path) -> Option<Direct> {
+        let name = path.to_string_lossy();
+        if name.is_empty() || name.contains(":memory:") || name.contains("mode=memory") {
+            return None;
+        }
+        Some(Direct(Arc::new(Inner {
+            path: path.to_path_buf(),
+            writer: Mutex::new(None),
+            readers: Mutex::new(Vec::new()),
+            checkpointer: Mutex::new(None),
+            checkpointing: AtomicBool::new(false),
+        })))
+    }
+
+    /// Runs `script` in one `BEGIN IMMEDIATE … COMMIT` on the writer
+    /// connection. `Ok(None)`, with nothing written, when the writer is in
+    /// use on another thread or the database is busy. A failure part-way is
+    /// rolled back; a connection that cannot be is closed.
+    pub(crate) fn write(
+        &self,
+        script: &Script,
+        params: &[&dyn ToSql],
+        row: &mut dyn FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<()>,
+    ) -> Result<Option<()>, StoreError> {
+        let Ok(mut slot) = self.0.writer.try_lock() else {
+            return Ok(None);
+        };
+        if slot.is_none() {
+            let Some(c) = settle(open(&self.0.path))? else {
+                return Ok(None);
+            };
+            c.wal_hook(Some(wal_grew));
+            *slot = Some(c);
+        }
+        let Some(c) = slot.as_ref() else {
+            return Ok(None);
+        };
+        if settle(c.execute_batch("BEGIN IMMEDIATE"))?.is_none() {
+            return Ok(None);
+        }
+        let done = script
+            .statements
+            .iter()
+            .try_for_each(|s| run(c, s, params, row))
+            .and_then(|()| c.execute_batch("COMMIT"));
+        if let Err(e) = done {
+            if !c.is_autocommit() && c.execute_batch("ROLLBACK").is_err() {
+                *slot = None;
+            }
+            return settle(Err(e));
+        }
+        drop(slot);
+        if WAL_PAGES.replace(0) >= CHECKPOINT_PAGES {
+            self.checkpoint();
+        }
+        Ok(Some(()))
+    }
+
+    /// Runs one read-only statement of ours on a reader connection;
+    /// `Ok(None)` when the database is busy.
+    pub(crate) fn read(
+        &self,
+        sql: &str,
+        params: &[&dyn ToSql],
+        row: &mut dyn FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<()>,
+    ) -> Result<Option<()>, StoreError> {
+        let idle = self.0.readers.lock().ok().and_then(|mut r| r.pop());
+        let c = match idle {
+            Some(c) => c,
+            None => match settle(open(&self.0.path))? {
+                Some(c) => c,
+                None => return Ok(None),
+            },
+        };
+        let r = run(&c, sql, params, row);
+        if r.is_ok()
+            && let Ok(mut idle) = self.0.readers.lock()
+            && idle.len() < IDLE_READERS
+        {
+            idle.push(c);
+        }
+        settle(r)
+    }
+
+    /// A passive checkpoint on a blocking thread, one at a time.
+    fn checkpoint(&self) {
+        if self.0.checkpointing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let inner = self.0.clone();
+        let run = move || {
+            if let Ok(mut slot) = inner.checkpointer.lock() {
+                if slot.is_none() {
+                    *slot = open(&inner.path).ok();
+                }
+                if let Some(c) = slot.as_ref()
+                    && let Err(e) =
+                        c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                    *slot = None;
+                }
+            }
+            inner.checkpointing.store(false, Ordering::Release);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(run)),
+            Err(_) => run(),
+        }
+    }
+}
+
+/// One parameter of a statement list that both paths bind (the sqlx path
+/// with [`bind_params`]).
+pub(crate) enum Param {
+    Text(String),
+    OptText(Option<String>),
+    Int(i64),
+}
+
+impl ToSql for Param {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Param::Text(s) => s.to_sql(),
+            Param::OptText(s) => s.to_sql(),
+            Param::Int(i) => i.to_sql(),
+        }
+    }
+}
+
+/// Binds `params` in order to a sqlx query.
+pub(crate) fn bind_params<'q, DB: sqlx::Database>(
+    mut q: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>,
+    params: Vec<Param>,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
+where
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    for p in params {
+        q = match p {
+            Param::Text(s) => q.bind(s),
+            Param::OptText(s) => q.bind(s),
+            Param::Int(i) => q.bind(i),
+        };
+    }
+    q
+}
+
+impl Direct {
+    /// Every row of one read-only statement of ours through `map` (a
+    /// [`crate::cols::Cols`] mapping, the one the sqlx path uses);
+    /// `Ok(None)` when the database is busy.
+    pub(crate) fn read_all<T>(
+        &self,
+        sql: &str,
+        params: &[&dyn ToSql],
+        map: impl Fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+    ) -> Result<Option<Vec<T>>, StoreError> {
+        let mut out = Vec::new();
+        let mut failed = None;
+        let done = self.read(sql, params, &mut |r| match map(r) {
+            Ok(v) => {
+                out.push(v);
+                Ok(())
+            }
+            Err(e) => {
+                failed = Some(e);
+                Err(rusqlite::Error::InvalidQuery)
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        Ok(done?.map(|()| out))
+    }
+}
