@@ -222,45 +222,35 @@ pub(crate) async fn sqlite_insert_cc_token(
     t: &TokenRecord,
 ) -> Result<bool, StoreError> {
     if let Some(direct) = &store.direct {
-        let kind = t.kind.as_str();
-        let revoked = t.revoked as i64;
-        let token: [&dyn rusqlite::ToSql; 12] = [
-            &t.token_hash,
-            &kind,
-            &t.client_id,
-            &t.scope,
-            &t.consent_id,
-            &t.psu_id,
-            &t.grant,
-            &t.cert_thumbprint,
-            &t.issued_at,
-            &t.expires_at,
-            &revoked,
-            &t.code_hash,
-        ];
-        let mut written = false;
-        let mut row = |_: &rusqlite::Row<'_>| {
-            written = true;
-            Ok(())
-        };
-        let done = match jti {
-            None => {
-                let params: Vec<&dyn rusqlite::ToSql> =
-                    std::iter::once(&revision as &dyn rusqlite::ToSql).chain(token).collect();
-                direct.write(&CC_PLAIN, &params, &mut row)?
-            }
+        use crate::direct::Param::{Int, OptText, Text};
+        let mut params = vec![Int(revision)];
+        let script: &'static Script = match jti {
+            None => &CC_PLAIN,
             Some(j) => {
-                let exp = jti_expiry(j.expires_at);
-                let params: Vec<&dyn rusqlite::ToSql> =
-                    [&revision as &dyn rusqlite::ToSql, &j.scope, &j.jti, &exp]
-                        .into_iter()
-                        .chain(token)
-                        .collect();
-                direct.write(&CC_JTI, &params, &mut row)?
+                params.extend([
+                    Text(j.scope.to_string()),
+                    Text(j.jti.to_string()),
+                    Int(jti_expiry(j.expires_at)),
+                ]);
+                &CC_JTI
             }
         };
-        if done.is_some() {
-            return Ok(written);
+        params.extend([
+            Text(t.token_hash.clone()),
+            Text(t.kind.as_str().to_string()),
+            Text(t.client_id.clone()),
+            Text(t.scope.clone()),
+            OptText(t.consent_id.clone()),
+            OptText(t.psu_id.clone()),
+            Text(t.grant.clone()),
+            OptText(t.cert_thumbprint.clone()),
+            Int(t.issued_at),
+            Int(t.expires_at),
+            Int(t.revoked as i64),
+            OptText(t.code_hash.clone()),
+        ]);
+        if let Some(rows) = direct.write(script, params).await? {
+            return Ok(!rows.is_empty());
         }
     }
     let pool = &store.writer;

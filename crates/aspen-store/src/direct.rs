@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OpenFlags, ToSql};
+use tokio::sync::oneshot;
 
 use crate::StoreError;
 
@@ -85,9 +87,33 @@ pub(crate) struct Direct(Arc<Inner>);
 struct Inner {
     path: PathBuf,
     writer: Mutex<Option<Connection>>,
+    queue: Mutex<Vec<Job>>,
+    leading: AtomicBool,
     readers: Mutex<Vec<Connection>>,
     checkpointer: Mutex<Option<Connection>>,
     checkpointing: AtomicBool,
+}
+
+/// A write waiting for the next commit ([`Direct::write`]).
+struct Job {
+    script: &'static Script,
+    params: Vec<Param>,
+    reply: oneshot::Sender<Result<Option<Vec<Value>>, StoreError>>,
+}
+
+/// A queued write's turn to lead the commit: taken when its caller has
+/// yielded once, or when the caller goes away first, so that no queued
+/// write waits for a commit nobody runs.
+struct Turn<'a>(&'a Direct);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.0.lead();
+    }
+}
+
+fn poisoned<T>(_: T) -> StoreError {
+    StoreError::Backend("the direct lane's lock was poisoned".into())
 }
 
 /// Why a statement did not run here: the sqlx path is to run it.
@@ -173,54 +199,151 @@ impl Direct {
         Some(Direct(Arc::new(Inner {
             path: path.to_path_buf(),
             writer: Mutex::new(None),
+            queue: Mutex::new(Vec::new()),
+            leading: AtomicBool::new(false),
             readers: Mutex::new(Vec::new()),
             checkpointer: Mutex::new(None),
             checkpointing: AtomicBool::new(false),
         })))
     }
 
-    /// Runs `script` in one `BEGIN IMMEDIATE … COMMIT` on the writer
-    /// connection. `Ok(None)`, with nothing written, when the writer is in
-    /// use on another thread or the database is busy. A failure part-way is
-    /// rolled back; a connection that cannot be is closed.
-    pub(crate) fn write(
+    /// Runs `script` with `params` in a write transaction on the writer
+    /// connection, with whatever other writes are waiting (group commit:
+    /// one commit, and the pages the writes share, written once to the
+    /// WAL). Answers the first column of each row the script returns, or
+    /// `Ok(None)`, with nothing written, when the database is busy.
+    ///
+    /// The write runs even if the caller goes away once it is queued (as the
+    /// sqlx path runs it in a task of its own): a statement list is never
+    /// left half done.
+    pub(crate) async fn write(
         &self,
-        script: &Script,
-        params: &[&dyn ToSql],
-        row: &mut dyn FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<()>,
-    ) -> Result<Option<()>, StoreError> {
-        let Ok(mut slot) = self.0.writer.try_lock() else {
-            return Ok(None);
+        script: &'static Script,
+        params: Vec<Param>,
+    ) -> Result<Option<Vec<Value>>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.0.queue.lock().map_err(poisoned)?.push(Job {
+            script,
+            params,
+            reply,
+        });
+        let turn = Turn(self);
+        // The other requests on this thread reach their writes meanwhile
+        // and join this commit.
+        tokio::task::yield_now().await;
+        drop(turn);
+        answer
+            .await
+            .map_err(|_| StoreError::Backend("a queued write was dropped".into()))?
+    }
+
+    /// Runs the queued writes until none is left, unless another thread is
+    /// already at it (that one looks again once it is done).
+    fn lead(&self) {
+        loop {
+            // A checkpoint in progress commits the queue when it is done.
+            if self.0.checkpointing.load(Ordering::SeqCst)
+                || self.0.leading.swap(true, Ordering::SeqCst)
+            {
+                return;
+            }
+            let jobs = self
+                .0
+                .queue
+                .lock()
+                .map(|mut q| std::mem::take(&mut *q))
+                .unwrap_or_default();
+            if !jobs.is_empty() {
+                self.commit(jobs);
+            }
+            self.0.leading.store(false, Ordering::SeqCst);
+            if self.0.queue.lock().map(|q| q.is_empty()).unwrap_or(true) {
+                return;
+            }
+        }
+    }
+
+    /// One transaction for `jobs`, each in a savepoint of its own when
+    /// there are several, so one's failure undoes only its own writes.
+    fn commit(&self, jobs: Vec<Job>) {
+        let mut slot = match self.0.writer.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
         };
-        if slot.is_none() {
-            let Some(c) = settle(open(&self.0.path))? else {
-                return Ok(None);
+        let began = (|| {
+            if slot.is_none() {
+                let c = open(&self.0.path)?;
+                c.wal_hook(Some(wal_grew));
+                *slot = Some(c);
+            }
+            let c = slot.as_ref().ok_or(rusqlite::Error::InvalidQuery)?;
+            c.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+            Ok(())
+        })();
+        if let Err(e) = began {
+            let answer = settle::<Vec<Value>>(Err(e));
+            for j in jobs {
+                let _ = j.reply.send(answer.clone());
+            }
+            return;
+        }
+        let Some(c) = slot.as_ref() else { return };
+        let several = jobs.len() > 1;
+        let mut answers = Vec::with_capacity(jobs.len());
+        for j in &jobs {
+            let refs: Vec<&dyn ToSql> = j.params.iter().map(|p| p as _).collect();
+            let mut rows = Vec::new();
+            let mut first = |r: &rusqlite::Row<'_>| {
+                rows.push(r.get::<_, Value>(0)?);
+                Ok(())
             };
-            c.wal_hook(Some(wal_grew));
-            *slot = Some(c);
+            let ran = if several {
+                c.prepare_cached("SAVEPOINT job")
+                    .and_then(|mut s| s.execute([]))
+                    .and_then(|_| {
+                        let r = j
+                            .script
+                            .statements
+                            .iter()
+                            .try_for_each(|s| run(c, s, &refs, &mut first));
+                        if r.is_err() {
+                            c.prepare_cached("ROLLBACK TO job")?.execute([])?;
+                        }
+                        c.prepare_cached("RELEASE job")?.execute([])?;
+                        r
+                    })
+            } else {
+                j.script
+                    .statements
+                    .iter()
+                    .try_for_each(|s| run(c, s, &refs, &mut first))
+            };
+            answers.push(ran.map(|()| rows));
         }
-        let Some(c) = slot.as_ref() else {
-            return Ok(None);
+        // One write alone has no savepoint: its failure undoes the commit.
+        let finish = if !several && answers.iter().any(Result::is_err) {
+            "ROLLBACK"
+        } else {
+            "COMMIT"
         };
-        if settle(c.execute_batch("BEGIN IMMEDIATE"))?.is_none() {
-            return Ok(None);
-        }
-        let done = script
-            .statements
-            .iter()
-            .try_for_each(|s| run(c, s, params, row))
-            .and_then(|()| c.execute_batch("COMMIT"));
-        if let Err(e) = done {
+        let finished = c.prepare_cached(finish).and_then(|mut s| s.execute([]));
+        if let Err(e) = finished {
             if !c.is_autocommit() && c.execute_batch("ROLLBACK").is_err() {
                 *slot = None;
             }
-            return settle(Err(e));
+            let answer = settle::<Vec<Value>>(Err(e));
+            for j in jobs {
+                let _ = j.reply.send(answer.clone());
+            }
+            return;
         }
         drop(slot);
+        for (j, a) in jobs.into_iter().zip(answers) {
+            let _ = j.reply.send(settle(a));
+        }
         if WAL_PAGES.replace(0) >= CHECKPOINT_PAGES {
             self.checkpoint();
         }
-        Ok(Some(()))
     }
 
     /// Runs one read-only statement of ours on a reader connection;
@@ -249,9 +372,13 @@ impl Direct {
         settle(r)
     }
 
-    /// A passive checkpoint on a blocking thread, one at a time.
+    /// A passive checkpoint on a blocking thread. Writes wait in the queue
+    /// meanwhile (as SQLite's own checkpoint holds up the connection that
+    /// commits), so that the checkpoint catches up with the log and the
+    /// next write starts it again from the beginning; the checkpoint's
+    /// thread then commits them.
     fn checkpoint(&self) {
-        if self.0.checkpointing.swap(true, Ordering::AcqRel) {
+        if self.0.checkpointing.swap(true, Ordering::SeqCst) {
             return;
         }
         let inner = self.0.clone();
@@ -261,14 +388,14 @@ impl Direct {
                     *slot = open(&inner.path).ok();
                 }
                 if let Some(c) = slot.as_ref()
-                    && let Err(e) =
-                        c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    && let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                 {
                     tracing::warn!(error = %e, "WAL checkpoint failed");
                     *slot = None;
                 }
             }
-            inner.checkpointing.store(false, Ordering::Release);
+            inner.checkpointing.store(false, Ordering::SeqCst);
+            Direct(inner).lead();
         };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => drop(rt.spawn_blocking(run)),

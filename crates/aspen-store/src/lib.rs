@@ -28,7 +28,7 @@ pub use factors::FactorStore;
 pub use payments::PaymentStore;
 pub use world::{SeedState, TxCursor, TxFilter, TxPageSummary, WorldStore};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("not found")]
     NotFound,

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::StoreError;
-use crate::direct::{Param, Script, bind_params};
 use crate::consent::ConsentRecord;
+use crate::direct::{Param, Script, bind_params};
 
 /// Identifies an idempotent request: the client, the endpoint (method and
 /// path template) and the key, plus a SHA-256 of the exact body bytes.
@@ -230,18 +230,19 @@ pub(crate) async fn sqlite_insert_payment_executed(
     since: i64,
     exec: &LedgerExecution,
 ) -> Result<Option<&'static str>, StoreError> {
-    let params = executed_params(p, idem, since, exec);
-    if let Some(direct) = &store.direct {
-        let refs: Vec<&dyn rusqlite::ToSql> = params.iter().map(|p| p as _).collect();
-        let mut status = None;
-        let mut row = |r: &rusqlite::Row<'_>| {
-            status = Some(final_status(r.get_ref(0)?.as_str()?));
-            Ok(())
-        };
-        if direct.write(&SQLITE_EXECUTED, &refs, &mut row)?.is_some() {
-            return Ok(status);
-        }
+    if let Some(direct) = &store.direct
+        && let Some(rows) = direct
+            .write(&SQLITE_EXECUTED, executed_params(p, idem, since, exec))
+            .await?
+    {
+        return Ok(rows.first().map(|v| {
+            final_status(match v {
+                rusqlite::types::Value::Text(s) => s,
+                _ => "",
+            })
+        }));
     }
+    let params = executed_params(p, idem, since, exec);
     let pool = store.writer.clone();
     tokio::spawn(async move {
         use sqlx::Row;

@@ -1718,3 +1718,75 @@ both!(
         assert!(!s.use_passkey_counter("totp-9", 5).await.unwrap());
     }
 );
+
+/// A SQLite store and its database file, for the direct lane's tests.
+async fn sqlite_file() -> (Arc<dyn Store>, tempfile::TempDir, std::path::PathBuf) {
+    let (s, dir) = sqlite().await;
+    let path = dir.path().join("t.db");
+    (s, dir, path)
+}
+
+/// The direct lane (SQLite on the request's thread) never waits for a
+/// lock: while another connection holds the write lock, a token write
+/// takes the sqlx path, which waits for the lock and then writes; reads go
+/// on meanwhile (WAL). Had the direct lane answered the busy database with
+/// an error, or waited itself, this would fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_write_meeting_a_held_lock_waits_for_it_and_reads_go_on() {
+    use sqlx::Connection as _;
+    let (s, _dir, path) = sqlite_file().await;
+    s.insert_client(&client("c1")).await.unwrap();
+    s.insert_token(&token("before", "c1", None)).await.unwrap();
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let far = chrono::Utc::now().timestamp() + 600;
+    let writer = {
+        let s = s.clone();
+        tokio::spawn(
+            async move { spend(&s, "assertion:c1", "j1", far, &token("t1", "c1", None)).await },
+        )
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!writer.is_finished(), "the write waits for the lock");
+    let read = tokio::time::timeout(std::time::Duration::from_secs(2), s.token_by_hash("before"))
+        .await
+        .expect("a read does not wait for the writer");
+    assert!(read.unwrap().is_some());
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    assert!(
+        writer.await.unwrap().unwrap(),
+        "written once the lock is free"
+    );
+    assert!(s.token_by_hash("t1").await.unwrap().is_some());
+    assert!(!s.use_jti("assertion:c1", "j1", far).await.unwrap());
+}
+
+/// The direct lane's commits do not checkpoint on the request's thread;
+/// its WAL hook has a blocking task do it, so the log stays near SQLite's
+/// usual 1,000 pages however many tokens are written (each writes ~8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_the_wal_is_checkpointed_while_tokens_are_written() {
+    let (s, _dir, path) = sqlite_file().await;
+    s.insert_client(&client("c1")).await.unwrap();
+    let far = chrono::Utc::now().timestamp() + 600;
+    for i in 0..600 {
+        let (id, hash) = (format!("j{i}"), format!("t{i}"));
+        assert!(
+            spend(&s, "assertion:c1", &id, far, &token(&hash, "c1", None))
+                .await
+                .unwrap()
+        );
+    }
+    let wal = std::fs::metadata(path.with_extension("db-wal"))
+        .unwrap()
+        .len();
+    assert!(
+        wal < 2_000 * 4_096,
+        "WAL of {wal} bytes after 600 tokens: not checkpointed"
+    );
+}
