@@ -345,6 +345,16 @@ pub(crate) fn token_from_row(r: &impl crate::cols::Cols) -> Result<TokenRecord, 
     })
 }
 
+/// A [`SignerClient`] from `org_id, software_id, jwks, jwks_uri`.
+pub(crate) fn signer_from_row(r: &impl crate::cols::Cols) -> Result<SignerClient, StoreError> {
+    Ok(SignerClient {
+        org_id: r.col(0)?,
+        software_id: r.col(1)?,
+        jwks_json: r.col(2)?,
+        jwks_uri: r.col(3)?,
+    })
+}
+
 pub(crate) fn json_list(v: &[String]) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
 }
@@ -518,9 +528,9 @@ macro_rules! impl_auth_store {
             async fn token_by_hash(&self, hash: &str) -> Result<Option<$crate::auth::TokenRecord>, $crate::StoreError> {
                 let sql = format!("SELECT {} FROM tokens WHERE token_hash=$1", $crate::auth::TOKEN_COLUMNS);
                 if let Some(d) = self.direct()
-                    && let Some(rows) = d.read_all(&sql, &[&hash], |r| $crate::auth::token_from_row(r))?
+                    && let Some(t) = d.read_opt(&sql, &[&hash], |r| $crate::auth::token_from_row(r))?
                 {
-                    return Ok(rows.into_iter().next());
+                    return Ok(t);
                 }
                 let row: Option<$row> = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(hash)
@@ -584,22 +594,18 @@ macro_rules! impl_auth_store {
             }
 
             async fn signer_client(&self, client_id: &str) -> Result<Option<$crate::auth::SignerClient>, $crate::StoreError> {
-                let row: Option<$row> = sqlx::query(
-                    "SELECT org_id, software_id, jwks, jwks_uri FROM clients WHERE client_id=$1 AND deleted_at IS NULL",
-                )
-                .bind(client_id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err($crate::StoreError::from)?;
-                Ok(row.map(|r| {
-                    use sqlx::Row;
-                    $crate::auth::SignerClient {
-                        org_id: r.get(0),
-                        software_id: r.get(1),
-                        jwks_json: r.get(2),
-                        jwks_uri: r.get(3),
-                    }
-                }))
+                const SQL: &str = "SELECT org_id, software_id, jwks, jwks_uri FROM clients WHERE client_id=$1 AND deleted_at IS NULL";
+                if let Some(d) = self.direct()
+                    && let Some(c) = d.read_opt(SQL, &[&client_id], |r| $crate::auth::signer_from_row(r))?
+                {
+                    return Ok(c);
+                }
+                let row: Option<$row> = sqlx::query(SQL)
+                    .bind(client_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::StoreError::from)?;
+                row.map(|r| $crate::auth::signer_from_row(&r)).transpose()
             }
 
             async fn insert_cc_token(

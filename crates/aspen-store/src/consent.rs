@@ -246,9 +246,9 @@ macro_rules! impl_consent_store {
             async fn consent(&self, consent_id: &str) -> Result<Option<$crate::consent::ConsentRecord>, $crate::StoreError> {
                 let sql = format!("SELECT {} FROM consents WHERE consent_id=$1", $crate::consent::CONSENT_COLUMNS);
                 if let Some(d) = self.direct()
-                    && let Some(rows) = d.read_all(&sql, &[&consent_id], |r| consent_from_row(r))?
+                    && let Some(c) = d.read_opt(&sql, &[&consent_id], |r| consent_from_row(r))?
                 {
-                    return Ok(rows.into_iter().next());
+                    return Ok(c);
                 }
                 let row: Option<$row> = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(consent_id)

@@ -469,4 +469,16 @@ impl Direct {
         }
         Ok(done?.map(|()| out))
     }
+
+    /// As [`Direct::read_all`], for a statement that finds at most one row.
+    pub(crate) fn read_opt<T>(
+        &self,
+        sql: &str,
+        params: &[&dyn ToSql],
+        map: impl Fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+    ) -> Result<Option<Option<T>>, StoreError> {
+        Ok(self
+            .read_all(sql, params, map)?
+            .map(|rows| rows.into_iter().next()))
+    }
 }

@@ -426,6 +426,18 @@ fn executed_params(
     ]
 }
 
+/// A live idempotency key: `$1..$3` the key, `$4` the window's start.
+pub(crate) const IDEM_SQL: &str = "SELECT body_hash, resource_id, created_at FROM idempotency_keys \
+    WHERE client_id=$1 AND endpoint=$2 AND idem_key=$3 AND created_at > $4";
+
+pub(crate) fn idem_from_row(r: &impl crate::cols::Cols) -> Result<IdemRecord, StoreError> {
+    Ok(IdemRecord {
+        body_hash: r.col(0)?,
+        resource_id: r.col(1)?,
+        created_at: r.col(2)?,
+    })
+}
+
 /// The ledger entry of a payment: one per payment, by construction.
 pub fn entry_id(payment_id: &str) -> String {
     format!("txn-{payment_id}")
@@ -482,10 +494,7 @@ macro_rules! impl_payment_store {
             key: &str,
             since: i64,
         ) -> Result<Option<$crate::payments::IdemRecord>, $crate::StoreError> {
-            let row: Option<$row> = sqlx::query(
-                "SELECT body_hash, resource_id, created_at FROM idempotency_keys \
-                 WHERE client_id=$1 AND endpoint=$2 AND idem_key=$3 AND created_at > $4",
-            )
+            let row: Option<$row> = sqlx::query($crate::payments::IDEM_SQL)
             .bind(client_id)
             .bind(endpoint)
             .bind(key)
@@ -493,12 +502,7 @@ macro_rules! impl_payment_store {
             .fetch_optional(pool)
             .await
             .map_err($crate::StoreError::from)?;
-            use sqlx::Row;
-            Ok(row.map(|r| $crate::payments::IdemRecord {
-                body_hash: r.get(0),
-                resource_id: r.get(1),
-                created_at: r.get(2),
-            }))
+            row.map(|r| $crate::payments::idem_from_row(&r)).transpose()
         }
 
         /// The record of the request that holds the key (it committed first).
@@ -624,6 +628,15 @@ macro_rules! impl_payment_store {
                 key: &str,
                 since: i64,
             ) -> Result<Option<$crate::payments::IdemRecord>, $crate::StoreError> {
+                if let Some(d) = self.direct()
+                    && let Some(rec) = d.read_opt(
+                        $crate::payments::IDEM_SQL,
+                        &[&client_id, &endpoint, &key, &since],
+                        |r| $crate::payments::idem_from_row(r),
+                    )?
+                {
+                    return Ok(rec);
+                }
                 read_idem(&self.pool, client_id, endpoint, key, since).await
             }
 

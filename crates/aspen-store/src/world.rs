@@ -390,27 +390,26 @@ macro_rules! impl_world_store {
             })
         }
 
-        fn account_from_row(r: &$row) -> Result<aspen_domain::Account, $crate::StoreError> {
-            use sqlx::Row;
-            let idents: Vec<aspen_domain::AccountIdentification> = serde_json::from_str(r.get::<&str, _>(8))
+        fn account_from_row(r: &impl $crate::cols::Cols) -> Result<aspen_domain::Account, $crate::StoreError> {
+            let idents: Vec<aspen_domain::AccountIdentification> = serde_json::from_str(r.col_str(8)?)
                 .map_err(|e| $crate::StoreError::Backend(format!("corrupt identifications: {e}")))?;
             Ok(aspen_domain::Account {
-                account_id: r.get(0),
-                psu_id: r.get(1),
-                currency: r.get(2),
-                account_type: r.get(3),
-                account_sub_type: r.get(4),
-                description: r.get(5),
-                nickname: r.get(6),
-                opening_date: r.get(7),
+                account_id: r.col(0)?,
+                psu_id: r.col(1)?,
+                currency: r.col(2)?,
+                account_type: r.col(3)?,
+                account_sub_type: r.col(4)?,
+                description: r.col(5)?,
+                nickname: r.col(6)?,
+                opening_date: r.col(7)?,
                 identifications: idents,
                 servicer: r
-                    .get::<Option<&str>, _>(9)
+                    .col_opt_str(9)?
                     .map($crate::auth::parse_json)
                     .transpose()?,
-                booked_minor: r.get(10),
-                pending_debits_minor: r.get(11),
-                pending_credits_minor: r.get(12),
+                booked_minor: r.col(10)?,
+                pending_debits_minor: r.col(11)?,
+                pending_credits_minor: r.col(12)?,
             })
         }
 
@@ -640,6 +639,11 @@ macro_rules! impl_world_store {
 
             async fn account(&self, account_id: &str) -> Result<Option<aspen_domain::Account>, $crate::StoreError> {
                 let sql = format!("SELECT {} FROM accounts WHERE account_id = $1", $crate::world::ACCOUNT_COLUMNS);
+                if let Some(d) = self.direct()
+                    && let Some(a) = d.read_opt(&sql, &[&account_id], |r| account_from_row(r))?
+                {
+                    return Ok(a);
+                }
                 let row: Option<$row> = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(account_id).fetch_optional(&self.pool).await?;
                 row.map(|r| account_from_row(&r)).transpose()
             }

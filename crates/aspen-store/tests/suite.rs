@@ -1790,3 +1790,44 @@ async fn sqlite_the_wal_is_checkpointed_while_tokens_are_written() {
         "WAL of {wal} bytes after 600 tokens: not checkpointed"
     );
 }
+
+/// Writes that meet on the direct lane share one commit (group commit), each
+/// in a savepoint of its own: one that fails (its token's hash is taken)
+/// leaves its own JWT id unspent and takes nothing else with it. (On one
+/// thread, every write below is queued before the first one leads.)
+#[tokio::test]
+async fn sqlite_writes_sharing_a_commit_fail_alone() {
+    let (s, _dir, _path) = sqlite_file().await;
+    s.insert_client(&client("c1")).await.unwrap();
+    s.insert_token(&token("taken", "c1", None)).await.unwrap();
+    let far = chrono::Utc::now().timestamp() + 600;
+    let ids: Vec<String> = (0..16).map(|i| format!("g{i}")).collect();
+    let tokens: Vec<TokenRecord> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| token(if i == 7 { "taken" } else { id }, "c1", None))
+        .collect();
+    let results = futures_util::future::join_all(
+        tokens
+            .iter()
+            .zip(&ids)
+            .map(|(t, id)| spend(&s, "assertion:c1", id, far, t)),
+    )
+    .await;
+    for (i, r) in results.into_iter().enumerate() {
+        if i == 7 {
+            assert!(
+                matches!(r, Err(aspen_store::StoreError::Conflict(_))),
+                "{r:?}"
+            );
+            assert!(
+                s.use_jti("assertion:c1", "g7", far).await.unwrap(),
+                "unspent"
+            );
+        } else {
+            assert!(r.unwrap(), "write {i}");
+            assert!(s.token_by_hash(&format!("g{i}")).await.unwrap().is_some());
+            assert!(!s.use_jti("assertion:c1", &ids[i], far).await.unwrap());
+        }
+    }
+}
