@@ -151,7 +151,8 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     // As sqlx's connections (`connect_with_schema`), but with no busy
-    // handler: see the module's comment.
+    // handler (rusqlite sets one of five seconds): see the module's comment.
+    c.busy_timeout(std::time::Duration::ZERO)?;
     c.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")?;
     c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(c)

@@ -1729,9 +1729,10 @@ async fn sqlite_file() -> (Arc<dyn Store>, tempfile::TempDir, std::path::PathBuf
 /// The direct lane (SQLite on the request's thread) never waits for a
 /// lock: while another connection holds the write lock, a token write
 /// takes the sqlx path, which waits for the lock and then writes; reads go
-/// on meanwhile (WAL). Had the direct lane answered the busy database with
-/// an error, or waited itself, this would fail.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// on meanwhile (WAL). On this one-thread runtime, a direct lane that waited
+/// itself would stall everything (the timer below); one that answered the
+/// busy database with an error would fail the write.
+#[tokio::test]
 async fn sqlite_a_write_meeting_a_held_lock_waits_for_it_and_reads_go_on() {
     use sqlx::Connection as _;
     let (s, _dir, path) = sqlite_file().await;
@@ -1751,7 +1752,13 @@ async fn sqlite_a_write_meeting_a_held_lock_waits_for_it_and_reads_go_on() {
             async move { spend(&s, "assertion:c1", "j1", far, &token("t1", "c1", None)).await },
         )
     };
+    let t0 = std::time::Instant::now();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(2),
+        "the write blocked the thread for {:?}",
+        t0.elapsed()
+    );
     assert!(!writer.is_finished(), "the write waits for the lock");
     let read = tokio::time::timeout(std::time::Duration::from_secs(2), s.token_by_hash("before"))
         .await
