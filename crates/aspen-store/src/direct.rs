@@ -1,22 +1,30 @@
 //! SQLite on the request's own thread, for the hot statements (issue 15).
 //!
 //! sqlx runs every SQLite connection on a worker thread of its own, so each
-//! statement costs a context switch each way plus a release ping: ~30% of a
-//! token's server CPU went to the scheduler (BENCHMARKS.md). A statement on a
+//! statement costs a context switch each way plus a release ping (9–11
+//! switches per client-credentials token, BENCHMARKS.md). A statement on a
 //! warm page cache takes microseconds, so the hot ones run here instead, on
-//! the calling thread, with the same SQL text as the sqlx path.
+//! the calling thread, with the same SQL text as the sqlx path and the same
+//! column mapping ([`crate::cols`]).
 //!
-//! Nothing here waits for a lock. The connections have no busy handler, the
-//! writer is taken with `try_lock`, and whatever meets `SQLITE_BUSY` or
-//! `SQLITE_LOCKED` (another connection writing, a checkpoint, a migration)
-//! answers `Ok(None)` with nothing written: the caller then takes the sqlx
-//! path, which waits on sqlx's thread as before. So a request thread never
-//! sleeps here, and every rule the SQL enforces (constraints, the
-//! compare-and-sets, `changes()`) is the same on either path.
+//! Nothing here waits for a lock. The connections have no busy handler,
+//! and whatever meets `SQLITE_BUSY` or `SQLITE_LOCKED` (another connection
+//! writing, a migration) answers `Ok(None)` with nothing written: the caller
+//! then takes the sqlx path, which waits on sqlx's thread as before. So a
+//! request thread never sleeps here, and every rule the SQL enforces
+//! (constraints, the compare-and-sets, `changes()`) holds on either path.
 //!
-//! The writer's commits do not checkpoint (that `fsync`s): a WAL hook
-//! notes the log's size and a blocking task runs a passive checkpoint once
-//! it passes SQLite's usual threshold.
+//! Writes are group-committed: a write joins a queue and yields once, so
+//! that the other requests on its thread reach theirs, and the first to
+//! resume commits all of them in one transaction, each in a savepoint. A
+//! token touches about eight B-tree pages, most of which the next token
+//! touches too; one commit for several writes writes those pages to the WAL
+//! once (BENCHMARKS.md has the frames per token).
+//!
+//! Commits here do not checkpoint (that `fsync`s): a WAL hook notes the
+//! log's size, and past SQLite's usual threshold a blocking task runs a
+//! passive checkpoint while writes wait in the queue, as SQLite's own
+//! checkpoint holds up the connection that commits.
 
 use std::cell::Cell;
 use std::os::raw::c_int;
@@ -56,8 +64,8 @@ pub(crate) struct Script {
 }
 
 impl Script {
-    /// Splits at each `;` outside a quoted literal; `BEGIN IMMEDIATE` and
-    /// `COMMIT` are [`Direct::write`]'s own.
+    /// Splits at each `;` outside a quoted literal (the scripts are ours);
+    /// `BEGIN IMMEDIATE` and `COMMIT` are [`Direct::write`]'s own.
     pub(crate) fn new(text: String) -> Script {
         let mut statements = Vec::new();
         let mut cur = String::new();
@@ -109,6 +117,15 @@ struct Turn<'a>(&'a Direct);
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
         self.0.lead();
+    }
+}
+
+/// Clears its flag when dropped.
+struct Clear<'a>(&'a AtomicBool);
+
+impl Drop for Clear<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 
@@ -173,8 +190,9 @@ fn run(
             .parameter_name(i)
             .and_then(|name| name[1..].parse::<usize>().ok())
             .unwrap_or(i);
-        let p = params
-            .get(n - 1)
+        let p = n
+            .checked_sub(1)
+            .and_then(|k| params.get(k))
             .ok_or(rusqlite::Error::InvalidParameterCount(n, params.len()))?;
         stmt.raw_bind_parameter(i, p)?;
     }
@@ -248,16 +266,19 @@ impl Direct {
             {
                 return;
             }
-            let jobs = self
-                .0
-                .queue
-                .lock()
-                .map(|mut q| std::mem::take(&mut *q))
-                .unwrap_or_default();
-            if !jobs.is_empty() {
-                self.commit(jobs);
+            {
+                // Cleared however the commit ends, so a later write can lead.
+                let _leading = Clear(&self.0.leading);
+                let jobs = self
+                    .0
+                    .queue
+                    .lock()
+                    .map(|mut q| std::mem::take(&mut *q))
+                    .unwrap_or_default();
+                if !jobs.is_empty() {
+                    self.commit(jobs);
+                }
             }
-            self.0.leading.store(false, Ordering::SeqCst);
             if self.0.queue.lock().map(|q| q.is_empty()).unwrap_or(true) {
                 return;
             }
