@@ -14,6 +14,18 @@ pub const HEADER: &str = "x-fapi-interaction-id";
 #[derive(Debug, Clone)]
 pub struct InteractionId(pub String);
 
+/// A version 4 UUID from aws-lc's generator (a per-thread DRBG), not
+/// `Uuid::new_v4`'s `getrandom` system call on every request (issue 15).
+fn fresh_id() -> String {
+    let mut bytes = [0u8; 16];
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        return uuid::Uuid::new_v4().to_string();
+    }
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
 pub async fn interaction_id_layer(mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
@@ -21,7 +33,7 @@ pub async fn interaction_id_layer(mut req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .unwrap_or_else(fresh_id);
     req.extensions_mut().insert(InteractionId(id.clone()));
     let span = tracing::info_span!(
         "request",

@@ -15,7 +15,13 @@ async fn health_ready_and_interaction_id() {
         .to_str()
         .unwrap()
         .to_string();
-    assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+    assert_eq!(
+        uuid::Uuid::parse_str(&id).map(|u| u.get_version_num()),
+        Ok(4),
+        "{id}"
+    );
+    let again = c.get(s.url("/health")).send().await.unwrap();
+    assert_ne!(again.headers()["x-fapi-interaction-id"], id.as_str());
     assert_eq!(
         r.headers()["content-type"],
         "application/json; charset=utf-8"
