@@ -67,10 +67,10 @@ pub struct SqliteStore {
     pool: sqlx::SqlitePool,
     /// The hot single-statement writes (a client-credentials token, an
     /// immediate payment) run here, on a connection of their own (see
-    /// [`SQLITE_CONNECTIONS`]).
+    /// [`SQLITE_CONNECTIONS`]), when the direct lane is busy or absent.
     writer: sqlx::SqlitePool,
-    /// The same statements on the request's own thread, when the database
-    /// is a file ([`direct`]).
+    /// The hot statements on the request's own thread, when the database
+    /// is a file ([`direct`]); sqlx's connections serve the rest.
     direct: Option<direct::Direct>,
 }
 
@@ -200,7 +200,9 @@ fn ping_if_idle<'c, C: sqlx::Connection>(
 /// reads (an AIS page) run beside each other and beside the writes.
 /// Measured (BENCHMARKS.md): one connection for everything made a token
 /// 44% cheaper than eight but halved AIS pages at 16 clients; four alone
-/// served pages best but tokens worst.
+/// served pages best but tokens worst. The hot statements now run on the
+/// direct lane first ([`direct`]); these serve everything else, and the
+/// lane's statements when it meets a busy database.
 const SQLITE_CONNECTIONS: u32 = 4;
 
 /// Runs a SQLite statement list that holds its own `BEGIN IMMEDIATE …
