@@ -59,9 +59,13 @@ impl DataDir {
                 .with_context(|| format!("cannot create {}", db.display()))?;
             for name in ["aspen.db", "aspen.db-wal", "aspen.db-shm"] {
                 let p = self.root.join(name);
-                if p.exists() {
-                    fs::set_permissions(&p, fs::Permissions::from_mode(0o600))
-                        .with_context(|| format!("cannot restrict {} to 0600", p.display()))?;
+                match fs::set_permissions(&p, fs::Permissions::from_mode(0o600)) {
+                    // Absent, or gone meanwhile: SQLite removes the WAL and
+                    // its index when the last connection to them closes (a
+                    // server on this directory still stopping), and creates
+                    // them again with the main file's mode.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    r => r.with_context(|| format!("cannot restrict {} to 0600", p.display()))?,
                 }
             }
         }
