@@ -162,6 +162,14 @@ fn settle<T>(r: rusqlite::Result<T>) -> Result<Option<T>, StoreError> {
     }
 }
 
+/// A lane connection, or none when the file cannot be opened this way (the
+/// caller then takes the sqlx path, whose connections are open already).
+fn open_or_fall_back(path: &Path) -> Option<Connection> {
+    open(path)
+        .inspect_err(|e| tracing::warn!(error = %e, "SQLite direct lane unavailable; using sqlx"))
+        .ok()
+}
+
 fn open(path: &Path) -> rusqlite::Result<Connection> {
     let c = Connection::open_with_flags(
         path,
@@ -292,16 +300,21 @@ impl Direct {
             Ok(s) => s,
             Err(p) => p.into_inner(),
         };
-        let began = (|| {
-            if slot.is_none() {
-                let c = open(&self.0.path)?;
+        if slot.is_none() {
+            *slot = open_or_fall_back(&self.0.path);
+            if let Some(c) = slot.as_ref() {
                 c.wal_hook(Some(wal_grew));
-                *slot = Some(c);
             }
-            let c = slot.as_ref().ok_or(rusqlite::Error::InvalidQuery)?;
-            c.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-            Ok(())
-        })();
+        }
+        let Some(c) = slot.as_ref() else {
+            for j in jobs {
+                let _ = j.reply.send(Ok(None));
+            }
+            return;
+        };
+        let began = c
+            .prepare_cached("BEGIN IMMEDIATE")
+            .and_then(|mut s| s.execute([]));
         if let Err(e) = began {
             let answer = settle::<Vec<Value>>(Err(e));
             for j in jobs {
@@ -309,7 +322,6 @@ impl Direct {
             }
             return;
         }
-        let Some(c) = slot.as_ref() else { return };
         let several = jobs.len() > 1;
         let mut answers = Vec::with_capacity(jobs.len());
         for j in &jobs {
@@ -379,7 +391,7 @@ impl Direct {
         let idle = self.0.readers.lock().ok().and_then(|mut r| r.pop());
         let c = match idle {
             Some(c) => c,
-            None => match settle(open(&self.0.path))? {
+            None => match open_or_fall_back(&self.0.path) {
                 Some(c) => c,
                 None => return Ok(None),
             },
@@ -407,7 +419,7 @@ impl Direct {
         let run = move || {
             if let Ok(mut slot) = inner.checkpointer.lock() {
                 if slot.is_none() {
-                    *slot = open(&inner.path).ok();
+                    *slot = open_or_fall_back(&inner.path);
                 }
                 if let Some(c) = slot.as_ref()
                     && let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
