@@ -7,7 +7,7 @@ fn main() -> std::process::ExitCode {
 /// unless it is larger than a threshold that grows with every large block
 /// freed. The argon2 hashes (19 MiB each, at the sandbox's first start and
 /// at every PSU password check) raised it past themselves, so their memory
-/// stayed with the process: 52.5 MB RSS after a first start, 33.3 MB with
+/// stayed with the process: 52.8 MB RSS after a first start, 33.9 MB with
 /// the threshold fixed at 1 MiB (issue 15, BENCHMARKS.md). Blocks this
 /// large are rare on the request paths (an AIS page is ~50 kB).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
