@@ -120,6 +120,16 @@ impl Drop for Turn<'_> {
     }
 }
 
+/// Ends a checkpoint: lets writes lead again and commits those it held.
+struct Resume(Arc<Inner>);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        self.0.checkpointing.store(false, Ordering::SeqCst);
+        Direct(self.0.clone()).lead();
+    }
+}
+
 /// Clears its flag when dropped.
 struct Clear<'a>(&'a AtomicBool);
 
@@ -415,8 +425,12 @@ impl Direct {
         if self.0.checkpointing.swap(true, Ordering::SeqCst) {
             return;
         }
-        let inner = self.0.clone();
+        // Dropped when the checkpoint is done, or with the task if the
+        // runtime drops it unrun (shutting down): either way the held
+        // writes are committed, never left waiting.
+        let done = Resume(self.0.clone());
         let run = move || {
+            let inner = &done.0;
             if let Ok(mut slot) = inner.checkpointer.lock() {
                 if slot.is_none() {
                     *slot = open_or_fall_back(&inner.path);
@@ -428,8 +442,7 @@ impl Direct {
                     *slot = None;
                 }
             }
-            inner.checkpointing.store(false, Ordering::SeqCst);
-            Direct(inner).lead();
+            drop(done);
         };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => drop(rt.spawn_blocking(run)),
