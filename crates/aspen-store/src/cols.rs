@@ -43,29 +43,23 @@ macro_rules! col {
 }
 col!(String, Option<String>, i64, Option<i64>);
 
-impl Cols for SqliteRow {
-    fn col<T: Col>(&self, i: usize) -> Result<T, StoreError> {
-        T::sqlite(self, i)
-    }
-    fn col_str(&self, i: usize) -> Result<&str, StoreError> {
-        self.try_get(i).map_err(|e| corrupt(i, e))
-    }
-    fn col_opt_str(&self, i: usize) -> Result<Option<&str>, StoreError> {
-        self.try_get(i).map_err(|e| corrupt(i, e))
-    }
+/// sqlx's rows of either backend, through `try_get`.
+macro_rules! sqlx_cols {
+    ($($row:ty => $col:ident),*) => {$(
+        impl Cols for $row {
+            fn col<T: Col>(&self, i: usize) -> Result<T, StoreError> {
+                T::$col(self, i)
+            }
+            fn col_str(&self, i: usize) -> Result<&str, StoreError> {
+                self.try_get(i).map_err(|e| corrupt(i, e))
+            }
+            fn col_opt_str(&self, i: usize) -> Result<Option<&str>, StoreError> {
+                self.try_get(i).map_err(|e| corrupt(i, e))
+            }
+        }
+    )*};
 }
-
-impl Cols for PgRow {
-    fn col<T: Col>(&self, i: usize) -> Result<T, StoreError> {
-        T::pg(self, i)
-    }
-    fn col_str(&self, i: usize) -> Result<&str, StoreError> {
-        self.try_get(i).map_err(|e| corrupt(i, e))
-    }
-    fn col_opt_str(&self, i: usize) -> Result<Option<&str>, StoreError> {
-        self.try_get(i).map_err(|e| corrupt(i, e))
-    }
-}
+sqlx_cols!(SqliteRow => sqlite, PgRow => pg);
 
 impl Cols for rusqlite::Row<'_> {
     fn col<T: Col>(&self, i: usize) -> Result<T, StoreError> {
