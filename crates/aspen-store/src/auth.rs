@@ -187,15 +187,22 @@ macro_rules! bind_token {
 /// `$1` the client's revision, `$2..$13` the token.
 fn cc_token_sql(lock: &str) -> String {
     format!(
-        "INSERT INTO tokens ({TOKEN_COLUMNS}) SELECT {} WHERE EXISTS ({}{lock}) RETURNING 1",
+        "INSERT INTO tokens ({TOKEN_COLUMNS}) SELECT {} WHERE EXISTS ({}{lock})",
         token_params(2),
         client_unchanged(4)
     )
 }
 
-/// `insert_cc_token` without a JWT id: one statement ([`cc_token_sql`]).
+/// `insert_cc_token` without a JWT id: [`cc_token_sql`], then [`WRITTEN`].
+/// The SQLite scripts answer "written" with a row from a statement of their
+/// own, not `RETURNING`: SQLite collects returned rows in an ephemeral
+/// table, a pager and page cache opened and freed for every token (issue
+/// 15, BENCHMARKS.md).
 static CC_PLAIN: std::sync::LazyLock<Script> =
-    std::sync::LazyLock::new(|| Script::new(cc_token_sql("")));
+    std::sync::LazyLock::new(|| Script::new(format!("{}; {WRITTEN}", cc_token_sql(""))));
+
+/// One row if the statement before it wrote one.
+const WRITTEN: &str = "SELECT 1 WHERE changes() = 1";
 
 /// `insert_cc_token` with a JWT id: `$1` the client's revision, `$2..$4`
 /// the JWT id, `$5..$16` the token, which is written only if the id's row
@@ -205,7 +212,8 @@ static CC_JTI: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
         "BEGIN IMMEDIATE; \
          INSERT INTO used_jti (scope, jti, expires_at) SELECT $2,$3,$4 \
          WHERE EXISTS ({}) ON CONFLICT DO NOTHING; \
-         INSERT INTO tokens ({TOKEN_COLUMNS}) SELECT {} WHERE changes() = 1 RETURNING 1; \
+         INSERT INTO tokens ({TOKEN_COLUMNS}) SELECT {} WHERE changes() = 1; \
+         {WRITTEN}; \
          COMMIT",
         client_unchanged(7),
         token_params(5)
@@ -213,7 +221,7 @@ static CC_JTI: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
 });
 
 /// SQLite: on the request's thread ([`crate::direct`]) unless the database
-/// is busy; else through sqlx: one statement without a JWT id, with one the
+/// is busy; else through sqlx: [`CC_PLAIN`] without a JWT id, with one the
 /// statement list ([`crate::sqlite_script`], in a task of its own).
 pub(crate) async fn sqlite_insert_cc_token(
     store: &crate::SqliteStore,
