@@ -193,6 +193,13 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(c)
 }
 
+/// The lane's writer: checkpoints are its WAL hook's, not SQLite's own.
+fn open_writer(path: &Path) -> Option<Connection> {
+    let c = open_or_fall_back(path)?;
+    c.wal_hook(Some(wal_grew));
+    Some(c)
+}
+
 /// Runs one statement of ours with `params`, `$n` (as sqlx numbers them)
 /// bound to `params[n - 1]`, handing each row to `row`.
 fn run(
@@ -233,9 +240,12 @@ impl Direct {
         if name.is_empty() || name.contains(":memory:") || name.contains("mode=memory") {
             return None;
         }
+        // The writer is opened now, so that a file this lane cannot open is
+        // found once, at start, and not again on every request.
+        let writer = open_writer(path)?;
         Some(Direct(Arc::new(Inner {
             path: path.to_path_buf(),
-            writer: Mutex::new(None),
+            writer: Mutex::new(Some(writer)),
             queue: Mutex::new(Vec::new()),
             leading: AtomicBool::new(false),
             readers: Mutex::new(Vec::new()),
@@ -311,10 +321,7 @@ impl Direct {
             Err(p) => p.into_inner(),
         };
         if slot.is_none() {
-            *slot = open_or_fall_back(&self.0.path);
-            if let Some(c) = slot.as_ref() {
-                c.wal_hook(Some(wal_grew));
-            }
+            *slot = open_writer(&self.0.path);
         }
         let Some(c) = slot.as_ref() else {
             for j in jobs {
