@@ -2,6 +2,8 @@
 //! UUID otherwise, on every response; one tracing span per request carries
 //! it so every log line of the request can be found by it.
 
+use std::cell::RefCell;
+
 use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::Next;
@@ -14,16 +16,32 @@ pub const HEADER: &str = "x-fapi-interaction-id";
 #[derive(Debug, Clone)]
 pub struct InteractionId(pub String);
 
+thread_local! {
+    /// Random bytes for the next interaction ids, and how many are used.
+    static POOL: RefCell<([u8; 512], usize)> = const { RefCell::new(([0; 512], 512)) };
+}
+
 /// A version 4 UUID from aws-lc's generator (a per-thread DRBG), not
-/// `Uuid::new_v4`'s `getrandom` system call on every request (issue 15).
+/// `Uuid::new_v4`'s `getrandom` system call on every request. The bytes are
+/// drawn 512 at a time: one call into aws-lc costs about as much as the
+/// whole rest of a discovery response's logging (issue 15). An interaction
+/// id correlates log lines; it is no secret, so holding the bytes a while is
+/// harmless.
 fn fresh_id() -> String {
-    let mut bytes = [0u8; 16];
-    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
-        return uuid::Uuid::new_v4().to_string();
+    let bytes = POOL.with_borrow_mut(|(pool, used)| {
+        if *used == pool.len() {
+            aws_lc_rs::rand::fill(pool).ok()?;
+            *used = 0;
+        }
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&pool[*used..*used + 16]);
+        *used += 16;
+        Some(b)
+    });
+    match bytes {
+        Some(b) => uuid::Builder::from_random_bytes(b).into_uuid().to_string(),
+        None => uuid::Uuid::new_v4().to_string(),
     }
-    uuid::Builder::from_random_bytes(bytes)
-        .into_uuid()
-        .to_string()
 }
 
 pub async fn interaction_id_layer(mut req: Request, next: Next) -> Response {
@@ -40,13 +58,13 @@ pub async fn interaction_id_layer(mut req: Request, next: Next) -> Response {
         interaction_id = %id,
         method = %req.method(),
         path = %req.uri().path(),
-        status = tracing::field::Empty,
     );
     let fut = next.run(req);
     async move {
         let mut resp = fut.await;
-        tracing::Span::current().record("status", resp.status().as_u16());
-        tracing::info!("response");
+        // On the event, not recorded into the span: a recorded field makes
+        // the fmt layer format the span's fields again.
+        tracing::info!(status = resp.status().as_u16(), "response");
         if let Ok(v) = HeaderValue::from_str(&id) {
             resp.headers_mut().insert(HEADER, v);
         }
@@ -54,4 +72,20 @@ pub async fn interaction_id_layer(mut req: Request, next: Next) -> Response {
     }
     .instrument(span)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fresh_id;
+
+    #[test]
+    fn fresh_ids_are_distinct_v4_uuids_across_refills() {
+        let ids: Vec<String> = (0..100).map(|_| fresh_id()).collect();
+        let unique: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+        for id in &ids {
+            let u = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(u.get_version_num(), 4, "{id}");
+        }
+    }
 }

@@ -210,16 +210,23 @@ fn init_tracing(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ASPEN_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only for a terminal: in a log file they are noise, and
-    // writing them is a measurable part of a small request (issue 15).
+    // Colours only for a terminal. Elsewhere (a file, a pipe, a journal)
+    // the same line comes from our formatter, which skips the styling
+    // machinery the default runs even with colours off (issue 15).
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(terminal)
         .with_writer(std::io::stderr);
     let _ = if config.log.format == "json" {
         builder.json().try_init()
-    } else {
+    } else if terminal {
         builder.try_init()
+    } else {
+        builder
+            .event_format(crate::logging::Line)
+            .fmt_fields(crate::logging::Fields)
+            .try_init()
     };
 }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod connector;
 pub mod datadir;
 pub mod kit;
+pub mod logging;
 pub mod ops;
 pub mod pki;
 pub mod server;

@@ -577,7 +577,10 @@ pub fn app(rt: &Runtime, public_url: &str) -> Result<Router> {
             .collect(),
     };
     Ok(router
-        .route_layer(middleware::from_fn(aspen_http::metrics_layer::track))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::new(aspen_http::metrics_layer::RouteMetrics::default()),
+            aspen_http::metrics_layer::track,
+        ))
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(
             rt.config.limits.max_body_bytes,
@@ -731,7 +734,7 @@ fn portal(rt: &Runtime, auth: &aspen_auth::AuthState) -> aspen_portal::Portal {
 
 async fn fallback(req: Request) -> Response {
     metrics::counter!(aspen_http::metrics_layer::REQUESTS,
-        "method" => req.method().to_string(), "route" => "unmatched", "status" => "404")
+        "method" => aspen_http::metrics_layer::method_label(req.method()), "route" => "unmatched", "status" => "404")
     .increment(1);
     if req.uri().path().starts_with("/open-banking/") {
         ObError::not_found().into_response()

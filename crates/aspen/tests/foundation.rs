@@ -157,6 +157,44 @@ async fn metrics_count_requests_by_route() {
     s.stop().await;
 }
 
+/// A client that invents methods cannot grow `/metrics` without bound: an
+/// extension method is counted as `other`, on a route (405) and off one.
+#[tokio::test]
+async fn metrics_do_not_take_a_series_per_invented_method() {
+    let s = start_sandbox().await;
+    let c = s.client();
+    for name in ["INVENTED1", "INVENTED2"] {
+        let m = reqwest::Method::from_bytes(name.as_bytes()).unwrap();
+        let r = c.request(m.clone(), s.url("/health")).send().await.unwrap();
+        assert_eq!(r.status(), 405);
+        let r = c.request(m, s.url("/no-such-route")).send().await.unwrap();
+        assert_eq!(r.status(), 404);
+    }
+    let text = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("INVENTED"), "{text}");
+    let count = |route: &str, status: &str| -> f64 {
+        text.lines()
+            .find(|l| {
+                l.starts_with("aspen_http_requests_total")
+                    && l.contains("method=\"other\"")
+                    && l.contains(&format!("route=\"{route}\""))
+                    && l.contains(&format!("status=\"{status}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {route} {status} counter in:\n{text}"))
+    };
+    assert!(count("/health", "405") >= 2.0);
+    assert!(count("unmatched", "404") >= 2.0);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn restart_keeps_data_keys_and_certificates() {
     let s = start_sandbox().await;
