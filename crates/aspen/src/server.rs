@@ -576,32 +576,39 @@ pub fn app(rt: &Runtime, public_url: &str) -> Result<Router> {
             .filter_map(|d| aspen_http::client_cert::parse_dn(d))
             .collect(),
     };
+    // One `layer` call for the whole stack, outermost first. Each
+    // `Router::layer` call wraps every route in a boxed service that is
+    // cloned, with everything inside it, on every request; nine calls made
+    // that dozens of allocations and clones per request, about a fifth of a
+    // JWKS request's instructions (issue 15, BENCHMARKS.md).
+    let stack = tower::ServiceBuilder::new()
+        .layer(middleware::map_response(security_headers))
+        .layer(middleware::from_fn(aspen_http::interaction_id_layer))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(rt.config.limits.request_timeout_secs),
+        ))
+        .layer(DefaultBodyLimit::max(rt.config.limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(proxy),
+            proxy_client_cert,
+        ))
+        .layer(middleware::from_fn_with_state(
+            api,
+            aspen_api::pis::sign_unsigned,
+        ))
+        .layer(middleware::from_fn(ob_error_shape))
+        .layer(middleware::from_fn_with_state(
+            rt.config.limits.max_body_bytes,
+            read_body_first,
+        ));
     Ok(router
         .route_layer(middleware::from_fn_with_state(
             Arc::new(aspen_http::metrics_layer::RouteMetrics::default()),
             aspen_http::metrics_layer::track,
         ))
         .fallback(fallback)
-        .layer(middleware::from_fn_with_state(
-            rt.config.limits.max_body_bytes,
-            read_body_first,
-        ))
-        .layer(middleware::from_fn(ob_error_shape))
-        .layer(middleware::from_fn_with_state(
-            api,
-            aspen_api::pis::sign_unsigned,
-        ))
-        .layer(middleware::from_fn_with_state(
-            Arc::new(proxy),
-            proxy_client_cert,
-        ))
-        .layer(DefaultBodyLimit::max(rt.config.limits.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(rt.config.limits.request_timeout_secs),
-        ))
-        .layer(middleware::from_fn(aspen_http::interaction_id_layer))
-        .layer(middleware::map_response(security_headers)))
+        .layer(stack))
 }
 
 /// Reads the whole request body (up to the limit) before anything answers.
