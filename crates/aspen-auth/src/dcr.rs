@@ -380,7 +380,7 @@ pub fn validate_metadata(
                 ));
             }
             if let Some(cert) = cert
-                && !aspen_http::client_cert::dn_equal(&parsed, &cert.subject_attributes())
+                && !aspen_http::client_cert::dn_equal(&parsed, cert.subject_attributes())
             {
                 return Err(OAuthError::invalid_client_metadata(
                     "tls_client_auth_subject_dn does not match the transport certificate's subject",

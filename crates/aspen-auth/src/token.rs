@@ -242,7 +242,7 @@ async fn verify(
                 .as_deref()
                 .and_then(aspen_http::client_cert::parse_dn)
                 .ok_or_else(|| OAuthError::invalid_client("client has no registered subject DN"))?;
-            if !aspen_http::client_cert::dn_equal(&registered, &cert.subject_attributes()) {
+            if !aspen_http::client_cert::dn_equal(&registered, cert.subject_attributes()) {
                 return Err(OAuthError::invalid_client(
                     "the client certificate's subject does not match tls_client_auth_subject_dn",
                 ));

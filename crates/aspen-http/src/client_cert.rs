@@ -18,24 +18,37 @@ pub struct ClientCert {
     pub subject_dn: String,
     /// RFC 8705 `x5t#S256`: base64url(SHA-256(DER)) without padding.
     pub thumbprint: String,
+    /// The subject's (attribute, value) pairs, parsed with the certificate
+    /// once per connection: parsing it again for each `tls_client_auth`
+    /// token was an eighth of the token's instructions (issue 15).
+    subject: Vec<(String, String)>,
 }
 
 impl ClientCert {
     pub fn from_der(der: Vec<u8>) -> Option<Self> {
-        let subject_dn = subject_dn(&der)?;
+        let subject = {
+            let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+            rdn_pairs(cert.subject())?
+        };
+        let subject_dn = subject
+            .iter()
+            .map(|(k, v)| format!("{k}={}", escape_dn_value(v)))
+            .collect::<Vec<_>>()
+            .join(",");
         let thumbprint = sha256_b64url(&der);
         Some(Self {
             der,
             subject_dn,
             thumbprint,
+            subject,
         })
     }
 
     /// The subject as (attribute short name, value) pairs, most specific
     /// first, for comparing DNs by parsed RDNs rather than by string
     /// (DCR-19).
-    pub fn subject_attributes(&self) -> Vec<(String, String)> {
-        subject_attributes(&self.der).unwrap_or_default()
+    pub fn subject_attributes(&self) -> &[(String, String)] {
+        &self.subject
     }
 }
 
@@ -45,23 +58,6 @@ pub struct PeerCert(pub Option<Arc<ClientCert>>);
 
 pub fn sha256_b64url(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, bytes).as_ref())
-}
-
-fn subject_dn(der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let attrs = rdn_pairs(cert.subject())?;
-    Some(
-        attrs
-            .iter()
-            .map(|(k, v)| format!("{k}={}", escape_dn_value(v)))
-            .collect::<Vec<_>>()
-            .join(","),
-    )
-}
-
-fn subject_attributes(der: &[u8]) -> Option<Vec<(String, String)>> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    rdn_pairs(cert.subject())
 }
 
 fn rdn_pairs(name: &x509_parser::x509::X509Name<'_>) -> Option<Vec<(String, String)>> {

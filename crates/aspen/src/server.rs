@@ -852,7 +852,7 @@ impl ProxyCert {
                     let subject = c.subject_attributes();
                     self.subjects
                         .iter()
-                        .any(|s| aspen_http::client_cert::dn_equal(s, &subject))
+                        .any(|s| aspen_http::client_cert::dn_equal(s, subject))
                 });
         by_addr || by_cert
     }
