@@ -35,13 +35,16 @@ pub fn method_label(m: &Method) -> &'static str {
 
 type Handles = (Counter, Histogram);
 
+/// Route template → handles, for one (method label, status).
+type ByRoute = HashMap<Box<str>, Handles>;
+
 /// This node's handles for each (method, status, route) it has answered: a
 /// request increments its counter and records its latency without building
 /// and hashing a labelled key in the recorder on every request (issue 15).
 /// Made with the router, after the recorder is installed.
 #[derive(Default)]
 pub struct RouteMetrics {
-    seen: RwLock<HashMap<(&'static str, u16), HashMap<Box<str>, Handles>>>,
+    seen: RwLock<HashMap<(&'static str, u16), ByRoute>>,
 }
 
 impl RouteMetrics {
