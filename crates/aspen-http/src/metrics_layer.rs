@@ -49,10 +49,11 @@ pub struct RouteMetrics {
 
 impl RouteMetrics {
     fn handles(&self, method: &'static str, status: u16, route: &str) -> Handles {
-        let cached = self.seen.read().ok().and_then(|m| {
-            let h = m.get(&(method, status))?.get(route)?;
-            Some((h.0.clone(), h.1.clone()))
-        });
+        let cached = self
+            .seen
+            .read()
+            .ok()
+            .and_then(|m| m.get(&(method, status))?.get(route).cloned());
         if let Some(h) = cached {
             return h;
         }
@@ -68,7 +69,7 @@ impl RouteMetrics {
         if let Ok(mut m) = self.seen.write() {
             m.entry((method, status))
                 .or_default()
-                .insert(route.into(), (h.0.clone(), h.1.clone()));
+                .insert(route.into(), h.clone());
         }
         h
     }

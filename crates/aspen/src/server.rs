@@ -579,8 +579,8 @@ pub fn app(rt: &Runtime, public_url: &str) -> Result<Router> {
     // One `layer` call for the whole stack, outermost first. Each
     // `Router::layer` call wraps every route in a boxed service that is
     // cloned, with everything inside it, on every request; nine calls made
-    // that dozens of allocations and clones per request, about a fifth of a
-    // JWKS request's instructions (issue 15, BENCHMARKS.md).
+    // that dozens of allocations and clones per request. One call took 15%
+    // off a JWKS request's instructions (issue 15, BENCHMARKS.md).
     let stack = tower::ServiceBuilder::new()
         .layer(middleware::map_response(security_headers))
         .layer(middleware::from_fn(aspen_http::interaction_id_layer))

@@ -128,6 +128,27 @@ async fn kit_certificate_is_accepted_and_unknown_ca_is_refused() {
     s.stop().await;
 }
 
+async fn metrics_text(s: &TestServer) -> String {
+    s.client()
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of the `aspen_http_requests_total` series whose line carries
+/// every one of `labels` (`route="/health"`), if there is one.
+fn requests_total(text: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .find(|l| {
+            l.starts_with("aspen_http_requests_total") && labels.iter().all(|x| l.contains(x))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
 #[tokio::test]
 async fn metrics_count_requests_by_route() {
     let s = start_sandbox().await;
@@ -135,24 +156,10 @@ async fn metrics_count_requests_by_route() {
     for _ in 0..3 {
         c.get(s.url("/health")).send().await.unwrap();
     }
-    let text = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let line = text
-        .lines()
-        .find(|l| {
-            l.starts_with("aspen_http_requests_total")
-                && l.contains("route=\"/health\"")
-                && l.contains("status=\"200\"")
-        })
+    let text = metrics_text(&s).await;
+    let n = requests_total(&text, &["route=\"/health\"", "status=\"200\""])
         .unwrap_or_else(|| panic!("no /health counter in:\n{text}"));
-    let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(n >= 3.0, "{line}");
+    assert!(n >= 3.0, "{n}");
     assert!(text.contains("aspen_http_request_duration_seconds_bucket"));
     s.stop().await;
 }
@@ -170,28 +177,15 @@ async fn metrics_do_not_take_a_series_per_invented_method() {
         let r = c.request(m, s.url("/no-such-route")).send().await.unwrap();
         assert_eq!(r.status(), 404);
     }
-    let text = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&s).await;
     assert!(!text.contains("INVENTED"), "{text}");
-    let count = |route: &str, status: &str| -> f64 {
-        text.lines()
-            .find(|l| {
-                l.starts_with("aspen_http_requests_total")
-                    && l.contains("method=\"other\"")
-                    && l.contains(&format!("route=\"{route}\""))
-                    && l.contains(&format!("status=\"{status}\""))
-            })
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or_else(|| panic!("no {route} {status} counter in:\n{text}"))
-    };
-    assert!(count("/health", "405") >= 2.0);
-    assert!(count("unmatched", "404") >= 2.0);
+    for (route, status) in [("/health", "405"), ("unmatched", "404")] {
+        let route = format!("route=\"{route}\"");
+        let status = format!("status=\"{status}\"");
+        let n = requests_total(&text, &["method=\"other\"", &route, &status])
+            .unwrap_or_else(|| panic!("no {route} {status} counter in:\n{text}"));
+        assert!(n >= 2.0, "{route} {status}: {n}");
+    }
     s.stop().await;
 }
 
