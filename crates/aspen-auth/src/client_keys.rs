@@ -10,11 +10,14 @@
 //! or delete on another node), so it never decides on its own: the token is
 //! written only if the row is still live at the copy's revision, in the
 //! same statement as the token (`AuthStore::insert_cc_token`), and any
-//! refusal is decided again on the row as it is now (issue 15).
+//! refusal is decided again on the row as it is now (issue 15). Each row
+//! is kept as a [`KnownClient`], with what its checks parse of it.
 
 use std::collections::HashMap;
+use std::ops::Deref;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use aspen_http::client_cert::Dn;
 use aspen_jose::Jwks;
 use aspen_store::auth::TokenClient;
 
@@ -49,19 +52,45 @@ impl ClientKeys {
     }
 }
 
+/// A client row, with its registered subject DN parsed once per row read
+/// rather than once per `tls_client_auth` token (issue 15).
+pub struct KnownClient {
+    row: TokenClient,
+    /// `tls_client_auth_subject_dn`; `None` when absent or not a DN.
+    pub subject_dn: Option<Dn>,
+}
+
+impl KnownClient {
+    pub fn new(row: TokenClient) -> KnownClient {
+        let subject_dn = row
+            .tls_client_auth_subject_dn
+            .as_deref()
+            .and_then(Dn::parse);
+        KnownClient { row, subject_dn }
+    }
+}
+
+impl Deref for KnownClient {
+    type Target = TokenClient;
+
+    fn deref(&self) -> &TokenClient {
+        &self.row
+    }
+}
+
 /// Client rows as this node last read them ([module docs](self)).
 #[derive(Default)]
 pub struct ClientRows {
-    rows: Mutex<HashMap<String, Arc<TokenClient>>>,
+    rows: Mutex<HashMap<String, Arc<KnownClient>>>,
 }
 
 impl ClientRows {
-    pub fn get(&self, client_id: &str) -> Option<Arc<TokenClient>> {
+    pub fn get(&self, client_id: &str) -> Option<Arc<KnownClient>> {
         self.lock().get(client_id).cloned()
     }
 
     /// Keeps a row just read (or forgets the client, if it is gone).
-    pub fn put(&self, client_id: &str, row: Option<TokenClient>) -> Option<Arc<TokenClient>> {
+    pub fn put(&self, client_id: &str, row: Option<TokenClient>) -> Option<Arc<KnownClient>> {
         let mut rows = self.lock();
         let Some(row) = row else {
             rows.remove(client_id);
@@ -70,12 +99,12 @@ impl ClientRows {
         if rows.len() >= MAX_ENTRIES {
             rows.clear();
         }
-        let row = Arc::new(row);
+        let row = Arc::new(KnownClient::new(row));
         rows.insert(client_id.to_string(), row.clone());
         Some(row)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<TokenClient>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<KnownClient>>> {
         self.rows.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

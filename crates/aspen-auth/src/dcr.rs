@@ -242,14 +242,10 @@ pub fn validate_metadata(
     // DCR-20: the transport certificate belongs to the SSA's organisation
     // and software.
     if let Some(cert) = cert {
-        let attrs = cert.subject_attributes();
-        let has = |k: &str, v: &str| {
-            attrs
-                .iter()
-                .any(|(a, b)| a.eq_ignore_ascii_case(k) && b == v)
-        };
-        let org_match = has("OU", &org_id) || has("organizationIdentifier", &org_id);
-        if !org_match || !has("CN", &software_id) {
+        let subject = cert.subject();
+        let org_match =
+            subject.has("OU", &org_id) || subject.has("organizationIdentifier", &org_id);
+        if !org_match || !subject.has("CN", &software_id) {
             return Err(OAuthError::invalid_client_metadata(
                 "the transport certificate does not belong to the software statement's organisation and software (OU/CN)",
             ));
@@ -371,7 +367,7 @@ pub fn validate_metadata(
             ));
         }
         (Some(d), _) => {
-            let parsed = aspen_http::client_cert::parse_dn(d).ok_or_else(|| {
+            let parsed = aspen_http::client_cert::Dn::parse(d).ok_or_else(|| {
                 OAuthError::invalid_client_metadata("tls_client_auth_subject_dn is not a valid DN")
             })?;
             if d.len() > 128 {
@@ -380,7 +376,7 @@ pub fn validate_metadata(
                 ));
             }
             if let Some(cert) = cert
-                && !aspen_http::client_cert::dn_equal(&parsed, cert.subject_attributes())
+                && parsed != *cert.subject()
             {
                 return Err(OAuthError::invalid_client_metadata(
                     "tls_client_auth_subject_dn does not match the transport certificate's subject",

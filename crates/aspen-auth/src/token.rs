@@ -16,6 +16,7 @@ use base64::Engine;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::client_keys::KnownClient;
 use crate::oauth_error::OAuthError;
 use crate::{AuthState, secrets};
 
@@ -208,7 +209,7 @@ fn identify<'a>(
 async fn read_client(
     state: &AuthState,
     client_id: &str,
-) -> Result<Option<Arc<TokenClient>>, OAuthError> {
+) -> Result<Option<Arc<KnownClient>>, OAuthError> {
     let row = state.store.token_client(client_id).await?;
     Ok(state.client_rows.put(client_id, row))
 }
@@ -223,7 +224,7 @@ fn unknown_client() -> OAuthError {
 async fn verify(
     state: &AuthState,
     claimed: &Claimed<'_>,
-    client: &TokenClient,
+    client: &KnownClient,
     cert: &ClientCert,
 ) -> Result<Option<AssertionJti>, OAuthError> {
     if client.token_endpoint_auth_method != claimed.method_name {
@@ -238,11 +239,10 @@ async fn verify(
         }
         Method::TlsClientAuth(_) => {
             let registered = client
-                .tls_client_auth_subject_dn
-                .as_deref()
-                .and_then(aspen_http::client_cert::parse_dn)
+                .subject_dn
+                .as_ref()
                 .ok_or_else(|| OAuthError::invalid_client("client has no registered subject DN"))?;
-            if !aspen_http::client_cert::dn_equal(&registered, cert.subject_attributes()) {
+            if registered != cert.subject() {
                 return Err(OAuthError::invalid_client(
                     "the client certificate's subject does not match tls_client_auth_subject_dn",
                 ));
@@ -260,7 +260,7 @@ async fn authenticate(
     headers: &HeaderMap,
     form: &HashMap<String, String>,
     cert: &ClientCert,
-) -> Result<(Arc<TokenClient>, Option<AssertionJti>), OAuthError> {
+) -> Result<(Arc<KnownClient>, Option<AssertionJti>), OAuthError> {
     let claimed = identify(headers, form)?;
     let client = read_client(state, &claimed.client_id)
         .await?
@@ -474,7 +474,7 @@ async fn client_credentials(
 async fn cc_attempt(
     state: &AuthState,
     claimed: &Claimed<'_>,
-    client: &TokenClient,
+    client: &KnownClient,
     form: &HashMap<String, String>,
     cert: &ClientCert,
 ) -> CcOutcome {

@@ -18,10 +18,10 @@ pub struct ClientCert {
     pub subject_dn: String,
     /// RFC 8705 `x5t#S256`: base64url(SHA-256(DER)) without padding.
     pub thumbprint: String,
-    /// The subject's (attribute, value) pairs, parsed with the certificate
-    /// once per connection: parsing it again for each `tls_client_auth`
-    /// token was an eighth of the token's instructions (issue 15).
-    subject: Vec<(String, String)>,
+    /// The subject, parsed with the certificate once per connection:
+    /// parsing it again for each `tls_client_auth` token was an eighth of
+    /// the token's instructions (issue 15).
+    subject: Dn,
 }
 
 impl ClientCert {
@@ -40,15 +40,43 @@ impl ClientCert {
             der,
             subject_dn,
             thumbprint,
-            subject,
+            subject: Dn::new(subject),
         })
     }
 
-    /// The subject as (attribute short name, value) pairs, most specific
-    /// first, for comparing DNs by parsed RDNs rather than by string
+    /// The subject, for comparing DNs by parsed RDNs rather than by string
     /// (DCR-19).
-    pub fn subject_attributes(&self) -> &[(String, String)] {
+    pub fn subject(&self) -> &Dn {
         &self.subject
+    }
+}
+
+/// A distinguished name in the one form two DNs are compared in: attribute
+/// names normalised ([`normalise_attr`]), values unescaped and trimmed, the
+/// pairs sorted. Two DNs are equal when they carry the same multiset of
+/// attributes, whatever their order, spacing and escaping (DCR-19,
+/// AUTH-48), so equality here is the derived one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dn(Vec<(String, String)>);
+
+impl Dn {
+    /// Parses an RFC 4514 DN string; `None` when it names no attribute.
+    pub fn parse(dn: &str) -> Option<Dn> {
+        parse_dn(dn).map(Dn::new)
+    }
+
+    fn new(pairs: Vec<(String, String)>) -> Dn {
+        let mut pairs: Vec<(String, String)> = pairs
+            .into_iter()
+            .map(|(k, v)| (normalise_attr(&k), v.trim().to_string()))
+            .collect();
+        pairs.sort();
+        Dn(pairs)
+    }
+
+    /// Whether the DN carries `attr` (a normalised name) with `value`.
+    pub fn has(&self, attr: &str, value: &str) -> bool {
+        self.0.iter().any(|(a, v)| a == attr && v == value)
     }
 }
 
@@ -95,11 +123,8 @@ fn escape_dn_value(v: &str) -> String {
     out
 }
 
-/// Parses an RFC 4514 DN string into (attribute, value) pairs so two DNs can
-/// be compared attribute by attribute, ignoring order, spacing and escaping
-/// (DCR-19, AUTH-48). Attribute names compare case-insensitively and the
-/// common OID aliases are normalised.
-pub fn parse_dn(dn: &str) -> Option<Vec<(String, String)>> {
+/// An RFC 4514 DN string's (attribute, value) pairs, unescaped, in order.
+fn parse_dn(dn: &str) -> Option<Vec<(String, String)>> {
     let mut out = Vec::new();
     let mut chars = dn.chars().peekable();
     loop {
@@ -136,7 +161,9 @@ pub fn parse_dn(dn: &str) -> Option<Vec<(String, String)>> {
     }
 }
 
-pub fn normalise_attr(key: &str) -> String {
+/// Attribute names compare case-insensitively, with the common OID aliases
+/// and long names as their short names.
+fn normalise_attr(key: &str) -> String {
     match key.to_ascii_lowercase().as_str() {
         "cn" | "commonname" | "2.5.4.3" => "CN".into(),
         "o" | "organizationname" | "2.5.4.10" => "O".into(),
@@ -149,35 +176,29 @@ pub fn normalise_attr(key: &str) -> String {
     }
 }
 
-/// Two DNs are equal when they carry the same multiset of attributes.
-pub fn dn_equal(a: &[(String, String)], b: &[(String, String)]) -> bool {
-    let norm = |v: &[(String, String)]| {
-        let mut v: Vec<(String, String)> = v
-            .iter()
-            .map(|(k, val)| (normalise_attr(k), val.trim().to_string()))
-            .collect();
-        v.sort();
-        v
-    };
-    norm(a) == norm(b)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn dn_parsing_ignores_order_spacing_and_escapes() {
-        let a = parse_dn("CN=abc, OU=org1,O=Acme\\, Ltd,C=GB").unwrap();
-        let b = parse_dn("C=GB,O=Acme\\, Ltd,ou=org1,CN=abc").unwrap();
-        assert!(dn_equal(&a, &b));
-        let c = parse_dn("CN=abd,OU=org1,O=Acme\\, Ltd,C=GB").unwrap();
-        assert!(!dn_equal(&a, &c));
-        assert_eq!(a[2], ("O".to_string(), "Acme, Ltd".to_string()));
+        let a = Dn::parse("CN=abc, OU=org1,O=Acme\\, Ltd,C=GB").unwrap();
+        let b = Dn::parse("C=GB,O=Acme\\, Ltd,ou=org1,commonName=abc").unwrap();
+        assert_eq!(a, b);
+        let c = Dn::parse("CN=abd,OU=org1,O=Acme\\, Ltd,C=GB").unwrap();
+        assert_ne!(a, c);
+        // A DN with one attribute more or less is another DN.
+        assert_ne!(a, Dn::parse("CN=abc,OU=org1,O=Acme\\, Ltd").unwrap());
+        assert_ne!(
+            a,
+            Dn::parse("CN=abc,OU=org1,OU=org1,O=Acme\\, Ltd,C=GB").unwrap()
+        );
+        assert!(a.has("O", "Acme, Ltd") && a.has("OU", "org1") && !a.has("OU", "org2"));
     }
 
     #[test]
     fn empty_dn_is_none() {
-        assert!(parse_dn("").is_none());
+        assert!(Dn::parse("").is_none());
+        assert!(Dn::parse("  ").is_none());
     }
 }

@@ -573,7 +573,7 @@ pub fn app(rt: &Runtime, public_url: &str) -> Result<Router> {
             .proxy
             .trusted_subject_dns
             .iter()
-            .filter_map(|d| aspen_http::client_cert::parse_dn(d))
+            .filter_map(|d| aspen_http::client_cert::Dn::parse(d))
             .collect(),
     };
     // One `layer` call for the whole stack, outermost first. Each
@@ -826,7 +826,7 @@ struct ProxyCert {
     header: String,
     verifier: Arc<dyn ClientCertVerifier>,
     addresses: Vec<ipnet::IpNet>,
-    subjects: Vec<Vec<(String, String)>>,
+    subjects: Vec<aspen_http::client_cert::Dn>,
 }
 
 impl ProxyCert {
@@ -841,19 +841,12 @@ impl ProxyCert {
             .extensions()
             .get::<RemoteAddr>()
             .is_some_and(|r| self.trusted_ip(r.0.ip()));
-        // Parsing the certificate's subject only when a proxy subject is
-        // configured keeps this off the path of every other request.
         let by_cert = !self.subjects.is_empty()
             && req
                 .extensions()
                 .get::<PeerCert>()
                 .and_then(|p| p.0.as_ref())
-                .is_some_and(|c| {
-                    let subject = c.subject_attributes();
-                    self.subjects
-                        .iter()
-                        .any(|s| aspen_http::client_cert::dn_equal(s, subject))
-                });
+                .is_some_and(|c| self.subjects.iter().any(|s| s == c.subject()));
         by_addr || by_cert
     }
 
