@@ -13,6 +13,7 @@ pub mod events;
 pub mod factors;
 mod migrate;
 pub mod payments;
+mod pg_pool;
 mod world;
 
 use std::str::FromStr;
@@ -75,9 +76,9 @@ pub struct SqliteStore {
 }
 
 pub struct PgStore {
-    pool: sqlx::PgPool,
+    pool: pg_pool::PgConns,
     /// The same pool: PostgreSQL keeps no cache per connection.
-    writer: sqlx::PgPool,
+    writer: pg_pool::PgConns,
 }
 
 impl SqliteStore {
@@ -165,18 +166,22 @@ impl Store for PgStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        // What `Migrator::run` does once it holds a connection (its
+        // `Acquire` bound is not general enough for a `Send` future here).
         migrate::postgres()
-            .run(&self.pool)
+            .run_direct(None, &mut *conn, false)
             .await
             .map_err(|e| StoreError::Backend(e.to_string()))
     }
 }
 
 /// A pooled connection idle at least this long is pinged before use (the
-/// server may have dropped it meanwhile). Sooner, the ping sqlx makes on
-/// every release vouches for it: a ping on acquire too would add a round
-/// trip (on SQLite a hop to its worker thread) to every query.
-const PING_IF_IDLE: Duration = Duration::from_secs(30);
+/// server may have dropped it meanwhile). Sooner, its last use vouches for
+/// it (sqlx's ping on release on SQLite; on PostgreSQL the statement that
+/// ended, [`pg_pool`]): a ping on acquire too would add a round trip (on
+/// SQLite a hop to its worker thread) to every query.
+pub(crate) const PING_IF_IDLE: Duration = Duration::from_secs(30);
 
 fn ping_if_idle<'c, C: sqlx::Connection>(
     conn: &'c mut C,
@@ -263,13 +268,7 @@ pub async fn connect_with_schema(
         if let Some(schema) = pg_schema {
             opts = opts.options([("search_path", schema)]);
         }
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(16)
-            .test_before_acquire(false)
-            .before_acquire(ping_if_idle)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(opts)
-            .await?;
+        let pool = pg_pool::PgConns::connect(opts, 16, Duration::from_secs(10)).await?;
         Ok(Arc::new(PgStore {
             writer: pool.clone(),
             pool,

@@ -487,8 +487,8 @@ macro_rules! impl_payment_store {
             })
         }
 
-        async fn read_idem(
-            pool: &sqlx::Pool<$db>,
+        async fn read_idem<'c>(
+            pool: impl sqlx::Executor<'c, Database = $db>,
             client_id: &str,
             endpoint: &str,
             key: &str,
@@ -506,8 +506,8 @@ macro_rules! impl_payment_store {
         }
 
         /// The record of the request that holds the key (it committed first).
-        async fn key_holder(
-            pool: &sqlx::Pool<$db>,
+        async fn key_holder<'c>(
+            pool: impl sqlx::Executor<'c, Database = $db>,
             idem: &$crate::payments::IdemKey,
             since: i64,
         ) -> Result<$crate::payments::IdemRecord, $crate::StoreError> {
