@@ -91,9 +91,10 @@ impl PgConns {
         Ok(pool)
     }
 
-    /// A connection of the caller's own until the guard drops; it goes back
-    /// as it is only after [`PgConn::done`], and is put right first
-    /// otherwise.
+    /// A connection of the caller's own until the guard drops. Nothing tells
+    /// the guard whether its user's statements ended, so when it drops the
+    /// connection is put right before anyone reuses it; the pool's own
+    /// statements and [`PgTx`] mark theirs finished and skip that.
     pub(crate) async fn acquire(&self) -> Result<PgConn, sqlx::Error> {
         let deadline = tokio::time::Instant::now() + self.0.acquire_timeout;
         let permit = tokio::time::timeout_at(deadline, self.0.permits.clone().acquire_owned())
