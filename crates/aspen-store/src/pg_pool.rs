@@ -435,6 +435,17 @@ mod tests {
         assert_eq!(backend_pid(&pool).await, pid);
     }
 
+    /// A transaction that has inserted `n` into the temporary table `t`.
+    async fn insert_in_transaction(pool: &PgConns, n: i32) -> PgTx {
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query("INSERT INTO t VALUES ($1)")
+            .bind(n)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx
+    }
+
     #[tokio::test]
     async fn a_transaction_dropped_unfinished_is_rolled_back_before_reuse() {
         let Some(pool) = pool(1, Duration::from_secs(10)).await else {
@@ -445,12 +456,7 @@ mod tests {
             .execute(&pool)
             .await
             .unwrap();
-        let mut tx = pool.begin().await.unwrap();
-        sqlx::query("INSERT INTO t VALUES (1)")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        drop(tx);
+        drop(insert_in_transaction(&pool, 1).await);
         // Had the transaction stayed open, this would run inside it and
         // see its row; and the commit below would keep it.
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
@@ -458,19 +464,17 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, 0);
-        let mut tx = pool.begin().await.unwrap();
-        sqlx::query("INSERT INTO t VALUES (2)")
-            .execute(&mut *tx)
+        insert_in_transaction(&pool, 2)
+            .await
+            .commit()
             .await
             .unwrap();
-        tx.commit().await.unwrap();
         assert_eq!(pool.idle().len(), 1);
-        let mut tx = pool.begin().await.unwrap();
-        sqlx::query("INSERT INTO t VALUES (3)")
-            .execute(&mut *tx)
+        insert_in_transaction(&pool, 3)
+            .await
+            .rollback()
             .await
             .unwrap();
-        tx.rollback().await.unwrap();
         let ns: Vec<i32> = sqlx::query_scalar("SELECT n FROM t")
             .fetch_all(&pool)
             .await
