@@ -3,6 +3,7 @@
 //! pagination behind opaque, signed links.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use aspen_auth::{BoundToken, GrantKind};
 use aspen_core::{Direction, TxFilter, TxPageRequest};
@@ -26,7 +27,7 @@ const STATEMENT_FILE_MAX: usize = 100_000;
 
 /// What the token's consent allows, checked once per request (AIS-16).
 pub struct Grant {
-    pub consent: ConsentRecord,
+    pub consent: Arc<ConsentRecord>,
     pub permissions: Vec<String>,
     pub psu_id: String,
 }
@@ -93,13 +94,17 @@ pub async fn grant(
         .consent_id
         .as_deref()
         .ok_or_else(ObError::unauthorized)?;
-    let consent = state
-        .store
-        .consent(consent_id)
-        .await
-        .map_err(ObError::internal)?
-        .filter(|c| c.kind == crate::ais_consents::KIND && !c.deleted)
-        .ok_or_else(ObError::unauthorized)?;
+    let consent = match token.consent_read(consent_id) {
+        Some(c) => Some(c.clone()),
+        None => state
+            .store
+            .consent(consent_id)
+            .await
+            .map_err(ObError::internal)?
+            .map(Arc::new),
+    }
+    .filter(|c| c.kind == crate::ais_consents::KIND && !c.deleted)
+    .ok_or_else(ObError::unauthorized)?;
     // AIS-15, COMMON-37: an expired or no-longer-authorised consent makes
     // the token unusable.
     if consent.status != "Authorised"

@@ -317,14 +317,7 @@ pub async fn create(
 }
 
 async fn owned(state: &ApiState, token: &BoundToken, id: &str) -> Result<ConsentRecord, ObError> {
-    common::owned_consent(
-        state.store.as_ref(),
-        KIND,
-        &token.client_id,
-        id,
-        "ConsentId",
-    )
-    .await
+    common::owned_consent(state.store.as_ref(), KIND, token, id, "ConsentId").await
 }
 
 pub async fn read(

@@ -139,7 +139,7 @@ async fn owned(
     id: &str,
     path: &str,
 ) -> Result<ConsentRecord, ObError> {
-    common::owned_consent(state.store.as_ref(), KIND, &token.client_id, id, path).await
+    common::owned_consent(state.store.as_ref(), KIND, token, id, path).await
 }
 
 pub async fn read_consent(

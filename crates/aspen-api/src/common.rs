@@ -191,21 +191,23 @@ impl serde::Serialize for MsDateTime {
 
 /// The consent named in a path or body, if it is of this kind (else 400
 /// `Resource.NotFound`) and the caller's (else 403), COMMON-34.
+/// The consent the token names was read with it and is used as read.
 pub async fn owned_consent(
     store: &dyn aspen_store::Store,
     kind: &str,
-    client_id: &str,
+    token: &BoundToken,
     id: &str,
     path: &str,
 ) -> Result<aspen_store::consent::ConsentRecord, ObError> {
-    let c = store
-        .consent(id)
-        .await
-        .map_err(ObError::internal)?
-        .filter(|c| c.kind == kind && !c.deleted)
-        .ok_or_else(|| {
-            ObError::bad_request(ObErrorCode::ResourceNotFound, "no such consent", Some(path))
-        })?;
+    let client_id = token.client_id.as_str();
+    let c = match token.consent_read(id) {
+        Some(c) => Some(c.as_ref().clone()),
+        None => store.consent(id).await.map_err(ObError::internal)?,
+    }
+    .filter(|c| c.kind == kind && !c.deleted)
+    .ok_or_else(|| {
+        ObError::bad_request(ObErrorCode::ResourceNotFound, "no such consent", Some(path))
+    })?;
     if c.client_id != client_id {
         return Err(ObError::forbidden(
             Forbidden::OtherTpp,

@@ -201,12 +201,16 @@ pub(crate) async fn verify_request(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(), ObError> {
-    let client = state
-        .store
-        .signer_client(&token.client_id)
-        .await
-        .map_err(ObError::internal)?
-        .ok_or_else(ObError::unauthorized)?;
+    let client = match &token.signer {
+        Some(c) => c.clone(),
+        None => state
+            .store
+            .signer_client(&token.client_id)
+            .await
+            .map_err(ObError::internal)?
+            .map(Arc::new)
+            .ok_or_else(ObError::unauthorized)?,
+    };
     let mut jwks = state.pis.client_keys.get(&client.jwks_json);
     if jwks.is_none()
         && let Some(url) = &client.jwks_uri
@@ -521,7 +525,7 @@ pub async fn read_consent<const K: u8>(
     let c = common::owned_consent(
         state.store.as_ref(),
         k.consent_kind,
-        &token.client_id,
+        &token,
         &id,
         "ConsentId",
     )
@@ -583,7 +587,7 @@ pub async fn funds_confirmation<const K: u8>(
     let c = common::owned_consent(
         state.store.as_ref(),
         k.consent_kind,
-        &token.client_id,
+        &token,
         &id,
         "ConsentId",
     )
@@ -710,7 +714,7 @@ pub async fn create_payment<const K: u8>(
     let c = common::owned_consent(
         state.store.as_ref(),
         k.consent_kind,
-        &token.client_id,
+        &token,
         consent_id,
         "Data.ConsentId",
     )

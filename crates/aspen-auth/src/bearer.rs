@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use aspen_http::PeerCert;
 use aspen_store::Store;
-use aspen_store::auth::TokenKind;
+use aspen_store::auth::{SignerClient, TokenKind};
+use aspen_store::consent::ConsentRecord;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
@@ -35,11 +36,23 @@ pub struct BoundToken {
     pub psu_id: Option<String>,
     pub grant: GrantKind,
     pub expires_at: i64,
+    /// The consent the token names, read with it (`AuthStore::access`);
+    /// `None` when it names none or none exists.
+    pub consent: Option<Arc<ConsentRecord>>,
+    /// The client as a request-signature check needs it, read with the
+    /// token when the request carries a signature (`x-jws-signature`) and
+    /// the client is live.
+    pub signer: Option<Arc<SignerClient>>,
 }
 
 impl BoundToken {
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
+    }
+
+    /// The consent `id` as read with the token, when the token names it.
+    pub fn consent_read(&self, id: &str) -> Option<&Arc<ConsentRecord>> {
+        self.consent.as_ref().filter(|c| c.consent_id == id)
     }
 }
 
@@ -79,11 +92,16 @@ where
         let token =
             bearer_value(parts).ok_or_else(|| TokenRejection("no bearer token").into_response())?;
         let hash = secrets::hash(token);
-        let rec = match state.store().token_by_hash(&hash).await {
+        // Issue 15: the token, its consent and (for a signed request) its
+        // client in one statement, which handlers use instead of reading
+        // them again.
+        let signed = parts.headers.contains_key("x-jws-signature");
+        let access = match state.store().access(&hash, signed).await {
             Ok(Some(r)) => r,
             Ok(None) => return Err(TokenRejection("unknown token").into_response()),
             Err(e) => return Err(aspen_http::ObError::internal(e).into_response()),
         };
+        let rec = access.token;
         if rec.kind != TokenKind::Access {
             return Err(TokenRejection("not an access token").into_response());
         }
@@ -116,6 +134,8 @@ where
                 GrantKind::ClientCredentials
             },
             expires_at: rec.expires_at,
+            consent: access.consent.map(Arc::new),
+            signer: access.signer.map(Arc::new),
         })
     }
 }

@@ -108,6 +108,17 @@ pub struct SignerClient {
     pub jwks_uri: Option<String>,
 }
 
+/// What a resource request needs of its access token, read in one
+/// statement ([`AuthStore::access`]): the token, the consent it names (if
+/// that consent exists) and, when asked for, its client as a
+/// request-signature check needs it (if that client is live).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Access {
+    pub token: TokenRecord,
+    pub consent: Option<crate::consent::ConsentRecord>,
+    pub signer: Option<SignerClient>,
+}
+
 #[async_trait]
 pub trait AuthStore: Send + Sync {
     async fn insert_client(&self, c: &ClientRecord) -> Result<(), StoreError>;
@@ -120,6 +131,10 @@ pub trait AuthStore: Send + Sync {
     async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError>;
     async fn insert_token(&self, t: &TokenRecord) -> Result<(), StoreError>;
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// The token by its hash with its consent and (with `signer`) its
+    /// signing client, in one statement: an AIS page or a payment reads
+    /// them all, and on PostgreSQL each statement is a round trip (issue 15).
+    async fn access(&self, hash: &str, signer: bool) -> Result<Option<Access>, StoreError>;
     async fn revoke_token(&self, hash: &str) -> Result<(), StoreError>;
     /// Records a JWT id; false when it was already used in this scope.
     async fn use_jti(&self, scope: &str, jti: &str, expires_at: i64) -> Result<bool, StoreError>;
@@ -391,6 +406,41 @@ pub(crate) const CLIENT_COLUMNS: &str = "client_id, org_id, software_id, client_
 pub(crate) const TOKEN_COLUMNS: &str = "token_hash, kind, client_id, scope, consent_id, psu_id, \
     grant_type, cert_thumbprint, issued_at, expires_at, revoked, code_hash";
 
+/// Where the consent's columns start in [`access_sql`]'s row.
+pub(crate) const ACCESS_CONSENT_AT: usize = 12;
+/// Where the signing client's columns start in [`access_sql`]'s row.
+pub(crate) const ACCESS_SIGNER_AT: usize = 24;
+
+/// [`AuthStore::access`]'s statement: [`TOKEN_COLUMNS`], the consent's
+/// [`crate::consent::CONSENT_COLUMNS`] (NULLs when the token names none or
+/// it is gone) and, with `signer`, [`signer_from_row`]'s four (NULLs when
+/// the client is not live). Both joins are by primary key.
+pub(crate) fn access_sql(signer: bool) -> &'static str {
+    static SQL: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+        let prefixed = |cols: &str, p: &str| {
+            cols.split(',')
+                .map(|c| format!("{p}.{}", c.trim()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let base = format!(
+            "SELECT {}, {}{{signer}} FROM tokens t LEFT JOIN consents c ON c.consent_id = t.consent_id{{join}} \
+             WHERE t.token_hash = $1",
+            prefixed(TOKEN_COLUMNS, "t"),
+            prefixed(crate::consent::CONSENT_COLUMNS, "c"),
+        );
+        [
+            base.replace("{signer}", "").replace("{join}", ""),
+            base.replace("{signer}", ", s.org_id, s.software_id, s.jwks, s.jwks_uri")
+                .replace(
+                    "{join}",
+                    " LEFT JOIN clients s ON s.client_id = t.client_id AND s.deleted_at IS NULL",
+                ),
+        ]
+    });
+    &SQL[usize::from(signer)]
+}
+
 /// Implements [`AuthStore`] for a store type with a `pool` field; the SQL is
 /// the same on SQLite and PostgreSQL.
 #[macro_export]
@@ -548,6 +598,21 @@ macro_rules! impl_auth_store {
                 row.map(|r| $crate::auth::token_from_row(&r)).transpose()
             }
 
+            async fn access(&self, hash: &str, signer: bool) -> Result<Option<$crate::auth::Access>, $crate::StoreError> {
+                let sql = $crate::auth::access_sql(signer);
+                if let Some(d) = self.direct()
+                    && let Some(a) = d.read_opt(sql, &[&hash], |r| access_from_row(r, signer))?
+                {
+                    return Ok(a);
+                }
+                let row: Option<$row> = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(hash)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::StoreError::from)?;
+                row.map(|r| access_from_row(&r, signer)).transpose()
+            }
+
             async fn revoke_token(&self, hash: &str) -> Result<(), $crate::StoreError> {
                 sqlx::query("UPDATE tokens SET revoked=1 WHERE token_hash=$1")
                     .bind(hash)
@@ -624,6 +689,24 @@ macro_rules! impl_auth_store {
             ) -> Result<bool, $crate::StoreError> {
                 $insert_cc_token(self, jti, client_revision, t).await
             }
+        }
+
+        /// A row of [`$crate::auth::access_sql`].
+        fn access_from_row(r: &impl $crate::cols::Cols, signer: bool) -> Result<$crate::auth::Access, $crate::StoreError> {
+            use $crate::cols::{At, Cols};
+            let consent = At(r, $crate::auth::ACCESS_CONSENT_AT);
+            let client = At(r, $crate::auth::ACCESS_SIGNER_AT);
+            Ok($crate::auth::Access {
+                token: $crate::auth::token_from_row(r)?,
+                consent: match consent.col_opt_str(0)? {
+                    Some(_) => Some($crate::consent::consent_from_row(&consent)?),
+                    None => None,
+                },
+                signer: match signer && client.col_opt_str(0)?.is_some() {
+                    true => Some($crate::auth::signer_from_row(&client)?),
+                    false => None,
+                },
+            })
         }
 
         fn client_from_row(r: &$row) -> Result<$crate::auth::ClientRecord, $crate::StoreError> {

@@ -76,3 +76,19 @@ impl Cols for rusqlite::Row<'_> {
         }
     }
 }
+
+/// A row read from column `at` on: a record's mapping, written for its own
+/// `SELECT`, reads its part of a joined row.
+pub(crate) struct At<'r, R>(pub &'r R, pub usize);
+
+impl<R: Cols> Cols for At<'_, R> {
+    fn col<T: Col>(&self, i: usize) -> Result<T, StoreError> {
+        self.0.col(self.1 + i)
+    }
+    fn col_str(&self, i: usize) -> Result<&str, StoreError> {
+        self.0.col_str(self.1 + i)
+    }
+    fn col_opt_str(&self, i: usize) -> Result<Option<&str>, StoreError> {
+        self.0.col_opt_str(self.1 + i)
+    }
+}

@@ -168,6 +168,24 @@ pub trait ConsentStore: Send + Sync {
 pub(crate) const CONSENT_COLUMNS: &str = "consent_id, kind, client_id, status, created_at, \
     status_updated_at, expires_at, psu_id, accounts, data, authorised_at, deleted";
 
+/// A consent from [`CONSENT_COLUMNS`].
+pub(crate) fn consent_from_row(r: &impl crate::cols::Cols) -> Result<ConsentRecord, StoreError> {
+    Ok(ConsentRecord {
+        consent_id: r.col(0)?,
+        kind: r.col(1)?,
+        client_id: r.col(2)?,
+        status: r.col(3)?,
+        created_at: r.col(4)?,
+        status_updated_at: r.col(5)?,
+        expires_at: r.col(6)?,
+        psu_id: r.col(7)?,
+        accounts: crate::auth::parse_list(r.col_str(8)?)?,
+        data: crate::auth::parse_json(r.col_str(9)?)?,
+        authorised_at: r.col(10)?,
+        deleted: r.col::<i64>(11)? != 0,
+    })
+}
+
 pub(crate) const CODE_COLUMNS: &str = "code_hash, client_id, redirect_uri, consent_id, psu_id, \
     nonce, scope, code_challenge, acr, auth_time, expires_at, amr";
 
@@ -246,7 +264,7 @@ macro_rules! impl_consent_store {
             async fn consent(&self, consent_id: &str) -> Result<Option<$crate::consent::ConsentRecord>, $crate::StoreError> {
                 let sql = format!("SELECT {} FROM consents WHERE consent_id=$1", $crate::consent::CONSENT_COLUMNS);
                 if let Some(d) = self.direct()
-                    && let Some(c) = d.read_opt(&sql, &[&consent_id], |r| consent_from_row(r))?
+                    && let Some(c) = d.read_opt(&sql, &[&consent_id], |r| $crate::consent::consent_from_row(r))?
                 {
                     return Ok(c);
                 }
@@ -255,7 +273,7 @@ macro_rules! impl_consent_store {
                     .fetch_optional(&self.pool)
                     .await
                     .map_err($crate::StoreError::from)?;
-                row.map(|r| consent_from_row(&r)).transpose()
+                row.map(|r| $crate::consent::consent_from_row(&r)).transpose()
             }
 
             async fn transition_consent(
@@ -362,7 +380,7 @@ macro_rules! impl_consent_store {
                     .fetch_all(&self.pool)
                     .await
                     .map_err($crate::StoreError::from)?;
-                rows.iter().map(consent_from_row).collect()
+                rows.iter().map($crate::consent::consent_from_row).collect()
             }
 
             async fn insert_code(&self, c: &$crate::consent::CodeRecord) -> Result<(), $crate::StoreError> {
@@ -684,23 +702,6 @@ macro_rules! impl_consent_store {
                     .map_err($crate::StoreError::from)?;
                 Ok(())
             }
-        }
-
-        fn consent_from_row(r: &impl $crate::cols::Cols) -> Result<$crate::consent::ConsentRecord, $crate::StoreError> {
-            Ok($crate::consent::ConsentRecord {
-                consent_id: r.col(0)?,
-                kind: r.col(1)?,
-                client_id: r.col(2)?,
-                status: r.col(3)?,
-                created_at: r.col(4)?,
-                status_updated_at: r.col(5)?,
-                expires_at: r.col(6)?,
-                psu_id: r.col(7)?,
-                accounts: $crate::auth::parse_list(r.col_str(8)?)?,
-                data: $crate::auth::parse_json(r.col_str(9)?)?,
-                authorised_at: r.col(10)?,
-                deleted: r.col::<i64>(11)? != 0,
-            })
         }
     };
 }

@@ -139,5 +139,10 @@ pub fn postgres() -> Migrator {
             "token_write",
             include_str!("../migrations/postgres/0011_token_write.sql"),
         ),
+        (
+            12,
+            "abort",
+            include_str!("../migrations/postgres/0012_abort.sql"),
+        ),
     ])
 }

@@ -298,12 +298,15 @@ static SQLITE_EXECUTED: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|
 });
 
 /// PostgreSQL: [`PaymentStore::insert_payment_executed`] as one statement
-/// in a transaction, so three round trips (`BEGIN`, the statement, the
-/// commit). The statement's parts chain through what each returns: the
-/// consent moves only if the key was claimed, the debit only if the
-/// consent moved, and the rows follow the debit's outcome. A key claimed
-/// for a consent that did not move (another order consumed it meanwhile)
-/// is undone by rolling the transaction back.
+/// outside any explicit transaction, so one round trip, and the debited
+/// account's row lock is held only until that statement commits (with
+/// `BEGIN` and `COMMIT` around it, orders on one account queued behind two
+/// more round trips each). The statement's parts chain through what each
+/// returns: the consent moves only if the key was claimed, the debit only
+/// if the consent moved, and the rows follow the debit's outcome. A key
+/// claimed for a consent that did not move (another order consumed it
+/// meanwhile) is undone by the statement failing with our SQLSTATE
+/// (`aspen_abort`, migration 0012), which rolls all of it back.
 pub(crate) async fn pg_insert_payment_executed(
     store: &crate::PgStore,
     p: &PaymentRecord,
@@ -312,25 +315,23 @@ pub(crate) async fn pg_insert_payment_executed(
     exec: &LedgerExecution,
 ) -> Result<Option<&'static str>, StoreError> {
     use sqlx::Row;
-    let mut tx = store.writer.begin().await?;
-    let status: Option<String> = bind_params(
+    let row = bind_params(
         sqlx::query(sqlx::AssertSqlSafe(PG_EXECUTED_SQL.as_str())),
         executed_params(p, idem, since, exec),
     )
-    .fetch_one(&mut *tx)
-    .await?
-    .get(0);
-    match status {
-        Some(s) => {
-            tx.commit().await?;
-            Ok(Some(if s == COMPLETED { COMPLETED } else { REJECTED }))
-        }
-        None => {
-            tx.rollback().await?;
-            Ok(None)
-        }
+    .fetch_one(&store.writer)
+    .await;
+    match row {
+        Ok(row) => Ok(row
+            .get::<Option<String>, _>(0)
+            .map(|s| if s == COMPLETED { COMPLETED } else { REJECTED })),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(ABORT_SQLSTATE) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
+
+/// The SQLSTATE `aspen_abort` raises.
+const ABORT_SQLSTATE: &str = "ASP01";
 
 /// The statement of [`pg_insert_payment_executed`], parameters as
 /// [`executed_params`].
@@ -367,7 +368,9 @@ static PG_EXECUTED_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
            INSERT INTO transactions ({TX_COLUMNS}) \
            SELECT $17,$10,$6,$6,$11,$12,0,'Booked',$18,$19,booked_minor,$20 FROM debit), \
          event AS ({event} AND EXISTS (SELECT 1 FROM consumed)) \
-         SELECT (SELECT status FROM pay)"
+         SELECT (SELECT status FROM pay), \
+           CASE WHEN EXISTS (SELECT 1 FROM claim) AND NOT EXISTS (SELECT 1 FROM consumed) \
+           THEN aspen_abort('the consent moved before the order could consume it') END"
     )
 });
 

@@ -798,6 +798,51 @@ fn consent(id: &str) -> ConsentRecord {
     }
 }
 
+// Issue 15: a resource request reads its token, the consent the token
+// names and (for a signed request) the signing client in one statement;
+// each part is exactly what its own read returns, and absent when it is.
+both!(access_reads_token_consent_and_signer_as_one, |s: Arc<
+    dyn Store,
+>| async move {
+    s.insert_client(&client("c1")).await.unwrap();
+    s.insert_consent(&consent("k1")).await.unwrap();
+    s.insert_token(&token("ta", "c1", Some("k1")))
+        .await
+        .unwrap();
+    s.insert_token(&token("tb", "c1", None)).await.unwrap();
+    s.insert_token(&token("tc", "c1", Some("gone")))
+        .await
+        .unwrap();
+
+    let a = s.access("ta", true).await.unwrap().unwrap();
+    assert_eq!(a.token, s.token_by_hash("ta").await.unwrap().unwrap());
+    assert_eq!(a.consent, s.consent("k1").await.unwrap());
+    assert!(a.consent.is_some());
+    assert_eq!(a.signer, s.signer_client("c1").await.unwrap());
+    assert!(a.signer.is_some());
+    // Without asking for the signer, the rest is the same.
+    let unsigned = s.access("ta", false).await.unwrap().unwrap();
+    assert_eq!(
+        (&unsigned.token, &unsigned.consent, &unsigned.signer),
+        (&a.token, &a.consent, &None)
+    );
+
+    // No consent named, or one that does not exist.
+    let b = s.access("tb", true).await.unwrap().unwrap();
+    assert_eq!(
+        (b.token.token_hash.as_str(), b.consent, b.signer.is_some()),
+        ("tb", None, true)
+    );
+    assert_eq!(s.access("tc", false).await.unwrap().unwrap().consent, None);
+    // An unknown token; a deleted client's token (revoked) has no signer.
+    assert!(s.access("nope", true).await.unwrap().is_none());
+    assert!(s.delete_client("c1").await.unwrap());
+    let gone = s.access("ta", true).await.unwrap().unwrap();
+    assert!(gone.token.revoked);
+    assert_eq!(gone.signer, None);
+    assert_eq!(gone.consent, a.consent);
+});
+
 both!(consents_codes_sessions_and_throttling, |s: Arc<
     dyn Store,
 >| async move {
