@@ -464,6 +464,7 @@ pub(crate) enum Param {
     Text(String),
     OptText(Option<String>),
     Int(i64),
+    OptInt(Option<i64>),
 }
 
 impl ToSql for Param {
@@ -472,6 +473,7 @@ impl ToSql for Param {
             Param::Text(s) => s.to_sql(),
             Param::OptText(s) => s.to_sql(),
             Param::Int(i) => i.to_sql(),
+            Param::OptInt(i) => i.to_sql(),
         }
     }
 }
@@ -485,12 +487,14 @@ where
     String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
     for p in params {
         q = match p {
             Param::Text(s) => q.bind(s),
             Param::OptText(s) => q.bind(s),
             Param::Int(i) => q.bind(i),
+            Param::OptInt(i) => q.bind(i),
         };
     }
     q

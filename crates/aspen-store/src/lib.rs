@@ -115,18 +115,18 @@ impl_payment_store!(
     SqliteStore,
     sqlx::sqlite::SqliteRow,
     sqlx::Sqlite,
-    payments::sqlite_insert_payment_executed
+    payments::sqlite_insert_payment_executed,
+    payments::sqlite_insert_consent_once
 );
 mod pg_world {
     use super::*;
-    // The glob above also brings in the SQLite helper; this one wins.
-    use super::pg_consent::insert_consent_row;
     impl_world_store!(PgStore, sqlx::postgres::PgRow, sqlx::Postgres);
     impl_payment_store!(
         PgStore,
         sqlx::postgres::PgRow,
         sqlx::Postgres,
-        payments::pg_insert_payment_executed
+        payments::pg_insert_payment_executed,
+        payments::pg_insert_consent_once
     );
 }
 mod pg_events {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::StoreError;
-use crate::consent::ConsentRecord;
+use crate::consent::{CONSENT_COLUMNS, ConsentRecord};
 use crate::direct::{Param, Script, bind_params};
 
 /// Identifies an idempotent request: the client, the endpoint (method and
@@ -389,6 +389,113 @@ fn executed_event_sql() -> String {
     ])
 }
 
+/// SQLite: [`PaymentStore::insert_consent_once`] as one statement list on
+/// the direct lane (in a shared commit), else through sqlx as
+/// [`crate::sqlite_script`] says, in a task of its own. True when the
+/// consent was written, false when the key is another request's.
+pub(crate) async fn sqlite_insert_consent_once(
+    store: &crate::SqliteStore,
+    c: &ConsentRecord,
+    idem: &IdemKey,
+    since: i64,
+) -> Result<bool, StoreError> {
+    if let Some(direct) = &store.direct
+        && let Some(rows) = direct
+            .write(&SQLITE_CONSENT_ONCE, consent_once_params(c, idem, since))
+            .await?
+    {
+        return Ok(matches!(
+            rows.first(),
+            Some(rusqlite::types::Value::Integer(1))
+        ));
+    }
+    let params = consent_once_params(c, idem, since);
+    let pool = store.writer.clone();
+    tokio::spawn(async move {
+        use sqlx::Row;
+        let mut conn = pool.acquire().await?;
+        let q = sqlx::query(sqlx::AssertSqlSafe(SQLITE_CONSENT_ONCE.text.as_str()));
+        let rows = crate::sqlite_script(&mut conn, bind_params(q, params)).await?;
+        Ok(rows.first().is_some_and(|r| r.get::<i64, _>(0) == 1))
+    })
+    .await
+    .map_err(|e| StoreError::Backend(format!("consent write did not finish: {e}")))?
+}
+
+/// The statement list of [`sqlite_insert_consent_once`], parameters as
+/// [`consent_once_params`]: the consent is written only if the key was
+/// claimed (`changes()` of the claim).
+static SQLITE_CONSENT_ONCE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(format!(
+        "BEGIN IMMEDIATE; {CLAIM_SQL}; \
+         INSERT INTO consents ({CONSENT_COLUMNS}) \
+         SELECT $8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19 WHERE changes() = 1; \
+         SELECT changes(); \
+         COMMIT"
+    ))
+});
+
+/// PostgreSQL: [`PaymentStore::insert_consent_once`] as one statement, so
+/// one round trip (was `BEGIN`, the claim, the consent, `COMMIT`): the
+/// consent is inserted only from the claim's returned row. True when the
+/// consent was written.
+pub(crate) async fn pg_insert_consent_once(
+    store: &crate::PgStore,
+    c: &ConsentRecord,
+    idem: &IdemKey,
+    since: i64,
+) -> Result<bool, StoreError> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH claim AS ({CLAIM_SQL} RETURNING 1) \
+             INSERT INTO consents ({CONSENT_COLUMNS}) \
+             SELECT $8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19 FROM claim"
+        )
+    });
+    let r = bind_params(
+        sqlx::query(sqlx::AssertSqlSafe(SQL.as_str())),
+        consent_once_params(c, idem, since),
+    )
+    .execute(&store.writer)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Claims an idempotency key, `$1..$7` as [`executed_params`] numbers
+/// them: a new key, or one whose window ended (COMMON-25).
+const CLAIM_SQL: &str = "INSERT INTO idempotency_keys \
+    (client_id, endpoint, idem_key, body_hash, resource_id, created_at) \
+    VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (client_id, endpoint, idem_key) DO UPDATE \
+    SET body_hash=excluded.body_hash, resource_id=excluded.resource_id, created_at=excluded.created_at \
+    WHERE idempotency_keys.created_at <= $7";
+
+/// `$1..$7` the key (as [`executed_params`]; the resource is the consent),
+/// `$8..$19` the consent's [`CONSENT_COLUMNS`].
+fn consent_once_params(c: &ConsentRecord, idem: &IdemKey, since: i64) -> Vec<Param> {
+    use Param::{Int, OptInt, OptText, Text};
+    vec![
+        Text(idem.client_id.clone()),
+        Text(idem.endpoint.clone()),
+        Text(idem.key.clone()),
+        Text(idem.body_hash.clone()),
+        Text(c.consent_id.clone()),
+        Int(c.created_at),
+        Int(since),
+        Text(c.consent_id.clone()),
+        Text(c.kind.clone()),
+        Text(c.client_id.clone()),
+        Text(c.status.clone()),
+        Int(c.created_at),
+        Int(c.status_updated_at),
+        OptInt(c.expires_at),
+        OptText(c.psu_id.clone()),
+        Text(crate::auth::json_list(&c.accounts)),
+        Text(c.data.to_string()),
+        OptInt(c.authorised_at),
+        Int(i64::from(c.deleted)),
+    ]
+}
+
 /// The parameters of both backends' execution writes: `$1..$7` the key
 /// (client, endpoint, key, body hash, payment id, now, the window's
 /// start), `$8..$14` the order (consent, kind, account, debit, currency,
@@ -449,12 +556,13 @@ pub fn entry_id(payment_id: &str) -> String {
 #[macro_export]
 #[doc(hidden)]
 macro_rules! impl_payment_store {
-    // `$executed`: the backend's write for `insert_payment_executed`
-    // (`sqlite_insert_payment_executed`, `pg_insert_payment_executed`).
-    ($store:ty, $row:ty, $db:ty, $executed:path) => {
-        $crate::impl_payment_store!(@store $store, $row, $db, $executed);
+    // `$executed` and `$consent_once`: the backend's one write for
+    // `insert_payment_executed` and `insert_consent_once`
+    // (`sqlite_insert_payment_executed`, `pg_insert_consent_once`, ...).
+    ($store:ty, $row:ty, $db:ty, $executed:path, $consent_once:path) => {
+        $crate::impl_payment_store!(@store $store, $row, $db, $executed, $consent_once);
     };
-    (@store $store:ty, $row:ty, $db:ty, $executed:path) => {
+    (@store $store:ty, $row:ty, $db:ty, $executed:path, $consent_once:path) => {
         fn payment_from_row(r: &$row) -> Result<$crate::payments::PaymentRecord, $crate::StoreError> {
             use sqlx::Row;
             Ok($crate::payments::PaymentRecord {
@@ -649,14 +757,11 @@ macro_rules! impl_payment_store {
                 idem: &$crate::payments::IdemKey,
                 since: i64,
             ) -> Result<$crate::payments::Created, $crate::StoreError> {
-                let mut tx = self.pool.begin().await.map_err($crate::StoreError::from)?;
-                if !claim_key(&mut *tx, idem, &c.consent_id, c.created_at, since).await? {
-                    tx.rollback().await.map_err($crate::StoreError::from)?;
-                    return Ok($crate::payments::Created::Existing(key_holder(&self.pool, idem, since).await?));
+                if $consent_once(self, c, idem, since).await? {
+                    Ok($crate::payments::Created::New)
+                } else {
+                    Ok($crate::payments::Created::Existing(key_holder(&self.pool, idem, since).await?))
                 }
-                insert_consent_row(&mut *tx, c).await?;
-                tx.commit().await.map_err($crate::StoreError::from)?;
-                Ok($crate::payments::Created::New)
             }
 
             async fn insert_payment_once(
