@@ -269,11 +269,7 @@ static SQLITE_EXECUTED: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|
     );
     let event = executed_event_sql();
     Script::new(format!(
-        "BEGIN IMMEDIATE; \
-         INSERT INTO idempotency_keys (client_id, endpoint, idem_key, body_hash, resource_id, created_at) \
-         VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (client_id, endpoint, idem_key) DO UPDATE \
-         SET body_hash=excluded.body_hash, resource_id=excluded.resource_id, created_at=excluded.created_at \
-         WHERE idempotency_keys.created_at <= $7; \
+        "BEGIN IMMEDIATE; {CLAIM_SQL}; \
          UPDATE consents SET status='Consumed', status_updated_at=$6 \
          WHERE consent_id=$8 AND status='Authorised' AND deleted=0 AND changes() = 1; \
          INSERT INTO payments ({PAYMENT_COLUMNS}) \
@@ -339,11 +335,7 @@ static PG_EXECUTED_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
     use crate::world::TX_COLUMNS;
     let event = executed_event_sql();
     format!(
-        "WITH claim AS (\
-           INSERT INTO idempotency_keys (client_id, endpoint, idem_key, body_hash, resource_id, created_at) \
-           VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (client_id, endpoint, idem_key) DO UPDATE \
-           SET body_hash=excluded.body_hash, resource_id=excluded.resource_id, created_at=excluded.created_at \
-           WHERE idempotency_keys.created_at <= $7 RETURNING 1), \
+        "WITH claim AS ({CLAIM_SQL} RETURNING 1), \
          consumed AS (\
            UPDATE consents SET status='Consumed', status_updated_at=$6 \
            WHERE consent_id=$8 AND status='Authorised' AND deleted=0 AND EXISTS (SELECT 1 FROM claim) \
@@ -462,8 +454,9 @@ pub(crate) async fn pg_insert_consent_once(
 }
 
 /// Claims an idempotency key, `$1..$7` as [`executed_params`] numbers
-/// them: a new key, or one whose window ended (COMMON-25).
-const CLAIM_SQL: &str = "INSERT INTO idempotency_keys \
+/// them: a new key, or one whose window ended (COMMON-25). Every write
+/// that claims a key uses this text.
+pub(crate) const CLAIM_SQL: &str = "INSERT INTO idempotency_keys \
     (client_id, endpoint, idem_key, body_hash, resource_id, created_at) \
     VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (client_id, endpoint, idem_key) DO UPDATE \
     SET body_hash=excluded.body_hash, resource_id=excluded.resource_id, created_at=excluded.created_at \
@@ -637,12 +630,7 @@ macro_rules! impl_payment_store {
             now: i64,
             since: i64,
         ) -> Result<bool, $crate::StoreError> {
-            let r = sqlx::query(
-                "INSERT INTO idempotency_keys (client_id, endpoint, idem_key, body_hash, resource_id, created_at) \
-                 VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (client_id, endpoint, idem_key) DO UPDATE \
-                 SET body_hash=excluded.body_hash, resource_id=excluded.resource_id, created_at=excluded.created_at \
-                 WHERE idempotency_keys.created_at <= $7",
-            )
+            let r = sqlx::query($crate::payments::CLAIM_SQL)
             .bind(&idem.client_id)
             .bind(&idem.endpoint)
             .bind(&idem.key)
