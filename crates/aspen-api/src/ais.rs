@@ -94,17 +94,10 @@ pub async fn grant(
         .consent_id
         .as_deref()
         .ok_or_else(ObError::unauthorized)?;
-    let consent = match token.consent_read(consent_id) {
-        Some(c) => Some(c.clone()),
-        None => state
-            .store
-            .consent(consent_id)
-            .await
-            .map_err(ObError::internal)?
-            .map(Arc::new),
-    }
-    .filter(|c| c.kind == crate::ais_consents::KIND && !c.deleted)
-    .ok_or_else(ObError::unauthorized)?;
+    let consent = common::consent(state.store.as_ref(), token, consent_id)
+        .await?
+        .filter(|c| c.kind == crate::ais_consents::KIND && !c.deleted)
+        .ok_or_else(ObError::unauthorized)?;
     // AIS-15, COMMON-37: an expired or no-longer-authorised consent makes
     // the token unusable.
     if consent.status != "Authorised"

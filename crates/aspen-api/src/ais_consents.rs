@@ -1,5 +1,7 @@
 //! `account-access-consents` (AIS-1..14).
 
+use std::sync::Arc;
+
 use aspen_auth::{BoundToken, GrantKind};
 use aspen_http::{Json, ObError, ObErrorCode};
 use aspen_store::consent::ConsentRecord;
@@ -316,7 +318,11 @@ pub async fn create(
     Ok(common::created(response_body(&state, &record)))
 }
 
-async fn owned(state: &ApiState, token: &BoundToken, id: &str) -> Result<ConsentRecord, ObError> {
+async fn owned(
+    state: &ApiState,
+    token: &BoundToken,
+    id: &str,
+) -> Result<Arc<ConsentRecord>, ObError> {
     common::owned_consent(state.store.as_ref(), KIND, token, id, "ConsentId").await
 }
 

@@ -3,6 +3,8 @@
 //! confirmation answers yes or no for one amount on the consent's one
 //! account; it never discloses a balance and reserves nothing (COF-11).
 
+use std::sync::Arc;
+
 use aspen_auth::{BoundToken, GrantKind};
 use aspen_http::{Json, ObError, ObErrorCode};
 use aspen_store::consent::ConsentRecord;
@@ -138,7 +140,7 @@ async fn owned(
     token: &BoundToken,
     id: &str,
     path: &str,
-) -> Result<ConsentRecord, ObError> {
+) -> Result<Arc<ConsentRecord>, ObError> {
     common::owned_consent(state.store.as_ref(), KIND, token, id, path).await
 }
 

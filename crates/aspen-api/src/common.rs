@@ -2,8 +2,11 @@
 //! COMMON-44), media types (COMMON-20), FAPI headers (COMMON-14..17),
 //! date parsing (COMMON-11, COMMON-12).
 
+use std::sync::Arc;
+
 use aspen_auth::{BoundToken, GrantKind};
 use aspen_http::{Forbidden, ObError, ObErrorCode};
+use aspen_store::consent::ConsentRecord;
 use axum::http::{HeaderMap, StatusCode, header};
 use chrono::{
     DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, SecondsFormat, Timelike, Utc,
@@ -189,26 +192,39 @@ impl serde::Serialize for MsDateTime {
     }
 }
 
+/// The consent `id`: as read with the token when the token names it (one
+/// statement for both, issue 15), else from the store.
+pub async fn consent(
+    store: &dyn aspen_store::Store,
+    token: &BoundToken,
+    id: &str,
+) -> Result<Option<Arc<ConsentRecord>>, ObError> {
+    match token.consent_read(id) {
+        Some(c) => Ok(Some(c.clone())),
+        None => Ok(store
+            .consent(id)
+            .await
+            .map_err(ObError::internal)?
+            .map(Arc::new)),
+    }
+}
+
 /// The consent named in a path or body, if it is of this kind (else 400
 /// `Resource.NotFound`) and the caller's (else 403), COMMON-34.
-/// The consent the token names was read with it and is used as read.
 pub async fn owned_consent(
     store: &dyn aspen_store::Store,
     kind: &str,
     token: &BoundToken,
     id: &str,
     path: &str,
-) -> Result<aspen_store::consent::ConsentRecord, ObError> {
-    let client_id = token.client_id.as_str();
-    let c = match token.consent_read(id) {
-        Some(c) => Some(c.as_ref().clone()),
-        None => store.consent(id).await.map_err(ObError::internal)?,
-    }
-    .filter(|c| c.kind == kind && !c.deleted)
-    .ok_or_else(|| {
-        ObError::bad_request(ObErrorCode::ResourceNotFound, "no such consent", Some(path))
-    })?;
-    if c.client_id != client_id {
+) -> Result<Arc<ConsentRecord>, ObError> {
+    let c = consent(store, token, id)
+        .await?
+        .filter(|c| c.kind == kind && !c.deleted)
+        .ok_or_else(|| {
+            ObError::bad_request(ObErrorCode::ResourceNotFound, "no such consent", Some(path))
+        })?;
+    if c.client_id != token.client_id {
         return Err(ObError::forbidden(
             Forbidden::OtherTpp,
             "the consent belongs to another TPP",

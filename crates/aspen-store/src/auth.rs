@@ -441,6 +441,28 @@ pub(crate) fn access_sql(signer: bool) -> &'static str {
     &SQL[usize::from(signer)]
 }
 
+/// A row of [`access_sql`].
+pub(crate) fn access_from_row(
+    r: &impl crate::cols::Cols,
+    signer: bool,
+) -> Result<Access, StoreError> {
+    use crate::cols::{At, Cols};
+    let consent = At(r, ACCESS_CONSENT_AT);
+    let client = At(r, ACCESS_SIGNER_AT);
+    Ok(Access {
+        token: token_from_row(r)?,
+        consent: match consent.col_opt_str(0)? {
+            Some(_) => Some(crate::consent::consent_from_row(&consent)?),
+            None => None,
+        },
+        signer: if signer && client.col_opt_str(0)?.is_some() {
+            Some(signer_from_row(&client)?)
+        } else {
+            None
+        },
+    })
+}
+
 /// Implements [`AuthStore`] for a store type with a `pool` field; the SQL is
 /// the same on SQLite and PostgreSQL.
 #[macro_export]
@@ -601,7 +623,7 @@ macro_rules! impl_auth_store {
             async fn access(&self, hash: &str, signer: bool) -> Result<Option<$crate::auth::Access>, $crate::StoreError> {
                 let sql = $crate::auth::access_sql(signer);
                 if let Some(d) = self.direct()
-                    && let Some(a) = d.read_opt(sql, &[&hash], |r| access_from_row(r, signer))?
+                    && let Some(a) = d.read_opt(sql, &[&hash], |r| $crate::auth::access_from_row(r, signer))?
                 {
                     return Ok(a);
                 }
@@ -610,7 +632,7 @@ macro_rules! impl_auth_store {
                     .fetch_optional(&self.pool)
                     .await
                     .map_err($crate::StoreError::from)?;
-                row.map(|r| access_from_row(&r, signer)).transpose()
+                row.map(|r| $crate::auth::access_from_row(&r, signer)).transpose()
             }
 
             async fn revoke_token(&self, hash: &str) -> Result<(), $crate::StoreError> {
@@ -689,24 +711,6 @@ macro_rules! impl_auth_store {
             ) -> Result<bool, $crate::StoreError> {
                 $insert_cc_token(self, jti, client_revision, t).await
             }
-        }
-
-        /// A row of [`$crate::auth::access_sql`].
-        fn access_from_row(r: &impl $crate::cols::Cols, signer: bool) -> Result<$crate::auth::Access, $crate::StoreError> {
-            use $crate::cols::{At, Cols};
-            let consent = At(r, $crate::auth::ACCESS_CONSENT_AT);
-            let client = At(r, $crate::auth::ACCESS_SIGNER_AT);
-            Ok($crate::auth::Access {
-                token: $crate::auth::token_from_row(r)?,
-                consent: match consent.col_opt_str(0)? {
-                    Some(_) => Some($crate::consent::consent_from_row(&consent)?),
-                    None => None,
-                },
-                signer: match signer && client.col_opt_str(0)?.is_some() {
-                    true => Some($crate::auth::signer_from_row(&client)?),
-                    false => None,
-                },
-            })
         }
 
         fn client_from_row(r: &$row) -> Result<$crate::auth::ClientRecord, $crate::StoreError> {

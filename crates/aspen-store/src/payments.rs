@@ -453,8 +453,8 @@ pub(crate) async fn pg_insert_consent_once(
     Ok(r.rows_affected() == 1)
 }
 
-/// Claims an idempotency key, `$1..$7` as [`executed_params`] numbers
-/// them: a new key, or one whose window ended (COMMON-25). Every write
+/// Claims an idempotency key, `$1..$7` as [`claim_params`]: a new key, or
+/// one whose window ended (COMMON-25). Every write
 /// that claims a key uses this text.
 pub(crate) const CLAIM_SQL: &str = "INSERT INTO idempotency_keys \
     (client_id, endpoint, idem_key, body_hash, resource_id, created_at) \
@@ -462,18 +462,27 @@ pub(crate) const CLAIM_SQL: &str = "INSERT INTO idempotency_keys \
     SET body_hash=excluded.body_hash, resource_id=excluded.resource_id, created_at=excluded.created_at \
     WHERE idempotency_keys.created_at <= $7";
 
-/// `$1..$7` the key (as [`executed_params`]; the resource is the consent),
-/// `$8..$19` the consent's [`CONSENT_COLUMNS`].
-fn consent_once_params(c: &ConsentRecord, idem: &IdemKey, since: i64) -> Vec<Param> {
-    use Param::{Int, OptInt, OptText, Text};
+/// [`CLAIM_SQL`]'s `$1..$7`: the key (client, endpoint, key, body hash),
+/// the resource it names, now, and the window's start.
+pub(crate) fn claim_params(idem: &IdemKey, resource_id: &str, now: i64, since: i64) -> Vec<Param> {
+    use Param::{Int, Text};
     vec![
         Text(idem.client_id.clone()),
         Text(idem.endpoint.clone()),
         Text(idem.key.clone()),
         Text(idem.body_hash.clone()),
-        Text(c.consent_id.clone()),
-        Int(c.created_at),
+        Text(resource_id.to_string()),
+        Int(now),
         Int(since),
+    ]
+}
+
+/// `$1..$7` the key's claim (the resource is the consent), `$8..$19` the
+/// consent's [`CONSENT_COLUMNS`].
+fn consent_once_params(c: &ConsentRecord, idem: &IdemKey, since: i64) -> Vec<Param> {
+    use Param::{Int, OptInt, OptText, Text};
+    let mut params = claim_params(idem, &c.consent_id, c.created_at, since);
+    params.extend([
         Text(c.consent_id.clone()),
         Text(c.kind.clone()),
         Text(c.client_id.clone()),
@@ -486,7 +495,8 @@ fn consent_once_params(c: &ConsentRecord, idem: &IdemKey, since: i64) -> Vec<Par
         Text(c.data.to_string()),
         OptInt(c.authorised_at),
         Int(i64::from(c.deleted)),
-    ]
+    ]);
+    params
 }
 
 /// The parameters of both backends' execution writes: `$1..$7` the key
@@ -503,14 +513,8 @@ fn executed_params(
 ) -> Vec<Param> {
     use Param::{Int, OptText, Text};
     let (l, e) = (&exec.payment, &exec.entry);
-    vec![
-        Text(idem.client_id.clone()),
-        Text(idem.endpoint.clone()),
-        Text(idem.key.clone()),
-        Text(idem.body_hash.clone()),
-        Text(p.payment_id.clone()),
-        Int(p.created_at),
-        Int(since),
+    let mut params = claim_params(idem, &p.payment_id, p.created_at, since);
+    params.extend([
         Text(p.consent_id.clone()),
         Text(p.kind.clone()),
         Text(l.account_id.clone()),
@@ -526,7 +530,8 @@ fn executed_params(
         Text(e.detail.get().to_string()),
         Text(crate::events::new_id()),
         Text(crate::events::new_id()),
-    ]
+    ]);
+    params
 }
 
 /// A live idempotency key: `$1..$3` the key, `$4` the window's start.
@@ -630,14 +635,10 @@ macro_rules! impl_payment_store {
             now: i64,
             since: i64,
         ) -> Result<bool, $crate::StoreError> {
-            let r = sqlx::query($crate::payments::CLAIM_SQL)
-            .bind(&idem.client_id)
-            .bind(&idem.endpoint)
-            .bind(&idem.key)
-            .bind(&idem.body_hash)
-            .bind(resource_id)
-            .bind(now)
-            .bind(since)
+            let r = $crate::direct::bind_params(
+                sqlx::query($crate::payments::CLAIM_SQL),
+                $crate::payments::claim_params(idem, resource_id, now, since),
+            )
             .execute(&mut *conn)
             .await
             .map_err($crate::StoreError::from)?;
