@@ -38,8 +38,12 @@ use tokio::sync::oneshot;
 
 use crate::StoreError;
 
-/// SQLite's default `wal_autocheckpoint`, in pages.
-const CHECKPOINT_PAGES: c_int = 1000;
+/// WAL pages past which a commit starts a checkpoint (SQLite's own default
+/// is 1,000). A checkpoint copies each page once however often the log
+/// holds it, then `fsync`s twice; at 1,000 pages checkpoints took 13% of
+/// a token's server CPU (issue 15, eighth pass). The log's file grows to
+/// this many pages (4 kB each) and stays that size.
+pub(crate) const CHECKPOINT_PAGES: c_int = 8000;
 /// Idle reader connections kept (one per thread that reads at once).
 const IDLE_READERS: usize = 4;
 /// Distinct statements each connection keeps prepared.
@@ -187,8 +191,13 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     )?;
     // As sqlx's connections (`connect_with_schema`), but with no busy
     // handler (rusqlite sets one of five seconds): see the module's comment.
+    // A group commit's savepoint journals stay in memory (they spilled to
+    // files created and unlinked under /var/tmp); the lane's statements
+    // are small, unlike the bulk loads on sqlx's connections.
     c.busy_timeout(std::time::Duration::ZERO)?;
-    c.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")?;
+    c.execute_batch(
+        "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;",
+    )?;
     c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(c)
 }

@@ -249,6 +249,7 @@ pub async fn connect_with_schema(
             .create_if_missing(true)
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
             .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+            .pragma("wal_autocheckpoint", direct::CHECKPOINT_PAGES.to_string())
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let pool = |n| {
