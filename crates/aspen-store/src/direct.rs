@@ -191,10 +191,10 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     )?;
     // As sqlx's connections (`connect_with_schema`), but with no busy
     // handler (rusqlite sets one of five seconds): see the module's comment.
+    c.busy_timeout(std::time::Duration::ZERO)?;
     // A group commit's savepoint journals stay in memory (they spilled to
     // files created and unlinked under /var/tmp); the lane's statements
     // are small, unlike the bulk loads on sqlx's connections.
-    c.busy_timeout(std::time::Duration::ZERO)?;
     c.execute_batch(
         "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;",
     )?;
