@@ -7,18 +7,17 @@ use std::sync::Arc;
 
 use aspen_auth::{BoundToken, GrantKind};
 use aspen_core::{Direction, TxFilter, TxPageRequest};
-use aspen_domain::{Account, Minor, ResourceKind, Transaction, format_minor};
+use aspen_domain::{Account, ResourceKind, format_minor};
 use aspen_http::{Json, ObError, ObErrorCode};
 use aspen_store::consent::ConsentRecord;
 use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use crate::common::{self, MsDateTime, core_error, format_ms, parse_query_datetime};
-use crate::{AISP, ApiState, links};
+use crate::common::{self, core_error, format_ms, parse_query_datetime};
+use crate::{AISP, ApiState, links, tx_body};
 
 /// Transactions per call to the core when aspen walks a whole period.
 const CORE_PAGE: u32 = 1000;
@@ -185,7 +184,7 @@ fn envelope(data: Value, self_link: String, meta: Value) -> Response {
     Json(json!({ "Data": data, "Links": { "Self": self_link }, "Meta": meta })).into_response()
 }
 
-fn mask_pan(pan: &str) -> String {
+pub(crate) fn mask_pan(pan: &str) -> String {
     let n = pan.chars().count();
     if n <= 4 {
         return pan.to_string();
@@ -747,208 +746,6 @@ struct PageToken {
     hi: Option<i64>,
 }
 
-/// Room for a page's body (about 490 bytes a transaction, 48.6 kB for a
-/// sandbox page of 100), reserved before it is written.
-fn page_capacity(entries: usize) -> usize {
-    2048 + 512 * entries
-}
-
-/// OBTransaction5 as sent, serialised straight from the core's
-/// transaction (no JSON tree in between): the fields in the schema's order,
-/// the Detail-only ones (AIS-20) and the PAN mask (AIS-21) decided here.
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct TxOut<'a> {
-    account_id: &'a str,
-    transaction_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    transaction_reference: Option<&'a str>,
-    credit_debit_indicator: &'static str,
-    status: &'a str,
-    booking_date_time: MsDateTime,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    value_date_time: Option<MsDateTime>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    transaction_information: Option<&'a str>,
-    amount: TxAmount<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    bank_transaction_code: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    proprietary_bank_transaction_code: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    balance: Option<TxBalance<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    merchant_details: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    creditor_agent: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    creditor_account: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    debtor_agent: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    debtor_account: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    card_instrument: Option<Card<'a>>,
-}
-
-/// The parts of a transaction's detail a page shows, borrowed from its
-/// text: found by one scan, copied to the body as they are.
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "PascalCase")]
-struct DetailParts<'a> {
-    #[serde(borrow)]
-    bank_transaction_code: Option<&'a RawValue>,
-    #[serde(borrow)]
-    proprietary_bank_transaction_code: Option<&'a RawValue>,
-    #[serde(borrow)]
-    merchant_details: Option<&'a RawValue>,
-    #[serde(borrow)]
-    creditor_agent: Option<&'a RawValue>,
-    #[serde(borrow)]
-    creditor_account: Option<&'a RawValue>,
-    #[serde(borrow)]
-    debtor_agent: Option<&'a RawValue>,
-    #[serde(borrow)]
-    debtor_account: Option<&'a RawValue>,
-    #[serde(borrow)]
-    card_instrument: Option<&'a RawValue>,
-}
-
-/// A card as stored, or with its PAN masked (AIS-21).
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Card<'a> {
-    AsStored(&'a RawValue),
-    Masked(Value),
-}
-
-impl<'a> Card<'a> {
-    fn shown(raw: &'a RawValue, pan: bool) -> Self {
-        if pan {
-            return Card::AsStored(raw);
-        }
-        let mut card: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
-        match card["Identification"].as_str().map(mask_pan) {
-            Some(masked) => {
-                card["Identification"] = json!(masked);
-                Card::Masked(card)
-            }
-            None => Card::AsStored(raw),
-        }
-    }
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct TxAmount<'a> {
-    amount: Minor,
-    currency: &'a str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct TxBalance<'a> {
-    amount: TxAmount<'a>,
-    credit_debit_indicator: &'static str,
-    #[serde(rename = "Type")]
-    kind: &'static str,
-}
-
-impl<'a> TxOut<'a> {
-    fn new(t: &'a Transaction, detail: bool, pan: bool) -> Self {
-        // Not an object (or not JSON): nothing to show from it.
-        let parts: DetailParts = serde_json::from_str(t.detail.get()).unwrap_or_default();
-        // AIS-20: the Detail-only fields.
-        let dd = |v: Option<&'a RawValue>| v.filter(|_| detail);
-        TxOut {
-            account_id: &t.account_id,
-            transaction_id: &t.transaction_id,
-            transaction_reference: t.reference.as_deref(),
-            credit_debit_indicator: t.credit_debit.as_str(),
-            status: &t.status,
-            booking_date_time: MsDateTime(t.booking_ms),
-            value_date_time: t.value_ms.map(MsDateTime),
-            transaction_information: t.information.as_deref().filter(|_| detail),
-            amount: TxAmount {
-                amount: Minor(t.amount_minor),
-                currency: &t.currency,
-            },
-            bank_transaction_code: parts.bank_transaction_code,
-            proprietary_bank_transaction_code: parts.proprietary_bank_transaction_code,
-            balance: t.balance_minor.filter(|_| detail).map(|b| TxBalance {
-                amount: TxAmount {
-                    amount: Minor(b.abs()),
-                    currency: &t.currency,
-                },
-                credit_debit_indicator: if b < 0 { "Debit" } else { "Credit" },
-                kind: "InterimBooked",
-            }),
-            merchant_details: dd(parts.merchant_details),
-            creditor_agent: dd(parts.creditor_agent),
-            creditor_account: dd(parts.creditor_account),
-            debtor_agent: dd(parts.debtor_agent),
-            debtor_account: dd(parts.debtor_account),
-            card_instrument: parts.card_instrument.map(|c| Card::shown(c, pan)),
-        }
-    }
-}
-
-/// A page's transactions, serialised one by one as the body is written.
-struct TxList<'a> {
-    entries: &'a [aspen_core::TxEntry],
-    detail: bool,
-    pan: bool,
-}
-
-impl Serialize for TxList<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(
-            self.entries
-                .iter()
-                .map(|e| TxOut::new(&e.transaction, self.detail, self.pan)),
-        )
-    }
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct TxData<T> {
-    transaction: T,
-}
-
-/// The links of a transactions page (COMMON-45..48).
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct PageLinks {
-    #[serde(rename = "Self")]
-    self_link: String,
-    first: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    prev: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last: Option<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct PageMeta {
-    total_pages: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    first_available_date_time: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_available_date_time: Option<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct TxBody<T> {
-    data: TxData<T>,
-    links: PageLinks,
-    meta: PageMeta,
-}
-
 fn tx_filter(g: &Grant, q_from: Option<i64>, q_to: Option<i64>) -> TxFilter {
     let (wf, wt) = g.window();
     TxFilter {
@@ -1120,7 +917,7 @@ async fn transactions_page(
     } else {
         total % size
     };
-    let links_obj = PageLinks {
+    let links_obj = tx_body::PageLinks {
         self_link,
         // First carries the original filters through a token (COMMON-48).
         first: token('n', None, size, 1),
@@ -1141,22 +938,19 @@ async fn transactions_page(
         (from <= to).then(|| (format_ms(from), format_ms(to)))
     });
     let (first_available, last_available) = period.unzip();
-    Ok(Json(TxBody {
-        data: TxData {
-            transaction: TxList {
-                entries: &rows,
-                detail,
-                pan: g.has("ReadPAN"),
-            },
-        },
-        links: links_obj,
-        meta: PageMeta {
-            total_pages: pages,
-            first_available_date_time: first_available,
-            last_available_date_time: last_available,
-        },
-    })
-    .into_response_sized(page_capacity(rows.len())))
+    let meta = tx_body::PageMeta {
+        total_pages: pages,
+        first_available,
+        last_available,
+    };
+    let body = tx_body::page(
+        rows.iter().map(|e| &e.transaction),
+        detail,
+        g.has("ReadPAN"),
+        &links_obj,
+        &meta,
+    );
+    Ok(aspen_http::json::bytes(body))
 }
 
 /// Opens a page link: it must be sealed by this bank and belong to the
@@ -1287,26 +1081,24 @@ pub async fn bulk_transactions(
     let next = last
         .filter(|_| page_no < pages)
         .map(|(ai, c)| seal(ai, Some(c), page_no + 1));
-    Ok(Json(TxBody {
-        data: TxData {
-            transaction: TxList {
-                entries: &list,
-                detail,
-                pan: g.has("ReadPAN"),
-            },
-        },
-        links: PageLinks {
-            self_link: self_url(&s, &uri),
-            first: seal(0, None, 1),
-            prev: None,
-            next,
-            last: None,
-        },
-        meta: PageMeta {
-            total_pages: pages,
-            first_available_date_time: None,
-            last_available_date_time: None,
-        },
-    })
-    .into_response_sized(page_capacity(list.len())))
+    let links = tx_body::PageLinks {
+        self_link: self_url(&s, &uri),
+        first: seal(0, None, 1),
+        prev: None,
+        next,
+        last: None,
+    };
+    let meta = tx_body::PageMeta {
+        total_pages: pages,
+        first_available: None,
+        last_available: None,
+    };
+    let body = tx_body::page(
+        list.iter().map(|e| &e.transaction),
+        detail,
+        g.has("ReadPAN"),
+        &links,
+        &meta,
+    );
+    Ok(aspen_http::json::bytes(body))
 }

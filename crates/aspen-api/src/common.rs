@@ -161,7 +161,7 @@ pub fn format_ms(ms: i64) -> String {
 }
 
 /// Unix milliseconds as a response date-time to the second, in UTC
-/// (`2026-11-24T10:00:00Z`), written straight into a body when serialised.
+/// (`2026-11-24T10:00:00Z`).
 #[derive(Debug, Clone, Copy)]
 pub struct MsDateTime(pub i64);
 
@@ -183,12 +183,6 @@ impl std::fmt::Display for MsDateTime {
             Some(d) => f.write_str(&d.to_rfc3339_opts(SecondsFormat::Secs, true)),
             None => Ok(()),
         }
-    }
-}
-
-impl serde::Serialize for MsDateTime {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
     }
 }
 

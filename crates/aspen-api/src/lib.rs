@@ -8,6 +8,7 @@ pub mod events;
 pub mod links;
 pub mod pis;
 pub mod pis_schema;
+mod tx_body;
 
 use std::sync::Arc;
 

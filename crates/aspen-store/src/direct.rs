@@ -414,6 +414,16 @@ impl Direct {
         params: &[&dyn ToSql],
         row: &mut dyn FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<()>,
     ) -> Result<Option<()>, StoreError> {
+        self.with_reader(|c| run(c, sql, params, row))
+    }
+
+    /// `work` on a reader connection, which goes back to the idle ones only
+    /// if `work` succeeded: a connection that failed half-way (inside a
+    /// read transaction, say) is closed, never handed out again.
+    fn with_reader<T>(
+        &self,
+        work: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<Option<T>, StoreError> {
         let idle = self.0.readers.lock().ok().and_then(|mut r| r.pop());
         let c = match idle {
             Some(c) => c,
@@ -422,7 +432,7 @@ impl Direct {
                 None => return Ok(None),
             },
         };
-        let r = run(&c, sql, params, row);
+        let r = work(&c);
         if r.is_ok()
             && let Ok(mut idle) = self.0.readers.lock()
             && idle.len() < IDLE_READERS
@@ -509,6 +519,9 @@ where
     q
 }
 
+/// A row mapping of [`Direct::read_both`].
+pub(crate) type RowMap<T> = dyn Fn(&rusqlite::Row<'_>) -> Result<T, StoreError>;
+
 impl Direct {
     /// Every row of one read-only statement of ours through `map` (a
     /// [`crate::cols::Cols`] mapping, the one the sqlx path uses);
@@ -530,6 +543,41 @@ impl Direct {
                 failed = Some(e);
                 Err(rusqlite::Error::InvalidQuery)
             }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        Ok(done?.map(|()| out))
+    }
+
+    /// Two read-only statements of ours, one after the other in one read
+    /// transaction, so both see the same snapshot (as the subqueries of one
+    /// statement do); their rows through `map`. `Ok(None)` when the
+    /// database is busy.
+    pub(crate) fn read_both<T>(
+        &self,
+        first: &str,
+        second: &str,
+        params: &[&dyn ToSql],
+        map: [&RowMap<T>; 2],
+    ) -> Result<Option<Vec<T>>, StoreError> {
+        let mut out = Vec::new();
+        let mut failed = None;
+        let done = self.with_reader(|c| {
+            run(c, "BEGIN", &[], &mut |_| Ok(()))?;
+            for (sql, map) in [first, second].into_iter().zip(map) {
+                run(c, sql, params, &mut |r| match map(r) {
+                    Ok(v) => {
+                        out.push(v);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        Err(rusqlite::Error::InvalidQuery)
+                    }
+                })?;
+            }
+            run(c, "COMMIT", &[], &mut |_| Ok(()))
         });
         if let Some(e) = failed {
             return Err(e);
