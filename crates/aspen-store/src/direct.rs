@@ -519,6 +519,45 @@ where
     q
 }
 
+/// Rows mapped as a statement steps; the first mapping error stops it
+/// and is what the read answers.
+struct Collect<T> {
+    out: Vec<T>,
+    failed: Option<StoreError>,
+}
+
+impl<T> Collect<T> {
+    fn new() -> Self {
+        Collect {
+            out: Vec::new(),
+            failed: None,
+        }
+    }
+
+    fn push<F>(&mut self, map: &F, r: &rusqlite::Row<'_>) -> rusqlite::Result<()>
+    where
+        F: Fn(&rusqlite::Row<'_>) -> Result<T, StoreError> + ?Sized,
+    {
+        match map(r) {
+            Ok(v) => {
+                self.out.push(v);
+                Ok(())
+            }
+            Err(e) => {
+                self.failed = Some(e);
+                Err(rusqlite::Error::InvalidQuery)
+            }
+        }
+    }
+
+    fn finish(self, done: Result<Option<()>, StoreError>) -> Result<Option<Vec<T>>, StoreError> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        Ok(done?.map(|()| self.out))
+    }
+}
+
 /// A row mapping of [`Direct::read_both`].
 pub(crate) type RowMap<T> = dyn Fn(&rusqlite::Row<'_>) -> Result<T, StoreError>;
 
@@ -532,22 +571,9 @@ impl Direct {
         params: &[&dyn ToSql],
         map: impl Fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
     ) -> Result<Option<Vec<T>>, StoreError> {
-        let mut out = Vec::new();
-        let mut failed = None;
-        let done = self.read(sql, params, &mut |r| match map(r) {
-            Ok(v) => {
-                out.push(v);
-                Ok(())
-            }
-            Err(e) => {
-                failed = Some(e);
-                Err(rusqlite::Error::InvalidQuery)
-            }
-        });
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        Ok(done?.map(|()| out))
+        let mut rows = Collect::new();
+        let done = self.read(sql, params, &mut |r| rows.push(&map, r));
+        rows.finish(done)
     }
 
     /// Two read-only statements of ours, one after the other in one read
@@ -561,28 +587,15 @@ impl Direct {
         params: &[&dyn ToSql],
         map: [&RowMap<T>; 2],
     ) -> Result<Option<Vec<T>>, StoreError> {
-        let mut out = Vec::new();
-        let mut failed = None;
+        let mut rows = Collect::new();
         let done = self.with_reader(|c| {
             run(c, "BEGIN", &[], &mut |_| Ok(()))?;
             for (sql, map) in [first, second].into_iter().zip(map) {
-                run(c, sql, params, &mut |r| match map(r) {
-                    Ok(v) => {
-                        out.push(v);
-                        Ok(())
-                    }
-                    Err(e) => {
-                        failed = Some(e);
-                        Err(rusqlite::Error::InvalidQuery)
-                    }
-                })?;
+                run(c, sql, params, &mut |r| rows.push(map, r))?;
             }
             run(c, "COMMIT", &[], &mut |_| Ok(()))
         });
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        Ok(done?.map(|()| out))
+        rows.finish(done)
     }
 
     /// As [`Direct::read_all`], for a statement that finds at most one row.
