@@ -3,7 +3,8 @@
 # payment submissions with `[core] kind = "builtin"` and with `kind = "http"` (the reference
 # connector in its own process, mTLS), in one run on one data directory, plus the bare connector
 # call. Needs a release build:
-#   cargo build --release -p aspen --bin aspen --example load
+#   cargo build --release -p aspen && cargo build --release -p aspen --example load
+#   (the server on its own: see crates/aspen/build.rs)
 # Usage: bench/connector.sh [seconds per run]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -2,7 +2,8 @@
 # Domestic payment submissions as a share of one core's RSA-2048 sign rate
 # (issue 15, goal 4), every figure from one run: the sign rate is measured
 # first, then each binary in turn against a fresh database.
-#   cargo build --release -p aspen --bin aspen --example load
+#   cargo build --release -p aspen && cargo build --release -p aspen --example load
+#   (the server on its own: see crates/aspen/build.rs)
 #   bench/pis-ratio.sh sqlite|postgres [seconds per level] [aspen binaries...]
 # PIS_COUNT orders are prepared per level (a consent pays once); a level
 # that uses them up before its time ends is timed to its last answer.

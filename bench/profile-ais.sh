@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Instructions per AIS transactions page (callgrind), measured as
 # bench/profile.sh measures tokens: repeatable on a shared machine.
-#   cargo build --release -p aspen --bin aspen --example load
+#   cargo build --release -p aspen && cargo build --release -p aspen --example load
+#   (the server on its own: see crates/aspen/build.rs)
 #   bench/profile-ais.sh [sqlite|postgres] [requests] [bulk history]
 # Seeds the history at native speed first, then runs `aspen serve` under
 # valgrind on 127.0.0.1:18643, gets an AC token (ReadTransactionsDetail,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Per-order cost of POST /domestic-payments: instructions (callgrind) and the
 # database statements each order makes (sqlx's statement log).
-#   cargo build --release -p aspen --bin aspen --example load
+#   cargo build --release -p aspen && cargo build --release -p aspen --example load
+#   (the server on its own: see crates/aspen/build.rs)
 #   bench/profile-pis.sh [sqlite|postgres] [orders] [connections]
 # `load pis` prepares and authorises the consents and signs the orders with
 # the server under valgrind, then waits; the counters are zeroed, the orders

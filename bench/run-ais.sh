@@ -4,7 +4,8 @@
 # (seeded once) at 1/16/64 connections, then the ceiling serves the same
 # page bytes on the same TLS listener. Rates on a shared machine move from
 # run to run; compare within one run only.
-#   cargo build --release -p aspen --bin aspen --example load --example ceiling
+#   cargo build --release -p aspen && cargo build --release -p aspen --example load --example ceiling
+#   (the server on its own: see crates/aspen/build.rs)
 #   bench/run-ais.sh sqlite|postgres [seconds per level] [binary ...]
 # (binaries default to target/release/aspen; pass an older build first to
 # get before/after side by side)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Load figures for BENCHMARKS.md. Needs a release build:
-#   cargo build --release -p aspen --bin aspen --example load
+#   cargo build --release -p aspen && cargo build --release -p aspen --example load
+#   (the server on its own: see crates/aspen/build.rs)
 # Usage: bench/run.sh sqlite|postgres [seconds per run]
 # Starts a real `aspen serve` on 127.0.0.1:18443 with its own data
 # directory, then drives it over keep-alive mTLS with the load example.
