@@ -64,7 +64,7 @@ profile() {  # profile sqlite|postgres
       --n 5 --conns 1 >/dev/null
   done
   "$LOAD" pis --url "$URL" --kit "$WORK/kit" --client-id "$headless" --conns 2 --secs 30 \
-    --count 6 >/dev/null 2>&1
+    --count 6 >/dev/null 2>"$WORK/pis.err" || { cat "$WORK/pis.err" >&2; exit 1; }
   sleep 2
   stop
   rm -rf "$WORK"
@@ -79,7 +79,7 @@ else
 fi
 
 nm --defined-only "$BIN" | awk '$2 ~ /^[tT]$/ {print $3}' >"$OUT/text"
-python3 - "$OUT" >crates/aspen/link/order.txt <<'PY'
+python3 - "$OUT" >"$OUT/order.txt" <<'PY'
 import glob, os, re, sys
 out = sys.argv[1]
 text = set(open(os.path.join(out, "text")).read().split())
@@ -102,4 +102,11 @@ start &= text
 later = (later & text) - start
 print("\n".join(sorted(start) + sorted(later)))
 PY
-echo "crates/aspen/link/order.txt: $(wc -l <crates/aspen/link/order.txt) functions" >&2
+# Start-up alone runs about 4,000: far fewer means a profile went wrong.
+n=$(wc -l <"$OUT/order.txt")
+if [ "$n" -lt 2000 ]; then
+  echo "only $n functions profiled; crates/aspen/link/order.txt left as it was" >&2
+  exit 1
+fi
+mv "$OUT/order.txt" crates/aspen/link/order.txt
+echo "crates/aspen/link/order.txt: $n functions" >&2

@@ -21,7 +21,9 @@ fn main() {
     // know the option. Dev and test builds keep the default layout.
     let lld_default = var("TARGET") == "x86_64-unknown-linux-gnu"
         && env::var_os("RUSTC_LINKER").is_none()
-        && !var("CARGO_ENCODED_RUSTFLAGS").contains("linker");
+        && !["linker", "fuse-ld"]
+            .iter()
+            .any(|k| var("CARGO_ENCODED_RUSTFLAGS").contains(k));
     if var("PROFILE") != "release" || !lld_default || var("ASPEN_LINK_ORDER") == "0" {
         return;
     }
