@@ -19,6 +19,7 @@ LOAD=${LOAD:-target/release/examples/load}
 PORT=${PORT:-18643}
 URL=https://127.0.0.1:$PORT
 OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
 WORK=$(mktemp -d)
 export ASPEN_DATA_DIR=$WORK/data ASPEN_LISTEN=127.0.0.1:$PORT ASPEN_LOG=${ASPEN_LOG:-info}
 if [ "$DB" = postgres ]; then

@@ -18,6 +18,7 @@ BIN=${BIN:-target/release/aspen}
 PORT=${PORT:-18543}
 URL=https://127.0.0.1:$PORT
 OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
 WORK=$(mktemp -d)
 export ASPEN_DATA_DIR=$WORK/data ASPEN_LISTEN=127.0.0.1:$PORT ASPEN_LOG=${ASPEN_LOG:-info}
 if [ "$DB" = postgres ]; then

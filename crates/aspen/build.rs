@@ -19,11 +19,11 @@ fn main() {
     // Only where rustc links with its own LLD by default (x86_64 Linux GNU,
     // since Rust 1.90) and nobody chose another linker: GNU ld does not
     // know the option. Dev and test builds keep the default layout.
+    let flags = var("CARGO_ENCODED_RUSTFLAGS");
     let lld_default = var("TARGET") == "x86_64-unknown-linux-gnu"
         && env::var_os("RUSTC_LINKER").is_none()
-        && !["linker", "fuse-ld"]
-            .iter()
-            .any(|k| var("CARGO_ENCODED_RUSTFLAGS").contains(k));
+        && !flags.contains("linker")
+        && !flags.contains("fuse-ld");
     if var("PROFILE") != "release" || !lld_default || var("ASPEN_LINK_ORDER") == "0" {
         return;
     }
