@@ -129,23 +129,21 @@ pub async fn sign_responses(State(state): State<ApiState>, req: Request, next: N
     sign(&state, next.run(req).await).await
 }
 
-/// At the edge of the whole application: PIS answers made outside a PIS
-/// route (the router's 404/405, refusals before a handler runs, reshaped
-/// into OB errors) are signed too, so a TPP can trust every `/pisp` body.
-pub async fn sign_unsigned(State(state): State<ApiState>, req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    // PIS, and the event registrations (EVT-1: signed responses).
-    let signed = path.starts_with(PISP)
+/// The header carrying a response's detached signature.
+pub const SIGNATURE: &str = "x-jws-signature";
+
+/// Whether every answer under `path` is signed: PIS, and the event
+/// registrations (EVT-1). The application's edge signs those answered
+/// outside a route that signs (the router's 404/405, refusals before a
+/// handler runs, reshaped into OB errors), so a TPP can trust every such
+/// body.
+pub fn signs_responses(path: &str) -> bool {
+    path.starts_with(PISP)
         || path.starts_with(crate::events::SUBSCRIPTIONS)
-        || path.starts_with(crate::events::CALLBACK_URLS);
-    let resp = next.run(req).await;
-    if !signed || resp.headers().contains_key("x-jws-signature") {
-        return resp;
-    }
-    sign(&state, resp).await
+        || path.starts_with(crate::events::CALLBACK_URLS)
 }
 
-async fn sign(state: &ApiState, resp: Response) -> Response {
+pub async fn sign(state: &ApiState, resp: Response) -> Response {
     let (mut parts, body) = resp.into_parts();
     let bytes = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(b) => b,
@@ -163,7 +161,7 @@ async fn sign(state: &ApiState, resp: Response) -> Response {
         ) {
             Ok(sig) => {
                 if let Ok(v) = HeaderValue::from_str(&sig) {
-                    parts.headers.insert("x-jws-signature", v);
+                    parts.headers.insert(SIGNATURE, v);
                 }
             }
             Err(e) => return ObError::internal(e).into_response(),
@@ -226,7 +224,7 @@ pub(crate) async fn verify_request(
     let jwks = jwks.unwrap_or_else(|| Arc::new(aspen_jose::Jwks::from_keys(Vec::new())));
     let iss = format!("{}/{}", client.org_id, client.software_id);
     let sig = headers
-        .get("x-jws-signature")
+        .get(SIGNATURE)
         .map(|v| v.to_str().unwrap_or("\u{0}"));
     let exp = DetachedExpectations {
         iss: &iss,
@@ -238,7 +236,7 @@ pub(crate) async fn verify_request(
     aspen_jose::verify_detached(sig, body, &jwks, &exp)
         .map(|_| ())
         .map_err(|e| {
-            let path = e.claim().unwrap_or("x-jws-signature").to_string();
+            let path = e.claim().unwrap_or(SIGNATURE).to_string();
             let code = match e {
                 aspen_jose::DetachedJwsError::Missing => ObErrorCode::SignatureMissing,
                 aspen_jose::DetachedJwsError::Malformed => ObErrorCode::SignatureMalformed,

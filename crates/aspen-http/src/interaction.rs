@@ -4,11 +4,8 @@
 
 use std::cell::RefCell;
 
-use axum::extract::Request;
-use axum::http::HeaderValue;
-use axum::middleware::Next;
-use axum::response::Response;
-use tracing::Instrument;
+use axum::http::{HeaderMap, Request};
+use tracing::Span;
 
 pub const HEADER: &str = "x-fapi-interaction-id";
 
@@ -44,34 +41,24 @@ fn fresh_id() -> String {
     }
 }
 
-pub async fn interaction_id_layer(mut req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
+/// The request's id: the client's when it sent a usable one, a fresh one
+/// otherwise.
+pub fn request_id(headers: &HeaderMap) -> String {
+    headers
         .get(HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_string)
-        .unwrap_or_else(fresh_id);
-    req.extensions_mut().insert(InteractionId(id.clone()));
-    let span = tracing::info_span!(
+        .map_or_else(fresh_id, str::to_string)
+}
+
+/// The span every log line of the request is written in.
+pub fn span<B>(id: &str, req: &Request<B>) -> Span {
+    tracing::info_span!(
         "request",
         interaction_id = %id,
         method = %req.method(),
         path = %req.uri().path(),
-    );
-    let fut = next.run(req);
-    async move {
-        let mut resp = fut.await;
-        // On the event, not recorded into the span: a recorded field makes
-        // the fmt layer format the span's fields again.
-        tracing::info!(status = resp.status().as_u16(), "response");
-        if let Ok(v) = HeaderValue::from_str(&id) {
-            resp.headers_mut().insert(HEADER, v);
-        }
-        resp
-    }
-    .instrument(span)
-    .await
+    )
 }
 
 #[cfg(test)]

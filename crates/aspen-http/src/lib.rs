@@ -14,7 +14,7 @@ pub mod metrics_layer;
 
 pub use client_cert::{ClientCert, PeerCert};
 pub use error::{Forbidden, ObError, ObErrorCode};
-pub use interaction::{InteractionId, interaction_id_layer};
+pub use interaction::InteractionId;
 pub use json::Json;
 
 /// The TCP peer address of the connection, inserted by the listener (for

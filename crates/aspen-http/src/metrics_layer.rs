@@ -4,14 +4,17 @@
 //! `other`, so label cardinality stays bounded whatever a client sends.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
-use axum::middleware::Next;
 use axum::response::Response;
 use metrics::{Counter, Histogram};
+use tower::{Layer, Service};
 
 pub const REQUESTS: &str = "aspen_http_requests_total";
 pub const DURATION: &str = "aspen_http_request_duration_seconds";
@@ -43,7 +46,7 @@ type ByRoute = HashMap<Box<str>, Handles>;
 /// and hashing a labelled key in the recorder on every request (issue 15).
 /// Made with the router, after the recorder is installed.
 #[derive(Default)]
-pub struct RouteMetrics {
+struct RouteMetrics {
     seen: RwLock<HashMap<(&'static str, u16), ByRoute>>,
 }
 
@@ -75,14 +78,80 @@ impl RouteMetrics {
     }
 }
 
-pub async fn track(State(seen): State<Arc<RouteMetrics>>, req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let method = method_label(req.method());
-    let resp = next.run(req).await;
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let (count, latency) = seen.handles(method, resp.status().as_u16(), route);
-    count.increment(1);
-    latency.record(start.elapsed().as_secs_f64());
-    resp
+/// Counts and times each request under its matched route: a route layer,
+/// as only the router knows the route. A plain tower layer whose future
+/// wraps the route's own, so nothing is boxed per request (issue 15).
+#[derive(Clone, Default)]
+pub struct TrackLayer(Arc<RouteMetrics>);
+
+impl<S> Layer<S> for TrackLayer {
+    type Service = Track<S>;
+
+    fn layer(&self, inner: S) -> Track<S> {
+        Track {
+            inner,
+            seen: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Track<S> {
+    inner: S,
+    seen: Arc<RouteMetrics>,
+}
+
+impl<S> Service<Request> for Track<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = TrackFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        TrackFuture {
+            start: Instant::now(),
+            route: req.extensions().get::<MatchedPath>().cloned(),
+            method: method_label(req.method()),
+            seen: self.seen.clone(),
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct TrackFuture<F> {
+        #[pin]
+        inner: F,
+        start: Instant,
+        route: Option<MatchedPath>,
+        method: &'static str,
+        seen: Arc<RouteMetrics>,
+    }
+}
+
+impl<F, E> Future for TrackFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let out = ready!(this.inner.poll(cx));
+        if let Ok(resp) = &out {
+            let route = this.route.as_ref().map_or("unmatched", MatchedPath::as_str);
+            let (count, latency) = this
+                .seen
+                .handles(this.method, resp.status().as_u16(), route);
+            count.increment(1);
+            latency.record(this.start.elapsed().as_secs_f64());
+        }
+        Poll::Ready(out)
+    }
 }

@@ -7,6 +7,7 @@ pub mod clients;
 pub mod config;
 pub mod connector;
 pub mod datadir;
+pub mod edge;
 pub mod kit;
 pub mod logging;
 pub mod ops;

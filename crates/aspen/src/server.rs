@@ -1,28 +1,27 @@
 //! Wiring: data directory, keys, trust, store, sandbox world, routers and
 //! the listener.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use aspen_http::{ObError, PeerCert, RemoteAddr};
+use aspen_http::{ObError, PeerCert};
 use aspen_store::Store;
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use rustls::server::danger::ClientCertVerifier;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tower_http::timeout::TimeoutLayer;
+use tower::Layer;
 
 use crate::config::{Config, Profile};
 use crate::datadir::{DataDir, KeyRing};
-use crate::{ops, tls};
+use crate::{edge, ops, tls};
 
 /// Everything the routers share.
 pub struct Runtime {
@@ -532,7 +531,17 @@ fn deliverer(rt: &Runtime, public_url: &str) -> Result<aspen_events::Deliverer> 
 }
 
 /// The whole HTTP application.
-pub fn app(rt: &Runtime, public_url: &str) -> Result<Router> {
+pub fn app(
+    rt: &Runtime,
+    public_url: &str,
+) -> Result<
+    edge::Edge<
+        impl tower::Service<Request, Response = Response, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + 'static,
+    >,
+> {
     let ops_state = ops::OpsState {
         store: rt.store.clone(),
         metrics: ops::metrics_handle(),
@@ -563,7 +572,7 @@ pub fn app(rt: &Runtime, public_url: &str) -> Result<Router> {
     if rt.config.profile == Profile::Sandbox {
         router = router.route("/sandbox/whoami", axum::routing::get(whoami));
     }
-    let proxy = ProxyCert {
+    let proxy = edge::ProxyCert {
         enabled: rt.config.proxy.trust_client_cert_header,
         header: rt.config.proxy.client_cert_header.clone(),
         verifier: rt.verifier.clone(),
@@ -576,95 +585,22 @@ pub fn app(rt: &Runtime, public_url: &str) -> Result<Router> {
             .filter_map(|d| aspen_http::client_cert::Dn::parse(d))
             .collect(),
     };
-    // One `layer` call for the whole stack, outermost first. Each
-    // `Router::layer` call wraps every route in a boxed service that is
-    // cloned, with everything inside it, on every request; nine calls made
-    // that dozens of allocations and clones per request. One call took 15%
-    // off a JWKS request's instructions (issue 15, BENCHMARKS.md).
-    let stack = tower::ServiceBuilder::new()
-        .layer(middleware::map_response(security_headers))
-        .layer(middleware::from_fn(aspen_http::interaction_id_layer))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(rt.config.limits.request_timeout_secs),
-        ))
-        .layer(DefaultBodyLimit::max(rt.config.limits.max_body_bytes))
-        .layer(middleware::from_fn_with_state(
-            Arc::new(proxy),
-            proxy_client_cert,
-        ))
-        .layer(middleware::from_fn_with_state(
+    let router = router
+        .route_layer(aspen_http::metrics_layer::TrackLayer::default())
+        .fallback(fallback);
+    // Around the router, not through `Router::layer`: that wraps every
+    // route in the stack, boxed and cloned with everything in it on every
+    // request (issue 15, BENCHMARKS.md). The extractors' own body limit is
+    // set the same way, as a plain service around the router.
+    Ok(edge::Edge::new(
+        DefaultBodyLimit::max(rt.config.limits.max_body_bytes).layer(router),
+        edge::EdgeSettings {
+            proxy,
             api,
-            aspen_api::pis::sign_unsigned,
-        ))
-        .layer(middleware::from_fn(ob_error_shape))
-        .layer(middleware::from_fn_with_state(
-            rt.config.limits.max_body_bytes,
-            read_body_first,
-        ));
-    Ok(router
-        .route_layer(middleware::from_fn_with_state(
-            Arc::new(aspen_http::metrics_layer::RouteMetrics::default()),
-            aspen_http::metrics_layer::track,
-        ))
-        .fallback(fallback)
-        .layer(stack))
-}
-
-/// Reads the whole request body (up to the limit) before anything answers.
-/// A refusal made before a handler reads the body (401, 404) would
-/// otherwise leave the rest unread, and the connection — HTTP/1.1 closed
-/// without `Connection: close`, an HTTP/2 stream reset — breaks for a
-/// client that did nothing wrong on it. A body over the limit is refused
-/// here (413), saying on HTTP/1.1 that the connection closes.
-async fn read_body_first(
-    axum::extract::State(limit): axum::extract::State<usize>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let (parts, body) = req.into_parts();
-    match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => {
-            next.run(Request::from_parts(parts, Body::from(bytes)))
-                .await
-        }
-        Err(e) => {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            let (status, text) = if too_large {
-                (
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the request body is larger than {limit} bytes"),
-                )
-            } else {
-                (
-                    StatusCode::BAD_REQUEST,
-                    "the request body could not be read".to_string(),
-                )
-            };
-            let mut resp = if parts.uri.path().starts_with("/open-banking/") {
-                ObError::new(status, text.clone())
-                    .with(aspen_http::ObErrorCode::FieldInvalid, text, None)
-                    .into_response()
-            } else {
-                (
-                    status,
-                    aspen_http::Json(serde_json::json!({
-                        "error": "invalid_request",
-                        "error_description": text,
-                    })),
-                )
-                    .into_response()
-            };
-            if parts.version <= axum::http::Version::HTTP_11 {
-                resp.headers_mut().insert(
-                    axum::http::header::CONNECTION,
-                    axum::http::HeaderValue::from_static("close"),
-                );
-            }
-            resp
-        }
-    }
+            request_timeout: Duration::from_secs(rt.config.limits.request_timeout_secs),
+            max_body_bytes: rt.config.limits.max_body_bytes,
+        },
+    ))
 }
 
 /// Shows the verified client certificate: lets a TPP developer check that
@@ -685,25 +621,6 @@ async fn whoami(axum::Extension(PeerCert(cert)): axum::Extension<PeerCert>) -> R
         )
             .into_response(),
     }
-}
-
-/// Every answer comes over TLS only: browsers must not downgrade (HSTS),
-/// sniff a JSON or JWT body into something executable, or leak page URLs
-/// (which may carry consent ids) to other sites.
-async fn security_headers(mut resp: Response) -> Response {
-    use axum::http::{HeaderValue, header};
-    let h = resp.headers_mut();
-    h.insert(
-        header::STRICT_TRANSPORT_SECURITY,
-        HeaderValue::from_static("max-age=31536000"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.entry(header::REFERRER_POLICY)
-        .or_insert(HeaderValue::from_static("no-referrer"));
-    resp
 }
 
 /// The developer portal, rendered from this node's configuration.
@@ -754,63 +671,6 @@ async fn fallback(req: Request) -> Response {
     }
 }
 
-/// Under `/open-banking/` every refusal is an `OBErrorResponse1`
-/// (COMMON-34, COMMON-51) — also those made before a handler runs: the
-/// router's 404/405, the extractors' 400s (a repeated or malformed query
-/// parameter, a path that is not UTF-8) and the body limit's 413, which
-/// the framework answers in plain text. 401 stays bare (COMMON-37).
-async fn ob_error_shape(req: Request, next: Next) -> Response {
-    let ob = req.uri().path().starts_with("/open-banking/");
-    let resp = next.run(req).await;
-    let status = resp.status();
-    let json = resp
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !ob
-        || json
-        || status == StatusCode::UNAUTHORIZED
-        || !(status.is_client_error() || status.is_server_error())
-    {
-        return resp;
-    }
-    let allow = resp.headers().get(axum::http::header::ALLOW).cloned();
-    let (_, body) = resp.into_parts();
-    // The framework's own text says what was wrong; it is short.
-    let text = axum::body::to_bytes(body, 2048)
-        .await
-        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
-        .unwrap_or_default();
-    let detail = if text.is_empty() {
-        status.canonical_reason().unwrap_or("error").to_string()
-    } else {
-        text
-    };
-    let err = match status {
-        StatusCode::NOT_FOUND => ObError::not_found(),
-        StatusCode::METHOD_NOT_ALLOWED => ObError::method_not_allowed(),
-        StatusCode::BAD_REQUEST => ObError::bad_request(
-            aspen_http::ObErrorCode::FieldInvalid,
-            format!("the request could not be read: {detail}"),
-            None,
-        ),
-        StatusCode::PAYLOAD_TOO_LARGE => ObError::new(status, "The request body is too large.")
-            .with(aspen_http::ObErrorCode::FieldInvalid, detail, None),
-        s if s.is_server_error() => ObError::internal(detail),
-        _ => ObError::new(status, detail.clone()).with(
-            aspen_http::ObErrorCode::FieldInvalid,
-            detail,
-            None,
-        ),
-    };
-    let mut out = err.into_response();
-    if let Some(allow) = allow {
-        out.headers_mut().insert(axum::http::header::ALLOW, allow);
-    }
-    out
-}
-
 /// `proxy.trusted_addresses`, validated with the configuration.
 fn proxy_networks(config: &Config) -> Vec<ipnet::IpNet> {
     config
@@ -819,98 +679,6 @@ fn proxy_networks(config: &Config) -> Vec<ipnet::IpNet> {
         .iter()
         .filter_map(|a| a.parse().ok())
         .collect()
-}
-
-struct ProxyCert {
-    enabled: bool,
-    header: String,
-    verifier: Arc<dyn ClientCertVerifier>,
-    addresses: Vec<ipnet::IpNet>,
-    subjects: Vec<aspen_http::client_cert::Dn>,
-}
-
-impl ProxyCert {
-    fn trusted_ip(&self, ip: std::net::IpAddr) -> bool {
-        self.addresses.iter().any(|n| n.contains(&ip))
-    }
-
-    /// The connection comes from a configured proxy: by its address, or by
-    /// the certificate it authenticated the TLS connection with.
-    fn is_from_proxy(&self, req: &Request<Body>) -> bool {
-        let by_addr = req
-            .extensions()
-            .get::<RemoteAddr>()
-            .is_some_and(|r| self.trusted_ip(r.0.ip()));
-        let by_cert = !self.subjects.is_empty()
-            && req
-                .extensions()
-                .get::<PeerCert>()
-                .and_then(|p| p.0.as_ref())
-                .is_some_and(|c| self.subjects.iter().any(|s| s == c.subject()));
-        by_addr || by_cert
-    }
-
-    /// The client's address behind the proxy: the right-most
-    /// `X-Forwarded-For` entry that is not itself a trusted proxy (entries
-    /// further left are whatever the client chose to send).
-    fn forwarded_client(&self, req: &Request<Body>) -> Option<std::net::IpAddr> {
-        let mut hops: Vec<std::net::IpAddr> = Vec::new();
-        for v in req.headers().get_all("x-forwarded-for") {
-            for part in v.to_str().ok()?.split(',') {
-                hops.push(part.trim().parse().ok()?);
-            }
-        }
-        hops.into_iter().rev().find(|ip| !self.trusted_ip(*ip))
-    }
-}
-
-/// Behind a TLS-terminating proxy the client certificate arrives in a
-/// header. It is believed only when enabled and only on a connection from a
-/// configured proxy (COMMON-3: otherwise anyone reaching the listener could
-/// name another TPP's public certificate); everywhere else the header is
-/// removed so nothing downstream can mistake it for a verified identity.
-/// From a proxy, the client address for throttling comes from
-/// `X-Forwarded-For`.
-async fn proxy_client_cert(
-    axum::extract::State(p): axum::extract::State<Arc<ProxyCert>>,
-    mut req: Request<Body>,
-    next: Next,
-) -> Response {
-    let from_proxy = p.is_from_proxy(&req);
-    let value = req
-        .headers_mut()
-        .remove(p.header.as_str())
-        .and_then(|v| v.to_str().ok().map(str::to_string));
-    if from_proxy {
-        if let Some(ip) = p.forwarded_client(&req) {
-            req.extensions_mut()
-                .insert(RemoteAddr(SocketAddr::new(ip, 0)));
-        }
-    } else if value.is_some() {
-        tracing::info!("client certificate header from a non-proxy connection ignored");
-    }
-    if p.enabled && from_proxy {
-        let cert = value
-            .as_deref()
-            .and_then(|v| tls::verify_forwarded(p.verifier.as_ref(), v))
-            .map(Arc::new);
-        if value.is_some() && cert.is_none() {
-            tracing::info!("forwarded client certificate rejected");
-            return (
-                StatusCode::UNAUTHORIZED,
-                aspen_http::Json(serde_json::json!({
-                    "error": "invalid_client",
-                    "error_description": "the forwarded client certificate is not trusted",
-                })),
-            )
-                .into_response();
-        }
-        // The proxy's own certificate, if it sent one, is not the TPP's.
-        req.extensions_mut().insert(PeerCert(cert));
-    } else if req.extensions().get::<PeerCert>().is_none() {
-        req.extensions_mut().insert(PeerCert(None));
-    }
-    next.run(req).await
 }
 
 /// A running server.

@@ -174,14 +174,24 @@ pub struct ListenerOptions {
 }
 
 /// Accepts TLS connections until `shutdown` flips, then lets in-flight
-/// connections finish.
-pub async fn serve(
+/// connections finish. `app` is the application (`server::app`) or, in
+/// tests and examples, a bare router.
+pub async fn serve<S>(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    app: axum::Router,
+    app: S,
     opts: ListenerOptions,
     mut shutdown: watch::Receiver<bool>,
-) {
+) where
+    S: tower::Service<
+            hyper::Request<Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+            Future: Send,
+        > + Clone
+        + Send
+        + 'static,
+{
     let acceptor = TlsAcceptor::from(tls);
     let limit = Arc::new(Semaphore::new(opts.max_connections));
     let per_address = PerAddress::default();

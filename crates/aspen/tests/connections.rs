@@ -199,6 +199,57 @@ async fn slowloris_is_closed_while_bytes_keep_arriving() {
     s.stop().await;
 }
 
+/// A request whose body stops arriving is answered 408 once
+/// `limits.request_timeout_secs` runs out, through the same edge as any
+/// answer: its interaction id echoed, the security headers set.
+#[tokio::test]
+async fn a_stalled_body_is_answered_408_at_the_request_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = sandbox_config(dir.path());
+    cfg.limits.request_timeout_secs = 1;
+    cfg.limits.idle_timeout_secs = 30;
+    cfg.events.long_poll_secs = 0;
+    cfg.validate().expect("valid limits");
+    let s = start_with(dir, cfg).await;
+    let mut tls = tls_connect(&s, &[]).await;
+    let started = Instant::now();
+    tls.write_all(
+        b"POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+          x-fapi-interaction-id: stalled-1\r\n\
+          Content-Type: application/x-www-form-urlencoded\r\n\
+          Content-Length: 100\r\n\r\ngrant_type=",
+    )
+    .await
+    .expect("request");
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 4096];
+    timeout(Duration::from_secs(5), async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tls.read(&mut chunk).await.expect("response");
+            assert!(n > 0, "closed without a response: {head:?}");
+            head.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("an answer within 5 s");
+    let took = started.elapsed();
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 408"), "{head}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "answered after {took:?}, before the 1 s timeout"
+    );
+    assert!(
+        head.contains("x-fapi-interaction-id: stalled-1\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("strict-transport-security: max-age="),
+        "{head}"
+    );
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn keep_alive_idles_out_but_requests_do_not() {
     let s = start(|l| {
