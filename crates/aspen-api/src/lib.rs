@@ -68,7 +68,7 @@ pub const CBPII: &str = "/open-banking/v3.1/cbpii";
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .merge(pis::routes(state.clone()))
+        .merge(pis::routes())
         .merge(cof::routes())
         .merge(events::routes())
         .route(

@@ -13,9 +13,8 @@ use aspen_jose::{DetachedExpectations, SigningKey};
 use aspen_store::consent::ConsentRecord;
 use aspen_store::payments::{Created, IdemKey, IdemRecord, PaymentRecord};
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
@@ -123,20 +122,14 @@ fn violations(v: Vec<rules::Violation>) -> Result<(), ObError> {
     Err(e)
 }
 
-/// Signs every PIS response that has a body, errors included (COMMON-32,
-/// PIS-3), over the exact bytes sent.
-pub async fn sign_responses(State(state): State<ApiState>, req: Request, next: Next) -> Response {
-    sign(&state, next.run(req).await).await
-}
-
 /// The header carrying a response's detached signature.
-pub const SIGNATURE: &str = "x-jws-signature";
+const SIGNATURE: &str = "x-jws-signature";
 
-/// Whether every answer under `path` is signed: PIS, and the event
-/// registrations (EVT-1). The application's edge signs those answered
-/// outside a route that signs (the router's 404/405, refusals before a
-/// handler runs, reshaped into OB errors), so a TPP can trust every such
-/// body.
+/// Whether every answer under `path` that has a body is signed, errors
+/// included: PIS (COMMON-32, PIS-3) and the event registrations (EVT-1).
+/// The application's edge signs them over the exact bytes sent, also those
+/// answered before a handler runs (the router's 404/405, refusals reshaped
+/// into OB errors), so a TPP can trust every such body.
 pub fn signs_responses(path: &str) -> bool {
     path.starts_with(PISP)
         || path.starts_with(crate::events::SUBSCRIPTIONS)
@@ -830,9 +823,9 @@ pub async fn read_payment<const K: u8>(
     Ok(Json(payment_body(&state, k, &p)).into_response())
 }
 
-/// `/open-banking/v3.1/pisp` (PIS-1 D1–D5, I1–I5); every response with a
-/// body is signed.
-pub fn routes(state: ApiState) -> axum::Router<ApiState> {
+/// `/open-banking/v3.1/pisp` (PIS-1 D1–D5, I1–I5); the application's edge
+/// signs every response with a body ([`signs_responses`]).
+pub fn routes() -> axum::Router<ApiState> {
     use axum::routing::{get, post};
     let mut r = axum::Router::new();
     for (k, consent_post, consent_get, funds, payment_post, payment_get) in [
@@ -863,5 +856,5 @@ pub fn routes(state: ApiState) -> axum::Router<ApiState> {
             .route(&format!("{PISP}/{}", k.payments_path), payment_post)
             .route(&format!("{PISP}/{}/{{id}}", k.payments_path), payment_get);
     }
-    r.route_layer(axum::middleware::from_fn_with_state(state, sign_responses))
+    r
 }

@@ -112,7 +112,7 @@ where
         },
     };
     let resp = if ob { ob_error_shape(resp).await } else { resp };
-    if signed && !resp.headers().contains_key(aspen_api::pis::SIGNATURE) {
+    if signed {
         aspen_api::pis::sign(&settings.api, resp).await
     } else {
         resp
