@@ -2,9 +2,10 @@
 //! security headers, the interaction id and its span, the request timeout,
 //! the forwarded client certificate, response signing, OB error shaping
 //! and reading the whole body. One service with one boxed future per
-//! request: as a stack of axum `from_fn` layers, each step boxed the rest
-//! of the stack and its future again on every request, 58% of a JWKS
-//! request's instructions (issue 15, BENCHMARKS.md).
+//! request: as a stack of axum `from_fn` layers inside every route, each
+//! step boxed the rest of the stack and its future again on every request;
+//! one service took 15% off a JWKS or discovery request's instructions
+//! (issue 15, eleventh pass in BENCHMARKS.md).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -93,6 +94,12 @@ where
     }
 }
 
+/// Under `/open-banking/` refusals are OB errors (COMMON-51); elsewhere
+/// they are the authorisation server's and the pages' own.
+pub fn is_open_banking(path: &str) -> bool {
+    path.starts_with("/open-banking/")
+}
+
 /// Within the request timeout.
 async fn handle<S>(inner: S, settings: &EdgeSettings, mut req: Request) -> Response
 where
@@ -102,9 +109,9 @@ where
         return refused;
     }
     let path = req.uri().path();
-    let ob = path.starts_with("/open-banking/");
+    let ob = is_open_banking(path);
     let signed = aspen_api::pis::signs_responses(path);
-    let resp = match read_body_first(&mut req, settings.max_body_bytes).await {
+    let resp = match read_body_first(&mut req, settings.max_body_bytes, ob).await {
         Some(refused) => refused,
         None => match inner.oneshot(req).await {
             Ok(resp) => resp,
@@ -126,7 +133,7 @@ where
 /// client that did nothing wrong on it. A body over the limit is refused
 /// here (413), saying on HTTP/1.1 that the connection closes.
 /// Returns the refusal, if any; otherwise the body is in memory.
-async fn read_body_first(req: &mut Request, limit: usize) -> Option<Response> {
+async fn read_body_first(req: &mut Request, limit: usize, ob: bool) -> Option<Response> {
     let body = std::mem::take(req.body_mut());
     let e = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => {
@@ -148,7 +155,7 @@ async fn read_body_first(req: &mut Request, limit: usize) -> Option<Response> {
             "the request body could not be read".to_string(),
         )
     };
-    let mut resp = if req.uri().path().starts_with("/open-banking/") {
+    let mut resp = if ob {
         ObError::new(status, text.clone())
             .with(ObErrorCode::FieldInvalid, text, None)
             .into_response()

@@ -660,7 +660,7 @@ async fn fallback(req: Request) -> Response {
     metrics::counter!(aspen_http::metrics_layer::REQUESTS,
         "method" => aspen_http::metrics_layer::method_label(req.method()), "route" => "unmatched", "status" => "404")
     .increment(1);
-    if req.uri().path().starts_with("/open-banking/") {
+    if edge::is_open_banking(req.uri().path()) {
         ObError::not_found().into_response()
     } else {
         (
