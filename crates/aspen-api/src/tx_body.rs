@@ -7,10 +7,8 @@
 //! and their order are the schema's, as before; the tests pin the bytes to
 //! what serde_json writes.
 
-use aspen_domain::Transaction;
-use serde::Deserialize;
+use aspen_domain::{DetailPart, Transaction};
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 /// Room for a page's body (about 490 bytes a transaction, 48.6 kB for a
 /// sandbox page of 100), reserved before it is written.
@@ -101,38 +99,14 @@ fn date_time(b: &mut Vec<u8>, ms: i64) {
     }
 }
 
-/// The parts of a transaction's detail a page shows, borrowed from its
-/// text: found by one scan, copied to the body as they are.
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "PascalCase")]
-struct DetailParts<'a> {
-    #[serde(borrow)]
-    bank_transaction_code: Option<&'a RawValue>,
-    #[serde(borrow)]
-    proprietary_bank_transaction_code: Option<&'a RawValue>,
-    #[serde(borrow)]
-    merchant_details: Option<&'a RawValue>,
-    #[serde(borrow)]
-    creditor_agent: Option<&'a RawValue>,
-    #[serde(borrow)]
-    creditor_account: Option<&'a RawValue>,
-    #[serde(borrow)]
-    debtor_agent: Option<&'a RawValue>,
-    #[serde(borrow)]
-    debtor_account: Option<&'a RawValue>,
-    #[serde(borrow)]
-    card_instrument: Option<&'a RawValue>,
-}
-
 /// One OBTransaction5: the fields in the schema's order, the Detail-only
 /// ones (AIS-20) and the PAN mask (AIS-21) decided here.
 fn transaction(b: &mut Vec<u8>, t: &Transaction, detail: bool, pan: bool) {
-    // Not an object (or not JSON): nothing to show from it.
-    let parts: DetailParts = serde_json::from_str(t.detail.get()).unwrap_or_default();
-    let raw = |b: &mut Vec<u8>, key: &[u8], v: Option<&RawValue>| {
-        if let Some(v) = v {
+    // The detail's parts were found when it was read (`TxDetail`).
+    let raw = |b: &mut Vec<u8>, key: &[u8], part: DetailPart| {
+        if let Some(v) = t.detail.part(part) {
             b.extend_from_slice(key);
-            b.extend_from_slice(v.get().as_bytes());
+            b.extend_from_slice(v.as_bytes());
         }
     };
     b.extend_from_slice(b"{\"AccountId\":");
@@ -162,11 +136,15 @@ fn transaction(b: &mut Vec<u8>, t: &Transaction, detail: bool, pan: bool) {
     b.extend_from_slice(b",\"Currency\":");
     string(b, &t.currency);
     b.push(b'}');
-    raw(b, b",\"BankTransactionCode\":", parts.bank_transaction_code);
+    raw(
+        b,
+        b",\"BankTransactionCode\":",
+        DetailPart::BankTransactionCode,
+    );
     raw(
         b,
         b",\"ProprietaryBankTransactionCode\":",
-        parts.proprietary_bank_transaction_code,
+        DetailPart::ProprietaryBankTransactionCode,
     );
     if let Some(bal) = t.balance_minor.filter(|_| detail) {
         b.extend_from_slice(b",\"Balance\":{\"Amount\":{\"Amount\":");
@@ -181,13 +159,13 @@ fn transaction(b: &mut Vec<u8>, t: &Transaction, detail: bool, pan: bool) {
         b.extend_from_slice(b",\"Type\":\"InterimBooked\"}");
     }
     if detail {
-        raw(b, b",\"MerchantDetails\":", parts.merchant_details);
-        raw(b, b",\"CreditorAgent\":", parts.creditor_agent);
-        raw(b, b",\"CreditorAccount\":", parts.creditor_account);
-        raw(b, b",\"DebtorAgent\":", parts.debtor_agent);
-        raw(b, b",\"DebtorAccount\":", parts.debtor_account);
+        raw(b, b",\"MerchantDetails\":", DetailPart::MerchantDetails);
+        raw(b, b",\"CreditorAgent\":", DetailPart::CreditorAgent);
+        raw(b, b",\"CreditorAccount\":", DetailPart::CreditorAccount);
+        raw(b, b",\"DebtorAgent\":", DetailPart::DebtorAgent);
+        raw(b, b",\"DebtorAccount\":", DetailPart::DebtorAccount);
     }
-    if let Some(card) = parts.card_instrument {
+    if let Some(card) = t.detail.part(DetailPart::CardInstrument) {
         b.extend_from_slice(b",\"CardInstrument\":");
         card_instrument(b, card, pan);
     }
@@ -196,16 +174,16 @@ fn transaction(b: &mut Vec<u8>, t: &Transaction, detail: bool, pan: bool) {
 
 /// A card as stored, or with its PAN masked unless the consent has
 /// `ReadPAN` (AIS-21).
-fn card_instrument(b: &mut Vec<u8>, raw: &RawValue, pan: bool) {
+fn card_instrument(b: &mut Vec<u8>, raw: &str, pan: bool) {
     if !pan {
-        let mut card: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
+        let mut card: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
         if let Some(masked) = card["Identification"].as_str().map(crate::ais::mask_pan) {
             card["Identification"] = Value::String(masked);
             b.extend_from_slice(card.to_string().as_bytes());
             return;
         }
     }
-    b.extend_from_slice(raw.get().as_bytes());
+    b.extend_from_slice(raw.as_bytes());
 }
 
 /// The links of a transactions page (COMMON-45..48).
@@ -271,7 +249,7 @@ pub fn page<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aspen_domain::{CreditDebit, Minor, RawJson};
+    use aspen_domain::{CreditDebit, Minor, TxDetail};
     use serde_json::json;
 
     fn text(f: impl FnOnce(&mut Vec<u8>)) -> String {
@@ -331,7 +309,7 @@ mod tests {
             reference: reference.map(str::to_string),
             information: Some("Coffee\nshop".into()),
             balance_minor: balance,
-            detail: RawJson::from(detail),
+            detail: TxDetail::from(detail),
         }
     }
 

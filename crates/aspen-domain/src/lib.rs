@@ -93,55 +93,150 @@ pub struct Transaction {
     /// Running booked balance after this entry (booked entries only).
     pub balance_minor: Option<i64>,
     /// The rest of OBTransaction5: codes, merchant, card, counterparties.
-    pub detail: RawJson,
+    pub detail: TxDetail,
 }
 
-/// A JSON value kept as its text, so what storage or a connector holds
-/// reaches a response without being built into a tree and taken apart
-/// again (on an AIS page, a hundred transactions' details).
-#[derive(Debug, Clone)]
-pub struct RawJson(Box<RawValue>);
+/// The parts of an OBTransaction5 that a transaction keeps as JSON
+/// (`TxDetail`): codes, merchant, counterparties, card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetailPart {
+    BankTransactionCode,
+    ProprietaryBankTransactionCode,
+    MerchantDetails,
+    CreditorAgent,
+    CreditorAccount,
+    DebtorAgent,
+    DebtorAccount,
+    CardInstrument,
+}
 
-impl RawJson {
-    /// Checks that `text` is JSON (one scan, no tree).
+/// A transaction's detail: a JSON value kept as its text, so what storage
+/// or a connector holds reaches a response without being built into a
+/// tree and taken apart again (on an AIS page, a hundred transactions'
+/// details), with where each [`DetailPart`] sits in it. One parse both
+/// checks the text and finds the parts: checking it and then parsing it
+/// for the parts cost a second scan of every detail on a page (issue 15,
+/// twelfth pass).
+#[derive(Debug, Clone)]
+pub struct TxDetail {
+    text: Box<str>,
+    /// Byte ranges in `text`, by `DetailPart as usize`; `(0, 0)` when
+    /// absent or `null`.
+    parts: [(u32, u32); 8],
+}
+
+/// The parts as they sit in the text, borrowed from it.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Parts<'a> {
+    #[serde(borrow)]
+    bank_transaction_code: Option<&'a RawValue>,
+    #[serde(borrow)]
+    proprietary_bank_transaction_code: Option<&'a RawValue>,
+    #[serde(borrow)]
+    merchant_details: Option<&'a RawValue>,
+    #[serde(borrow)]
+    creditor_agent: Option<&'a RawValue>,
+    #[serde(borrow)]
+    creditor_account: Option<&'a RawValue>,
+    #[serde(borrow)]
+    debtor_agent: Option<&'a RawValue>,
+    #[serde(borrow)]
+    debtor_account: Option<&'a RawValue>,
+    #[serde(borrow)]
+    card_instrument: Option<&'a RawValue>,
+}
+
+impl TxDetail {
+    /// Checks that `text` is JSON and finds its parts, in one scan and
+    /// without a tree. JSON that is not an object (or whose parts do not
+    /// fit, such as a key given twice) is kept with no parts.
     pub fn from_text(text: String) -> Result<Self, serde_json::Error> {
-        RawValue::from_string(text).map(Self)
+        let mut parts = [(0, 0); 8];
+        match serde_json::from_str::<Parts>(&text) {
+            Ok(p) => {
+                let found = [
+                    p.bank_transaction_code,
+                    p.proprietary_bank_transaction_code,
+                    p.merchant_details,
+                    p.creditor_agent,
+                    p.creditor_account,
+                    p.debtor_agent,
+                    p.debtor_account,
+                    p.card_instrument,
+                ];
+                let base = text.as_ptr() as usize;
+                for (slot, v) in parts.iter_mut().zip(found) {
+                    if let Some(v) = v {
+                        // A borrowed raw value is a slice of `text`.
+                        let start = v.get().as_ptr() as usize - base;
+                        let end = start + v.get().len();
+                        *slot = (
+                            u32::try_from(start).unwrap_or(0),
+                            u32::try_from(end).unwrap_or(0),
+                        );
+                    }
+                }
+            }
+            Err(e) if e.is_data() => {
+                serde_json::from_str::<&RawValue>(&text)?;
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(Self {
+            text: text.into_boxed_str(),
+            parts,
+        })
     }
 
     pub fn get(&self) -> &str {
-        self.0.get()
+        &self.text
+    }
+
+    /// One part's JSON text, if the detail has it (and it is not `null`).
+    pub fn part(&self, p: DetailPart) -> Option<&str> {
+        let (start, end) = self.parts[p as usize];
+        (end > start).then(|| &self.text[start as usize..end as usize])
     }
 
     /// The value as a tree.
     pub fn to_value(&self) -> Value {
-        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
     }
 }
 
-impl From<Value> for RawJson {
+impl From<Value> for TxDetail {
     fn from(v: Value) -> Self {
-        // A Value's keys are strings, so it always serialises.
-        Self(serde_json::value::to_raw_value(&v).unwrap_or_else(|_| RawValue::NULL.to_owned()))
+        // A Value's keys are strings, so it always serialises, and what
+        // serde_json writes it reads.
+        Self::from_text(v.to_string()).unwrap_or_else(|_| Self {
+            text: "null".into(),
+            parts: [(0, 0); 8],
+        })
     }
 }
 
 /// Equal as JSON values, whatever the spacing of the text.
-impl PartialEq for RawJson {
+impl PartialEq for TxDetail {
     fn eq(&self, other: &Self) -> bool {
         self.get() == other.get() || self.to_value() == other.to_value()
     }
 }
 
-impl Serialize for RawJson {
+impl Serialize for TxDetail {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        // The text was checked when it was made; reading it as a raw value
+        // again only borrows it.
+        serde_json::from_str::<&RawValue>(&self.text)
+            .map_err(serde::ser::Error::custom)?
+            .serialize(s)
     }
 }
 
 /// Through a tree: a raw value can only be read by serde_json's own
 /// parser, and a connector's transaction arrives inside a flattened entry
 /// (buffered by serde first).
-impl<'de> Deserialize<'de> for RawJson {
+impl<'de> Deserialize<'de> for TxDetail {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Value::deserialize(d).map(Self::from)
     }
@@ -273,5 +368,68 @@ mod tests {
         assert_eq!(parse_minor("10"), None);
         assert_eq!(parse_minor("-1.00"), None);
         assert_eq!(parse_minor("1e3.00"), None);
+    }
+}
+
+#[cfg(test)]
+mod detail_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_detail_s_parts_are_found_in_its_text() {
+        let text = r#"{"Extra":{"A":["}",1]},"MerchantDetails":{"MerchantName":"Caf\u00e9 \"1\""},
+            "CardInstrument" : {"CardSchemeName":"Visa"},"DebtorAgent":null}"#;
+        let d = TxDetail::from_text(text.into()).unwrap();
+        assert_eq!(d.get(), text);
+        assert_eq!(
+            d.part(DetailPart::MerchantDetails),
+            Some(r#"{"MerchantName":"Caf\u00e9 \"1\""}"#)
+        );
+        assert_eq!(
+            d.part(DetailPart::CardInstrument),
+            Some(r#"{"CardSchemeName":"Visa"}"#)
+        );
+        assert_eq!(d.part(DetailPart::DebtorAgent), None, "null is absent");
+        assert_eq!(d.part(DetailPart::BankTransactionCode), None);
+    }
+
+    #[test]
+    fn any_json_is_kept_and_only_json() {
+        for text in [
+            "[1,2]",
+            "\"x\"",
+            "null",
+            r#"{"DebtorAccount":1,"DebtorAccount":2}"#,
+        ] {
+            let d = TxDetail::from_text(text.into()).unwrap();
+            assert_eq!(d.get(), text);
+            assert_eq!(d.part(DetailPart::DebtorAccount), None, "{text}");
+        }
+        for text in [
+            "",
+            "{",
+            r#"{"A":1,}"#,
+            r#"{"MerchantDetails":{"x":tru}}"#,
+            "{} {}",
+            r#""\q""#,
+        ] {
+            assert!(TxDetail::from_text(text.into()).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_detail_serialises_as_its_json() {
+        let d = TxDetail::from(json!({"CreditorAccount": {"Identification": "1"}}));
+        assert_eq!(
+            d.part(DetailPart::CreditorAccount),
+            Some(r#"{"Identification":"1"}"#)
+        );
+        assert_eq!(
+            serde_json::to_value(&d).unwrap(),
+            json!({"CreditorAccount": {"Identification": "1"}})
+        );
+        let back: TxDetail = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
+        assert_eq!(back, d);
     }
 }

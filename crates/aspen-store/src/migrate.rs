@@ -79,6 +79,11 @@ pub fn sqlite() -> Migrator {
             "token_write",
             include_str!("../migrations/sqlite/0011_token_write.sql"),
         ),
+        (
+            12,
+            "tx_blocks",
+            include_str!("../migrations/sqlite/0012_tx_blocks.sql"),
+        ),
     ])
 }
 
@@ -143,6 +148,11 @@ pub fn postgres() -> Migrator {
             12,
             "abort",
             include_str!("../migrations/postgres/0012_abort.sql"),
+        ),
+        (
+            13,
+            "tx_blocks",
+            include_str!("../migrations/postgres/0013_tx_blocks.sql"),
         ),
     ])
 }

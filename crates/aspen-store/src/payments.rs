@@ -285,6 +285,8 @@ static SQLITE_EXECUTED: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|
          UPDATE payments SET status='{REJECTED}', reason=$15 WHERE payment_id=$5 AND changes() = 1; \
          INSERT INTO tx_days (account_id, day, credit, n) SELECT $10, $16, 0, 1 WHERE {booked} \
          ON CONFLICT (account_id, day, credit) DO UPDATE SET n = tx_days.n + excluded.n; \
+         INSERT INTO tx_blocks (account_id, block, credit, n) SELECT $10, $23, 0, 1 WHERE {booked} \
+         ON CONFLICT (account_id, block, credit) DO UPDATE SET n = tx_blocks.n + excluded.n; \
          INSERT INTO transactions ({TX_COLUMNS}) \
          SELECT $17,$10,$6,$6,$11,$12,0,'Booked',$18,$19,a.booked_minor,$20 \
          FROM accounts a WHERE a.account_id=$10 AND {booked}; \
@@ -356,6 +358,9 @@ static PG_EXECUTED_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
          days AS (\
            INSERT INTO tx_days (account_id, day, credit, n) SELECT $10, $16, 0, 1 FROM debit \
            ON CONFLICT (account_id, day, credit) DO UPDATE SET n = tx_days.n + excluded.n), \
+         blocks AS (\
+           INSERT INTO tx_blocks (account_id, block, credit, n) SELECT $10, $23, 0, 1 FROM debit \
+           ON CONFLICT (account_id, block, credit) DO UPDATE SET n = tx_blocks.n + excluded.n), \
          entry AS (\
            INSERT INTO transactions ({TX_COLUMNS}) \
            SELECT $17,$10,$6,$6,$11,$12,0,'Booked',$18,$19,booked_minor,$20 FROM debit), \
@@ -504,7 +509,7 @@ fn consent_once_params(c: &ConsentRecord, idem: &IdemKey, since: i64) -> Vec<Par
 /// start), `$8..$14` the order (consent, kind, account, debit, currency,
 /// data, the ledger's instruction), `$15` the rejection reason, `$16` the
 /// entry's day, `$17..$20` the entry (id, reference, information, detail),
-/// `$21..$22` the event's ids.
+/// `$21..$22` the event's ids, `$23` the entry's block.
 fn executed_params(
     p: &PaymentRecord,
     idem: &IdemKey,
@@ -530,6 +535,9 @@ fn executed_params(
         Text(e.detail.get().to_string()),
         Text(crate::events::new_id()),
         Text(crate::events::new_id()),
+        Int(crate::world::block_of(
+            p.created_at.div_euclid(crate::world::DAY_MS),
+        )),
     ]);
     params
 }

@@ -54,6 +54,9 @@ pub struct TxPageSummary {
 
 /// A row of the page statement, decoded.
 #[doc(hidden)]
+// A page is a hundred `Tx` rows and one `Summary`: boxing the large
+// variant would cost an allocation per row to save space on one.
+#[allow(clippy::large_enum_variant)]
 pub enum PageRow {
     Tx(Transaction),
     Summary {
@@ -173,35 +176,54 @@ pub(crate) const BULK_ROWS: usize = 400;
 
 pub(crate) const DAY_MS: i64 = 86_400_000;
 
-pub(crate) fn day_counts(
-    txs: &[Transaction],
-) -> std::collections::BTreeMap<(String, i64, i64), i64> {
-    let mut m = std::collections::BTreeMap::new();
-    for t in txs {
-        let credit = matches!(t.credit_debit, aspen_domain::CreditDebit::Credit) as i64;
-        *m.entry((
-            t.account_id.clone(),
-            t.booking_ms.div_euclid(DAY_MS),
-            credit,
-        ))
-        .or_insert(0) += 1;
-    }
-    m
+/// Days per `tx_blocks` row. A window's count reads its whole blocks
+/// there and only the days of its two partial blocks from `tx_days`, so a
+/// first page sums at most ~62 day rows per direction however long the
+/// window is (a sandbox history of 200 days: 400 day rows before, 14 block
+/// rows now).
+pub(crate) const BLOCK_DAYS: i64 = 32;
+
+/// The `tx_blocks` row a day is counted in.
+pub(crate) fn block_of(day: i64) -> i64 {
+    day.div_euclid(BLOCK_DAYS)
 }
 
-/// How to count a window: whole days from `tx_days`, and at most two
-/// partial-day edges counted on the covering index.
+/// Per (account, day, credit) and per (account, block, credit): how many
+/// of `txs` each row gains.
+pub(crate) type Counts = std::collections::BTreeMap<(String, i64, i64), i64>;
+
+pub(crate) fn day_and_block_counts(txs: &[Transaction]) -> (Counts, Counts) {
+    let (mut days, mut blocks) = (Counts::new(), Counts::new());
+    for t in txs {
+        let credit = matches!(t.credit_debit, aspen_domain::CreditDebit::Credit) as i64;
+        let day = t.booking_ms.div_euclid(DAY_MS);
+        *days.entry((t.account_id.clone(), day, credit)).or_insert(0) += 1;
+        *blocks
+            .entry((t.account_id.clone(), block_of(day), credit))
+            .or_insert(0) += 1;
+    }
+    (days, blocks)
+}
+
+/// How to count a window: whole blocks from `tx_blocks`, the whole days
+/// around them from `tx_days`, and at most two partial-day edges counted
+/// on the covering index. Every range is half-open and the parts are
+/// disjoint; together they cover the window exactly.
+#[derive(Debug, PartialEq)]
 pub(crate) struct CountPlan {
-    pub days: Option<(i64, i64)>,
+    pub blocks: Option<(i64, i64)>,
+    pub days: Vec<(i64, i64)>,
     pub edges: Vec<(i64, i64)>,
 }
 
 pub(crate) fn count_plan(f: &TxFilter) -> CountPlan {
+    let mut plan = CountPlan {
+        blocks: None,
+        days: Vec::new(),
+        edges: Vec::new(),
+    };
     if f.from_ms >= f.to_ms {
-        return CountPlan {
-            days: None,
-            edges: Vec::new(),
-        };
+        return plan;
     }
     let first_full = if f.from_ms == i64::MIN {
         i64::MIN
@@ -215,22 +237,40 @@ pub(crate) fn count_plan(f: &TxFilter) -> CountPlan {
     };
     if first_full >= end_full {
         // The window sits inside one or two partial days.
-        return CountPlan {
-            days: None,
-            edges: vec![(f.from_ms, f.to_ms)],
-        };
+        plan.edges.push((f.from_ms, f.to_ms));
+        return plan;
     }
-    let mut edges = Vec::new();
     if f.from_ms != i64::MIN && f.from_ms < first_full * DAY_MS {
-        edges.push((f.from_ms, first_full * DAY_MS));
+        plan.edges.push((f.from_ms, first_full * DAY_MS));
     }
     if f.to_ms != i64::MAX && end_full * DAY_MS < f.to_ms {
-        edges.push((end_full * DAY_MS, f.to_ms));
+        plan.edges.push((end_full * DAY_MS, f.to_ms));
     }
-    CountPlan {
-        days: Some((first_full, end_full)),
-        edges,
+    // The whole days [first_full, end_full): whole blocks inside them, the
+    // days of a partial block at either end day by day. An open end stays
+    // open (no day row lies beyond the sentinels).
+    let first_block = if first_full == i64::MIN {
+        i64::MIN
+    } else {
+        block_of(first_full) + i64::from(first_full.rem_euclid(BLOCK_DAYS) != 0)
+    };
+    let end_block = if end_full == i64::MAX {
+        i64::MAX
+    } else {
+        block_of(end_full)
+    };
+    if first_block >= end_block {
+        plan.days.push((first_full, end_full));
+        return plan;
     }
+    plan.blocks = Some((first_block, end_block));
+    if first_full != i64::MIN && first_full < first_block * BLOCK_DAYS {
+        plan.days.push((first_full, first_block * BLOCK_DAYS));
+    }
+    if end_full != i64::MAX && end_block * BLOCK_DAYS < end_full {
+        plan.days.push((end_block * BLOCK_DAYS, end_full));
+    }
+    plan
 }
 
 /// The keyset page statement (`$1..$7`): rows strictly after (or, with
@@ -258,8 +298,7 @@ pub(crate) fn page_sql(backwards: bool, limit: i64, lead: &str) -> String {
 
 /// The page and, in one more row, what the page needs besides: whether
 /// the account exists, and (with `summary`) the count as [`count_plan`]
-/// splits it (`$8..$9` the whole days, `$10..$13` two partial-day edges,
-/// empty when unused) and the account's first and last booking times (two
+/// splits it (`$8..$17`, see [`count_params`]) and the account's first and last booking times (two
 /// index probes: SQLite optimises a lone MIN or MAX, not both in one
 /// query). Page rows lead with four NULLs, the extra row ends with the
 /// transaction columns' NULLs: a UNION ALL streams both, where joining the
@@ -297,12 +336,16 @@ pub(crate) fn page_summary_sql(backwards: bool, limit: i64, summary: bool) -> St
 pub(crate) fn summary_sql(summary: bool) -> String {
     let (total, lo, hi) = if summary {
         (
-            "CAST((SELECT COALESCE(SUM(n), 0) FROM tx_days WHERE account_id = $1 AND day >= $8 AND day < $9 \
-               AND credit IN ($4, $5)) \
+            "CAST((SELECT COALESCE(SUM(n), 0) FROM tx_blocks WHERE account_id = $1 AND block >= $8 \
+               AND block < $9 AND credit IN ($4, $5)) \
              + (SELECT COUNT(*) FROM transactions WHERE account_id = $1 AND booking_ms >= $10 \
                AND booking_ms < $11 AND credit IN ($4, $5)) \
              + (SELECT COUNT(*) FROM transactions WHERE account_id = $1 AND booking_ms >= $12 \
-               AND booking_ms < $13 AND credit IN ($4, $5)) AS BIGINT)",
+               AND booking_ms < $13 AND credit IN ($4, $5)) \
+             + (SELECT COALESCE(SUM(n), 0) FROM tx_days WHERE account_id = $1 AND day >= $14 AND day < $15 \
+               AND credit IN ($4, $5)) \
+             + (SELECT COALESCE(SUM(n), 0) FROM tx_days WHERE account_id = $1 AND day >= $16 AND day < $17 \
+               AND credit IN ($4, $5)) AS BIGINT)",
             "(SELECT booking_ms FROM transactions WHERE account_id = $1 ORDER BY booking_ms ASC LIMIT 1)",
             "(SELECT booking_ms FROM transactions WHERE account_id = $1 ORDER BY booking_ms DESC LIMIT 1)",
         )
@@ -312,16 +355,23 @@ pub(crate) fn summary_sql(summary: bool) -> String {
     format!("SELECT (SELECT COUNT(*) FROM accounts WHERE account_id = $1), {total}, {lo}, {hi}")
 }
 
-/// The whole-day range and two edges of [`page_summary_sql`]; an unused
-/// part is an empty range.
-pub(crate) fn count_params(f: &TxFilter) -> [i64; 6] {
+/// [`count_plan`]'s ranges as [`summary_sql`] binds them: `$8..$9` the
+/// whole blocks, `$10..$13` the two partial-day edges, `$14..$17` the
+/// whole days of the two partial blocks; an unused part is an empty range.
+pub(crate) fn count_params(f: &TxFilter) -> [i64; 10] {
     let plan = count_plan(f);
-    let (d0, d1) = plan.days.unwrap_or((0, 0));
+    let (b0, b1) = plan.blocks.unwrap_or((0, 0));
     let mut e = [(0, 0); 2];
     for (slot, edge) in e.iter_mut().zip(plan.edges) {
         *slot = edge;
     }
-    [d0, d1, e[0].0, e[0].1, e[1].0, e[1].1]
+    let mut d = [(0, 0); 2];
+    for (slot, days) in d.iter_mut().zip(plan.days) {
+        *slot = days;
+    }
+    [
+        b0, b1, e[0].0, e[0].1, e[1].0, e[1].1, d[0].0, d[0].1, d[1].0, d[1].1,
+    ]
 }
 
 pub(crate) fn kind_from(s: &str) -> ResourceKind {
@@ -386,7 +436,7 @@ macro_rules! impl_world_store {
                 reference: r.col(o + 8)?,
                 information: r.col(o + 9)?,
                 balance_minor: r.col(o + 10)?,
-                detail: aspen_domain::RawJson::from_text(r.col(o + 11)?)
+                detail: aspen_domain::TxDetail::from_text(r.col(o + 11)?)
                     .map_err(|e| $crate::StoreError::Backend(format!("corrupt JSON column: {e}")))?,
             })
         }
@@ -461,19 +511,30 @@ macro_rules! impl_world_store {
             conn: &mut <$db as sqlx::Database>::Connection,
             txs: &[aspen_domain::Transaction],
         ) -> Result<(), $crate::StoreError> {
-            // The day counts move in the same transaction as the rows.
-            for ((account, day, credit), n) in $crate::world::day_counts(txs) {
-                sqlx::query(
+            // The day and block counts move in the same transaction as the rows.
+            let (days, blocks) = $crate::world::day_and_block_counts(txs);
+            for (sql, counts) in [
+                (
                     "INSERT INTO tx_days (account_id, day, credit, n) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (account_id, day, credit) DO UPDATE SET n = tx_days.n + excluded.n",
-                )
-                .bind(account)
-                .bind(day)
-                .bind(credit)
-                .bind(n)
-                .execute(&mut *conn)
-                .await
-                .map_err($crate::StoreError::from)?;
+                    days,
+                ),
+                (
+                    "INSERT INTO tx_blocks (account_id, block, credit, n) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (account_id, block, credit) DO UPDATE SET n = tx_blocks.n + excluded.n",
+                    blocks,
+                ),
+            ] {
+                for ((account, at, credit), n) in counts {
+                    sqlx::query(sql)
+                        .bind(account)
+                        .bind(at)
+                        .bind(credit)
+                        .bind(n)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err($crate::StoreError::from)?;
+                }
             }
             let numbered = <$db as sqlx::Database>::NAME != "SQLite";
             // Built only for a bulk load: with numbered parameters the
@@ -621,6 +682,7 @@ macro_rules! impl_world_store {
                     // serve one page (measured: 700 ms instead of 3 ms).
                     sqlx::query("ANALYZE transactions").execute(&self.pool).await?;
                     sqlx::query("ANALYZE tx_days").execute(&self.pool).await?;
+                    sqlx::query("ANALYZE tx_blocks").execute(&self.pool).await?;
                 }
                 Ok(n)
             }
@@ -696,17 +758,20 @@ macro_rules! impl_world_store {
             async fn count_transactions(&self, account_id: &str, f: &$crate::world::TxFilter) -> Result<i64, $crate::StoreError> {
                 let plan = $crate::world::count_plan(f);
                 let mut total = 0i64;
-                if let Some((d0, d1)) = plan.days {
-                    let row: $row = sqlx::query(
-                        "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM tx_days WHERE account_id = $1 AND day >= $2 AND day < $3 AND credit IN ($4, $5)",
-                    )
-                    .bind(account_id)
-                    .bind(d0)
-                    .bind(d1)
-                    .bind(if f.credits { 1i64 } else { -1 })
-                    .bind(if f.debits { 0i64 } else { -1 })
-                    .fetch_one(&self.pool)
-                    .await?;
+                let sums = plan
+                    .blocks
+                    .map(|b| ("SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM tx_blocks WHERE account_id = $1 AND block >= $2 AND block < $3 AND credit IN ($4, $5)", b))
+                    .into_iter()
+                    .chain(plan.days.iter().map(|&d| ("SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM tx_days WHERE account_id = $1 AND day >= $2 AND day < $3 AND credit IN ($4, $5)", d)));
+                for (sql, (from, to)) in sums {
+                    let row: $row = sqlx::query(sql)
+                        .bind(account_id)
+                        .bind(from)
+                        .bind(to)
+                        .bind(if f.credits { 1i64 } else { -1 })
+                        .bind(if f.debits { 0i64 } else { -1 })
+                        .fetch_one(&self.pool)
+                        .await?;
                     total += r_count(&row);
                 }
                 for (from, to) in plan.edges {
@@ -839,4 +904,145 @@ macro_rules! impl_world_store {
             })
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aspen_domain::CreditDebit;
+
+    fn tx(at: i64, credit: bool) -> Transaction {
+        Transaction {
+            transaction_id: format!("t{at}"),
+            account_id: "a".into(),
+            booking_ms: at,
+            value_ms: None,
+            amount_minor: 1,
+            currency: "GBP".into(),
+            credit_debit: if credit {
+                CreditDebit::Credit
+            } else {
+                CreditDebit::Debit
+            },
+            status: "Booked".into(),
+            reference: None,
+            information: None,
+            balance_minor: None,
+            detail: aspen_domain::TxDetail::from_text("{}".into()).unwrap(),
+        }
+    }
+
+    /// The plan's parts, summed over the day and block counts as the
+    /// summary statement sums them, give exactly the rows in the window,
+    /// whatever the window's ends (open, on a block's or a day's first
+    /// millisecond, or inside a day).
+    #[test]
+    fn a_count_plan_covers_its_window_exactly_once() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let start = 20_000 * DAY_MS;
+        let span = 400 * DAY_MS;
+        let txs: Vec<Transaction> = (0..3_000)
+            .map(|_| tx(start + (next() % span as u64) as i64, next() % 3 == 0))
+            .collect();
+        let (days, blocks) = day_and_block_counts(&txs);
+        let sum = |m: &Counts, (from, to): (i64, i64), f: &TxFilter| -> i64 {
+            m.iter()
+                .filter(|((_, at, credit), _)| {
+                    *at >= from
+                        && *at < to
+                        && ((*credit == 1 && f.credits) || (*credit == 0 && f.debits))
+                })
+                .map(|(_, n)| n)
+                .sum()
+        };
+        let mut ends = vec![i64::MIN, i64::MAX, start, start + span];
+        for _ in 0..60 {
+            let at = start - 40 * DAY_MS + (next() % (span as u64 + 80 * DAY_MS as u64)) as i64;
+            ends.extend([
+                at,
+                at.div_euclid(DAY_MS) * DAY_MS,
+                block_of(at.div_euclid(DAY_MS)) * BLOCK_DAYS * DAY_MS,
+            ]);
+        }
+        let mut checked = 0;
+        for &from_ms in &ends {
+            for &to_ms in &ends {
+                for (credits, debits) in [(true, true), (true, false), (false, true)] {
+                    let f = TxFilter {
+                        from_ms,
+                        to_ms,
+                        credits,
+                        debits,
+                    };
+                    let plan = count_plan(&f);
+                    assert!(plan.days.len() <= 2 && plan.edges.len() <= 2, "{plan:?}");
+                    // Day rows only for partial blocks.
+                    let most = if plan.blocks.is_some() {
+                        BLOCK_DAYS
+                    } else {
+                        2 * BLOCK_DAYS
+                    };
+                    assert!(plan.days.iter().all(|&(a, b)| b - a < most), "{plan:?}");
+                    let mut n = plan.blocks.map_or(0, |b| sum(&blocks, b, &f));
+                    n += plan.days.iter().map(|&d| sum(&days, d, &f)).sum::<i64>();
+                    n += plan
+                        .edges
+                        .iter()
+                        .map(|&(a, b)| {
+                            txs.iter()
+                                .filter(|t| t.booking_ms >= a && t.booking_ms < b)
+                                .filter(|t| {
+                                    (t.credit_debit == CreditDebit::Credit && credits)
+                                        || (t.credit_debit == CreditDebit::Debit && debits)
+                                })
+                                .count() as i64
+                        })
+                        .sum::<i64>();
+                    let want = txs
+                        .iter()
+                        .filter(|t| t.booking_ms >= from_ms && t.booking_ms < to_ms)
+                        .filter(|t| {
+                            (t.credit_debit == CreditDebit::Credit && credits)
+                                || (t.credit_debit == CreditDebit::Debit && debits)
+                        })
+                        .count() as i64;
+                    assert_eq!(n, want, "{f:?} planned as {plan:?}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 10_000);
+    }
+
+    #[test]
+    fn a_long_window_reads_blocks_not_days() {
+        let plan = count_plan(&TxFilter {
+            from_ms: 20_000 * DAY_MS + 5,
+            to_ms: 20_400 * DAY_MS - 5,
+            credits: true,
+            debits: true,
+        });
+        // Days 20,001..20,399: blocks 626..637 whole (20,032..20,384), the
+        // days either side of them, and the two partial days.
+        assert_eq!(
+            plan,
+            CountPlan {
+                blocks: Some((626, 637)),
+                days: vec![(20_001, 20_032), (20_384, 20_399)],
+                edges: vec![
+                    (20_000 * DAY_MS + 5, 20_001 * DAY_MS),
+                    (20_399 * DAY_MS, 20_400 * DAY_MS - 5)
+                ],
+            }
+        );
+        let open = count_plan(&TxFilter::all());
+        assert_eq!(open.blocks, Some((i64::MIN, i64::MAX)));
+        assert!(open.days.is_empty() && open.edges.is_empty());
+    }
 }
