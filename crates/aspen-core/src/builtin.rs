@@ -55,8 +55,16 @@ fn store_filter(f: &TxFilter) -> aspen_store::TxFilter {
 }
 
 /// The ledger's cursor: the keyset position `booking_ms.transaction_id`.
+/// Written by hand: every entry of a page has one, and through `format!`
+/// they were 6% of a page's instructions (issue 15, twelfth pass).
 fn cursor_of(t: &Transaction) -> String {
-    format!("{}.{}", t.booking_ms, t.transaction_id)
+    let mut ms = itoa::Buffer::new();
+    let ms = ms.format(t.booking_ms);
+    let mut c = String::with_capacity(ms.len() + 1 + t.transaction_id.len());
+    c.push_str(ms);
+    c.push('.');
+    c.push_str(&t.transaction_id);
+    c
 }
 
 fn parse_cursor(c: &str) -> Result<aspen_store::TxCursor, CoreError> {
@@ -406,5 +414,39 @@ impl Core for BuiltinCore {
             .await?
             .as_ref()
             .map(core_payment))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_reads_back_as_the_position_it_was_made_from() {
+        for (ms, id) in [
+            (1_764_000_000_123, "txn-1"),
+            (-5, "a.b.c"),
+            (0, ""),
+            (i64::MIN, "blk-000000000001"),
+        ] {
+            let t = Transaction {
+                transaction_id: id.into(),
+                account_id: "acc".into(),
+                booking_ms: ms,
+                value_ms: None,
+                amount_minor: 1,
+                currency: "GBP".into(),
+                credit_debit: aspen_domain::CreditDebit::Credit,
+                status: "Booked".into(),
+                reference: None,
+                information: None,
+                balance_minor: None,
+                detail: serde_json::json!({}).into(),
+            };
+            let c = cursor_of(&t);
+            assert_eq!(c, format!("{ms}.{id}"));
+            let back = parse_cursor(&c).unwrap();
+            assert_eq!((back.booking_ms, back.transaction_id.as_str()), (ms, id));
+        }
     }
 }
