@@ -8,7 +8,9 @@
 #   (the server on its own: see crates/aspen/build.rs)
 #   bench/run-ais.sh sqlite|postgres [seconds per level] [binary ...]
 # (binaries default to target/release/aspen; pass an older build first to
-# get before/after side by side)
+# get before/after side by side; when the newer build adds a migration, the
+# older one cannot open the data directory after it: give one history a
+# run, HISTORIES=1000000 bench/run-ais.sh ...)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DB=${1:-sqlite}
@@ -38,7 +40,10 @@ start() {  # start binary [args]
   shift
   "$bin" serve "$@" >"$WORK/serve.out" 2>>"$WORK/serve.log" &
   PID=$!
-  until curl -fsk "$URL/health" >/dev/null 2>&1; do sleep 0.05; done
+  until curl -fsk "$URL/health" >/dev/null 2>&1; do
+    kill -0 "$PID" 2>/dev/null || { echo "$bin exited: $(tail -1 "$WORK/serve.log")" >&2; exit 1; }
+    sleep 0.05
+  done
 }
 
 echo "== AIS page, $DB, $(nproc) cores, $(date -u +%FT%TZ), ${SECS}s a level, load $(cut -d' ' -f1-3 /proc/loadavg)"

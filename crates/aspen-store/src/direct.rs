@@ -528,8 +528,12 @@ struct Collect<T> {
 
 impl<T> Collect<T> {
     fn new() -> Self {
+        Self::with_capacity(0)
+    }
+
+    fn with_capacity(rows: usize) -> Self {
         Collect {
-            out: Vec::new(),
+            out: Vec::with_capacity(rows),
             failed: None,
         }
     }
@@ -578,16 +582,18 @@ impl Direct {
 
     /// Two read-only statements of ours, one after the other in one read
     /// transaction, so both see the same snapshot (as the subqueries of one
-    /// statement do); their rows through `map`. `Ok(None)` when the
-    /// database is busy.
+    /// statement do); their rows through `map`, room made for `expect` of
+    /// them (a page's rows are large: growing the vector as they came
+    /// copied them five times over). `Ok(None)` when the database is busy.
     pub(crate) fn read_both<T>(
         &self,
         first: &str,
         second: &str,
         params: &[&dyn ToSql],
         map: [&RowMap<T>; 2],
+        expect: usize,
     ) -> Result<Option<Vec<T>>, StoreError> {
-        let mut rows = Collect::new();
+        let mut rows = Collect::with_capacity(expect);
         let done = self.with_reader(|c| {
             run(c, "BEGIN", &[], &mut |_| Ok(()))?;
             for (sql, map) in [first, second].into_iter().zip(map) {

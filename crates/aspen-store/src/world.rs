@@ -828,7 +828,8 @@ macro_rules! impl_world_store {
                     let page = $crate::world::page_sql(backwards, limit.max(0), "");
                     let tx = |r: &rusqlite::Row<'_>| Ok($crate::world::PageRow::Tx(tx_from_row_at(r, 0)?));
                     let sum = |r: &rusqlite::Row<'_>| page_row(r);
-                    let both = d.read_both(&page, &$crate::world::summary_sql(summary), &params, [&tx, &sum])?;
+                    let rows = usize::try_from(limit.max(0)).unwrap_or(0).min(1_000) + 1;
+                    let both = d.read_both(&page, &$crate::world::summary_sql(summary), &params, [&tx, &sum], rows)?;
                     if let Some(rows) = both {
                         return $crate::world::assemble_page(rows, backwards);
                     }
