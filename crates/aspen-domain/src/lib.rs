@@ -167,15 +167,15 @@ impl TxDetail {
                 ];
                 let base = text.as_ptr() as usize;
                 for (slot, v) in parts.iter_mut().zip(found) {
-                    if let Some(v) = v {
-                        // A borrowed raw value is a slice of `text`.
-                        let start = v.get().as_ptr() as usize - base;
-                        let end = start + v.get().len();
-                        *slot = (
-                            u32::try_from(start).unwrap_or(0),
-                            u32::try_from(end).unwrap_or(0),
-                        );
-                    }
+                    // A borrowed raw value is a slice of `text`; anything
+                    // else (or a text past 4 GB) is left absent.
+                    let span = v.and_then(|v| {
+                        let start = (v.get().as_ptr() as usize).checked_sub(base)?;
+                        let end = start.checked_add(v.get().len())?;
+                        (end <= text.len())
+                            .then_some((u32::try_from(start).ok()?, u32::try_from(end).ok()?))
+                    });
+                    *slot = span.unwrap_or((0, 0));
                 }
             }
             Err(e) if e.is_data() => {
@@ -196,7 +196,9 @@ impl TxDetail {
     /// One part's JSON text, if the detail has it (and it is not `null`).
     pub fn part(&self, p: DetailPart) -> Option<&str> {
         let (start, end) = self.parts[p as usize];
-        (end > start).then(|| &self.text[start as usize..end as usize])
+        self.text
+            .get(start as usize..end as usize)
+            .filter(|v| !v.is_empty())
     }
 
     /// The value as a tree.
