@@ -11,12 +11,17 @@ fn browser_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser")
 }
 
-/// `npm ci` in `dir` unless `module` is installed there. Tests of one
-/// binary run in parallel: one of them installs while the others wait, so
-/// none starts Node on a half-written node_modules.
+/// `npm ci` in `dir` unless `module` is installed there. Tests run in
+/// parallel, as threads (`cargo test`) or as processes (nextest): one of
+/// them installs, under a file lock, while the others wait, so none starts
+/// Node on a half-written node_modules (`npm ci` empties it first; on a
+/// fresh checkout under nextest, one test's provider once started from a
+/// half-installed package and never answered).
 pub fn npm_installed(dir: &std::path::Path, module: &str) -> Result<(), String> {
-    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+    let lock = std::fs::File::create(dir.join("node_modules.lock"))
+        .map_err(|e| format!("cannot create the npm lock in {}: {e}", dir.display()))?;
+    lock.lock()
+        .map_err(|e| format!("cannot lock the npm lock in {}: {e}", dir.display()))?;
     if dir.join("node_modules").join(module).exists() {
         return Ok(());
     }
