@@ -78,7 +78,7 @@ const DAY_MS: i64 = 86_400_000;
 
 /// The last date written: a page's entries come in booking order, many on
 /// one day, so each day's calendar date is worked out once, not per entry
-/// (it was two-thirds of writing a date-time).
+/// (it was half of writing a date-time).
 #[derive(Default)]
 struct Dates {
     day: Option<i64>,

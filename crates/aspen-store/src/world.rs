@@ -177,9 +177,9 @@ pub(crate) const BULK_ROWS: usize = 400;
 pub(crate) const DAY_MS: i64 = 86_400_000;
 
 /// Days per `tx_blocks` row. A window's count reads its whole blocks
-/// there and only the days of its two partial blocks from `tx_days`, so a
-/// first page sums at most ~62 day rows per direction however long the
-/// window is (a sandbox history of 200 days: 400 day rows before, 14 block
+/// there and only the days of its two partial blocks (at most 62 days, two
+/// rows a day: credits and debits) from `tx_days`, however long the window
+/// is (the sandbox's 200-day bulk history: 400 day rows before, 14 block
 /// rows now).
 pub(crate) const BLOCK_DAYS: i64 = 32;
 
