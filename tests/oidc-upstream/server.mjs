@@ -15,7 +15,7 @@
 // urn:openbanking:psd2:sca with amr ["pwd","otp"]; for level "ca", acr
 // urn:openbanking:psd2:ca with amr ["pwd"]. Consent is implied (the bank's
 // own first-party client).
-import { generateKeyPairSync } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import { Provider } from 'oidc-provider';
@@ -24,8 +24,16 @@ const cfg = JSON.parse(process.argv[2]);
 const SCA = 'urn:openbanking:psd2:sca';
 const CA = 'urn:openbanking:psd2:ca';
 
-const signing = generateKeyPairSync('rsa', { modulusLength: 2048 })
-  .privateKey.export({ format: 'jwk' });
+// Generated as PEM and read back before the JWK export: exporting the
+// generated KeyObject itself deadlocks Node 20 now and then (a garbage
+// collection during the export destroys the finished key-generation job,
+// which waits on a lock the export holds; seen as a provider that never
+// printed its issuer, 1 start in ~40).
+const signing = createPrivateKey(generateKeyPairSync('rsa', {
+  modulusLength: 2048,
+  privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+  publicKeyEncoding: { type: 'spki', format: 'pem' },
+}).privateKey).export({ format: 'jwk' });
 signing.kid = 'upstream-1';
 signing.use = 'sig';
 
