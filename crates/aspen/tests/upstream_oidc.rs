@@ -90,9 +90,16 @@ impl Provider {
                 let _ = tx.send(line);
             }
         });
-        let first = lines
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .expect("the provider says where it listens");
+        // Not yet inside a `Provider`, whose drop kills it: a provider that
+        // never answers is killed here, not left running after the test.
+        let first = match lines.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the provider says where it listens: {e}");
+            }
+        };
         let v: Value = serde_json::from_str(&first).unwrap();
         Provider {
             issuer: v["issuer"].as_str().unwrap().to_string(),
