@@ -758,12 +758,17 @@ macro_rules! impl_world_store {
             async fn count_transactions(&self, account_id: &str, f: &$crate::world::TxFilter) -> Result<i64, $crate::StoreError> {
                 let plan = $crate::world::count_plan(f);
                 let mut total = 0i64;
-                let sums = plan
+                // Each part of the plan is one sum over its own range.
+                const BLOCKS: &str = "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM tx_blocks WHERE account_id = $1 AND block >= $2 AND block < $3 AND credit IN ($4, $5)";
+                const DAYS: &str = "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM tx_days WHERE account_id = $1 AND day >= $2 AND day < $3 AND credit IN ($4, $5)";
+                const EDGE: &str = "SELECT COUNT(*) FROM transactions WHERE account_id = $1 AND booking_ms >= $2 AND booking_ms < $3 AND credit IN ($4, $5)";
+                let parts = plan
                     .blocks
-                    .map(|b| ("SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM tx_blocks WHERE account_id = $1 AND block >= $2 AND block < $3 AND credit IN ($4, $5)", b))
+                    .map(|b| (BLOCKS, b))
                     .into_iter()
-                    .chain(plan.days.iter().map(|&d| ("SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM tx_days WHERE account_id = $1 AND day >= $2 AND day < $3 AND credit IN ($4, $5)", d)));
-                for (sql, (from, to)) in sums {
+                    .chain(plan.days.iter().map(|&d| (DAYS, d)))
+                    .chain(plan.edges.iter().map(|&e| (EDGE, e)));
+                for (sql, (from, to)) in parts {
                     let row: $row = sqlx::query(sql)
                         .bind(account_id)
                         .bind(from)
@@ -772,19 +777,6 @@ macro_rules! impl_world_store {
                         .bind(if f.debits { 0i64 } else { -1 })
                         .fetch_one(&self.pool)
                         .await?;
-                    total += r_count(&row);
-                }
-                for (from, to) in plan.edges {
-                    let row: $row = sqlx::query(
-                        "SELECT COUNT(*) FROM transactions WHERE account_id = $1 AND booking_ms >= $2 AND booking_ms < $3 AND credit IN ($4, $5)",
-                    )
-                    .bind(account_id)
-                    .bind(from)
-                    .bind(to)
-                    .bind(if f.credits { 1i64 } else { -1 })
-                    .bind(if f.debits { 0i64 } else { -1 })
-                    .fetch_one(&self.pool)
-                    .await?;
                     total += r_count(&row);
                 }
                 Ok(total)
