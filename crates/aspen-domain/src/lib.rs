@@ -189,6 +189,75 @@ impl TxDetail {
         })
     }
 
+    /// Where the parts sit, to be stored beside the text and given back to
+    /// [`TxDetail::from_stored`]: the text's length, then each part's
+    /// number, start and end (`355,0,23,56,7,71,182`).
+    pub fn index(&self) -> String {
+        use std::fmt::Write;
+        let mut s = self.text.len().to_string();
+        for (p, &(start, end)) in self.parts.iter().enumerate() {
+            if end > start {
+                let _ = write!(s, ",{p},{start},{end}");
+            }
+        }
+        s
+    }
+
+    /// A detail read back with its [`TxDetail::index`]: the parts are
+    /// taken from the index, not found by parsing the text again (a
+    /// hundred parses were an eighth of an AIS page's instructions; issue
+    /// 15, thirteenth pass). The text was checked when the index was made
+    /// from it, in the statement that wrote both. An index that does not
+    /// fit the text (a text edited without it, or none stored) is ignored
+    /// and the text parsed as by [`TxDetail::from_text`]: each part must
+    /// sit inside the text as serde_json writes an object's value, after a
+    /// `:` and before a `,` or the closing `}`, and the lengths must agree.
+    pub fn from_stored(text: String, index: Option<&str>) -> Result<Self, serde_json::Error> {
+        match index.and_then(|i| Self::parts_from_index(&text, i)) {
+            Some(parts) => Ok(Self {
+                text: text.into_boxed_str(),
+                parts,
+            }),
+            None => Self::from_text(text),
+        }
+    }
+
+    fn parts_from_index(text: &str, index: &str) -> Option<[(u32, u32); 8]> {
+        let t = text.as_bytes();
+        if t.first() != Some(&b'{') || t.last() != Some(&b'}') {
+            return None;
+        }
+        // Bytes, not `str::split` and `parse`: those cost more than the
+        // parse of the detail they replace.
+        let mut numbers = index.as_bytes().split(|&c| c == b',').map(|digits| {
+            if digits.is_empty() || digits.len() > 9 {
+                return None;
+            }
+            digits.iter().try_fold(0u32, |n, &d| {
+                d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+            })
+        });
+        if numbers.next()?? as usize != t.len() {
+            return None;
+        }
+        let mut parts = [(0, 0); 8];
+        while let Some(p) = numbers.next() {
+            let (p, start, end) = (p? as usize, numbers.next()??, numbers.next()??);
+            let (s, e) = (start as usize, end as usize);
+            let fits = p < parts.len()
+                && s > 1
+                && s < e
+                && t.get(s - 1) == Some(&b':')
+                && matches!(t[s], b'{' | b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f')
+                && matches!(t.get(e), Some(b',' | b'}'));
+            if !fits {
+                return None;
+            }
+            parts[p] = (start, end);
+        }
+        Some(parts)
+    }
+
     pub fn get(&self) -> &str {
         &self.text
     }
@@ -433,5 +502,98 @@ mod detail_tests {
         );
         let back: TxDetail = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
         assert_eq!(back, d);
+    }
+
+    const ALL: [DetailPart; 8] = [
+        DetailPart::BankTransactionCode,
+        DetailPart::ProprietaryBankTransactionCode,
+        DetailPart::MerchantDetails,
+        DetailPart::CreditorAgent,
+        DetailPart::CreditorAccount,
+        DetailPart::DebtorAgent,
+        DetailPart::DebtorAccount,
+        DetailPart::CardInstrument,
+    ];
+
+    fn same_parts(a: &TxDetail, b: &TxDetail) -> bool {
+        a.get() == b.get() && ALL.iter().all(|&p| a.part(p) == b.part(p))
+    }
+
+    #[test]
+    fn a_stored_index_gives_the_parts_a_parse_finds() {
+        for v in [
+            json!({}),
+            json!({"BankTransactionCode": {"Code": "PMNT", "SubCode": "CCRD"},
+                   "CardInstrument": {"CardSchemeName": "VISA", "Identification": "4983467223860497"},
+                   "MerchantDetails": {"MerchantName": "Caf\u{e9} \"}\" , :"},
+                   "Extra": [1, {"DebtorAccount": 2}], "DebtorAgent": null,
+                   "CreditorAccount": "x", "DebtorAccount": -1.5, "CreditorAgent": true}),
+            json!([1, 2]),
+            json!("text"),
+            json!(null),
+        ] {
+            let parsed = TxDetail::from(v);
+            let index = parsed.index();
+            let stored = TxDetail::from_stored(parsed.get().to_string(), Some(&index)).unwrap();
+            assert!(same_parts(&stored, &parsed), "{index} {}", parsed.get());
+            let none = TxDetail::from_stored(parsed.get().to_string(), None).unwrap();
+            assert!(same_parts(&none, &parsed));
+        }
+        // Only the parts are listed: a first-page detail's index is short.
+        let d = TxDetail::from(json!({"MerchantDetails": {"MerchantName": "A"}, "Other": 1}));
+        assert_eq!(d.index(), format!("{},2,19,39", d.get().len()));
+        assert_eq!(
+            d.part(DetailPart::MerchantDetails),
+            Some(r#"{"MerchantName":"A"}"#)
+        );
+    }
+
+    /// An index that does not fit its text is not believed: the text is
+    /// parsed, so a detail edited without its index still reads right (one
+    /// edited to the same length with its parts where they were is taken at
+    /// its index's word; the store writes the two in one statement).
+    #[test]
+    fn an_index_that_does_not_fit_is_ignored() {
+        let d = TxDetail::from(
+            json!({"DebtorAccount": {"Name": "A"}, "MerchantDetails": {"MerchantName": "B"}}),
+        );
+        let index = d.index();
+        let edited = d.get().replace("\"A\"", "\"Anne\"");
+        for (text, index) in [
+            // Edited text, stale index: lengths differ.
+            (edited.clone(), index.clone()),
+            // Ranges that do not sit on a value.
+            (d.get().to_string(), format!("{},2,3,10", d.get().len())),
+            (d.get().to_string(), format!("{},2,0,10", d.get().len())),
+            // Past the end, reversed, a part that does not exist.
+            (d.get().to_string(), format!("{},2,18,999", d.get().len())),
+            (d.get().to_string(), format!("{},2,30,18", d.get().len())),
+            (d.get().to_string(), format!("{},9,17,29", d.get().len())),
+            // Not an index at all, or cut short.
+            (d.get().to_string(), "x".into()),
+            (d.get().to_string(), String::new()),
+            (d.get().to_string(), format!("{},2,17", d.get().len())),
+            (d.get().to_string(), format!("{},-1,17,29", d.get().len())),
+            (d.get().to_string(), format!("{},2,17,29,", d.get().len())),
+            (
+                d.get().to_string(),
+                format!("{},2,17,4294967313", d.get().len()),
+            ),
+            (d.get().to_string(), format!("{},,2,17,29", d.get().len())),
+        ] {
+            let stored = TxDetail::from_stored(text.clone(), Some(&index)).unwrap();
+            let parsed = TxDetail::from_text(text).unwrap();
+            assert!(same_parts(&stored, &parsed), "{index}");
+        }
+        let edited = TxDetail::from_stored(edited, Some(&index)).unwrap();
+        assert_eq!(
+            edited.part(DetailPart::DebtorAccount),
+            Some(r#"{"Name":"Anne"}"#)
+        );
+        // Text that is not JSON, without an index that fits it, is refused.
+        let broken = "{\"DebtorAccount\":{]}".to_string();
+        assert!(TxDetail::from_stored(broken.clone(), None).is_err());
+        let index = format!("{},6,17,18", broken.len());
+        assert!(TxDetail::from_stored(broken, Some(&index)).is_err());
     }
 }

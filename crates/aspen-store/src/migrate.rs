@@ -84,6 +84,11 @@ pub fn sqlite() -> Migrator {
             "tx_blocks",
             include_str!("../migrations/sqlite/0012_tx_blocks.sql"),
         ),
+        (
+            13,
+            "detail_parts",
+            include_str!("../migrations/sqlite/0013_detail_parts.sql"),
+        ),
     ])
 }
 
@@ -153,6 +158,11 @@ pub fn postgres() -> Migrator {
             13,
             "tx_blocks",
             include_str!("../migrations/postgres/0013_tx_blocks.sql"),
+        ),
+        (
+            14,
+            "detail_parts",
+            include_str!("../migrations/postgres/0014_detail_parts.sql"),
         ),
     ])
 }

@@ -288,7 +288,7 @@ static SQLITE_EXECUTED: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|
          INSERT INTO tx_blocks (account_id, block, credit, n) SELECT $10, $23, 0, 1 WHERE {booked} \
          ON CONFLICT (account_id, block, credit) DO UPDATE SET n = tx_blocks.n + excluded.n; \
          INSERT INTO transactions ({TX_COLUMNS}) \
-         SELECT $17,$10,$6,$6,$11,$12,0,'Booked',$18,$19,a.booked_minor,$20 \
+         SELECT $17,$10,$6,$6,$11,$12,0,'Booked',$18,$19,a.booked_minor,$20,$24 \
          FROM accounts a WHERE a.account_id=$10 AND {booked}; \
          SELECT status FROM payments WHERE payment_id=$5; \
          COMMIT"
@@ -363,7 +363,7 @@ static PG_EXECUTED_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
            ON CONFLICT (account_id, block, credit) DO UPDATE SET n = tx_blocks.n + excluded.n), \
          entry AS (\
            INSERT INTO transactions ({TX_COLUMNS}) \
-           SELECT $17,$10,$6,$6,$11,$12,0,'Booked',$18,$19,booked_minor,$20 FROM debit), \
+           SELECT $17,$10,$6,$6,$11,$12,0,'Booked',$18,$19,booked_minor,$20,$24 FROM debit), \
          event AS ({event} AND EXISTS (SELECT 1 FROM consumed)) \
          SELECT (SELECT status FROM pay), \
            CASE WHEN EXISTS (SELECT 1 FROM claim) AND NOT EXISTS (SELECT 1 FROM consumed) \
@@ -509,7 +509,7 @@ fn consent_once_params(c: &ConsentRecord, idem: &IdemKey, since: i64) -> Vec<Par
 /// start), `$8..$14` the order (consent, kind, account, debit, currency,
 /// data, the ledger's instruction), `$15` the rejection reason, `$16` the
 /// entry's day, `$17..$20` the entry (id, reference, information, detail),
-/// `$21..$22` the event's ids, `$23` the entry's block.
+/// `$21..$22` the event's ids, `$23` the entry's block, `$24` its detail's index.
 fn executed_params(
     p: &PaymentRecord,
     idem: &IdemKey,
@@ -538,6 +538,7 @@ fn executed_params(
         Int(crate::world::block_of(
             p.created_at.div_euclid(crate::world::DAY_MS),
         )),
+        Text(e.detail.index()),
     ]);
     params
 }

@@ -166,11 +166,13 @@ pub trait WorldStore: Send + Sync {
 }
 
 pub(crate) const TX_COLUMNS: &str = "transaction_id, account_id, booking_ms, value_ms, amount_minor, \
-    currency, credit, status, reference, information, balance_minor, detail";
+    currency, credit, status, reference, information, balance_minor, detail, detail_parts";
+/// How many [`TX_COLUMNS`] there are.
+pub(crate) const TX_COLUMN_COUNT: usize = 13;
 pub(crate) const ACCOUNT_COLUMNS: &str = "account_id, psu_id, currency, account_type, account_sub_type, \
     description, nickname, opening_date, identifications, servicer, booked_minor, pending_debits_minor, \
     pending_credits_minor";
-/// Rows per multi-row INSERT: 12 columns × 400 stays far below both
+/// Rows per multi-row INSERT: 13 columns × 400 stays far below both
 /// backends' parameter limits while amortising the round trip.
 pub(crate) const BULK_ROWS: usize = 400;
 
@@ -316,7 +318,7 @@ pub(crate) fn page_summary_sql(backwards: bool, limit: i64, summary: bool) -> St
         limit,
         "CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), ",
     );
-    let tx_nulls = vec!["NULL"; TX_COLUMNS.split(',').count()].join(", ");
+    let tx_nulls = vec!["NULL"; TX_COLUMN_COUNT].join(", ");
     format!(
         "SELECT * FROM ({page}) AS page UNION ALL {}, {tx_nulls}",
         summary_sql(summary)
@@ -398,12 +400,12 @@ pub(crate) fn multi_insert_sql(rows: usize, numbered: bool) -> String {
             sql.push(',');
         }
         sql.push('(');
-        for c in 0..12 {
+        for c in 0..TX_COLUMN_COUNT {
             if c > 0 {
                 sql.push(',');
             }
             if numbered {
-                sql.push_str(&format!("${}", r * 12 + c + 1));
+                sql.push_str(&format!("${}", r * TX_COLUMN_COUNT + c + 1));
             } else {
                 sql.push('?');
             }
@@ -436,7 +438,7 @@ macro_rules! impl_world_store {
                 reference: r.col(o + 8)?,
                 information: r.col(o + 9)?,
                 balance_minor: r.col(o + 10)?,
-                detail: aspen_domain::TxDetail::from_text(r.col(o + 11)?)
+                detail: aspen_domain::TxDetail::from_stored(r.col(o + 11)?, r.col_opt_str(o + 12)?)
                     .map_err(|e| $crate::StoreError::Backend(format!("corrupt JSON column: {e}")))?,
             })
         }
@@ -505,6 +507,7 @@ macro_rules! impl_world_store {
                 .bind(t.information.clone())
                 .bind(t.balance_minor)
                 .bind(t.detail.get().to_string())
+                .bind(t.detail.index())
         }
 
         async fn insert_transactions(
@@ -1011,6 +1014,11 @@ mod tests {
             }
         }
         assert!(checked > 10_000);
+    }
+
+    #[test]
+    fn the_column_count_is_the_columns() {
+        assert_eq!(TX_COLUMNS.split(',').count(), TX_COLUMN_COUNT);
     }
 
     #[test]

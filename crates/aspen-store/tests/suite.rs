@@ -1884,3 +1884,177 @@ async fn sqlite_writes_sharing_a_commit_fail_alone() {
         }
     }
 }
+
+/// Raw access beside a store, to see what its statements wrote.
+enum Raw {
+    Sqlite(sqlx::SqlitePool),
+    Pg(sqlx::PgPool),
+}
+
+impl Raw {
+    /// Every transaction's id, detail and stored detail index.
+    async fn details(&self) -> Vec<(String, String, Option<String>)> {
+        const SQL: &str = "SELECT transaction_id, detail, detail_parts FROM transactions";
+        match self {
+            Raw::Sqlite(p) => sqlx::query_as(SQL).fetch_all(p).await.unwrap(),
+            Raw::Pg(p) => sqlx::query_as(SQL).fetch_all(p).await.unwrap(),
+        }
+    }
+
+    async fn set_detail(&self, id: &str, detail: &str) {
+        const SQL: &str = "UPDATE transactions SET detail = $1 WHERE transaction_id = $2";
+        let n = match self {
+            Raw::Sqlite(p) => sqlx::query(SQL)
+                .bind(detail)
+                .bind(id)
+                .execute(p)
+                .await
+                .unwrap()
+                .rows_affected(),
+            Raw::Pg(p) => sqlx::query(SQL)
+                .bind(detail)
+                .bind(id)
+                .execute(p)
+                .await
+                .unwrap()
+                .rows_affected(),
+        };
+        assert_eq!(n, 1);
+    }
+}
+
+/// Every transaction's detail is stored with its index (`TxDetail::index`),
+/// by the bulk insert and by each backend's payment statement, and a page
+/// reads the parts a parse of the text finds. A detail edited without its
+/// index is parsed, not cut at the old places (issue 15, thirteenth pass).
+async fn details_are_stored_with_their_index(s: Arc<dyn Store>, raw: Raw) {
+    use aspen_domain::{DetailPart, TxDetail};
+    use aspen_store::payments::{LedgerExecution, LedgerPayment, PaymentCreate, entry_id};
+    s.seed_world(&world()).await.unwrap();
+    let rora = s.psu_by_username("rora").await.unwrap().unwrap();
+    let account = s.accounts_for_psu(&rora.id).await.unwrap()[0].clone();
+    let now = 1_900_000_000_000;
+    let mut c = consent("pi1");
+    c.kind = "domestic-payment".into();
+    c.status = "Authorised".into();
+    s.insert_consent(&c).await.unwrap();
+    let creditor = json!({"SchemeName": "UK.OBIE.SortCodeAccountNumber",
+                          "Identification": "08080021325698", "Name": "ACME \"Ltd\""});
+    let entry = aspen_domain::Transaction {
+        transaction_id: entry_id("p1"),
+        account_id: account.account_id.clone(),
+        booking_ms: now,
+        value_ms: None,
+        amount_minor: 100,
+        currency: account.currency.clone(),
+        credit_debit: CreditDebit::Debit,
+        status: "Booked".into(),
+        reference: None,
+        information: None,
+        balance_minor: None,
+        detail: json!({"CreditorAccount": creditor}).into(),
+    };
+    let exec = LedgerExecution {
+        payment: LedgerPayment {
+            payment_id: "p1".into(),
+            account_id: account.account_id.clone(),
+            debit_minor: 100,
+            debit_currency: account.currency.clone(),
+            status: "Pending".into(),
+            created_at: now,
+            status_updated_at: now,
+            due_at: Some(now),
+            reason: None,
+            instruction: json!({}),
+        },
+        entry,
+    };
+    let p = pending_payment("p1", "pi1", 100, &account, now, json!({"Initiation": {}}));
+    assert_eq!(
+        s.insert_payment_executed(&p, &idem("k1", "h"), now - 1, &exec)
+            .await
+            .unwrap(),
+        PaymentCreate::Executed("AcceptedSettlementCompleted")
+    );
+
+    let rows = raw.details().await;
+    assert!(rows.iter().any(|(id, ..)| *id == entry_id("p1")));
+    for (id, text, index) in &rows {
+        let parsed = TxDetail::from_text(text.clone()).unwrap();
+        assert_eq!(index.as_deref(), Some(parsed.index().as_str()), "{id}");
+    }
+    let with_parts = rows
+        .iter()
+        .filter(|(_, _, i)| i.as_deref().is_some_and(|i| i.contains(',')))
+        .count();
+    assert!(
+        with_parts > rows.len() / 2,
+        "{with_parts} of {}",
+        rows.len()
+    );
+
+    // The payment's entry reads its creditor back; then its text is edited
+    // behind the index's back and the page still reads what the text says.
+    let all = TxFilter::all();
+    let entry_on_page = || async {
+        s.transactions_page(&account.account_id, &all, None, None, 100_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|t| t.transaction_id == entry_id("p1"))
+            .unwrap()
+    };
+    assert_eq!(
+        entry_on_page()
+            .await
+            .detail
+            .part(DetailPart::CreditorAccount),
+        Some(creditor.to_string().as_str())
+    );
+    let edited =
+        json!({"CreditorAccount": {"Name": "X"}, "MerchantDetails": {"MerchantName": "Y"}});
+    raw.set_detail(&entry_id("p1"), &edited.to_string()).await;
+    let read = entry_on_page().await;
+    assert_eq!(
+        read.detail.part(DetailPart::CreditorAccount),
+        Some(r#"{"Name":"X"}"#)
+    );
+    assert_eq!(
+        read.detail.part(DetailPart::MerchantDetails),
+        Some(r#"{"MerchantName":"Y"}"#)
+    );
+}
+
+#[tokio::test]
+async fn sqlite_details_are_stored_with_their_index() {
+    let (s, _dir, path) = sqlite_file().await;
+    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    details_are_stored_with_their_index(s, Raw::Sqlite(raw)).await;
+}
+
+#[tokio::test]
+async fn postgres_details_are_stored_with_their_index() {
+    if let Some((s, schema)) = postgres().await {
+        let raw = sqlx::postgres::PgPoolOptions::new()
+            .after_connect({
+                let schema = schema.clone();
+                move |c, _| {
+                    let schema = schema.clone();
+                    Box::pin(async move {
+                        sqlx::query(sqlx::AssertSqlSafe(format!("SET search_path TO {schema}")))
+                            .execute(c)
+                            .await
+                            .map(|_| ())
+                    })
+                }
+            })
+            .connect(&pg_url())
+            .await
+            .unwrap();
+        details_are_stored_with_their_index(s, Raw::Pg(raw.clone())).await;
+        raw.close().await;
+        drop_schema(&schema).await;
+    }
+}
