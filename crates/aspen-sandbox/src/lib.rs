@@ -9,7 +9,7 @@ use std::time::Instant;
 use aspen_store::Store;
 
 pub use generate::{
-    SandboxLogin, bulk_transactions, generate_world, iban_check_ok, sandbox_logins,
+    SandboxLogin, bulk_account_id, bulk_transactions, generate_world, iban_check_ok, sandbox_logins,
 };
 
 #[derive(Debug, Clone)]
@@ -97,18 +97,38 @@ pub async fn seed(store: &dyn Store, cfg: &SeedConfig) -> Result<SeedReport, San
     }
     let mut bulk_added = 0;
     let wanted = cfg.bulk_transactions as i64;
-    if wanted > state.bulk {
+    let mut have = state.bulk;
+    // A claim lost to another node starting at the same time means the
+    // history grew meanwhile: read how far, and go on from there if that
+    // is still short of what this node was asked for.
+    while wanted > have {
         let anchor = chrono::NaiveDate::parse_from_str(&state.anchor, "%Y-%m-%d")
             .unwrap_or_else(|_| chrono::Utc::now().date_naive());
         let account = generate::bulk_account_id(cfg.seed);
-        let extra = (wanted - state.bulk) as u64;
-        let mut entries = bulk_transactions(cfg.seed, anchor, &account, state.bulk as u64, extra);
-        bulk_added = store.seed_bulk(&account, &mut entries, wanted).await?;
-        tracing::info!(
-            bulk_added,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "bulk sandbox history seeded"
-        );
+        let extra = (wanted - have) as u64;
+        let mut entries = bulk_transactions(cfg.seed, anchor, &account, have as u64, extra);
+        bulk_added = store
+            .seed_bulk(&account, &mut entries, have, wanted)
+            .await?;
+        if bulk_added > 0 {
+            tracing::info!(
+                bulk_added,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "bulk sandbox history seeded"
+            );
+            break;
+        }
+        let now = store
+            .seed_state()
+            .await?
+            .ok_or(aspen_store::StoreError::NotFound)?
+            .bulk;
+        tracing::info!(bulk = now, "bulk sandbox history grown by another node");
+        if now <= have {
+            // The marker only grows; if it did not, do not spin on it.
+            break;
+        }
+        have = now;
     }
     Ok(SeedReport {
         seeded,

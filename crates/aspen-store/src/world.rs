@@ -106,13 +106,17 @@ pub trait WorldStore: Send + Sync {
     /// seeded (then nothing changes and `false` is returned). Safe when
     /// several nodes start at once: the marker row is the lock.
     async fn seed_world(&self, world: &World) -> Result<bool, StoreError>;
-    /// Appends bulk history to one account in one transaction, moving its
-    /// booked balance by the sum of the entries.
+    /// Takes the bulk history from `from` entries to `to` and appends the
+    /// entries to one account, moving its booked balance by their sum, all
+    /// in one transaction. The step is claimed first (the marker row moves
+    /// only from `from`), so of nodes starting together one appends and
+    /// the others get 0.
     async fn seed_bulk(
         &self,
         account_id: &str,
         entries: &mut (dyn Iterator<Item = Transaction> + Send),
-        count: i64,
+        from: i64,
+        to: i64,
     ) -> Result<u64, StoreError>;
 
     async fn psu_by_username(&self, username: &str) -> Result<Option<Psu>, StoreError>;
@@ -638,9 +642,30 @@ macro_rules! impl_world_store {
                 &self,
                 account_id: &str,
                 entries: &mut (dyn Iterator<Item = aspen_domain::Transaction> + Send),
-                count: i64,
+                from: i64,
+                to: i64,
             ) -> Result<u64, $crate::StoreError> {
                 let mut tx = self.pool.begin().await?;
+                // The claim: a second node meets this row's lock, waits for
+                // the first to commit, and then finds the step taken.
+                let claimed = sqlx::query("UPDATE sandbox_meta SET bulk = $1 WHERE id = 1 AND bulk = $2")
+                    .bind(to)
+                    .bind(from)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
+                if !claimed {
+                    tx.rollback().await?;
+                    return Ok(0);
+                }
+                // The account's row before the day and block counts, in the
+                // order a payment takes them: the other order could deadlock
+                // with a payment on this account (PostgreSQL would abort one).
+                sqlx::query("UPDATE accounts SET booked_minor = booked_minor WHERE account_id = $1")
+                    .bind(account_id)
+                    .execute(&mut *tx)
+                    .await?;
                 // A large page cache keeps SQLite's index B-trees in memory
                 // while a million rows go in; reset afterwards, as pooled
                 // connections live on.
@@ -669,10 +694,6 @@ macro_rules! impl_world_store {
                 sqlx::query("UPDATE accounts SET booked_minor = booked_minor + $2 WHERE account_id = $1")
                     .bind(account_id)
                     .bind(delta)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("UPDATE sandbox_meta SET bulk = $1 WHERE id = 1")
-                    .bind(count)
                     .execute(&mut *tx)
                     .await?;
                 if sqlite {

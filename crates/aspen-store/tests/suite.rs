@@ -198,7 +198,7 @@ both!(keyset_pagination_walks_each_transaction_once, |s: Arc<
             .clone();
     let anchor = chrono::NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
     let mut bulk = aspen_sandbox::bulk_transactions(42, anchor, &acct, 0, 3000);
-    assert_eq!(s.seed_bulk(&acct, &mut bulk, 3000).await.unwrap(), 3000);
+    assert_eq!(s.seed_bulk(&acct, &mut bulk, 0, 3000).await.unwrap(), 3000);
     let before = s.account(&acct).await.unwrap().unwrap();
     let expected_sum: i64 = w
         .transactions
@@ -353,7 +353,7 @@ both!(
             .clone();
         let anchor = chrono::NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
         let mut bulk = aspen_sandbox::bulk_transactions(42, anchor, &acct, 0, 1500);
-        s.seed_bulk(&acct, &mut bulk, 1500).await.unwrap();
+        s.seed_bulk(&acct, &mut bulk, 0, 1500).await.unwrap();
         let (lo, hi) = s.transaction_bounds(&acct).await.unwrap().unwrap();
         let filters = [
             TxFilter::all(),
@@ -2055,6 +2055,75 @@ async fn postgres_details_are_stored_with_their_index() {
             .unwrap();
         details_are_stored_with_their_index(s, Raw::Pg(raw.clone())).await;
         raw.close().await;
+        drop_schema(&schema).await;
+    }
+}
+
+/// Two nodes starting together on one database, both asked for bulk
+/// history: the world is seeded once, one node appends the history and the
+/// other finds it there (it used to append the same entries again and fail
+/// on their keys, so that node did not start). Then a node asked for more
+/// goes on from where the history stands.
+async fn two_nodes_seed_the_bulk_history_once(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    let cfg = |n| aspen_sandbox::SeedConfig {
+        seed: 42,
+        bulk_transactions: n,
+    };
+    let (ca, cb) = (cfg(3000), cfg(3000));
+    let (ra, rb) = tokio::join!(
+        aspen_sandbox::seed(a.as_ref(), &ca),
+        aspen_sandbox::seed(b.as_ref(), &cb)
+    );
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(
+        u8::from(ra.seeded) + u8::from(rb.seeded),
+        1,
+        "{ra:?} {rb:?}"
+    );
+    let mut added = [ra.bulk_added, rb.bulk_added];
+    added.sort();
+    assert_eq!(added, [0, 3000], "{ra:?} {rb:?}");
+    assert_eq!(a.seed_state().await.unwrap().unwrap().bulk, 3000);
+
+    let acct = aspen_sandbox::bulk_account_id(42);
+    let count = || async { a.count_transactions(&acct, &TxFilter::all()).await.unwrap() };
+    let listed = a
+        .transactions_page(&acct, &TxFilter::all(), None, None, 100_000)
+        .await
+        .unwrap();
+    let once = count().await;
+    assert_eq!(listed.len() as i64, once);
+
+    let (ca, cb) = (cfg(3500), cfg(4000));
+    let (ra, rb) = tokio::join!(
+        aspen_sandbox::seed(a.as_ref(), &ca),
+        aspen_sandbox::seed(b.as_ref(), &cb)
+    );
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(
+        b.seed_state().await.unwrap().unwrap().bulk,
+        4000,
+        "{ra:?} {rb:?}"
+    );
+    assert_eq!(count().await, once + 1000, "{ra:?} {rb:?}");
+}
+
+#[tokio::test]
+async fn sqlite_two_nodes_seed_the_bulk_history_once() {
+    let (a, _dir, path) = sqlite_file().await;
+    let b = aspen_store::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+        .await
+        .unwrap();
+    two_nodes_seed_the_bulk_history_once(a, b).await;
+}
+
+#[tokio::test]
+async fn postgres_two_nodes_seed_the_bulk_history_once() {
+    if let Some((a, schema)) = postgres().await {
+        let b = aspen_store::connect_with_schema(&pg_url(), Some(&schema))
+            .await
+            .unwrap();
+        two_nodes_seed_the_bulk_history_once(a, b).await;
         drop_schema(&schema).await;
     }
 }
