@@ -137,16 +137,17 @@ fn date_time(b: &mut Vec<u8>, ms: i64, dates: &mut Dates) {
             _ => return string(b, &crate::common::MsDateTime(ms).to_string()),
         }
     }
+    // `"YYYY-MM-DDThh:mm:ssZ"` on the stack, then one copy: a push at a
+    // time checked the vector's capacity 16 times a date-time.
     let secs = (ms.rem_euclid(DAY_MS) / 1000) as u32;
-    b.push(b'"');
-    b.extend_from_slice(&dates.text);
-    b.push(b'T');
-    two(b, secs / 3600);
-    b.push(b':');
-    two(b, secs / 60 % 60);
-    b.push(b':');
-    two(b, secs % 60);
-    b.extend_from_slice(b"Z\"");
+    let digit = |n: u32| b'0' + (n % 10) as u8;
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut out = *b"\"YYYY-MM-DDT00:00:00Z\"";
+    out[1..11].copy_from_slice(&dates.text);
+    out[12..14].copy_from_slice(&[digit(h / 10), digit(h)]);
+    out[15..17].copy_from_slice(&[digit(m / 10), digit(m)]);
+    out[18..20].copy_from_slice(&[digit(s / 10), digit(s)]);
+    b.extend_from_slice(&out);
 }
 
 /// One OBTransaction5: the fields in the schema's order, the Detail-only
