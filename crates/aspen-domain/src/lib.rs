@@ -110,6 +110,18 @@ pub enum DetailPart {
     CardInstrument,
 }
 
+/// Each [`DetailPart`]'s key in a detail, in the enum's order.
+const PART_NAMES: [&str; 8] = [
+    "BankTransactionCode",
+    "ProprietaryBankTransactionCode",
+    "MerchantDetails",
+    "CreditorAgent",
+    "CreditorAccount",
+    "DebtorAgent",
+    "DebtorAccount",
+    "CardInstrument",
+];
+
 /// A transaction's detail: a JSON value kept as its text, so what storage
 /// or a connector holds reaches a response without being built into a
 /// tree and taken apart again (on an AIS page, a hundred transactions'
@@ -209,9 +221,10 @@ impl TxDetail {
     /// 15, thirteenth pass). The text was checked when the index was made
     /// from it, in the statement that wrote both. An index that does not
     /// fit the text (a text edited without it, or none stored) is ignored
-    /// and the text parsed as by [`TxDetail::from_text`]: each part must
-    /// sit inside the text as serde_json writes an object's value, after a
-    /// `:` and before a `,` or the closing `}`, and the lengths must agree.
+    /// and the text parsed as by [`TxDetail::from_text`]: the lengths must
+    /// agree, and each part must sit as serde_json writes an object's
+    /// value, right after its own quoted key and `:`, and before a `,` or
+    /// the closing `}`.
     pub fn from_stored(text: String, index: Option<&str>) -> Result<Self, serde_json::Error> {
         match index.and_then(|i| Self::parts_from_index(&text, i)) {
             Some(parts) => Ok(Self {
@@ -244,12 +257,20 @@ impl TxDetail {
         while let Some(p) = numbers.next() {
             let (p, start, end) = (p? as usize, numbers.next()??, numbers.next()??);
             let (s, e) = (start as usize, end as usize);
+            // The part's own key, quoted, then `:`, then the value.
+            let after_key = |name: &str| {
+                let k = s.checked_sub(name.len() + 3).and_then(|at| t.get(at..s));
+                k.is_some_and(|k| {
+                    k.starts_with(b"\"")
+                        && k[1..].starts_with(name.as_bytes())
+                        && k.ends_with(b"\":")
+                })
+            };
             let fits = p < parts.len()
-                && s > 1
                 && s < e
-                && t.get(s - 1) == Some(&b':')
-                && matches!(t[s], b'{' | b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f')
-                && matches!(t.get(e), Some(b',' | b'}'));
+                && after_key(PART_NAMES[p])
+                && matches!(t.get(e), Some(b',' | b'}'))
+                && matches!(t[s], b'{' | b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f');
             if !fits {
                 return None;
             }
@@ -550,8 +571,9 @@ mod detail_tests {
 
     /// An index that does not fit its text is not believed: the text is
     /// parsed, so a detail edited without its index still reads right (one
-    /// edited to the same length with its parts where they were is taken at
-    /// its index's word; the store writes the two in one statement).
+    /// edited to the same length, with every part still after its own key
+    /// and ending where it did, is taken at its index's word; the store
+    /// writes the two in one statement).
     #[test]
     fn an_index_that_does_not_fit_is_ignored() {
         let d = TxDetail::from(
@@ -565,6 +587,8 @@ mod detail_tests {
             // Ranges that do not sit on a value.
             (d.get().to_string(), format!("{},2,3,10", d.get().len())),
             (d.get().to_string(), format!("{},2,0,10", d.get().len())),
+            // A value that fits, but under another part's key.
+            (d.get().to_string(), format!("{},2,17,29", d.get().len())),
             // Past the end, reversed, a part that does not exist.
             (d.get().to_string(), format!("{},2,18,999", d.get().len())),
             (d.get().to_string(), format!("{},2,30,18", d.get().len())),
