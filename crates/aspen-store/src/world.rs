@@ -171,8 +171,15 @@ pub trait WorldStore: Send + Sync {
 
 pub(crate) const TX_COLUMNS: &str = "transaction_id, account_id, booking_ms, value_ms, amount_minor, \
     currency, credit, status, reference, information, balance_minor, detail, detail_parts";
-/// How many [`TX_COLUMNS`] there are.
-pub(crate) const TX_COLUMN_COUNT: usize = 13;
+/// How many [`TX_COLUMNS`] there are, counted from the list itself.
+pub(crate) const TX_COLUMN_COUNT: usize = {
+    let (b, mut i, mut n) = (TX_COLUMNS.as_bytes(), 0, 1);
+    while i < b.len() {
+        n += (b[i] == b',') as usize;
+        i += 1;
+    }
+    n
+};
 pub(crate) const ACCOUNT_COLUMNS: &str = "account_id, psu_id, currency, account_type, account_sub_type, \
     description, nickname, opening_date, identifications, servicer, booked_minor, pending_debits_minor, \
     pending_credits_minor";

@@ -1891,34 +1891,29 @@ enum Raw {
     Pg(sqlx::PgPool),
 }
 
+/// `$body` with `$p` bound to whichever pool `$raw` holds.
+macro_rules! on_pool {
+    ($raw:expr, $p:ident => $body:expr) => {
+        match $raw {
+            Raw::Sqlite($p) => $body,
+            Raw::Pg($p) => $body,
+        }
+    };
+}
+
 impl Raw {
     /// Every transaction's id, detail and stored detail index.
     async fn details(&self) -> Vec<(String, String, Option<String>)> {
         const SQL: &str = "SELECT transaction_id, detail, detail_parts FROM transactions";
-        match self {
-            Raw::Sqlite(p) => sqlx::query_as(SQL).fetch_all(p).await.unwrap(),
-            Raw::Pg(p) => sqlx::query_as(SQL).fetch_all(p).await.unwrap(),
-        }
+        on_pool!(self, p => sqlx::query_as(SQL).fetch_all(p).await.unwrap())
     }
 
     async fn set_detail(&self, id: &str, detail: &str) {
         const SQL: &str = "UPDATE transactions SET detail = $1 WHERE transaction_id = $2";
-        let n = match self {
-            Raw::Sqlite(p) => sqlx::query(SQL)
-                .bind(detail)
-                .bind(id)
-                .execute(p)
-                .await
-                .unwrap()
-                .rows_affected(),
-            Raw::Pg(p) => sqlx::query(SQL)
-                .bind(detail)
-                .bind(id)
-                .execute(p)
-                .await
-                .unwrap()
-                .rows_affected(),
-        };
+        let n = on_pool!(self, p => {
+            let q = sqlx::query(SQL).bind(detail).bind(id);
+            q.execute(p).await.unwrap().rows_affected()
+        });
         assert_eq!(n, 1);
     }
 }
