@@ -65,6 +65,7 @@ if [ "${MODE:-callgrind}" = cpu ]; then
   cpu token-pkjwt pkjwt "$PKJWT" 1
   cpu token-pkjwt pkjwt "$PKJWT" 8
   cpu token-tls tls "$TLS" 1
+  cpu token-tls tls "$TLS" 8
   cpu discovery discovery "" 1
   cpu jwks jwks "" 1
   exit 0
@@ -104,5 +105,6 @@ echo "== $DB, $(git rev-parse --short HEAD), $N requests per scenario, dumps in 
 measure token-pkjwt-c1 pkjwt "$PKJWT" 1
 measure token-pkjwt-c8 pkjwt "$PKJWT" 8
 measure token-tls-c1 tls "$TLS" 1
+measure token-tls-c8 tls "$TLS" 8
 measure discovery-c1 discovery "" 1
 measure jwks-c1 jwks "" 1
