@@ -38,7 +38,7 @@ pub use detached::{
     sign_detached, verify_detached,
 };
 pub use jwk::{Jwk, Jwks};
-pub use jwt::{VerifiedJwt, decode_unverified, sign_jwt, sign_jwt_with_header, verify_jwt};
+pub use jwt::{Jws, VerifiedJwt, decode_unverified, sign_jwt, sign_jwt_with_header, verify_jwt};
 pub use key::SigningKey;
 
 use aws_lc_rs::digest;
