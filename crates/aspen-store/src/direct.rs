@@ -16,7 +16,8 @@
 //!
 //! Writes are group-committed: a write joins a queue and yields once, so
 //! that the other requests on its thread reach theirs, and the first to
-//! resume commits all of them in one transaction, each in a savepoint. A
+//! resume commits all of them in one transaction (each in a savepoint of
+//! its own only when one of them fails: see [`Direct::commit`]). A
 //! token touches about eight B-tree pages, most of which the next token
 //! touches too; one commit for several writes writes those pages to the WAL
 //! once (BENCHMARKS.md has the frames per token).

@@ -1844,10 +1844,11 @@ async fn sqlite_the_wal_is_checkpointed_while_tokens_are_written() {
     );
 }
 
-/// Writes that meet on the direct lane share one commit (group commit), each
-/// in a savepoint of its own: one that fails (its token's hash is taken)
-/// leaves its own JWT id unspent and takes nothing else with it. (On one
-/// thread, every write below is queued before the first one leads.)
+/// Writes that meet on the direct lane share one commit (group commit): one
+/// that fails (its token's hash is taken) sends the commit round again with
+/// each write in a savepoint of its own, and leaves its own JWT id unspent
+/// and takes nothing else with it. (On one thread, every write below is
+/// queued before the first one leads.)
 #[tokio::test]
 async fn sqlite_writes_sharing_a_commit_fail_alone() {
     let (s, _dir, _path) = sqlite_file().await;
