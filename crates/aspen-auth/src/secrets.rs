@@ -34,11 +34,13 @@ pub fn random_secret() -> String {
 pub fn hash(value: &str) -> String {
     let digest = digest::digest(&digest::SHA256, value.as_bytes());
     let mut out = [0u8; 64];
-    match hex::encode_to_slice(digest.as_ref(), &mut out) {
-        Ok(()) => out.iter().map(|&b| char::from(b)).collect(),
-        // Unreachable: SHA-256's 32 bytes always fill the 64.
-        Err(_) => hex::encode(digest.as_ref()),
+    if hex::encode_to_slice(digest.as_ref(), &mut out).is_ok()
+        && let Ok(text) = std::str::from_utf8(&out)
+    {
+        return text.to_owned();
     }
+    // Unreachable: SHA-256's 32 bytes always fill the 64, in ASCII.
+    hex::encode(digest.as_ref())
 }
 
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
