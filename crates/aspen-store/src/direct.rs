@@ -643,6 +643,21 @@ mod tests {
         Script::new("INSERT INTO t (k) VALUES ($1); INSERT INTO t (k) VALUES ($2); SELECT 1".into())
     });
 
+    /// A lane over a new database whose table `t` holds the key "taken".
+    fn lane_over_taken() -> (tempfile::TempDir, PathBuf, Direct) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; CREATE TABLE t (k TEXT PRIMARY KEY); \
+                 INSERT INTO t VALUES ('taken');",
+            )
+            .unwrap();
+        let lane = Direct::new(&path).unwrap();
+        (dir, path, lane)
+    }
+
     fn keys(path: &Path) -> Vec<String> {
         let c = Connection::open(path).unwrap();
         let mut s = c.prepare("SELECT k FROM t ORDER BY k").unwrap();
@@ -658,16 +673,7 @@ mod tests {
     /// first insert is undone and every other write is in, once.
     #[tokio::test]
     async fn a_write_failing_half_way_in_a_shared_commit_is_undone_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch(
-                "PRAGMA journal_mode = WAL; CREATE TABLE t (k TEXT PRIMARY KEY); \
-                 INSERT INTO t VALUES ('taken');",
-            )
-            .unwrap();
-        let lane = Direct::new(&path).unwrap();
+        let (_dir, path, lane) = lane_over_taken();
         let writes = (0..8).map(|i| {
             let second = if i == 5 {
                 "taken".into()
@@ -700,16 +706,7 @@ mod tests {
     /// A write alone that fails half-way leaves nothing behind.
     #[tokio::test]
     async fn a_write_alone_failing_half_way_leaves_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch(
-                "PRAGMA journal_mode = WAL; CREATE TABLE t (k TEXT PRIMARY KEY); \
-                 INSERT INTO t VALUES ('taken');",
-            )
-            .unwrap();
-        let lane = Direct::new(&path).unwrap();
+        let (_dir, path, lane) = lane_over_taken();
         let a = lane
             .write(
                 &PAIR,

@@ -756,6 +756,27 @@ both!(
 
 /// A domestic payment order of client `c1`, due now, as the API hands it to
 /// the store.
+/// The ledger's side of [`pending_payment`]: `minor` from `account`, due now.
+fn ledger_payment(
+    id: &str,
+    minor: i64,
+    account: &aspen_domain::Account,
+    now: i64,
+) -> aspen_store::payments::LedgerPayment {
+    aspen_store::payments::LedgerPayment {
+        payment_id: id.into(),
+        account_id: account.account_id.clone(),
+        debit_minor: minor,
+        debit_currency: account.currency.clone(),
+        status: "Pending".into(),
+        created_at: now,
+        status_updated_at: now,
+        due_at: Some(now),
+        reason: None,
+        instruction: json!({}),
+    }
+}
+
 fn pending_payment(
     id: &str,
     consent: &str,
@@ -1198,18 +1219,7 @@ both!(
         assert_eq!(s.due_payments(now, 10).await.unwrap().len(), 1);
         // The ledger's side: one row per payment id however often it is
         // submitted.
-        let ledger = |id: &str, minor: i64| aspen_store::payments::LedgerPayment {
-            payment_id: id.into(),
-            account_id: account.account_id.clone(),
-            debit_minor: minor,
-            debit_currency: account.currency.clone(),
-            status: "Pending".into(),
-            created_at: now,
-            status_updated_at: now,
-            due_at: Some(now),
-            reason: None,
-            instruction: json!({}),
-        };
+        let ledger = |id: &str, minor: i64| ledger_payment(id, minor, &account, now);
         let first = s.ledger_submit(&ledger("p1", 1234)).await.unwrap();
         let mut other = ledger("p1", 9999);
         other.created_at = now + 5;
@@ -1320,7 +1330,7 @@ both!(
 both!(
     payments_execute_with_their_order,
     |s: Arc<dyn Store>| async move {
-        use aspen_store::payments::{LedgerExecution, LedgerPayment, PaymentCreate, entry_id};
+        use aspen_store::payments::{LedgerExecution, PaymentCreate, entry_id};
         let w = world();
         s.seed_world(&w).await.unwrap();
         let rora = s.psu_by_username("rora").await.unwrap().unwrap();
@@ -1337,18 +1347,7 @@ both!(
             pending_payment(id, consent, minor, &account, now, json!({"Initiation": {}}))
         };
         let exec = |id: &str, minor: i64| LedgerExecution {
-            payment: LedgerPayment {
-                payment_id: id.into(),
-                account_id: account.account_id.clone(),
-                debit_minor: minor,
-                debit_currency: account.currency.clone(),
-                status: "Pending".into(),
-                created_at: now,
-                status_updated_at: now,
-                due_at: Some(now),
-                reason: None,
-                instruction: json!({}),
-            },
+            payment: ledger_payment(id, minor, &account, now),
             entry: aspen_domain::Transaction {
                 transaction_id: entry_id(id),
                 account_id: account.account_id.clone(),
@@ -1925,7 +1924,7 @@ impl Raw {
 /// index is parsed, not cut at the old places (issue 15, thirteenth pass).
 async fn details_are_stored_with_their_index(s: Arc<dyn Store>, raw: Raw) {
     use aspen_domain::{DetailPart, TxDetail};
-    use aspen_store::payments::{LedgerExecution, LedgerPayment, PaymentCreate, entry_id};
+    use aspen_store::payments::{LedgerExecution, PaymentCreate, entry_id};
     s.seed_world(&world()).await.unwrap();
     let rora = s.psu_by_username("rora").await.unwrap().unwrap();
     let account = s.accounts_for_psu(&rora.id).await.unwrap()[0].clone();
@@ -1951,18 +1950,7 @@ async fn details_are_stored_with_their_index(s: Arc<dyn Store>, raw: Raw) {
         detail: json!({"CreditorAccount": creditor}).into(),
     };
     let exec = LedgerExecution {
-        payment: LedgerPayment {
-            payment_id: "p1".into(),
-            account_id: account.account_id.clone(),
-            debit_minor: 100,
-            debit_currency: account.currency.clone(),
-            status: "Pending".into(),
-            created_at: now,
-            status_updated_at: now,
-            due_at: Some(now),
-            reason: None,
-            instruction: json!({}),
-        },
+        payment: ledger_payment("p1", 100, &account, now),
         entry,
     };
     let p = pending_payment("p1", "pi1", 100, &account, now, json!({"Initiation": {}}));
