@@ -2111,3 +2111,61 @@ async fn postgres_two_nodes_seed_the_bulk_history_once() {
         drop_schema(&schema).await;
     }
 }
+
+/// Two nodes (two stores on one database) race the same client assertion's
+/// JWT id, four writes each, each write with its own token: one write wins
+/// on all of them, only its token exists, and the id is spent (AUTH-47:
+/// single use across every node). On SQLite one node's direct lane meets
+/// the other's write lock and takes the sqlx path, so both of the token
+/// script's paths race.
+async fn two_nodes_spend_a_jwt_id_once(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    let far = chrono::Utc::now().timestamp() + 600;
+    a.insert_client(&client("c1")).await.unwrap();
+    let mut writes = Vec::new();
+    for i in 0..8 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        writes.push(tokio::spawn(async move {
+            spend(
+                &s,
+                "assertion:c1",
+                "twice",
+                far,
+                &token(&format!("n{i}"), "c1", None),
+            )
+            .await
+            .unwrap()
+        }));
+    }
+    let mut won = Vec::new();
+    for (i, w) in writes.into_iter().enumerate() {
+        if w.await.unwrap() {
+            won.push(i);
+        }
+    }
+    assert_eq!(won.len(), 1, "{won:?}");
+    for i in 0..8 {
+        let stored = b.token_by_hash(&format!("n{i}")).await.unwrap();
+        assert_eq!(stored.is_some(), won.contains(&i), "token n{i}");
+    }
+    assert!(!a.use_jti("assertion:c1", "twice", far).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_two_nodes_spend_a_jwt_id_once() {
+    let (a, _dir, path) = sqlite_file().await;
+    let b = aspen_store::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+        .await
+        .unwrap();
+    two_nodes_spend_a_jwt_id_once(a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_nodes_spend_a_jwt_id_once() {
+    if let Some((a, schema)) = postgres().await {
+        let b = aspen_store::connect_with_schema(&pg_url(), Some(&schema))
+            .await
+            .unwrap();
+        two_nodes_spend_a_jwt_id_once(a, b).await;
+        drop_schema(&schema).await;
+    }
+}
