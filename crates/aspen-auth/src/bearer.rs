@@ -29,7 +29,8 @@ pub enum GrantKind {
 /// A valid, certificate-bound access token.
 #[derive(Debug, Clone)]
 pub struct BoundToken {
-    pub token_hash: String,
+    /// Where the token's row is (to revoke it).
+    pub key: aspen_store::auth::TokenKey,
     pub client_id: String,
     pub scopes: Vec<String>,
     pub consent_id: Option<String>,
@@ -91,12 +92,12 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let token =
             bearer_value(parts).ok_or_else(|| TokenRejection("no bearer token").into_response())?;
-        let hash = secrets::hash(token);
+        let key = secrets::token_key(token);
         // Issue 15: the token, its consent and (for a signed request) its
         // client in one statement, which handlers use instead of reading
         // them again.
         let signed = parts.headers.contains_key("x-jws-signature");
-        let access = match state.store().access(&hash, signed).await {
+        let access = match state.store().access(&key, signed).await {
             Ok(Some(r)) => r,
             Ok(None) => return Err(TokenRejection("unknown token").into_response()),
             Err(e) => return Err(aspen_http::ObError::internal(e).into_response()),
@@ -123,7 +124,7 @@ where
             }
         }
         Ok(BoundToken {
-            token_hash: rec.token_hash,
+            key,
             client_id: rec.client_id,
             scopes: rec.scope.split_whitespace().map(str::to_string).collect(),
             consent_id: rec.consent_id,

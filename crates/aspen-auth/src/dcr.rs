@@ -685,7 +685,7 @@ async fn own_client(
     match client {
         Some(c) => Ok(c),
         None => {
-            state.store.revoke_token(&token.token_hash).await?;
+            state.store.revoke_token(&token.key).await?;
             Err(OAuthError::invalid_token(
                 "the access token does not belong to this client",
             ))

@@ -6,10 +6,42 @@ use aws_lc_rs::digest;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use aspen_store::auth::TokenKey;
+
 pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
     aws_lc_rs::rand::fill(&mut bytes).expect("system RNG available");
     URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// An access or refresh token: the row id it is stored under, a dot, and
+/// 256 random bits. The id lets a token be found by its row instead of an
+/// index over its hash, whose random leaf cost a WAL frame on every issue
+/// (issue 15). It is not a secret and tells nothing the response does not
+/// (ids ascend within a node's block, not across all tokens); the 256 bits
+/// are what a client must hold (AUTH-58), and the row must hold the whole
+/// token's hash.
+pub fn carried_token(id: i64) -> String {
+    format!("{id}.{}", random_token())
+}
+
+/// Where a presented token's row is, and the hash it must hold. A token
+/// with an id is `<digits>.<rest>`; one without a dot was issued before
+/// tokens carried ids (they never held a dot: base64url). Anything else,
+/// an id that is not a positive decimal number included, names no row.
+pub fn token_key(presented: &str) -> TokenKey {
+    let hash = hash(presented);
+    let id = match presented.split_once('.') {
+        None => None,
+        Some((id, _)) => Some(
+            (!id.is_empty() && id.len() <= 18 && id.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| id.parse::<i64>().ok())
+                .flatten()
+                .filter(|&i| i > 0)
+                .unwrap_or(0),
+        ),
+    };
+    TokenKey { id, hash }
 }
 
 /// A client secret: 32 base62 characters (≈190 bits, DCR-26).
@@ -57,5 +89,39 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(super::hash("").len(), 64);
+    }
+
+    /// A token carries its row id; what it hashes to is the whole token.
+    /// A token from before ids (no dot) is looked up by its hash alone;
+    /// any other id part names id 0, which no row has.
+    #[test]
+    fn a_token_names_its_row_and_the_hash_of_all_of_it() {
+        let t = super::carried_token(4097);
+        let (id, secret) = t.split_once('.').unwrap();
+        assert_eq!(id, "4097");
+        assert_eq!(secret.len(), 43);
+        let key = super::token_key(&t);
+        assert_eq!(key.id, Some(4097));
+        assert_eq!(key.hash, super::hash(&t));
+        assert_ne!(super::token_key(&super::carried_token(4097)).hash, key.hash);
+
+        let legacy = super::random_token();
+        assert!(!legacy.contains('.'));
+        assert_eq!(super::token_key(&legacy).id, None);
+        assert_eq!(super::token_key(&legacy).hash, super::hash(&legacy));
+
+        for bad in [
+            ".abc",
+            "0.abc",
+            "-5.abc",
+            "+5.abc",
+            "5a.abc",
+            " 5.abc",
+            "99999999999999999999.abc",
+            "١٢.abc",
+        ] {
+            assert_eq!(super::token_key(bad).id, Some(0), "{bad}");
+        }
+        assert_eq!(super::token_key("12.a.b").id, Some(12));
     }
 }

@@ -507,7 +507,7 @@ async fn cc_attempt(
         Ok(j) => j,
         Err(e) => return CcOutcome::Refused(e, None),
     };
-    let (token, record) = match cc_token(state, client, form, cert) {
+    let (token, record) = match cc_token(state, client, form, cert).await {
         Ok(t) => t,
         Err(e) => return CcOutcome::Refused(e, jti),
     };
@@ -554,7 +554,7 @@ async fn settle(state: &AuthState, outcome: CcOutcome) -> Result<Response, OAuth
 }
 
 /// The token and its record, or why the client may not have one.
-fn cc_token(
+async fn cc_token(
     state: &AuthState,
     client: &TokenClient,
     form: &HashMap<String, String>,
@@ -595,8 +595,10 @@ fn cc_token(
     };
     let ttl = state.config.client_credentials_ttl.as_secs() as i64;
     let now = chrono::Utc::now().timestamp();
-    let token = secrets::random_token();
+    let id = state.store.next_token_id().await?;
+    let token = secrets::carried_token(id);
     let record = TokenRecord {
+        id,
         token_hash: secrets::hash(&token),
         kind: TokenKind::Access,
         client_id: client.client_id.clone(),
@@ -689,7 +691,8 @@ async fn authorization_code(
             amr: rec.amr.clone(),
             auth_time: rec.auth_time,
         }),
-    )?;
+    )
+    .await?;
     // One transaction: the code's compare-and-set, the consent's earlier
     // tokens retired (COMMON-58 [choice]) and the new ones written.
     if !state
@@ -749,7 +752,7 @@ struct Issued {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn consent_tokens(
+async fn consent_tokens(
     state: &AuthState,
     client: &TokenClient,
     cert: &ClientCert,
@@ -764,8 +767,10 @@ fn consent_tokens(
     let ttl = state.config.access_token_ttl.as_secs() as i64;
     // The access token never outlives its consent.
     let access_exp = consent_exp.map_or(now + ttl, |e| e.min(now + ttl));
-    let access = secrets::random_token();
+    let access_id = state.store.next_token_id().await?;
+    let access = secrets::carried_token(access_id);
     let base = TokenRecord {
+        id: access_id,
         token_hash: secrets::hash(&access),
         kind: TokenKind::Access,
         client_id: client.client_id.clone(),
@@ -790,9 +795,11 @@ fn consent_tokens(
     let refresh_exp = if crate::consent_view::is_long_lived(&consent.kind)
         && client.grant_types.iter().any(|g| g == "refresh_token")
     {
-        let refresh = secrets::random_token();
+        let refresh_id = state.store.next_token_id().await?;
+        let refresh = secrets::carried_token(refresh_id);
         let exp = consent_exp.unwrap_or(NEVER);
         records.push(TokenRecord {
+            id: refresh_id,
             token_hash: secrets::hash(&refresh),
             kind: TokenKind::Refresh,
             expires_at: exp,
@@ -845,10 +852,10 @@ async fn refresh_token(
     let presented = form
         .get("refresh_token")
         .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
-    let hash = secrets::hash(presented);
+    let key = secrets::token_key(presented);
     let rec = state
         .store
-        .token_by_hash(&hash)
+        .token(&key)
         .await?
         .filter(|t| t.kind == TokenKind::Refresh && !t.revoked && t.client_id == client.client_id)
         .ok_or_else(|| OAuthError::invalid_grant("the refresh token is not valid"))?;
@@ -894,13 +901,14 @@ async fn refresh_token(
         &scope,
         rec.code_hash.as_deref(),
         None,
-    )?;
+    )
+    .await?;
     // Rotation is one compare-and-set with the new tokens' INSERTs: of
     // concurrent refreshes of one token, on any nodes, exactly one wins.
     if !state
         .store
         .rotate_refresh_token(
-            &hash,
+            &key,
             &client.client_id,
             &cert.thumbprint,
             now,

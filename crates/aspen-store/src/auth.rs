@@ -51,6 +51,11 @@ impl TokenKind {
 /// An issued token; only its SHA-256 is stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenRecord {
+    /// The row id the token carries (`<id>.<secret>`, from
+    /// [`AuthStore::next_token_id`]); below zero for a token issued before
+    /// tokens carried one.
+    pub id: i64,
+    /// SHA-256 of the whole token as issued, id included.
     pub token_hash: String,
     pub kind: TokenKind,
     pub client_id: String,
@@ -65,6 +70,30 @@ pub struct TokenRecord {
     pub revoked: bool,
     /// The authorisation code the token came from (revoked on code replay).
     pub code_hash: Option<String>,
+}
+
+/// Where a presented token's row is: by the id it carries, or (a token
+/// issued before tokens carried one) by its hash alone, on an index that
+/// covers only such rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenKey {
+    pub id: Option<i64>,
+    /// SHA-256 of the whole token as presented.
+    pub hash: String,
+}
+
+impl TokenKey {
+    /// The condition on `tokens` (as `t`) for `$id` and `$hash`, bound as
+    /// [`TokenKey::id_param`] and the hash: a row with the token's id, or
+    /// one from before ids. Either way the hash must match too.
+    pub(crate) fn cond(&self, id: usize, hash: usize) -> String {
+        let cmp = if self.id.is_some() { "=" } else { "<" };
+        format!("t.id {cmp} ${id} AND t.token_hash = ${hash}")
+    }
+
+    pub(crate) fn id_param(&self) -> i64 {
+        self.id.unwrap_or(0)
+    }
 }
 
 /// What the token endpoint reads of a client on every request: all but
@@ -130,12 +159,15 @@ pub trait AuthStore: Send + Sync {
     /// false when there was no such live client.
     async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError>;
     async fn insert_token(&self, t: &TokenRecord) -> Result<(), StoreError>;
-    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
-    /// The token by its hash with its consent and (with `signer`) its
-    /// signing client, in one statement: an AIS page or a payment reads
-    /// them all, and on PostgreSQL each statement is a round trip (issue 15).
-    async fn access(&self, hash: &str, signer: bool) -> Result<Option<Access>, StoreError>;
-    async fn revoke_token(&self, hash: &str) -> Result<(), StoreError>;
+    /// An id for a new token: unique on every node sharing the database,
+    /// ascending within this node's block ([`crate::IdBlock`]).
+    async fn next_token_id(&self) -> Result<i64, StoreError>;
+    async fn token(&self, key: &TokenKey) -> Result<Option<TokenRecord>, StoreError>;
+    /// The token with its consent and (with `signer`) its signing client,
+    /// in one statement: an AIS page or a payment reads them all, and on
+    /// PostgreSQL each statement is a round trip (issue 15).
+    async fn access(&self, key: &TokenKey, signer: bool) -> Result<Option<Access>, StoreError>;
+    async fn revoke_token(&self, key: &TokenKey) -> Result<(), StoreError>;
     /// Records a JWT id; false when it was already used in this scope.
     async fn use_jti(&self, scope: &str, jti: &str, expires_at: i64) -> Result<bool, StoreError>;
     /// A live client as the token endpoint needs it ([`TokenClient`]).
@@ -163,9 +195,9 @@ pub(crate) fn jti_expiry(expires_at: i64) -> i64 {
     expires_at.max(chrono::Utc::now().timestamp() + 60)
 }
 
-/// `$first..` for the twelve [`TOKEN_COLUMNS`], as [`bind_token!`] binds them.
+/// `$first..` for the thirteen [`TOKEN_COLUMNS`], as [`bind_token!`] binds them.
 fn token_params(first: usize) -> String {
-    (first..first + 12)
+    (first..first + 13)
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(",")
@@ -194,12 +226,13 @@ macro_rules! bind_token {
             .bind($t.expires_at)
             .bind($t.revoked as i64)
             .bind(&$t.code_hash)
+            .bind($t.id)
     };
 }
 
 /// The statement of `insert_cc_token` without a JWT id, the same on both
 /// backends but for `insert` (PostgreSQL locks the client row with `lock`:
-/// see [`pg_insert_cc_token`]): `$1` the client's revision, `$2..$13` the
+/// see [`pg_insert_cc_token`]): `$1` the client's revision, `$2..$14` the
 /// token.
 fn cc_token_sql(insert: &str, lock: &str) -> String {
     format!(
@@ -238,7 +271,7 @@ static CC_PLAIN: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
 const WRITTEN: &str = "SELECT 1 WHERE changes() = 1";
 
 /// `insert_cc_token` with a JWT id: `$1` the client's revision, `$2..$4`
-/// the JWT id, `$5..$16` the token. The token is written only if the id is
+/// the JWT id, `$5..$17` the token (`$17` its id). The token is written only if the id is
 /// unspent, and the id spent only if the token was written; the write lock
 /// `BEGIN IMMEDIATE` takes makes the check and the writes one step, on every
 /// node. The id's insert names the token's row rather than asking
@@ -251,7 +284,7 @@ static CC_JTI: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
          {SQLITE_INSERT_ONE} INTO tokens ({TOKEN_COLUMNS}) SELECT {} \
          WHERE EXISTS ({}) AND NOT EXISTS (SELECT 1 FROM used_jti WHERE scope=$2 AND jti=$3); \
          {SQLITE_INSERT_ONE} INTO used_jti (scope, jti, expires_at) SELECT $2,$3,$4 \
-         WHERE EXISTS (SELECT 1 FROM tokens WHERE token_hash=$5); \
+         WHERE EXISTS (SELECT 1 FROM tokens WHERE id=$17 AND token_hash=$5); \
          {WRITTEN}; \
          COMMIT",
         token_params(5),
@@ -295,6 +328,7 @@ pub(crate) async fn sqlite_insert_cc_token(
             Int(t.expires_at),
             Int(t.revoked as i64),
             OptText(t.code_hash.clone()),
+            Int(t.id),
         ]);
         if let Some(rows) = direct.write(script, params).await? {
             return Ok(!rows.is_empty());
@@ -377,6 +411,7 @@ pub(crate) async fn pg_insert_cc_token(
 /// A token from [`TOKEN_COLUMNS`].
 pub(crate) fn token_from_row(r: &impl crate::cols::Cols) -> Result<TokenRecord, StoreError> {
     Ok(TokenRecord {
+        id: r.col(12)?,
         token_hash: r.col(0)?,
         kind: token_kind(r.col_str(1)?),
         client_id: r.col(2)?,
@@ -428,19 +463,20 @@ pub(crate) const CLIENT_COLUMNS: &str = "client_id, org_id, software_id, client_
     jwks, jwks_uri, metadata, issued_at, updated_at";
 
 pub(crate) const TOKEN_COLUMNS: &str = "token_hash, kind, client_id, scope, consent_id, psu_id, \
-    grant_type, cert_thumbprint, issued_at, expires_at, revoked, code_hash";
+    grant_type, cert_thumbprint, issued_at, expires_at, revoked, code_hash, id";
 
 /// Where the consent's columns start in [`access_sql`]'s row.
-pub(crate) const ACCESS_CONSENT_AT: usize = 12;
+pub(crate) const ACCESS_CONSENT_AT: usize = 13;
 /// Where the signing client's columns start in [`access_sql`]'s row.
-pub(crate) const ACCESS_SIGNER_AT: usize = 24;
+pub(crate) const ACCESS_SIGNER_AT: usize = 25;
 
 /// [`AuthStore::access`]'s statement: [`TOKEN_COLUMNS`], the consent's
 /// [`crate::consent::CONSENT_COLUMNS`] (NULLs when the token names none or
 /// it is gone) and, with `signer`, [`signer_from_row`]'s four (NULLs when
-/// the client is not live). Both joins are by primary key.
-pub(crate) fn access_sql(signer: bool) -> &'static str {
-    static SQL: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+/// the client is not live), for `$1` and `$2` as [`TokenKey::cond`] binds
+/// them. Both joins are by primary key.
+pub(crate) fn access_sql(key: &TokenKey, signer: bool) -> &'static str {
+    static SQL: std::sync::LazyLock<[String; 4]> = std::sync::LazyLock::new(|| {
         let prefixed = |cols: &str, p: &str| {
             cols.split(',')
                 .map(|c| format!("{p}.{}", c.trim()))
@@ -449,20 +485,35 @@ pub(crate) fn access_sql(signer: bool) -> &'static str {
         };
         let base = format!(
             "SELECT {}, {}{{signer}} FROM tokens t LEFT JOIN consents c ON c.consent_id = t.consent_id{{join}} \
-             WHERE t.token_hash = $1",
+             WHERE {{cond}}",
             prefixed(TOKEN_COLUMNS, "t"),
             prefixed(crate::consent::CONSENT_COLUMNS, "c"),
         );
+        let plain = base.replace("{signer}", "").replace("{join}", "");
+        let signed = base
+            .replace("{signer}", ", s.org_id, s.software_id, s.jwks, s.jwks_uri")
+            .replace(
+                "{join}",
+                " LEFT JOIN clients s ON s.client_id = t.client_id AND s.deleted_at IS NULL",
+            );
+        let carried = TokenKey {
+            id: Some(0),
+            hash: String::new(),
+        }
+        .cond(1, 2);
+        let legacy = TokenKey {
+            id: None,
+            hash: String::new(),
+        }
+        .cond(1, 2);
         [
-            base.replace("{signer}", "").replace("{join}", ""),
-            base.replace("{signer}", ", s.org_id, s.software_id, s.jwks, s.jwks_uri")
-                .replace(
-                    "{join}",
-                    " LEFT JOIN clients s ON s.client_id = t.client_id AND s.deleted_at IS NULL",
-                ),
+            plain.replace("{cond}", &carried),
+            signed.replace("{cond}", &carried),
+            plain.replace("{cond}", &legacy),
+            signed.replace("{cond}", &legacy),
         ]
     });
-    &SQL[usize::from(signer)]
+    &SQL[usize::from(signer) + 2 * usize::from(key.id.is_none())]
 }
 
 /// A row of [`access_sql`].
@@ -607,7 +658,7 @@ macro_rules! impl_auth_store {
 
             async fn insert_token(&self, t: &$crate::auth::TokenRecord) -> Result<(), $crate::StoreError> {
                 let sql = format!(
-                    "INSERT INTO tokens ({}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+                    "INSERT INTO tokens ({}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
                     $crate::auth::TOKEN_COLUMNS
                 );
                 sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -623,45 +674,67 @@ macro_rules! impl_auth_store {
                     .bind(t.expires_at)
                     .bind(t.revoked as i64)
                     .bind(&t.code_hash)
+                    .bind(t.id)
                     .execute(&self.pool)
                     .await
                     .map_err($crate::StoreError::from)?;
                 Ok(())
             }
 
-            async fn token_by_hash(&self, hash: &str) -> Result<Option<$crate::auth::TokenRecord>, $crate::StoreError> {
-                let sql = format!("SELECT {} FROM tokens WHERE token_hash=$1", $crate::auth::TOKEN_COLUMNS);
+            async fn next_token_id(&self) -> Result<i64, $crate::StoreError> {
+                if let Some(id) = self.token_ids.take() {
+                    return Ok(id);
+                }
+                let end: i64 = sqlx::query_scalar(
+                    "UPDATE id_blocks SET next = next + $1 WHERE name = 'tokens' RETURNING next",
+                )
+                .bind($crate::IdBlock::SIZE)
+                .fetch_one(&self.pool)
+                .await
+                .map_err($crate::StoreError::from)?;
+                Ok(self.token_ids.refill(end))
+            }
+
+            async fn token(&self, key: &$crate::auth::TokenKey) -> Result<Option<$crate::auth::TokenRecord>, $crate::StoreError> {
+                let sql = format!("SELECT {} FROM tokens t WHERE {}", $crate::auth::TOKEN_COLUMNS, key.cond(1, 2));
+                let id = key.id_param();
                 if let Some(d) = self.direct()
-                    && let Some(t) = d.read_opt(&sql, &[&hash], |r| $crate::auth::token_from_row(r))?
+                    && let Some(t) = d.read_opt(&sql, &[&id, &key.hash], |r| $crate::auth::token_from_row(r))?
                 {
                     return Ok(t);
                 }
                 let row: Option<$row> = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(hash)
+                    .bind(id)
+                    .bind(&key.hash)
                     .fetch_optional(&self.pool)
                     .await
                     .map_err($crate::StoreError::from)?;
                 row.map(|r| $crate::auth::token_from_row(&r)).transpose()
             }
 
-            async fn access(&self, hash: &str, signer: bool) -> Result<Option<$crate::auth::Access>, $crate::StoreError> {
-                let sql = $crate::auth::access_sql(signer);
+            async fn access(&self, key: &$crate::auth::TokenKey, signer: bool) -> Result<Option<$crate::auth::Access>, $crate::StoreError> {
+                let sql = $crate::auth::access_sql(key, signer);
+                let id = key.id_param();
                 if let Some(d) = self.direct()
-                    && let Some(a) = d.read_opt(sql, &[&hash], |r| $crate::auth::access_from_row(r, signer))?
+                    && let Some(a) = d.read_opt(sql, &[&id, &key.hash], |r| $crate::auth::access_from_row(r, signer))?
                 {
                     return Ok(a);
                 }
                 let row: Option<$row> = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(hash)
+                    .bind(id)
+                    .bind(&key.hash)
                     .fetch_optional(&self.pool)
                     .await
                     .map_err($crate::StoreError::from)?;
                 row.map(|r| $crate::auth::access_from_row(&r, signer)).transpose()
             }
 
-            async fn revoke_token(&self, hash: &str) -> Result<(), $crate::StoreError> {
-                sqlx::query("UPDATE tokens SET revoked=1 WHERE token_hash=$1")
-                    .bind(hash)
+            async fn revoke_token(&self, key: &$crate::auth::TokenKey) -> Result<(), $crate::StoreError> {
+                // `t.`: the key's condition names the table as `t`.
+                let sql = format!("UPDATE tokens AS t SET revoked=1 WHERE {}", key.cond(1, 2));
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(key.id_param())
+                    .bind(&key.hash)
                     .execute(&self.pool)
                     .await
                     .map_err($crate::StoreError::from)?;

@@ -117,7 +117,7 @@ pub trait ConsentStore: Send + Sync {
     /// on any nodes, one wins; false, with nothing written, for the rest.
     async fn rotate_refresh_token(
         &self,
-        token_hash: &str,
+        key: &crate::auth::TokenKey,
         client_id: &str,
         cert_thumbprint: &str,
         now: i64,
@@ -233,7 +233,7 @@ macro_rules! impl_consent_store {
             E: sqlx::Executor<'c, Database = $db>,
         {
             let sql = format!(
-                "INSERT INTO tokens ({}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+                "INSERT INTO tokens ({}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
                 $crate::auth::TOKEN_COLUMNS
             );
             sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -249,6 +249,7 @@ macro_rules! impl_consent_store {
                 .bind(t.expires_at)
                 .bind(t.revoked as i64)
                 .bind(&t.code_hash)
+                .bind(t.id)
                 .execute(conn)
                 .await
                 .map_err($crate::StoreError::from)?;
@@ -484,18 +485,21 @@ macro_rules! impl_consent_store {
 
             async fn rotate_refresh_token(
                 &self,
-                token_hash: &str,
+                key: &$crate::auth::TokenKey,
                 client_id: &str,
                 cert_thumbprint: &str,
                 now: i64,
                 tokens: &[$crate::auth::TokenRecord],
             ) -> Result<bool, $crate::StoreError> {
                 let mut tx = self.pool.begin().await.map_err($crate::StoreError::from)?;
-                let spent = sqlx::query(
-                    "UPDATE tokens SET revoked=1 WHERE token_hash=$1 AND client_id=$2 \
-                     AND cert_thumbprint=$3 AND kind='refresh' AND revoked=0 AND expires_at > $4",
-                )
-                .bind(token_hash)
+                let sql = format!(
+                    "UPDATE tokens AS t SET revoked=1 WHERE {} AND client_id=$3 \
+                     AND cert_thumbprint=$4 AND kind='refresh' AND revoked=0 AND expires_at > $5",
+                    key.cond(1, 2)
+                );
+                let spent = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(key.id_param())
+                .bind(&key.hash)
                 .bind(client_id)
                 .bind(cert_thumbprint)
                 .bind(now)
@@ -525,8 +529,8 @@ macro_rules! impl_consent_store {
                       (SELECT code_hash FROM auth_codes WHERE expires_at <= $1 LIMIT $2)", now - DAY),
                     ("DELETE FROM used_jti WHERE (scope, jti) IN \
                       (SELECT scope, jti FROM used_jti WHERE expires_at < $1 LIMIT $2)", now),
-                    ("DELETE FROM tokens WHERE token_hash IN \
-                      (SELECT token_hash FROM tokens WHERE expires_at <= $1 LIMIT $2)", now - DAY),
+                    ("DELETE FROM tokens WHERE id IN \
+                      (SELECT id FROM tokens WHERE expires_at <= $1 LIMIT $2)", now - DAY),
                     // COMMON-25: a key lives 24 hours (created_at in ms).
                     ("DELETE FROM idempotency_keys WHERE (client_id, endpoint, idem_key) IN \
                       (SELECT client_id, endpoint, idem_key FROM idempotency_keys WHERE created_at <= $1 LIMIT $2)",

@@ -73,12 +73,50 @@ pub struct SqliteStore {
     /// The hot statements on the request's own thread, when the database
     /// is a file ([`direct`]); sqlx's connections serve the rest.
     direct: Option<direct::Direct>,
+    token_ids: IdBlock,
 }
 
 pub struct PgStore {
     pool: pg_pool::PgConns,
     /// The same pool: PostgreSQL keeps no cache per connection.
     writer: pg_pool::PgConns,
+    token_ids: IdBlock,
+}
+
+/// Ids handed out from a block this node took from `id_blocks` (issue 15):
+/// one write every [`IdBlock::SIZE`] ids instead of one an id. Each block
+/// is taken by one `UPDATE`, so blocks never overlap, whichever nodes ask;
+/// a block not used up when the node stops is skipped.
+pub(crate) struct IdBlock(std::sync::Mutex<(i64, i64)>);
+
+impl IdBlock {
+    pub(crate) const SIZE: i64 = 1024;
+
+    fn new() -> IdBlock {
+        IdBlock(std::sync::Mutex::new((0, 0)))
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, (i64, i64)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next id of the current block, if any is left.
+    pub(crate) fn take(&self) -> Option<i64> {
+        let mut s = self.slots();
+        (s.0 < s.1).then(|| {
+            s.0 += 1;
+            s.0 - 1
+        })
+    }
+
+    /// Makes the block that ends before `end` current and takes its
+    /// first id. Two tasks that both found the block used up each take a
+    /// block of their own; the second one's install wins.
+    pub(crate) fn refill(&self, end: i64) -> i64 {
+        let start = end - Self::SIZE;
+        *self.slots() = (start + 1, end);
+        start
+    }
 }
 
 impl SqliteStore {
@@ -263,6 +301,7 @@ pub async fn connect_with_schema(
             pool: pool(SQLITE_CONNECTIONS).await?,
             writer: pool(1).await?,
             direct: direct::Direct::new(opts.get_filename()),
+            token_ids: IdBlock::new(),
         }))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let mut opts = sqlx::postgres::PgConnectOptions::from_str(url)?;
@@ -273,6 +312,7 @@ pub async fn connect_with_schema(
         Ok(Arc::new(PgStore {
             writer: pool.clone(),
             pool,
+            token_ids: IdBlock::new(),
         }))
     } else {
         Err(StoreError::Backend(format!(

@@ -89,6 +89,11 @@ pub fn sqlite() -> Migrator {
             "detail_parts",
             include_str!("../migrations/sqlite/0013_detail_parts.sql"),
         ),
+        (
+            14,
+            "token_ids",
+            include_str!("../migrations/sqlite/0014_token_ids.sql"),
+        ),
     ])
 }
 
@@ -163,6 +168,11 @@ pub fn postgres() -> Migrator {
             14,
             "detail_parts",
             include_str!("../migrations/postgres/0014_detail_parts.sql"),
+        ),
+        (
+            15,
+            "token_ids",
+            include_str!("../migrations/postgres/0015_token_ids.sql"),
         ),
     ])
 }

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use aspen_domain::{CreditDebit, ResourceKind, World};
-use aspen_store::auth::{ClientRecord, JtiUse, TokenKind, TokenRecord};
+use aspen_store::auth::{ClientRecord, JtiUse, TokenKey, TokenKind, TokenRecord};
 use aspen_store::consent::{CodeRecord, ConsentRecord, ThrottleRule};
 use aspen_store::{Store, TxCursor, TxFilter};
 use serde_json::json;
@@ -323,8 +323,26 @@ fn client(id: &str) -> ClientRecord {
     }
 }
 
+/// A test token's row id, made from its name (FNV-1a): distinct names
+/// have distinct ids here, and every id is above zero as issued ids are.
+fn tid(hash: &str) -> i64 {
+    let h = hash.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    (h >> 2) as i64 + 1
+}
+
+/// Where the test token named `hash` is.
+fn key(hash: &str) -> TokenKey {
+    TokenKey {
+        id: Some(tid(hash)),
+        hash: hash.into(),
+    }
+}
+
 fn token(hash: &str, client: &str, consent: Option<&str>) -> TokenRecord {
     TokenRecord {
+        id: tid(hash),
         token_hash: hash.into(),
         kind: TokenKind::Access,
         client_id: client.into(),
@@ -453,11 +471,11 @@ both!(clients_tokens_and_jti, |s: Arc<dyn Store>| async move {
     s.insert_token(&token("t2", "c1", Some("cons")))
         .await
         .unwrap();
-    assert!(!s.token_by_hash("t1").await.unwrap().unwrap().revoked);
+    assert!(!s.token(&key("t1")).await.unwrap().unwrap().revoked);
     // Deleting a client revokes its tokens in the same transaction.
     assert!(s.delete_client("c1").await.unwrap());
     assert!(s.client("c1").await.unwrap().is_none());
-    assert!(s.token_by_hash("t1").await.unwrap().unwrap().revoked);
+    assert!(s.token(&key("t1")).await.unwrap().unwrap().revoked);
     assert!(!s.delete_client("c1").await.unwrap());
     assert_eq!(s.list_clients().await.unwrap().len(), 0);
 
@@ -555,11 +573,11 @@ both!(
         }
         assert_eq!(winners.len(), 1, "{winners:?}");
         for i in 0..8 {
-            let stored = s.token_by_hash(&format!("r{i}")).await.unwrap();
+            let stored = s.token(&key(&format!("r{i}"))).await.unwrap();
             assert_eq!(stored.is_some(), winners.contains(&i), "token r{i}");
         }
         assert_eq!(
-            s.token_by_hash(&format!("r{}", winners[0]))
+            s.token(&key(&format!("r{}", winners[0])))
                 .await
                 .unwrap()
                 .unwrap(),
@@ -573,7 +591,7 @@ both!(
                 .await
                 .unwrap()
         );
-        assert!(s.token_by_hash("r9").await.unwrap().is_none());
+        assert!(s.token(&key("r9")).await.unwrap().is_none());
         // Another scope is independent.
         assert!(
             spend(&s, "assertion:c2", "j1", far, &token("r10", "c2", None))
@@ -621,7 +639,7 @@ both!(
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         for i in 0..40 {
-            let written = s.token_by_hash(&format!("g{i}")).await.unwrap().is_some();
+            let written = s.token(&key(&format!("g{i}"))).await.unwrap().is_some();
             let spent = !s
                 .use_jti("assertion:c1", &format!("gone{i}"), far)
                 .await
@@ -697,8 +715,8 @@ both!(
                 .await
                 .unwrap()
         );
-        assert!(s.token_by_hash("n3").await.unwrap().is_none());
-        assert!(s.token_by_hash("n4").await.unwrap().is_none());
+        assert!(s.token(&key("n3")).await.unwrap().is_none());
+        assert!(s.token(&key("n4")).await.unwrap().is_none());
         assert!(s.use_jti("assertion:c1", "n4", far).await.unwrap());
         // On the current revision it is.
         assert!(
@@ -713,9 +731,9 @@ both!(
                 .await
                 .unwrap()
         );
-        assert!(s.token_by_hash("n6").await.unwrap().is_none());
+        assert!(s.token(&key("n6")).await.unwrap().is_none());
         // The delete revoked what was written before it.
-        assert!(s.token_by_hash("n5").await.unwrap().unwrap().revoked);
+        assert!(s.token(&key("n5")).await.unwrap().unwrap().revoked);
     }
 );
 
@@ -745,7 +763,7 @@ both!(
         assert!(s.delete_client("c1").await.unwrap());
         for (i, w) in writes.into_iter().enumerate() {
             let written = w.await.unwrap();
-            let stored = s.token_by_hash(&format!("d{i}")).await.unwrap();
+            let stored = s.token(&key(&format!("d{i}"))).await.unwrap();
             assert_eq!(stored.is_some(), written, "token d{i}");
             if let Some(t) = stored {
                 assert!(t.revoked, "token d{i} outlived its client");
@@ -835,30 +853,33 @@ both!(access_reads_token_consent_and_signer_as_one, |s: Arc<
         .await
         .unwrap();
 
-    let a = s.access("ta", true).await.unwrap().unwrap();
-    assert_eq!(a.token, s.token_by_hash("ta").await.unwrap().unwrap());
+    let a = s.access(&key("ta"), true).await.unwrap().unwrap();
+    assert_eq!(a.token, s.token(&key("ta")).await.unwrap().unwrap());
     assert_eq!(a.consent, s.consent("k1").await.unwrap());
     assert!(a.consent.is_some());
     assert_eq!(a.signer, s.signer_client("c1").await.unwrap());
     assert!(a.signer.is_some());
     // Without asking for the signer, the rest is the same.
-    let unsigned = s.access("ta", false).await.unwrap().unwrap();
+    let unsigned = s.access(&key("ta"), false).await.unwrap().unwrap();
     assert_eq!(
         (&unsigned.token, &unsigned.consent, &unsigned.signer),
         (&a.token, &a.consent, &None)
     );
 
     // No consent named, or one that does not exist.
-    let b = s.access("tb", true).await.unwrap().unwrap();
+    let b = s.access(&key("tb"), true).await.unwrap().unwrap();
     assert_eq!(
         (b.token.token_hash.as_str(), b.consent, b.signer.is_some()),
         ("tb", None, true)
     );
-    assert_eq!(s.access("tc", false).await.unwrap().unwrap().consent, None);
+    assert_eq!(
+        s.access(&key("tc"), false).await.unwrap().unwrap().consent,
+        None
+    );
     // An unknown token; a deleted client's token (revoked) has no signer.
-    assert!(s.access("nope", true).await.unwrap().is_none());
+    assert!(s.access(&key("nope"), true).await.unwrap().is_none());
     assert!(s.delete_client("c1").await.unwrap());
-    let gone = s.access("ta", true).await.unwrap().unwrap();
+    let gone = s.access(&key("ta"), true).await.unwrap().unwrap();
     assert!(gone.token.revoked);
     assert_eq!(gone.signer, None);
     assert_eq!(gone.consent, a.consent);
@@ -903,7 +924,7 @@ both!(consents_codes_sessions_and_throttling, |s: Arc<
     assert!(s.end_consent("k1", Some("Revoked"), 9).await.unwrap());
     assert_eq!(s.consent("k1").await.unwrap().unwrap().status, "Revoked");
     assert!(
-        s.token_by_hash("tk").await.unwrap().unwrap().revoked,
+        s.token(&key("tk")).await.unwrap().unwrap().revoked,
         "revocation kills the consent's tokens"
     );
     s.insert_consent(&consent("k2")).await.unwrap();
@@ -948,7 +969,7 @@ both!(consents_codes_sessions_and_throttling, |s: Arc<
     let mut written = 0;
     for i in 0..6 {
         written += s
-            .token_by_hash(&format!("from-code-{i}"))
+            .token(&key(&format!("from-code-{i}")))
             .await
             .unwrap()
             .is_some() as usize;
@@ -957,7 +978,7 @@ both!(consents_codes_sessions_and_throttling, |s: Arc<
     assert!(s.code("nope").await.unwrap().is_none());
     s.insert_token(&token("tc", "c1", None)).await.unwrap();
     s.revoke_tokens_of_code("code-1").await.unwrap();
-    assert!(s.token_by_hash("tc").await.unwrap().unwrap().revoked);
+    assert!(s.token(&key("tc")).await.unwrap().unwrap().revoked);
 
     // Sessions expire.
     let sess = aspen_store::consent::WebSession {
@@ -1072,12 +1093,12 @@ both!(consents_codes_sessions_and_throttling, |s: Arc<
     rt.kind = TokenKind::Refresh;
     s.insert_token(&rt).await.unwrap();
     assert!(
-        !s.rotate_refresh_token("rt1", "c1", "other-cert", 10, &[])
+        !s.rotate_refresh_token(&key("rt1"), "c1", "other-cert", 10, &[])
             .await
             .unwrap()
     );
     assert!(
-        !s.rotate_refresh_token("rt1", "c2", "x5t", 10, &[])
+        !s.rotate_refresh_token(&key("rt1"), "c2", "x5t", 10, &[])
             .await
             .unwrap()
     );
@@ -1086,7 +1107,7 @@ both!(consents_codes_sessions_and_throttling, |s: Arc<
         let s = s.clone();
         handles.push(tokio::spawn(async move {
             let t = token(&format!("rotated-{i}"), "c1", Some("k9"));
-            s.rotate_refresh_token("rt1", "c1", "x5t", 10, &[t])
+            s.rotate_refresh_token(&key("rt1"), "c1", "x5t", 10, &[t])
                 .await
                 .unwrap()
         }));
@@ -1099,7 +1120,7 @@ both!(consents_codes_sessions_and_throttling, |s: Arc<
     let mut written = 0;
     for i in 0..8 {
         written += s
-            .token_by_hash(&format!("rotated-{i}"))
+            .token(&key(&format!("rotated-{i}")))
             .await
             .unwrap()
             .is_some() as usize;
@@ -1804,7 +1825,7 @@ async fn sqlite_a_write_meeting_a_held_lock_waits_for_it_and_reads_go_on() {
         t0.elapsed()
     );
     assert!(!writer.is_finished(), "the write waits for the lock");
-    let read = tokio::time::timeout(std::time::Duration::from_secs(2), s.token_by_hash("before"))
+    let read = tokio::time::timeout(std::time::Duration::from_secs(2), s.token(&key("before")))
         .await
         .expect("a read does not wait for the writer");
     assert!(read.unwrap().is_some());
@@ -1813,7 +1834,7 @@ async fn sqlite_a_write_meeting_a_held_lock_waits_for_it_and_reads_go_on() {
         writer.await.unwrap().unwrap(),
         "written once the lock is free"
     );
-    assert!(s.token_by_hash("t1").await.unwrap().is_some());
+    assert!(s.token(&key("t1")).await.unwrap().is_some());
     assert!(!s.use_jti("assertion:c1", "j1", far).await.unwrap());
 }
 
@@ -1879,7 +1900,7 @@ async fn sqlite_writes_sharing_a_commit_fail_alone() {
             );
         } else {
             assert!(r.unwrap(), "write {i}");
-            assert!(s.token_by_hash(&format!("g{i}")).await.unwrap().is_some());
+            assert!(s.token(&key(&format!("g{i}"))).await.unwrap().is_some());
             assert!(!s.use_jti("assertion:c1", &ids[i], far).await.unwrap());
         }
     }
@@ -2101,6 +2122,91 @@ async fn sqlite_two_nodes_seed_the_bulk_history_once() {
     two_nodes_seed_the_bulk_history_once(a, b).await;
 }
 
+both!(
+    tokens_from_before_ids_are_found_by_their_hash_alone,
+    |s: Arc<dyn Store>| async move {
+        // What migration 14 (15 on PostgreSQL) makes of a token issued
+        // before tokens carried ids: an id below zero.
+        s.insert_token(&TokenRecord {
+            id: -7,
+            ..token("old", "c1", None)
+        })
+        .await
+        .unwrap();
+        s.insert_token(&token("new", "c1", None)).await.unwrap();
+        let legacy = |h: &str| TokenKey {
+            id: None,
+            hash: h.into(),
+        };
+        assert_eq!(s.token(&legacy("old")).await.unwrap().unwrap().id, -7);
+        assert!(s.access(&legacy("old"), true).await.unwrap().is_some());
+        // A token with an id is found by it, never by its hash alone.
+        assert!(s.token(&legacy("new")).await.unwrap().is_none());
+        assert!(s.access(&legacy("new"), false).await.unwrap().is_none());
+        // An id and a hash of two different rows find neither.
+        let crossed = TokenKey {
+            id: Some(tid("new")),
+            hash: "old".into(),
+        };
+        assert!(s.token(&crossed).await.unwrap().is_none());
+        assert!(s.access(&crossed, true).await.unwrap().is_none());
+        s.revoke_token(&crossed).await.unwrap();
+        assert!(!s.token(&key("new")).await.unwrap().unwrap().revoked);
+        assert!(!s.token(&legacy("old")).await.unwrap().unwrap().revoked);
+        s.revoke_token(&legacy("old")).await.unwrap();
+        assert!(s.token(&legacy("old")).await.unwrap().unwrap().revoked);
+        assert!(!s.token(&key("new")).await.unwrap().unwrap().revoked);
+    }
+);
+
+/// Two nodes hand out token ids at once, each from blocks it takes from
+/// the shared database: no id twice, across several blocks each.
+async fn two_nodes_take_distinct_token_ids(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    let mut tasks = Vec::new();
+    for s in [a, b] {
+        for _ in 0..4 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for _ in 0..700 {
+                    ids.push(s.next_token_id().await.unwrap());
+                }
+                ids
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let n = all.len();
+    assert!(all.iter().all(|&id| id > 0));
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), n, "an id was handed out twice");
+}
+
+#[tokio::test]
+async fn sqlite_two_nodes_take_distinct_token_ids() {
+    let (a, dir) = sqlite().await;
+    let path = dir.path().join("t.db");
+    let b = aspen_store::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+        .await
+        .unwrap();
+    two_nodes_take_distinct_token_ids(a, b).await;
+}
+
+#[tokio::test]
+async fn postgres_two_nodes_take_distinct_token_ids() {
+    if let Some((a, schema)) = postgres().await {
+        let b = aspen_store::connect_with_schema(&pg_url(), Some(&schema))
+            .await
+            .unwrap();
+        two_nodes_take_distinct_token_ids(a, b).await;
+        drop_schema(&schema).await;
+    }
+}
+
 #[tokio::test]
 async fn postgres_two_nodes_seed_the_bulk_history_once() {
     if let Some((a, schema)) = postgres().await {
@@ -2144,7 +2250,7 @@ async fn two_nodes_spend_a_jwt_id_once(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     }
     assert_eq!(won.len(), 1, "{won:?}");
     for i in 0..8 {
-        let stored = b.token_by_hash(&format!("n{i}")).await.unwrap();
+        let stored = b.token(&key(&format!("n{i}"))).await.unwrap();
         assert_eq!(stored.is_some(), won.contains(&i), "token n{i}");
     }
     assert!(!a.use_jti("assertion:c1", "twice", far).await.unwrap());

@@ -662,7 +662,11 @@ async fn dashboard_revocation_stops_tokens_at_once() {
     let tok = s
         .server
         .store
-        .token_by_hash(&hash(access))
+        .token(&aspen_store::auth::TokenKey {
+            // The token carries its row id (`<id>.<secret>`).
+            id: Some(access.split_once('.').unwrap().0.parse().unwrap()),
+            hash: hash(access),
+        })
         .await
         .unwrap()
         .unwrap();
