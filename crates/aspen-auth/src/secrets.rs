@@ -31,16 +31,13 @@ pub fn carried_token(id: i64) -> String {
 /// an id that is not a positive decimal number included, names no row.
 pub fn token_key(presented: &str) -> TokenKey {
     let hash = hash(presented);
-    let id = match presented.split_once('.') {
-        None => None,
-        Some((id, _)) => Some(
-            (!id.is_empty() && id.len() <= 18 && id.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| id.parse::<i64>().ok())
-                .flatten()
-                .filter(|&i| i > 0)
-                .unwrap_or(0),
-        ),
-    };
+    let id = presented.split_once('.').map(|(id, _)| {
+        (!id.is_empty() && id.len() <= 18 && id.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| id.parse::<i64>().ok())
+            .flatten()
+            .filter(|&i| i > 0)
+            .unwrap_or(0)
+    });
     TokenKey { id, hash }
 }
 
