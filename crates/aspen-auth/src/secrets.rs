@@ -17,10 +17,10 @@ pub fn random_token() -> String {
 /// An access or refresh token: the row id it is stored under, a dot, and
 /// 256 random bits. The id lets a token be found by its row instead of an
 /// index over its hash, whose random leaf cost a WAL frame on every issue
-/// (issue 15). It is not a secret and tells nothing the response does not
-/// (ids ascend within a node's block, not across all tokens); the 256 bits
-/// are what a client must hold (AUTH-58), and the row must hold the whole
-/// token's hash.
+/// (issue 15). The id is not a secret: ids ascend, so a client can tell
+/// roughly how many tokens were issued between two of its own, and nothing
+/// else. The 256 bits are what a client must hold (AUTH-58), and the row
+/// must hold the whole token's hash.
 pub fn carried_token(id: i64) -> String {
     format!("{id}.{}", random_token())
 }
