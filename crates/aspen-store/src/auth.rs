@@ -87,8 +87,14 @@ impl TokenKey {
     /// [`TokenKey::id_param`] and the hash: a row with the token's id, or
     /// one from before ids. Either way the hash must match too.
     pub(crate) fn cond(&self, id: usize, hash: usize) -> String {
-        let cmp = if self.id.is_some() { "=" } else { "<" };
-        format!("t.id {cmp} ${id} AND t.token_hash = ${hash}")
+        match self.id {
+            Some(_) => format!("t.id = ${id} AND t.token_hash = ${hash}"),
+            // The literal lets both planners take the partial index (`WHERE
+            // id < 0`); with a parameter SQLite walked every such row by
+            // rowid. `$id` (bound as 0) still appears, for PostgreSQL to
+            // type it.
+            None => format!("t.id < 0 AND ${id} = 0 AND t.token_hash = ${hash}"),
+        }
     }
 
     pub(crate) fn id_param(&self) -> i64 {
