@@ -520,7 +520,7 @@ macro_rules! impl_consent_store {
 
             async fn purge_expired(&self, now: i64, batch: i64) -> Result<u64, $crate::StoreError> {
                 const DAY: i64 = 86_400;
-                let steps: [(&str, i64); 7] = [
+                let steps: [(&str, i64); 8] = [
                     ("DELETE FROM web_sessions WHERE id_hash IN \
                       (SELECT id_hash FROM web_sessions WHERE expires_at <= $1 LIMIT $2)", now),
                     // Spent codes stay a day past expiry so a late replay
@@ -531,6 +531,11 @@ macro_rules! impl_consent_store {
                       (SELECT scope, jti FROM used_jti WHERE expires_at < $1 LIMIT $2)", now),
                     ("DELETE FROM tokens WHERE id IN \
                       (SELECT id FROM tokens WHERE expires_at <= $1 LIMIT $2)", now - DAY),
+                    // A revoked token answers as an unknown one would: it
+                    // goes a day after issue, whatever its expiry (a rotated
+                    // refresh token of a consent with no end date has none).
+                    ("DELETE FROM tokens WHERE id IN \
+                      (SELECT id FROM tokens WHERE revoked = 1 AND issued_at <= $1 LIMIT $2)", now - DAY),
                     // COMMON-25: a key lives 24 hours (created_at in ms).
                     ("DELETE FROM idempotency_keys WHERE (client_id, endpoint, idem_key) IN \
                       (SELECT client_id, endpoint, idem_key FROM idempotency_keys WHERE created_at <= $1 LIMIT $2)",

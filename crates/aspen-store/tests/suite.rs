@@ -1146,6 +1146,27 @@ both!(consents_codes_sessions_and_throttling, |s: Arc<
     s.purge_expired(5_000, 1).await.unwrap();
     assert!(s.session("old", 0).await.unwrap().is_none());
     assert!(s.session("live", 0).await.unwrap().is_some());
+
+    // A revoked token goes a day after its issue, whatever its expiry: a
+    // rotated refresh token of a consent with no end date would otherwise
+    // stay for ever, one row a refresh.
+    for (h, revoked, issued_at) in [
+        ("revoked-old", true, 1),
+        ("live-old", false, 1),
+        ("revoked-new", true, 50_000),
+    ] {
+        s.insert_token(&TokenRecord {
+            revoked,
+            issued_at,
+            ..token(h, "c1", None)
+        })
+        .await
+        .unwrap();
+    }
+    s.purge_expired(100_000, 10).await.unwrap();
+    assert!(s.token(&key("revoked-old")).await.unwrap().is_none());
+    assert!(!s.token(&key("live-old")).await.unwrap().unwrap().revoked);
+    assert!(s.token(&key("revoked-new")).await.unwrap().unwrap().revoked);
 });
 
 fn idem(key: &str, hash: &str) -> aspen_store::payments::IdemKey {

@@ -10,6 +10,9 @@ ALTER TABLE tokens ALTER COLUMN id SET NOT NULL;
 ALTER TABLE tokens DROP CONSTRAINT tokens_pkey;
 ALTER TABLE tokens ADD PRIMARY KEY (id);
 CREATE INDEX tokens_legacy ON tokens (token_hash) WHERE id < 0;
+-- Revoked tokens are purged a day after issue (a rotated refresh token may
+-- never expire); only revocations, not issues, write this index.
+CREATE INDEX tokens_revoked ON tokens (issued_at) WHERE revoked = 1;
 -- A token is read only with its live client, so deleting a client writes
 -- nothing here and needs no index on the client.
 DROP INDEX tokens_client;

@@ -32,6 +32,9 @@ CREATE INDEX tokens_expiry ON tokens (expires_at);
 CREATE INDEX tokens_consent ON tokens (consent_id) WHERE consent_id IS NOT NULL;
 CREATE INDEX tokens_code ON tokens (code_hash) WHERE code_hash IS NOT NULL;
 CREATE INDEX tokens_legacy ON tokens (token_hash) WHERE id < 0;
+-- Revoked tokens are purged a day after issue (a rotated refresh token may
+-- never expire); only revocations, not issues, write this index.
+CREATE INDEX tokens_revoked ON tokens (issued_at) WHERE revoked = 1;
 
 -- The next id block of each sequence: a node takes a block in one
 -- statement and hands its ids out from memory.
