@@ -60,7 +60,7 @@ profile() {  # profile sqlite|postgres
   read -r token account < <("$LOAD" setup-ais --url "$URL" --kit "$WORK/kit" --client-id "$headless")
   # The headless consent grants account and transaction reads.
   for path in accounts "accounts/$account" "accounts/$account/transactions" transactions; do
-    "${drive[@]}" --scenario get --bearer "$token" --path "/open-banking/v3.1/aisp/$path" \
+    "${drive[@]}" --scenario get --bearer="$token" --path "/open-banking/v3.1/aisp/$path" \
       --n 5 --conns 1 >/dev/null
   done
   "$LOAD" pis --url "$URL" --kit "$WORK/kit" --client-id "$headless" --conns 2 --secs 30 \

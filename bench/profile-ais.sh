@@ -45,7 +45,7 @@ valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" --dump-instr
 PID=$!
 until curl -fsk "$URL/health" >/dev/null 2>&1; do sleep 0.5; done
 PAGE=/open-banking/v3.1/aisp/accounts/$ACCOUNT/transactions
-drive() { node bench/drive.mjs --url "$URL" --kit "$WORK/kit" --scenario get --bearer "$TOKEN" "$@"; }
+drive() { node bench/drive.mjs --url "$URL" --kit "$WORK/kit" --scenario get --bearer="$TOKEN" "$@"; }
 total() {
   sed -n 's/^summary: //p;s/^totals: //p' "$(ls -t "$OUT"/callgrind.out.* | head -1)" | head -1
 }
