@@ -87,18 +87,23 @@ impl TokenKey {
     /// [`TokenKey::id_param`] and the hash: a row with the token's id, or
     /// one from before ids. Either way the hash must match too.
     pub(crate) fn cond(&self, id: usize, hash: usize) -> String {
-        match self.id {
-            Some(_) => format!("t.id = ${id} AND t.token_hash = ${hash}"),
-            // The literal lets both planners take the partial index (`WHERE
-            // id < 0`); with a parameter SQLite walked every such row by
-            // rowid. `$id` (bound as 0) still appears, for PostgreSQL to
-            // type it.
-            None => format!("t.id < 0 AND ${id} = 0 AND t.token_hash = ${hash}"),
-        }
+        key_cond(self.id.is_some(), id, hash)
     }
 
     pub(crate) fn id_param(&self) -> i64 {
         self.id.unwrap_or(0)
+    }
+}
+
+/// [`TokenKey::cond`] for a key that carries an id, or one that does not.
+fn key_cond(carried: bool, id: usize, hash: usize) -> String {
+    if carried {
+        format!("t.id = ${id} AND t.token_hash = ${hash}")
+    } else {
+        // The literal lets both planners take the partial index (`WHERE id
+        // < 0`); with a parameter SQLite walked every such row by rowid.
+        // `$id` (bound as 0) still appears, for PostgreSQL to type it.
+        format!("t.id < 0 AND ${id} = 0 AND t.token_hash = ${hash}")
     }
 }
 
@@ -219,7 +224,20 @@ fn client_unchanged(client: usize) -> String {
     )
 }
 
+/// A token's `INSERT`, bound by [`bind_token!`].
+pub(crate) fn insert_token_sql() -> &'static str {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ({})",
+            token_params(1)
+        )
+    });
+    &SQL
+}
+
 /// Binds a token's columns in [`TOKEN_COLUMNS`] order.
+#[macro_export]
+#[doc(hidden)]
 macro_rules! bind_token {
     ($q:expr, $t:expr) => {
         $q.bind(&$t.token_hash)
@@ -521,16 +539,7 @@ pub(crate) fn access_sql(key: &TokenKey, signer: bool) -> &'static str {
         );
         let plain = base.replace("{signer}", "");
         let signed = base.replace("{signer}", ", s.org_id, s.software_id, s.jwks, s.jwks_uri");
-        let carried = TokenKey {
-            id: Some(0),
-            hash: String::new(),
-        }
-        .cond(1, 2);
-        let legacy = TokenKey {
-            id: None,
-            hash: String::new(),
-        }
-        .cond(1, 2);
+        let (carried, legacy) = (key_cond(true, 1, 2), key_cond(false, 1, 2));
         [
             plain.replace("{cond}", &carried),
             signed.replace("{cond}", &carried),
@@ -675,24 +684,7 @@ macro_rules! impl_auth_store {
             }
 
             async fn insert_token(&self, t: &$crate::auth::TokenRecord) -> Result<(), $crate::StoreError> {
-                let sql = format!(
-                    "INSERT INTO tokens ({}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
-                    $crate::auth::TOKEN_COLUMNS
-                );
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(&t.token_hash)
-                    .bind(t.kind.as_str())
-                    .bind(&t.client_id)
-                    .bind(&t.scope)
-                    .bind(&t.consent_id)
-                    .bind(&t.psu_id)
-                    .bind(&t.grant)
-                    .bind(&t.cert_thumbprint)
-                    .bind(t.issued_at)
-                    .bind(t.expires_at)
-                    .bind(t.revoked as i64)
-                    .bind(&t.code_hash)
-                    .bind(t.id)
+                $crate::bind_token!(sqlx::query($crate::auth::insert_token_sql()), t)
                     .execute(&self.pool)
                     .await
                     .map_err($crate::StoreError::from)?;

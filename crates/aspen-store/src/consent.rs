@@ -232,24 +232,7 @@ macro_rules! impl_consent_store {
         where
             E: sqlx::Executor<'c, Database = $db>,
         {
-            let sql = format!(
-                "INSERT INTO tokens ({}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
-                $crate::auth::TOKEN_COLUMNS
-            );
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(&t.token_hash)
-                .bind(t.kind.as_str())
-                .bind(&t.client_id)
-                .bind(&t.scope)
-                .bind(&t.consent_id)
-                .bind(&t.psu_id)
-                .bind(&t.grant)
-                .bind(&t.cert_thumbprint)
-                .bind(t.issued_at)
-                .bind(t.expires_at)
-                .bind(t.revoked as i64)
-                .bind(&t.code_hash)
-                .bind(t.id)
+            $crate::bind_token!(sqlx::query($crate::auth::insert_token_sql()), t)
                 .execute(conn)
                 .await
                 .map_err($crate::StoreError::from)?;

@@ -1814,6 +1814,25 @@ async fn sqlite_file() -> (Arc<dyn Store>, tempfile::TempDir, std::path::PathBuf
     (s, dir, path)
 }
 
+/// Two nodes: two stores on one new SQLite file.
+async fn sqlite_nodes() -> (Arc<dyn Store>, Arc<dyn Store>, tempfile::TempDir) {
+    let (a, dir, path) = sqlite_file().await;
+    let b = aspen_store::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+        .await
+        .unwrap();
+    (a, b, dir)
+}
+
+/// Two nodes: two stores on one new PostgreSQL schema, and the schema to
+/// drop afterwards; `None` (after printing why) without PostgreSQL.
+async fn postgres_nodes() -> Option<(Arc<dyn Store>, Arc<dyn Store>, String)> {
+    let (a, schema) = postgres().await?;
+    let b = aspen_store::connect_with_schema(&pg_url(), Some(&schema))
+        .await
+        .unwrap();
+    Some((a, b, schema))
+}
+
 /// The direct lane (SQLite on the request's thread) never waits for a
 /// lock: while another connection holds the write lock, a token write
 /// takes the sqlx path, which waits for the lock and then writes; reads go
@@ -2138,10 +2157,7 @@ async fn two_nodes_seed_the_bulk_history_once(a: Arc<dyn Store>, b: Arc<dyn Stor
 
 #[tokio::test]
 async fn sqlite_two_nodes_seed_the_bulk_history_once() {
-    let (a, _dir, path) = sqlite_file().await;
-    let b = aspen_store::connect(&format!("sqlite://{}?mode=rwc", path.display()))
-        .await
-        .unwrap();
+    let (a, b, _dir) = sqlite_nodes().await;
     two_nodes_seed_the_bulk_history_once(a, b).await;
 }
 
@@ -2212,20 +2228,13 @@ async fn two_nodes_take_distinct_token_ids(a: Arc<dyn Store>, b: Arc<dyn Store>)
 
 #[tokio::test]
 async fn sqlite_two_nodes_take_distinct_token_ids() {
-    let (a, dir) = sqlite().await;
-    let path = dir.path().join("t.db");
-    let b = aspen_store::connect(&format!("sqlite://{}?mode=rwc", path.display()))
-        .await
-        .unwrap();
+    let (a, b, _dir) = sqlite_nodes().await;
     two_nodes_take_distinct_token_ids(a, b).await;
 }
 
 #[tokio::test]
 async fn postgres_two_nodes_take_distinct_token_ids() {
-    if let Some((a, schema)) = postgres().await {
-        let b = aspen_store::connect_with_schema(&pg_url(), Some(&schema))
-            .await
-            .unwrap();
+    if let Some((a, b, schema)) = postgres_nodes().await {
         two_nodes_take_distinct_token_ids(a, b).await;
         drop_schema(&schema).await;
     }
@@ -2233,10 +2242,7 @@ async fn postgres_two_nodes_take_distinct_token_ids() {
 
 #[tokio::test]
 async fn postgres_two_nodes_seed_the_bulk_history_once() {
-    if let Some((a, schema)) = postgres().await {
-        let b = aspen_store::connect_with_schema(&pg_url(), Some(&schema))
-            .await
-            .unwrap();
+    if let Some((a, b, schema)) = postgres_nodes().await {
         two_nodes_seed_the_bulk_history_once(a, b).await;
         drop_schema(&schema).await;
     }
@@ -2282,19 +2288,13 @@ async fn two_nodes_spend_a_jwt_id_once(a: Arc<dyn Store>, b: Arc<dyn Store>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_two_nodes_spend_a_jwt_id_once() {
-    let (a, _dir, path) = sqlite_file().await;
-    let b = aspen_store::connect(&format!("sqlite://{}?mode=rwc", path.display()))
-        .await
-        .unwrap();
+    let (a, b, _dir) = sqlite_nodes().await;
     two_nodes_spend_a_jwt_id_once(a, b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_two_nodes_spend_a_jwt_id_once() {
-    if let Some((a, schema)) = postgres().await {
-        let b = aspen_store::connect_with_schema(&pg_url(), Some(&schema))
-            .await
-            .unwrap();
+    if let Some((a, b, schema)) = postgres_nodes().await {
         two_nodes_spend_a_jwt_id_once(a, b).await;
         drop_schema(&schema).await;
     }
