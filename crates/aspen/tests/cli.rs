@@ -277,3 +277,89 @@ fn serve_answers_health_over_tls_and_stops_on_sigterm() {
     let code = child.wait().unwrap();
     assert!(code.success(), "{code:?}");
 }
+
+/// Under load a worker holds its log lines and writes them in batches
+/// (issue 15): every request's line still arrives whole and once, and a
+/// lone request's line arrives while the server is idle, not only when it
+/// stops.
+#[test]
+fn request_log_lines_arrive_whole_once_and_when_idle() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aspen"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("ASPEN_DATA_DIR", &data)
+        .env("ASPEN_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("server output").unwrap();
+        if let Some(rest) = line.strip_prefix("aspen: serving on ") {
+            break rest.split(' ').next().unwrap().to_string();
+        }
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let ca = std::fs::read(data.join("ca.pem")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let get = |ids: Vec<String>| {
+        rt.block_on(async {
+            let client = reqwest::Client::builder()
+                .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+                .build()
+                .unwrap();
+            let sent = ids.iter().map(|id| {
+                client
+                    .get(format!("{url}/.well-known/openid-configuration"))
+                    .header("x-fapi-interaction-id", id)
+                    .send()
+            });
+            for r in futures_util::future::join_all(sent).await {
+                assert_eq!(r.unwrap().status(), 200);
+            }
+        })
+    };
+    // Waits (up to a deadline) for one response line per id; fails on a
+    // line that is not whole or an id logged twice.
+    let await_lines = |ids: &[String]| {
+        let mut seen = std::collections::HashMap::<String, usize>::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ids.iter().any(|id| !seen.contains_key(id)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("lines missing after 30 s: {seen:?}"));
+            assert!(
+                line.len() > 28 && line.as_bytes()[..4].iter().all(u8::is_ascii_digit),
+                "not a whole line: {line:?}"
+            );
+            if let Some(id) = ids
+                .iter()
+                .find(|id| line.contains(&format!("interaction_id={id} ")))
+            {
+                assert!(line.ends_with("response status=200"), "{line}");
+                *seen.entry(id.clone()).or_default() += 1;
+            }
+        }
+        assert!(seen.values().all(|&n| n == 1), "{seen:?}");
+    };
+    let burst: Vec<String> = (0..200).map(|i| format!("burst-{i}")).collect();
+    get(burst.clone());
+    await_lines(&burst);
+    // Alone, after the burst: nothing comes after it to fill a batch.
+    let alone = vec!["alone-1".to_string()];
+    get(alone.clone());
+    await_lines(&alone);
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
