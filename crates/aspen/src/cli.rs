@@ -189,7 +189,6 @@ pub fn main() -> ExitCode {
     init_tracing(&config);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .on_thread_park(crate::logging::on_worker_park)
         .build()
     {
         Ok(rt) => rt,
@@ -218,7 +217,7 @@ fn init_tracing(config: &Config) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(terminal)
-        .with_writer(crate::logging::Stderr);
+        .with_writer(std::io::stderr);
     let _ = if config.log.format == "json" {
         builder.json().try_init()
     } else if terminal {

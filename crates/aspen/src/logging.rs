@@ -7,15 +7,10 @@
 //! about a tenth of the server's instructions (issue 15, BENCHMARKS.md). Unlike the default,
 //! every value has its control characters escaped, so a request cannot start a log line of its
 //! own or colour a terminal that shows the file.
-//!
-//! Lines reach stderr through [`Stderr`]: a runtime worker holds its lines and writes them in one
-//! `write` when it is about to go idle, so under load a request's line costs no system call of
-//! its own.
 
 use std::cell::RefCell;
 use std::fmt::{self, Write};
-use std::io;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -220,134 +215,6 @@ impl Write for Escaped<'_, '_> {
     }
 }
 
-/// Held lines are written once they reach this size, whatever else happens.
-const BATCH_BYTES: usize = 16 * 1024;
-/// A line is held no longer than this while more lines come.
-const BATCH_AGE: Duration = Duration::from_millis(100);
-
-/// Lines held for one write.
-struct Batch {
-    buf: Vec<u8>,
-    /// When the first line held now came.
-    first: Option<Instant>,
-}
-
-impl Batch {
-    const fn new() -> Self {
-        Batch {
-            buf: Vec::new(),
-            first: None,
-        }
-    }
-
-    /// Holds `line`; true when the batch is due to be written: it is
-    /// [`BATCH_BYTES`] long, or its first line came [`BATCH_AGE`] ago.
-    fn push(&mut self, line: &[u8], now: Instant) -> bool {
-        let first = *self.first.get_or_insert(now);
-        self.buf.extend_from_slice(line);
-        self.buf.len() >= BATCH_BYTES || now.saturating_duration_since(first) >= BATCH_AGE
-    }
-
-    /// Writes what is held (in one `write` unless the sink takes it in
-    /// parts) and empties the batch, even if the write failed: a log sink
-    /// that refuses lines must not grow the process.
-    fn write_to(&mut self, out: &mut impl io::Write) {
-        if !self.buf.is_empty() {
-            let _ = out.write_all(&self.buf);
-        }
-        self.buf.clear();
-        self.first = None;
-        if self.buf.capacity() > 4 * BATCH_BYTES {
-            self.buf.shrink_to(BATCH_BYTES);
-        }
-    }
-}
-
-/// A thread's held lines.
-struct Held {
-    /// Set once the thread has parked as a runtime worker: only such a
-    /// thread is sure to flush before it sleeps. Others write through.
-    on: bool,
-    batch: Batch,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.batch.write_to(&mut io::stderr());
-    }
-}
-
-thread_local! {
-    static HELD: RefCell<Held> = const {
-        RefCell::new(Held {
-            on: false,
-            batch: Batch::new(),
-        })
-    };
-}
-
-/// The log's writer: stderr, with a runtime worker's lines held until it
-/// goes idle ([`on_worker_park`]), [`BATCH_BYTES`] are held, or a line has
-/// waited [`BATCH_AGE`] while others came. The fmt layer hands over each
-/// line in one `write_all`, so lines are never torn; lines of different
-/// threads may reach the file up to one batch out of order (each carries
-/// its time).
-pub struct Stderr;
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Stderr {
-    type Writer = LineOut;
-
-    fn make_writer(&'a self) -> LineOut {
-        LineOut
-    }
-}
-
-pub struct LineOut;
-
-impl io::Write for LineOut {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.write_all(b)?;
-        Ok(b.len())
-    }
-
-    fn write_all(&mut self, line: &[u8]) -> io::Result<()> {
-        let held = HELD
-            .try_with(|h| {
-                let Ok(mut h) = h.try_borrow_mut() else {
-                    return false;
-                };
-                if !h.on {
-                    return false;
-                }
-                if h.batch.push(line, Instant::now()) {
-                    h.batch.write_to(&mut io::stderr());
-                }
-                true
-            })
-            .unwrap_or(false);
-        if held {
-            Ok(())
-        } else {
-            io::stderr().write_all(line)
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// For the runtime's `on_thread_park`: writes this worker's held lines
-/// before it sleeps, and holds its lines from now on.
-pub fn on_worker_park() {
-    let _ = HELD.try_with(|h| {
-        if let Ok(mut h) = h.try_borrow_mut() {
-            h.on = true;
-            h.batch.write_to(&mut io::stderr());
-        }
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use std::io;
@@ -380,53 +247,6 @@ mod tests {
             .finish();
         tracing::subscriber::with_default(sub, f);
         String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
-    }
-
-    #[test]
-    fn a_batch_is_due_at_its_size_or_its_first_lines_age() {
-        let t0 = Instant::now();
-        let mut b = Batch::new();
-        let line = [b'x'; 128];
-        // Below the size, within the age: held.
-        for i in 0..(BATCH_BYTES / line.len() - 1) {
-            assert!(!b.push(&line, t0 + BATCH_AGE / 2), "line {i}");
-        }
-        // The line that reaches the size makes it due.
-        assert!(b.push(&line, t0 + BATCH_AGE / 2));
-        let mut out = Vec::new();
-        b.write_to(&mut out);
-        assert_eq!(out.len(), (BATCH_BYTES / line.len()) * line.len());
-        assert!(b.buf.is_empty() && b.first.is_none());
-        // The age counts from the batch's first line, not the last.
-        assert!(!b.push(b"a\n", t0));
-        assert!(!b.push(b"b\n", t0 + BATCH_AGE - Duration::from_millis(1)));
-        assert!(b.push(b"c\n", t0 + BATCH_AGE));
-        out.clear();
-        b.write_to(&mut out);
-        assert_eq!(out, b"a\nb\nc\n");
-    }
-
-    /// A sink that refuses everything.
-    struct Refusing;
-
-    impl io::Write for Refusing {
-        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-            Err(io::Error::other("full"))
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn a_refused_batch_is_dropped_not_kept() {
-        let mut b = Batch::new();
-        for _ in 0..100 {
-            b.push(&[b'y'; 4096], Instant::now());
-            b.write_to(&mut Refusing);
-            assert!(b.buf.is_empty());
-            assert!(b.buf.capacity() <= 4 * BATCH_BYTES);
-        }
     }
 
     #[test]
