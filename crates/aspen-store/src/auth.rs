@@ -401,39 +401,74 @@ async fn sqlite_write_cc_token(
     Ok(!rows.is_empty())
 }
 
-/// PostgreSQL: one statement. `FOR SHARE` holds the client row until the
-/// token commits, so a DCR update or delete on another node either waits
-/// for the token or has already committed and this writes nothing: a token
-/// is written only against the row its checks were made on. (A token is
-/// read only with its live client, [`LIVE_CLIENT`], so a delete that waited
-/// ends it all the same.)
+/// PostgreSQL: through the node's token queue ([`crate::pg_batch`]), which
+/// writes each batch with [`pg_write_cc_tokens`].
 pub(crate) async fn pg_insert_cc_token(
     store: &crate::PgStore,
     jti: Option<JtiUse<'_>>,
     revision: i64,
     t: &TokenRecord,
 ) -> Result<bool, StoreError> {
-    let pool = &store.writer;
-    let Some(jti) = jti else {
-        let q = sqlx::query(sqlx::AssertSqlSafe(cc_token_sql("INSERT", " FOR SHARE")));
-        let r = bind_token!(q.bind(revision), t).execute(pool).await?;
-        return Ok(r.rows_affected() == 1);
-    };
-    let sql = format!(
-        "WITH live AS ({} FOR SHARE), \
-         spent AS (INSERT INTO used_jti (scope, jti, expires_at) SELECT $2,$3,$4 FROM live \
-         ON CONFLICT DO NOTHING RETURNING 1) \
-         INSERT INTO tokens ({TOKEN_COLUMNS}) SELECT {} FROM spent",
-        client_unchanged(7),
-        token_params(5)
-    );
-    let q = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(revision)
-        .bind(jti.scope)
-        .bind(jti.jti)
-        .bind(jti_expiry(jti.expires_at));
-    let r = bind_token!(q, t).execute(pool).await?;
-    Ok(r.rows_affected() == 1)
+    store.cc_tokens.insert(jti, revision, t).await
+}
+
+/// `insert_cc_token` for many tokens in one statement, each as if alone:
+/// `$1` the client revisions, `$2..$4` the JWT ids (NULL for none), then
+/// the thirteen [`TOKEN_COLUMNS`], one array each. A token is written only
+/// while its client is live at its revision, and only if its JWT id, when
+/// it has one, is spent by this statement (the primary key decides between
+/// nodes). `FOR SHARE` holds the client rows until the commit, so a DCR
+/// update or delete on another node either waits for the tokens or has
+/// already committed and they are not written. (A token is read only with
+/// its live client, [`LIVE_CLIENT`], so a delete that waited ends them all
+/// the same.) The JWT ids go in in the order the caller sorted them.
+static PG_CC_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH u AS (SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::int8[], \
+         $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
+         $12::text[], $13::int8[], $14::int8[], $15::int8[], $16::text[], $17::int8[]) \
+         WITH ORDINALITY AS u (rev, jscope, jti, jexp, {TOKEN_COLUMNS}, n)), \
+         live AS (SELECT * FROM u WHERE EXISTS (SELECT 1 FROM clients c \
+         WHERE c.client_id=u.client_id AND c.revision=u.rev AND c.deleted_at IS NULL FOR SHARE)), \
+         spent AS (INSERT INTO used_jti (scope, jti, expires_at) \
+         SELECT jscope, jti, jexp FROM live WHERE jti IS NOT NULL ORDER BY n \
+         ON CONFLICT DO NOTHING RETURNING scope, jti) \
+         INSERT INTO tokens ({TOKEN_COLUMNS}) SELECT {TOKEN_COLUMNS} FROM live \
+         WHERE jti IS NULL OR EXISTS (SELECT 1 FROM spent s WHERE s.scope=live.jscope AND s.jti=live.jti) \
+         RETURNING id"
+    )
+});
+
+/// Writes `jobs` in one statement ([`PG_CC_BATCH`]); the ids of the tokens
+/// written. The batch holds each JWT id at most once.
+pub(crate) async fn pg_write_cc_tokens(
+    pool: &crate::pg_pool::PgConns,
+    jobs: &[crate::pg_batch::Job],
+) -> Result<Vec<i64>, StoreError> {
+    macro_rules! column {
+        ($f:expr) => {
+            jobs.iter().map($f).collect::<Vec<_>>()
+        };
+    }
+    let q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(PG_CC_BATCH.as_str()))
+        .bind(column!(|j| j.revision))
+        .bind(column!(|j| j.jti.as_ref().map(|(s, _, _)| s.as_str())))
+        .bind(column!(|j| j.jti.as_ref().map(|(_, i, _)| i.as_str())))
+        .bind(column!(|j| j.jti.as_ref().map(|(_, _, e)| *e)))
+        .bind(column!(|j| j.token.token_hash.as_str()))
+        .bind(column!(|j| j.token.kind.as_str()))
+        .bind(column!(|j| j.token.client_id.as_str()))
+        .bind(column!(|j| j.token.scope.as_str()))
+        .bind(column!(|j| j.token.consent_id.as_deref()))
+        .bind(column!(|j| j.token.psu_id.as_deref()))
+        .bind(column!(|j| j.token.grant.as_str()))
+        .bind(column!(|j| j.token.cert_thumbprint.as_deref()))
+        .bind(column!(|j| j.token.issued_at))
+        .bind(column!(|j| j.token.expires_at))
+        .bind(column!(|j| j.token.revoked as i64))
+        .bind(column!(|j| j.token.code_hash.as_deref()))
+        .bind(column!(|j| j.token.id));
+    Ok(q.fetch_all(pool).await?)
 }
 
 /// A token from [`TOKEN_COLUMNS`].

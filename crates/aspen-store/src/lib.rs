@@ -13,6 +13,7 @@ pub mod events;
 pub mod factors;
 mod migrate;
 pub mod payments;
+mod pg_batch;
 mod pg_pool;
 mod world;
 
@@ -81,6 +82,8 @@ pub struct PgStore {
     /// The same pool: PostgreSQL keeps no cache per connection.
     writer: pg_pool::PgConns,
     token_ids: IdBlock,
+    /// Client-credentials tokens, several to a statement.
+    cc_tokens: pg_batch::CcBatch,
 }
 
 /// Ids handed out from a block this node took from `id_blocks` (issue 15):
@@ -310,6 +313,7 @@ pub async fn connect_with_schema(
         }
         let pool = pg_pool::PgConns::connect(opts, 16, Duration::from_secs(10)).await?;
         Ok(Arc::new(PgStore {
+            cc_tokens: pg_batch::CcBatch::new(pool.clone()),
             writer: pool.clone(),
             pool,
             token_ids: IdBlock::new(),

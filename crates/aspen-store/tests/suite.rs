@@ -1906,14 +1906,74 @@ async fn sqlite_the_wal_is_checkpointed_while_tokens_are_written() {
     );
 }
 
-/// Writes that meet on the direct lane share one commit (group commit): one
-/// that fails (its token's hash is taken) sends the commit round again with
-/// each write in a savepoint of its own, and leaves its own JWT id unspent
-/// and takes nothing else with it. (On one thread, every write below is
-/// queued before the first one leads.)
+both!(tokens_sharing_a_commit_keep_their_own_rules, |s: Arc<
+    dyn Store,
+>| async move {
+    let far = chrono::Utc::now().timestamp() + 600;
+    s.insert_client(&client("c1")).await.unwrap();
+    let c2 = client("c2");
+    s.insert_client(&c2).await.unwrap();
+    s.update_client(&c2).await.unwrap();
+    assert!(s.use_jti("assertion:c1", "z", far).await.unwrap());
+    let tokens: Vec<TokenRecord> = ["a", "b", "c", "d", "e", "f"]
+        .iter()
+        .map(|h| token(h, if ["d", "f"].contains(h) { "c2" } else { "c1" }, None))
+        .collect();
+    let jti = |id| {
+        Some(JtiUse {
+            scope: "assertion:c1",
+            jti: id,
+            expires_at: far,
+        })
+    };
+    // Queued together (one thread, every write before the first goes out).
+    let r = futures_util::future::join_all([
+        s.insert_cc_token(jti("x"), 0, &tokens[0]),
+        s.insert_cc_token(jti("x"), 0, &tokens[1]),
+        s.insert_cc_token(None, 0, &tokens[2]),
+        // c2 was updated: its revision is 1 now.
+        s.insert_cc_token(jti("y"), 0, &tokens[3]),
+        // Spent before.
+        s.insert_cc_token(jti("z"), 0, &tokens[4]),
+        s.insert_cc_token(None, 1, &tokens[5]),
+    ])
+    .await;
+    let r: Vec<bool> = r.into_iter().map(Result::unwrap).collect();
+    assert!(r[0] != r[1], "one use of a JWT id wins: {r:?}");
+    assert_eq!(&r[2..], [true, false, false, true], "{r:?}");
+    for (i, h) in ["a", "b", "c", "d", "e", "f"].iter().enumerate() {
+        let stored = s.token(&key(h)).await.unwrap().is_some();
+        assert_eq!(stored, r[i], "token {h}");
+    }
+    assert!(!s.use_jti("assertion:c1", "x", far).await.unwrap());
+    assert!(
+        s.use_jti("assertion:c1", "y", far).await.unwrap(),
+        "a token not written leaves its JWT id unspent"
+    );
+});
+
+/// Writes that meet share one commit: on SQLite's direct lane (group
+/// commit) and in PostgreSQL's token statements (`pg_batch`). One that
+/// fails (its token's id is taken) sends the others round again, each on
+/// its own (SQLite: a savepoint each; PostgreSQL: a statement each), and
+/// leaves its own JWT id unspent and takes nothing else with it. (On one
+/// thread, every write below is queued before the first one leads or the
+/// first statement goes out.)
 #[tokio::test]
 async fn sqlite_writes_sharing_a_commit_fail_alone() {
     let (s, _dir, _path) = sqlite_file().await;
+    writes_sharing_a_commit_fail_alone(s).await;
+}
+
+#[tokio::test]
+async fn postgres_writes_sharing_a_commit_fail_alone() {
+    if let Some((s, schema)) = postgres().await {
+        writes_sharing_a_commit_fail_alone(s).await;
+        drop_schema(&schema).await;
+    }
+}
+
+async fn writes_sharing_a_commit_fail_alone(s: Arc<dyn Store>) {
     s.insert_client(&client("c1")).await.unwrap();
     s.insert_token(&token("taken", "c1", None)).await.unwrap();
     let far = chrono::Utc::now().timestamp() + 600;
@@ -2258,7 +2318,7 @@ async fn two_nodes_spend_a_jwt_id_once(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     let far = chrono::Utc::now().timestamp() + 600;
     a.insert_client(&client("c1")).await.unwrap();
     let mut writes = Vec::new();
-    for i in 0..8 {
+    for i in 0..24 {
         let s = if i % 2 == 0 { a.clone() } else { b.clone() };
         writes.push(tokio::spawn(async move {
             spend(
@@ -2279,7 +2339,7 @@ async fn two_nodes_spend_a_jwt_id_once(a: Arc<dyn Store>, b: Arc<dyn Store>) {
         }
     }
     assert_eq!(won.len(), 1, "{won:?}");
-    for i in 0..8 {
+    for i in 0..24 {
         let stored = b.token(&key(&format!("n{i}"))).await.unwrap();
         assert_eq!(stored.is_some(), won.contains(&i), "token n{i}");
     }

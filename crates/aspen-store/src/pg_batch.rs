@@ -1,0 +1,201 @@
+//! PostgreSQL: client-credentials tokens written several to a statement
+//! (issue 15).
+//!
+//! A token on PostgreSQL was one statement of its own: a send to the
+//! server, a wait, a receive, on aspen's side about as much CPU as the
+//! token's own work (BENCHMARKS.md: 66–89 µs a `tls_client_auth` token
+//! against 32 on SQLite, most of it in the kernel sending, waking and
+//! being woken). Here the tokens that arrive while a statement is out
+//! queue up, and the next statement writes all of them
+//! ([`crate::auth::PG_CC_BATCH`]): at most [`LANES`] statements are out
+//! at once, so under load each carries many tokens, and a lone token still
+//! goes out at once.
+//!
+//! Each token's rules are the database's, row by row, as before: the client
+//! row at the revision the checks were made on (locked `FOR SHARE` until
+//! the commit), the JWT id's primary key (`ON CONFLICT DO NOTHING`, one
+//! winner on every node). Two uses of one JWT id in one batch are settled
+//! here: the first goes to the database, the second is a replay whichever
+//! way the first ends. A statement that fails writes none of its tokens,
+//! so its tokens are then written one to a statement, and each caller gets
+//! its own token's outcome: one bad row costs no other request its token.
+//!
+//! The statements run in tasks of their own, not in a caller's future: a
+//! caller that goes away (its client disconnected) does not take the other
+//! callers' tokens with it, and its own token is written or not as a
+//! whole, JWT id with it.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::oneshot;
+
+use crate::StoreError;
+use crate::auth::{JtiUse, TokenRecord};
+use crate::pg_pool::PgConns;
+
+/// Statements out at once. Two keep one statement in PostgreSQL while the
+/// next batch gathers; the pool's other connections serve the reads.
+const LANES: usize = 2;
+
+/// The token queue of one node ([module docs](self)).
+pub(crate) struct CcBatch(Arc<Inner>);
+
+struct Inner {
+    pool: PgConns,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    queue: Vec<Job>,
+    /// Lanes running ([`Inner::drain`]); each empties the queue before it
+    /// stops.
+    lanes: usize,
+}
+
+/// One token to write, owned: it outlives its caller if need be.
+pub(crate) struct Job {
+    pub(crate) jti: Option<(String, String, i64)>,
+    pub(crate) revision: i64,
+    pub(crate) token: TokenRecord,
+    reply: oneshot::Sender<Result<bool, StoreError>>,
+}
+
+impl CcBatch {
+    pub(crate) fn new(pool: PgConns) -> CcBatch {
+        CcBatch(Arc::new(Inner {
+            pool,
+            state: Mutex::new(State::default()),
+        }))
+    }
+
+    /// True when the token was written and its JWT id (if any) spent; false
+    /// with nothing written, as [`crate::AuthStore::insert_cc_token`].
+    pub(crate) async fn insert(
+        &self,
+        jti: Option<JtiUse<'_>>,
+        revision: i64,
+        t: &TokenRecord,
+    ) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            jti: jti.map(|j| {
+                (
+                    j.scope.to_string(),
+                    j.jti.to_string(),
+                    crate::auth::jti_expiry(j.expires_at),
+                )
+            }),
+            revision,
+            token: t.clone(),
+            reply,
+        };
+        let start = {
+            let mut s = self.0.state();
+            s.queue.push(job);
+            let start = s.lanes < LANES;
+            s.lanes += usize::from(start);
+            start
+        };
+        if start {
+            tokio::spawn(Lane::new(&self.0).drain());
+        }
+        answer
+            .await
+            .map_err(|_| StoreError::Backend("the token's write did not finish".into()))?
+    }
+}
+
+impl Inner {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A running lane. Should its task end early (a panic, the runtime
+/// stopping), the lane is given back, and another starts if tokens wait.
+struct Lane {
+    inner: Arc<Inner>,
+    /// Given back by [`Lane::drain`] itself.
+    done: bool,
+}
+
+impl Lane {
+    fn new(inner: &Arc<Inner>) -> Lane {
+        Lane {
+            inner: inner.clone(),
+            done: false,
+        }
+    }
+
+    async fn drain(mut self) {
+        loop {
+            let jobs = {
+                let mut s = self.inner.state();
+                if s.queue.is_empty() {
+                    // In the same critical section as the check: a token
+                    // queued after it finds the lane free and starts one.
+                    s.lanes -= 1;
+                    self.done = true;
+                    return;
+                }
+                std::mem::take(&mut s.queue)
+            };
+            write_batch(&self.inner.pool, jobs).await;
+        }
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut s = self.inner.state();
+        s.lanes -= 1;
+        if !s.queue.is_empty() && tokio::runtime::Handle::try_current().is_ok() {
+            s.lanes += 1;
+            drop(s);
+            tokio::spawn(Lane::new(&self.inner).drain());
+        }
+    }
+}
+
+async fn write_batch(pool: &PgConns, mut jobs: Vec<Job>) {
+    // Sorted by JWT id, so that two statements take the ids' locks in one
+    // order and cannot deadlock; a repeat is then next to its first use.
+    jobs.sort_by(|a, b| a.jti.cmp(&b.jti));
+    let mut batch: Vec<Job> = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let repeat = matches!((&job.jti, batch.last()),
+            (Some((scope, id, _)), Some(Job { jti: Some((s, i, _)), .. })) if scope == s && id == i);
+        if repeat {
+            let _ = job.reply.send(Ok(false));
+        } else {
+            batch.push(job);
+        }
+    }
+    match crate::auth::pg_write_cc_tokens(pool, &batch).await {
+        Ok(mut written) => {
+            written.sort_unstable();
+            for job in batch {
+                let ok = written.binary_search(&job.token.id).is_ok();
+                let _ = job.reply.send(Ok(ok));
+            }
+        }
+        Err(e) if batch.len() == 1 => {
+            if let Some(job) = batch.pop() {
+                let _ = job.reply.send(Err(e));
+            }
+        }
+        Err(_) => {
+            for job in batch {
+                let one = std::slice::from_ref(&job);
+                let outcome = crate::auth::pg_write_cc_tokens(pool, one)
+                    .await
+                    .map(|written| written.contains(&job.token.id));
+                let _ = job.reply.send(outcome);
+            }
+        }
+    }
+}
