@@ -311,9 +311,10 @@ pub async fn connect_with_schema(
         if let Some(schema) = pg_schema {
             opts = opts.options([("search_path", schema)]);
         }
+        let lanes = pg_batch::CcBatch::connect(opts.clone()).await?;
         let pool = pg_pool::PgConns::connect(opts, 16, Duration::from_secs(10)).await?;
         Ok(Arc::new(PgStore {
-            cc_tokens: pg_batch::CcBatch::new(pool.clone()),
+            cc_tokens: lanes,
             writer: pool.clone(),
             pool,
             token_ids: IdBlock::new(),
