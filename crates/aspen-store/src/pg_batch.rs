@@ -40,6 +40,15 @@ use crate::pg_pool::PgConns;
 /// statement in PostgreSQL while the next batch gathers.
 const LANES: usize = 2;
 
+/// Tokens a statement at most. A batch's message stays within one TLS
+/// record (16 kB; about 400 bytes a token with its JWT id): the rest of a
+/// message split across records goes out as a segment of its own, which
+/// Nagle's algorithm holds until the server acknowledges the first, and the
+/// server delays that acknowledgement by 40 ms waiting for the rest
+/// (sqlx's sockets leave `TCP_NODELAY` off). Measured: 50 ms at the 99th
+/// percentile at 64 connections with no cap.
+const MAX_BATCH: usize = 24;
+
 /// The token queue of one node ([module docs](self)).
 pub(crate) struct CcBatch(Arc<Inner>);
 
@@ -151,7 +160,8 @@ impl Lane {
                     self.done = true;
                     return;
                 }
-                std::mem::take(&mut s.queue)
+                let n = s.queue.len().min(MAX_BATCH);
+                s.queue.drain(..n).collect::<Vec<_>>()
             };
             write_batch(&self.inner.pool, jobs).await;
         }
