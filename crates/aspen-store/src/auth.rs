@@ -444,7 +444,7 @@ static PG_CC_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 pub(crate) async fn pg_write_cc_tokens(
     pool: &crate::pg_pool::PgConns,
     jobs: &[crate::pg_batch::Job],
-) -> Result<Vec<i64>, StoreError> {
+) -> Result<Vec<i64>, sqlx::Error> {
     macro_rules! column {
         ($f:expr) => {
             jobs.iter().map($f).collect::<Vec<_>>()
@@ -468,7 +468,7 @@ pub(crate) async fn pg_write_cc_tokens(
         .bind(column!(|j| j.token.revoked as i64))
         .bind(column!(|j| j.token.code_hash.as_deref()))
         .bind(column!(|j| j.token.id));
-    Ok(q.fetch_all(pool).await?)
+    q.fetch_all(pool).await
 }
 
 /// A token from [`TOKEN_COLUMNS`].

@@ -19,6 +19,7 @@
 //! way the first ends. A statement that fails writes none of its tokens,
 //! so its tokens are then written one to a statement, and each caller gets
 //! its own token's outcome: one bad row costs no other request its token.
+//! A statement whose connection broke goes again on another.
 //!
 //! The statements run in tasks of their own, not in a caller's future: a
 //! caller that goes away (its client disconnected) does not take the other
@@ -49,6 +50,9 @@ const LANES: usize = 2;
 /// percentile at 64 connections with no cap.
 const MAX_BATCH: usize = 24;
 
+/// How the lanes' connections show in `pg_stat_activity`.
+const APPLICATION_NAME: &str = "aspen tokens";
+
 /// The token queue of one node ([module docs](self)).
 pub(crate) struct CcBatch(Arc<Inner>);
 
@@ -60,7 +64,7 @@ struct Inner {
 #[derive(Default)]
 struct State {
     queue: Vec<Job>,
-    /// Lanes running ([`Inner::drain`]); each empties the queue before it
+    /// Lanes running ([`Lane::drain`]); each empties the queue before it
     /// stops.
     lanes: usize,
 }
@@ -82,7 +86,9 @@ impl CcBatch {
     /// The generic plan finds each client by its primary key, as a custom
     /// one does.
     pub(crate) async fn connect(opts: PgConnectOptions) -> Result<CcBatch, StoreError> {
-        let opts = opts.options([("plan_cache_mode", "force_generic_plan")]);
+        let opts = opts
+            .options([("plan_cache_mode", "force_generic_plan")])
+            .application_name(APPLICATION_NAME);
         let pool = PgConns::connect(opts, LANES, Duration::from_secs(10)).await?;
         Ok(CcBatch(Arc::new(Inner {
             pool,
@@ -197,7 +203,17 @@ async fn write_batch(pool: &PgConns, mut jobs: Vec<Job>) {
             batch.push(job);
         }
     }
-    match crate::auth::pg_write_cc_tokens(pool, &batch).await {
+    // A connection that broke (the server restarted, a proxy cut it) is
+    // closed by the pool, and the batch goes again on another: each lane's
+    // idle connection may have broken at once.
+    let mut outcome = crate::auth::pg_write_cc_tokens(pool, &batch).await;
+    for _ in 0..LANES {
+        match &outcome {
+            Err(e) if broken(e) => outcome = crate::auth::pg_write_cc_tokens(pool, &batch).await,
+            _ => break,
+        }
+    }
+    match outcome {
         Ok(mut written) => {
             written.sort_unstable();
             for job in batch {
@@ -205,19 +221,37 @@ async fn write_batch(pool: &PgConns, mut jobs: Vec<Job>) {
                 let _ = job.reply.send(Ok(ok));
             }
         }
-        Err(e) if batch.len() == 1 => {
-            if let Some(job) = batch.pop() {
-                let _ = job.reply.send(Err(e));
-            }
-        }
-        Err(_) => {
+        // The database refused the statement (a row broke a constraint):
+        // each token on its own, so that only that row's request fails.
+        Err(ref e @ sqlx::Error::Database(_)) if batch.len() > 1 && !broken(e) => {
             for job in batch {
                 let one = std::slice::from_ref(&job);
                 let outcome = crate::auth::pg_write_cc_tokens(pool, one)
                     .await
-                    .map(|written| written.contains(&job.token.id));
+                    .map(|written| written.contains(&job.token.id))
+                    .map_err(StoreError::from);
                 let _ = job.reply.send(outcome);
             }
         }
+        // Anything else (no server, a timeout): each token one by one
+        // would only wait out one timeout after another.
+        Err(e) => {
+            let e = StoreError::from(e);
+            for job in batch {
+                let _ = job.reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// The connection, not the statement, failed: it broke, or the server
+/// ended it (SQLSTATE class 08, or 57P: shut down, terminated).
+fn broken(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
     }
 }

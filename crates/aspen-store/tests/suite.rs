@@ -1973,6 +1973,51 @@ async fn postgres_writes_sharing_a_commit_fail_alone() {
     }
 }
 
+/// PostgreSQL's token statements outlive their connections: when the
+/// server ends the lanes' idle connections (a restart, a proxy's idle
+/// cut), the next tokens are written on new ones, none failing. Only idle
+/// lane connections are ended, so tests beside this one lose no statement
+/// in flight (their lanes reconnect the same way).
+#[tokio::test]
+async fn postgres_token_statements_reconnect_after_the_server_ends_them() {
+    let Some((s, schema)) = postgres().await else {
+        return;
+    };
+    s.insert_client(&client("c1")).await.unwrap();
+    let far = chrono::Utc::now().timestamp() + 600;
+    let tokens = |prefix: &str| -> Vec<TokenRecord> {
+        (0..8)
+            .map(|i| token(&format!("{prefix}{i}"), "c1", None))
+            .collect()
+    };
+    let before = tokens("p");
+    let written =
+        futures_util::future::join_all(before.iter().map(|t| s.insert_cc_token(None, 0, t))).await;
+    assert!(written.into_iter().all(|r| r.unwrap()));
+    let admin = sqlx::PgPool::connect(&pg_url()).await.unwrap();
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'aspen tokens' AND state = 'idle') AS t",
+    )
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert!(ended >= 1, "no idle token connection to end");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let after = tokens("q");
+    let written = futures_util::future::join_all(
+        after
+            .iter()
+            .map(|t| spend(&s, "assertion:c1", &t.token_hash, far, t)),
+    )
+    .await;
+    for (t, r) in after.iter().zip(written) {
+        assert!(r.unwrap(), "token {}", t.token_hash);
+        assert!(s.token(&key(&t.token_hash)).await.unwrap().is_some());
+    }
+    drop_schema(&schema).await;
+}
+
 async fn writes_sharing_a_commit_fail_alone(s: Arc<dyn Store>) {
     s.insert_client(&client("c1")).await.unwrap();
     s.insert_token(&token("taken", "c1", None)).await.unwrap();
