@@ -256,18 +256,6 @@ macro_rules! bind_token {
     };
 }
 
-/// The statement of `insert_cc_token` without a JWT id, the same on both
-/// backends but for `insert` (PostgreSQL locks the client row with `lock`:
-/// see [`pg_insert_cc_token`]): `$1` the client's revision, `$2..$14` the
-/// token.
-fn cc_token_sql(insert: &str, lock: &str) -> String {
-    format!(
-        "{insert} INTO tokens ({TOKEN_COLUMNS}) SELECT {} WHERE EXISTS ({}{lock})",
-        token_params(2),
-        client_unchanged(4)
-    )
-}
-
 /// SQLite's insert for a statement that writes at most one row. An
 /// `INSERT ... SELECT` that may abort (a `NOT NULL` or `UNIQUE` column, in
 /// the default `ABORT`, or any function call) inside a transaction makes
@@ -281,15 +269,17 @@ fn cc_token_sql(insert: &str, lock: &str) -> String {
 /// journals whatever the statement says.
 const SQLITE_INSERT_ONE: &str = "INSERT OR FAIL";
 
-/// `insert_cc_token` without a JWT id: [`cc_token_sql`], then [`WRITTEN`].
+/// SQLite's `insert_cc_token` without a JWT id (`$1` the client's revision,
+/// `$2..$14` the token), then [`WRITTEN`].
 /// The SQLite scripts answer "written" with a row from a statement of their
 /// own, not `RETURNING`: SQLite collects returned rows in an ephemeral
 /// table, a pager and page cache opened and freed for every token (issue
 /// 15, BENCHMARKS.md).
 static CC_PLAIN: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
     Script::new(format!(
-        "{}; {WRITTEN}",
-        cc_token_sql(SQLITE_INSERT_ONE, "")
+        "{SQLITE_INSERT_ONE} INTO tokens ({TOKEN_COLUMNS}) SELECT {} WHERE EXISTS ({}); {WRITTEN}",
+        token_params(2),
+        client_unchanged(4)
     ))
 });
 
