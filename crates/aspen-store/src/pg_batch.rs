@@ -19,7 +19,9 @@
 //! way the first ends. A statement that fails writes none of its tokens,
 //! so its tokens are then written one to a statement, and each caller gets
 //! its own token's outcome: one bad row costs no other request its token.
-//! A statement whose connection broke goes again on another.
+//! A statement whose connection broke goes again on another; one that
+//! takes longer than [`STATEMENT_TIMEOUT`] is given up. A token whose
+//! caller went away before its statement is left out.
 //!
 //! The statements run in tasks of their own, not in a caller's future: a
 //! caller that goes away (its client disconnected) does not take the other
@@ -49,6 +51,14 @@ const LANES: usize = 2;
 /// (sqlx's sockets leave `TCP_NODELAY` off). Measured: 50 ms at the 99th
 /// percentile at 64 connections with no cap.
 const MAX_BATCH: usize = 24;
+
+/// How long a lane waits for one statement. Its callers are cut off by the
+/// request timeout, but the lane is not, and a statement stuck would hold
+/// the lane and every token queued behind it. The server gives a statement
+/// up after 10 s (`statement_timeout` on the lanes' connections: a client
+/// row locked for long, say), with nothing written; this bounds the wait
+/// for a server that stopped answering.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How the lanes' connections show in `pg_stat_activity`.
 const APPLICATION_NAME: &str = "aspen tokens";
@@ -84,10 +94,14 @@ impl CcBatch {
     /// far above one token's, so the generic plan never looks cheaper),
     /// 150 µs of planning for 55 µs of execution (measured, BENCHMARKS.md).
     /// The generic plan finds each client by its primary key, as a custom
-    /// one does.
+    /// one does. The server also ends a statement that runs past 10 s
+    /// ([`STATEMENT_TIMEOUT`]).
     pub(crate) async fn connect(opts: PgConnectOptions) -> Result<CcBatch, StoreError> {
         let opts = opts
-            .options([("plan_cache_mode", "force_generic_plan")])
+            .options([
+                ("plan_cache_mode", "force_generic_plan"),
+                ("statement_timeout", "10s"),
+            ])
             .application_name(APPLICATION_NAME);
         let pool = PgConns::connect(opts, LANES, Duration::from_secs(10)).await?;
         Ok(CcBatch(Arc::new(Inner {
@@ -190,6 +204,12 @@ impl Drop for Lane {
 }
 
 async fn write_batch(pool: &PgConns, mut jobs: Vec<Job>) {
+    // A caller that went away (its client, the request timeout) gets no
+    // token: none is written for it and its JWT id stays unspent.
+    jobs.retain(|job| !job.reply.is_closed());
+    if jobs.is_empty() {
+        return;
+    }
     // Sorted by JWT id, so that two statements take the ids' locks in one
     // order and cannot deadlock; a repeat is then next to its first use.
     jobs.sort_by(|a, b| a.jti.cmp(&b.jti));
@@ -206,10 +226,10 @@ async fn write_batch(pool: &PgConns, mut jobs: Vec<Job>) {
     // A connection that broke (the server restarted, a proxy cut it) is
     // closed by the pool, and the batch goes again on another: each lane's
     // idle connection may have broken at once.
-    let mut outcome = crate::auth::pg_write_cc_tokens(pool, &batch).await;
+    let mut outcome = write(pool, &batch).await;
     for _ in 0..LANES {
         match &outcome {
-            Err(e) if broken(e) => outcome = crate::auth::pg_write_cc_tokens(pool, &batch).await,
+            Err(e) if broken(e) => outcome = write(pool, &batch).await,
             _ => break,
         }
     }
@@ -221,20 +241,26 @@ async fn write_batch(pool: &PgConns, mut jobs: Vec<Job>) {
                 let _ = job.reply.send(Ok(ok));
             }
         }
-        // The database refused the statement (a row broke a constraint):
-        // each token on its own, so that only that row's request fails.
-        Err(ref e @ sqlx::Error::Database(_)) if batch.len() > 1 && !broken(e) => {
+        // The database refused the statement for a row (a constraint) or
+        // for the moment (a deadlock, a serialisation failure): each token
+        // on its own, so that only that row's request fails.
+        Err(sqlx::Error::Database(ref d))
+            if batch.len() > 1
+                && d.code()
+                    .is_some_and(|c| c.starts_with("23") || c.starts_with("40")) =>
+        {
             for job in batch {
                 let one = std::slice::from_ref(&job);
-                let outcome = crate::auth::pg_write_cc_tokens(pool, one)
+                let outcome = write(pool, one)
                     .await
                     .map(|written| written.contains(&job.token.id))
                     .map_err(StoreError::from);
                 let _ = job.reply.send(outcome);
             }
         }
-        // Anything else (no server, a timeout): each token one by one
-        // would only wait out one timeout after another.
+        // Anything else (no server, a timeout, a statement cancelled):
+        // each token one by one would only wait out one timeout after
+        // another.
         Err(e) => {
             let e = StoreError::from(e);
             for job in batch {
@@ -244,11 +270,29 @@ async fn write_batch(pool: &PgConns, mut jobs: Vec<Job>) {
     }
 }
 
+/// [`crate::auth::pg_write_cc_tokens`] within [`STATEMENT_TIMEOUT`]. A
+/// statement given up is dropped mid-way, and the pool puts its connection
+/// right or closes it ([`crate::pg_pool`]); the lane goes on.
+async fn write(pool: &PgConns, jobs: &[Job]) -> Result<Vec<i64>, sqlx::Error> {
+    tokio::time::timeout(
+        STATEMENT_TIMEOUT,
+        crate::auth::pg_write_cc_tokens(pool, jobs),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the token statement took too long",
+        )))
+    })
+}
+
 /// The connection, not the statement, failed: it broke, or the server
 /// ended it (SQLSTATE class 08, or 57P: shut down, terminated).
 fn broken(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Io(e) => e.kind() != std::io::ErrorKind::TimedOut,
+        sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(d) => d
             .code()
             .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),

@@ -2018,6 +2018,69 @@ async fn postgres_token_statements_reconnect_after_the_server_ends_them() {
     drop_schema(&schema).await;
 }
 
+/// A PostgreSQL token whose caller went away before its statement went out
+/// (its client disconnected, the request timed out) is left out of it: no
+/// token, its JWT id unspent. (One thread: the write below queues and
+/// starts its lane, and is dropped before the lane runs.)
+#[tokio::test]
+async fn postgres_a_token_whose_caller_went_away_is_not_written() {
+    let Some((s, schema)) = postgres().await else {
+        return;
+    };
+    s.insert_client(&client("c1")).await.unwrap();
+    let far = chrono::Utc::now().timestamp() + 600;
+    let gone = token("gone", "c1", None);
+    let mut write = Box::pin(spend(&s, "assertion:c1", "gone", far, &gone));
+    assert!(
+        futures_util::FutureExt::now_or_never(&mut write).is_none(),
+        "queued, not written yet"
+    );
+    drop(write);
+    let next = token("next", "c1", None);
+    assert!(spend(&s, "assertion:c1", "next", far, &next).await.unwrap());
+    assert!(s.token(&key("gone")).await.unwrap().is_none());
+    assert!(
+        s.use_jti("assertion:c1", "gone", far).await.unwrap(),
+        "unspent"
+    );
+    drop_schema(&schema).await;
+}
+
+/// A PostgreSQL token statement that cannot finish (here its client row is
+/// locked by another transaction) is given up within the lanes' statement
+/// timeout, with an error, and the lane goes on once the row is free.
+#[tokio::test]
+async fn postgres_a_stuck_token_statement_is_given_up() {
+    use sqlx::Connection as _;
+    let Some((s, schema)) = postgres().await else {
+        return;
+    };
+    s.insert_client(&client("c1")).await.unwrap();
+    let mut other = sqlx::PgConnection::connect(&pg_url()).await.unwrap();
+    let mut tx = other.begin().await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT 1 FROM {schema}.clients WHERE client_id = 'c1' FOR UPDATE"
+    )))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let stuck = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        s.insert_cc_token(None, 0, &token("stuck", "c1", None)),
+    )
+    .await
+    .expect("given up within the statement timeout");
+    assert!(stuck.is_err(), "{stuck:?}");
+    tx.rollback().await.unwrap();
+    assert!(
+        s.insert_cc_token(None, 0, &token("after", "c1", None))
+            .await
+            .unwrap()
+    );
+    assert!(s.token(&key("stuck")).await.unwrap().is_none());
+    drop_schema(&schema).await;
+}
+
 async fn writes_sharing_a_commit_fail_alone(s: Arc<dyn Store>) {
     s.insert_client(&client("c1")).await.unwrap();
     s.insert_token(&token("taken", "c1", None)).await.unwrap();
