@@ -286,8 +286,9 @@ static CC_PLAIN: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
 /// One row if the statement before it wrote one.
 const WRITTEN: &str = "SELECT 1 WHERE changes() = 1";
 
-/// `insert_cc_token` with a JWT id: `$1` the client's revision, `$2..$4`
-/// the JWT id, `$5..$17` the token (`$17` its id). The token is written only if the id is
+/// `insert_cc_token` with a JWT id: `$1` the client's revision, `$2..$3`
+/// the JWT id (its key, [`crate::jti::sqlite_key`], and expiry), `$4..$16`
+/// the token (`$16` its id). The token is written only if the id is
 /// unspent, and the id spent only if the token was written; the write lock
 /// `BEGIN IMMEDIATE` takes makes the check and the writes one step, on every
 /// node. The id's insert names the token's row rather than asking
@@ -298,13 +299,13 @@ static CC_JTI: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
     Script::new(format!(
         "BEGIN IMMEDIATE; \
          {SQLITE_INSERT_ONE} INTO tokens ({TOKEN_COLUMNS}) SELECT {} \
-         WHERE EXISTS ({}) AND NOT EXISTS (SELECT 1 FROM used_jti WHERE scope=$2 AND jti=$3); \
-         {SQLITE_INSERT_ONE} INTO used_jti (scope, jti, expires_at) SELECT $2,$3,$4 \
-         WHERE EXISTS (SELECT 1 FROM tokens WHERE id=$17 AND token_hash=$5); \
+         WHERE EXISTS ({}) AND NOT EXISTS (SELECT 1 FROM used_jti WHERE k=$2); \
+         {SQLITE_INSERT_ONE} INTO used_jti (k, expires_at) SELECT $2,$3 \
+         WHERE EXISTS (SELECT 1 FROM tokens WHERE id=$16 AND token_hash=$4); \
          {WRITTEN}; \
          COMMIT",
-        token_params(5),
-        client_unchanged(7)
+        token_params(4),
+        client_unchanged(6)
     ))
 });
 
@@ -318,14 +319,13 @@ pub(crate) async fn sqlite_insert_cc_token(
     t: &TokenRecord,
 ) -> Result<bool, StoreError> {
     if let Some(direct) = &store.direct {
-        use crate::direct::Param::{Int, OptText, Text};
+        use crate::direct::Param::{Blob, Int, OptText, Text};
         let mut params = vec![Int(revision)];
         let script: &'static Script = match jti {
             None => &CC_PLAIN,
             Some(j) => {
                 params.extend([
-                    Text(j.scope.to_string()),
-                    Text(j.jti.to_string()),
+                    Blob(crate::jti::sqlite_key(j.scope, j.jti)),
                     Int(jti_expiry(j.expires_at)),
                 ]);
                 &CC_JTI
@@ -356,37 +356,29 @@ pub(crate) async fn sqlite_insert_cc_token(
         let rows = bind_token!(q.bind(revision), t).fetch_all(pool).await?;
         return Ok(!rows.is_empty());
     };
-    let (pool, scope, id, exp, t) = (
+    let (pool, key, exp, t) = (
         pool.clone(),
-        jti.scope.to_string(),
-        jti.jti.to_string(),
-        jti.expires_at,
+        crate::jti::sqlite_key(jti.scope, jti.jti),
+        jti_expiry(jti.expires_at),
         t.clone(),
     );
-    tokio::spawn(async move {
-        let jti = JtiUse {
-            scope: &scope,
-            jti: &id,
-            expires_at: exp,
-        };
-        sqlite_write_cc_token(&pool, jti, revision, &t).await
-    })
-    .await
-    .map_err(|e| StoreError::Backend(format!("token write did not finish: {e}")))?
+    tokio::spawn(async move { sqlite_write_cc_token(&pool, key, exp, revision, &t).await })
+        .await
+        .map_err(|e| StoreError::Backend(format!("token write did not finish: {e}")))?
 }
 
 async fn sqlite_write_cc_token(
     pool: &sqlx::SqlitePool,
-    jti: JtiUse<'_>,
+    jti_key: Vec<u8>,
+    jti_expires_at: i64,
     revision: i64,
     t: &TokenRecord,
 ) -> Result<bool, StoreError> {
     let mut conn = pool.acquire().await?;
     let q = sqlx::query(sqlx::AssertSqlSafe(CC_JTI.text.as_str()))
         .bind(revision)
-        .bind(jti.scope)
-        .bind(jti.jti)
-        .bind(jti_expiry(jti.expires_at));
+        .bind(jti_key)
+        .bind(jti_expires_at);
     let rows = crate::sqlite_script(&mut conn, bind_token!(q, t)).await?;
     Ok(!rows.is_empty())
 }
@@ -779,16 +771,7 @@ macro_rules! impl_auth_store {
             async fn use_jti(&self, scope: &str, jti: &str, expires_at: i64) -> Result<bool, $crate::StoreError> {
                 // Expired ids go in the background purge
                 // (`ConsentStore::purge_expired`), not on this path.
-                let r = sqlx::query(
-                    "INSERT INTO used_jti (scope, jti, expires_at) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING",
-                )
-                .bind(scope)
-                .bind(jti)
-                .bind($crate::auth::jti_expiry(expires_at))
-                .execute(&self.pool)
-                .await
-                .map_err($crate::StoreError::from)?;
-                Ok(r.rows_affected() == 1)
+                self.use_spent_id(scope, jti, expires_at).await
             }
 
             async fn token_client(&self, client_id: &str) -> Result<Option<$crate::auth::TokenClient>, $crate::StoreError> {

@@ -501,6 +501,7 @@ pub(crate) enum Param {
     OptText(Option<String>),
     Int(i64),
     OptInt(Option<i64>),
+    Blob(Vec<u8>),
 }
 
 impl ToSql for Param {
@@ -510,6 +511,7 @@ impl ToSql for Param {
             Param::OptText(s) => s.to_sql(),
             Param::Int(i) => i.to_sql(),
             Param::OptInt(i) => i.to_sql(),
+            Param::Blob(b) => b.to_sql(),
         }
     }
 }
@@ -524,6 +526,7 @@ where
     Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Vec<u8>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
     for p in params {
         q = match p {
@@ -531,6 +534,7 @@ where
             Param::OptText(s) => q.bind(s),
             Param::Int(i) => q.bind(i),
             Param::OptInt(i) => q.bind(i),
+            Param::Blob(b) => q.bind(b),
         };
     }
     q

@@ -11,6 +11,7 @@ pub mod consent;
 mod direct;
 pub mod events;
 pub mod factors;
+mod jti;
 mod migrate;
 pub mod payments;
 mod pg_batch;
@@ -75,6 +76,8 @@ pub struct SqliteStore {
     /// is a file ([`direct`]); sqlx's connections serve the rest.
     direct: Option<direct::Direct>,
     token_ids: IdBlock,
+    /// Where this node's purge of spent JWT ids resumes ([`jti`]).
+    spent_sweep: jti::SpentSweep,
 }
 
 pub struct PgStore {
@@ -126,12 +129,38 @@ impl SqliteStore {
     fn direct(&self) -> Option<&direct::Direct> {
         self.direct.as_ref()
     }
+
+    async fn use_spent_id(
+        &self,
+        scope: &str,
+        id: &str,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        jti::sqlite_use(&self.pool, scope, id, expires_at).await
+    }
+
+    async fn purge_spent_ids(&self, now: i64, batch: i64) -> Result<u64, StoreError> {
+        self.spent_sweep.step(&self.pool, now, batch).await
+    }
 }
 
 impl PgStore {
     /// PostgreSQL has no direct lane: its round trip is the network's.
     fn direct(&self) -> Option<&direct::Direct> {
         None
+    }
+
+    async fn use_spent_id(
+        &self,
+        scope: &str,
+        id: &str,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        jti::pg_use(&self.pool, scope, id, expires_at).await
+    }
+
+    async fn purge_spent_ids(&self, now: i64, batch: i64) -> Result<u64, StoreError> {
+        jti::pg_purge(&self.pool, now, batch).await
     }
 }
 
@@ -191,7 +220,8 @@ impl Store for SqliteStore {
         migrate::sqlite()
             .run(&self.pool)
             .await
-            .map_err(|e| StoreError::Backend(e.to_string()))
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        jti::sqlite_carry(&self.pool).await
     }
 }
 
@@ -305,6 +335,7 @@ pub async fn connect_with_schema(
             writer: pool(1).await?,
             direct: direct::Direct::new(opts.get_filename()),
             token_ids: IdBlock::new(),
+            spent_sweep: jti::SpentSweep::default(),
         }))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let mut opts = sqlx::postgres::PgConnectOptions::from_str(url)?;

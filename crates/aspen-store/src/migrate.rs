@@ -22,79 +22,95 @@ fn build(files: &[(i64, &'static str, &'static str)]) -> Migrator {
     )
 }
 
+/// SQLite's migrations, in order.
+const SQLITE: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "world",
+        include_str!("../migrations/sqlite/0001_world.sql"),
+    ),
+    (
+        2,
+        "auth",
+        include_str!("../migrations/sqlite/0002_auth.sql"),
+    ),
+    (
+        3,
+        "consents",
+        include_str!("../migrations/sqlite/0003_consents.sql"),
+    ),
+    (
+        4,
+        "tx_days",
+        include_str!("../migrations/sqlite/0004_tx_days.sql"),
+    ),
+    (
+        5,
+        "payments",
+        include_str!("../migrations/sqlite/0005_payments.sql"),
+    ),
+    (
+        6,
+        "hardening",
+        include_str!("../migrations/sqlite/0006_hardening.sql"),
+    ),
+    (
+        7,
+        "core",
+        include_str!("../migrations/sqlite/0007_core.sql"),
+    ),
+    (
+        8,
+        "events",
+        include_str!("../migrations/sqlite/0008_events.sql"),
+    ),
+    (
+        9,
+        "factors",
+        include_str!("../migrations/sqlite/0009_factors.sql"),
+    ),
+    (
+        10,
+        "passkeys",
+        include_str!("../migrations/sqlite/0010_passkeys.sql"),
+    ),
+    (
+        11,
+        "token_write",
+        include_str!("../migrations/sqlite/0011_token_write.sql"),
+    ),
+    (
+        12,
+        "tx_blocks",
+        include_str!("../migrations/sqlite/0012_tx_blocks.sql"),
+    ),
+    (
+        13,
+        "detail_parts",
+        include_str!("../migrations/sqlite/0013_detail_parts.sql"),
+    ),
+    (
+        14,
+        "token_ids",
+        include_str!("../migrations/sqlite/0014_token_ids.sql"),
+    ),
+    (
+        15,
+        "spent_ids",
+        include_str!("../migrations/sqlite/0015_spent_ids.sql"),
+    ),
+];
+
 pub fn sqlite() -> Migrator {
-    build(&[
-        (
-            1,
-            "world",
-            include_str!("../migrations/sqlite/0001_world.sql"),
-        ),
-        (
-            2,
-            "auth",
-            include_str!("../migrations/sqlite/0002_auth.sql"),
-        ),
-        (
-            3,
-            "consents",
-            include_str!("../migrations/sqlite/0003_consents.sql"),
-        ),
-        (
-            4,
-            "tx_days",
-            include_str!("../migrations/sqlite/0004_tx_days.sql"),
-        ),
-        (
-            5,
-            "payments",
-            include_str!("../migrations/sqlite/0005_payments.sql"),
-        ),
-        (
-            6,
-            "hardening",
-            include_str!("../migrations/sqlite/0006_hardening.sql"),
-        ),
-        (
-            7,
-            "core",
-            include_str!("../migrations/sqlite/0007_core.sql"),
-        ),
-        (
-            8,
-            "events",
-            include_str!("../migrations/sqlite/0008_events.sql"),
-        ),
-        (
-            9,
-            "factors",
-            include_str!("../migrations/sqlite/0009_factors.sql"),
-        ),
-        (
-            10,
-            "passkeys",
-            include_str!("../migrations/sqlite/0010_passkeys.sql"),
-        ),
-        (
-            11,
-            "token_write",
-            include_str!("../migrations/sqlite/0011_token_write.sql"),
-        ),
-        (
-            12,
-            "tx_blocks",
-            include_str!("../migrations/sqlite/0012_tx_blocks.sql"),
-        ),
-        (
-            13,
-            "detail_parts",
-            include_str!("../migrations/sqlite/0013_detail_parts.sql"),
-        ),
-        (
-            14,
-            "token_ids",
-            include_str!("../migrations/sqlite/0014_token_ids.sql"),
-        ),
-    ])
+    build(SQLITE)
+}
+
+/// SQLite's migrations up to `version`: a data directory as an older
+/// release left it, for the tests of a migration's data.
+#[cfg(test)]
+pub(crate) fn sqlite_until(version: i64) -> Migrator {
+    let n = SQLITE.iter().take_while(|m| m.0 <= version).count();
+    build(&SQLITE[..n])
 }
 
 pub fn postgres() -> Migrator {
