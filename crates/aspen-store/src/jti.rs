@@ -150,8 +150,9 @@ const CARRY_STEP: i64 = 10_000;
 /// dropped, in one transaction. SQL alone cannot do it (SQLite has no
 /// SHA-256). Ids already expired are left behind. Nodes starting together
 /// take turns on the write lock; the later ones find nothing to carry.
-pub(crate) async fn sqlite_carry(pool: &sqlx::SqlitePool) -> Result<(), StoreError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+pub(crate) async fn sqlite_carry(conn: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+    use sqlx::Connection;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let old: Option<i64> = sqlx::query_scalar(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'used_jti_v1'",
     )

@@ -217,11 +217,15 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
+        // One connection for both: a second would stay open in the pool,
+        // with its worker thread and page cache, on a node that may
+        // otherwise never need it.
+        let mut conn = self.pool.acquire().await?;
         migrate::sqlite()
-            .run(&self.pool)
+            .run_direct(None, &mut *conn, false)
             .await
             .map_err(|e| StoreError::Backend(e.to_string()))?;
-        jti::sqlite_carry(&self.pool).await
+        jti::sqlite_carry(&mut conn).await
     }
 }
 
