@@ -7,9 +7,10 @@
 //! against 32 on SQLite, most of it in the kernel sending, waking and
 //! being woken). Here the tokens that arrive while a statement is out
 //! queue up, and the next statement writes all of them
-//! ([`crate::auth::PG_CC_BATCH`]): at most [`LANES`] statements are out
-//! at once, so under load each carries many tokens, and a lone token still
-//! goes out at once.
+//! ([`crate::auth::PG_CC_BATCH`]), so under load each carries many tokens,
+//! and a lone token still goes out at once. A second statement goes out
+//! beside the first ([`LANES`]) only when the queue holds a full batch or
+//! the first has been out for [`SLOW`].
 //!
 //! Each token's rules are the database's, row by row, as before: the client
 //! row at the revision the checks were made on (locked `FOR SHARE` until
@@ -39,9 +40,21 @@ use crate::StoreError;
 use crate::auth::{JtiUse, TokenRecord};
 use crate::pg_pool::PgConns;
 
-/// Statements out at once, each on a connection of its own. Two keep one
-/// statement in PostgreSQL while the next batch gathers.
+/// Statements out at once at most, each on a connection of its own. The
+/// second goes out only when one statement cannot take the queue (a full
+/// batch waits) or the first is slow ([`SLOW`]): while a lone statement
+/// keeps up, the tokens that come meanwhile gather for the next one.
+/// Measured at 8 connections (issue 15, nineteenth pass): with the second
+/// statement out whenever a token waited, two half-full statements a round
+/// trip cost aspen 10–12% more CPU a token and PostgreSQL a third more,
+/// for fewer tokens a second.
 const LANES: usize = 2;
+
+/// How long the first statement may be out before a token waiting for it
+/// gets a statement of its own: a client row locked by a registration
+/// update, a slow server. Many times a token statement's usual time (under
+/// a millisecond at 64 connections).
+const SLOW: Duration = Duration::from_millis(20);
 
 /// Tokens a statement at most. A batch's message stays within one TLS
 /// record (16 kB; about 400 bytes a token with its JWT id): the rest of a
@@ -77,6 +90,9 @@ struct State {
     /// Lanes running ([`Lane::drain`]); each empties the queue before it
     /// stops.
     lanes: usize,
+    /// Statements out for longer than [`SLOW`]: while there is one, a
+    /// token that comes starts the second lane.
+    slow: usize,
 }
 
 /// One token to write, owned: it outlives its caller if need be.
@@ -134,12 +150,11 @@ impl CcBatch {
         let start = {
             let mut s = self.0.state();
             s.queue.push(job);
-            let start = s.lanes < LANES;
-            s.lanes += usize::from(start);
-            start
+            let wanted = s.lanes == 0 || s.slow > 0 || s.queue.len() >= MAX_BATCH;
+            s.take_lane(wanted)
         };
         if start {
-            tokio::spawn(Lane::new(&self.0).drain());
+            spawn_lane(&self.0);
         }
         answer
             .await
@@ -153,12 +168,29 @@ impl Inner {
     }
 }
 
+impl State {
+    /// Counts a lane to start when `wanted` and one is free.
+    fn take_lane(&mut self, wanted: bool) -> bool {
+        let start = wanted && self.lanes < LANES;
+        self.lanes += usize::from(start);
+        start
+    }
+}
+
+/// Starts a lane counted in [`State::lanes`]. A function of its own: a lane
+/// starts another from inside [`Lane::drain`].
+fn spawn_lane(inner: &Arc<Inner>) {
+    tokio::spawn(Lane::new(inner).drain());
+}
+
 /// A running lane. Should its task end early (a panic, the runtime
 /// stopping), the lane is given back, and another starts if tokens wait.
 struct Lane {
     inner: Arc<Inner>,
     /// Given back by [`Lane::drain`] itself.
     done: bool,
+    /// Counted in [`State::slow`].
+    slow: bool,
 }
 
 impl Lane {
@@ -166,6 +198,7 @@ impl Lane {
         Lane {
             inner: inner.clone(),
             done: false,
+            slow: false,
         }
     }
 
@@ -183,7 +216,23 @@ impl Lane {
                 let n = s.queue.len().min(MAX_BATCH);
                 s.queue.drain(..n).collect::<Vec<_>>()
             };
-            write_batch(&self.inner.pool, jobs).await;
+            let write = write_batch(&self.inner.pool, jobs);
+            tokio::pin!(write);
+            if tokio::time::timeout(SLOW, &mut write).await.is_err() {
+                let start = {
+                    let mut s = self.inner.state();
+                    s.slow += 1;
+                    let waiting = !s.queue.is_empty();
+                    s.take_lane(waiting)
+                };
+                self.slow = true;
+                if start {
+                    spawn_lane(&self.inner);
+                }
+                write.await;
+                self.inner.state().slow -= 1;
+                self.slow = false;
+            }
         }
     }
 }
@@ -195,10 +244,11 @@ impl Drop for Lane {
         }
         let mut s = self.inner.state();
         s.lanes -= 1;
+        s.slow -= usize::from(self.slow);
         if !s.queue.is_empty() && tokio::runtime::Handle::try_current().is_ok() {
             s.lanes += 1;
             drop(s);
-            tokio::spawn(Lane::new(&self.inner).drain());
+            spawn_lane(&self.inner);
         }
     }
 }

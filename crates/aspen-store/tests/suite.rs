@@ -2081,6 +2081,44 @@ async fn postgres_a_stuck_token_statement_is_given_up() {
     drop_schema(&schema).await;
 }
 
+/// A PostgreSQL token statement that is slow (its client row locked by
+/// another transaction) does not hold another client's token behind it:
+/// the tokens queue for one statement at a time only while it keeps up.
+#[tokio::test]
+async fn postgres_a_slow_token_statement_holds_no_other_token() {
+    use sqlx::Connection as _;
+    let Some((s, schema)) = postgres().await else {
+        return;
+    };
+    s.insert_client(&client("c1")).await.unwrap();
+    s.insert_client(&client("c2")).await.unwrap();
+    let mut other = sqlx::PgConnection::connect(&pg_url()).await.unwrap();
+    let mut tx = other.begin().await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT 1 FROM {schema}.clients WHERE client_id = 'c1' FOR UPDATE"
+    )))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let held = {
+        let s = s.clone();
+        tokio::spawn(async move { s.insert_cc_token(None, 0, &token("held", "c1", None)).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let free = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        s.insert_cc_token(None, 0, &token("free", "c2", None)),
+    )
+    .await
+    .expect("not held behind the locked client's statement");
+    assert!(free.unwrap());
+    assert!(!held.is_finished(), "still waiting for its client row");
+    tx.rollback().await.unwrap();
+    assert!(held.await.unwrap().unwrap());
+    assert!(s.token(&key("held")).await.unwrap().is_some());
+    drop_schema(&schema).await;
+}
+
 async fn writes_sharing_a_commit_fail_alone(s: Arc<dyn Store>) {
     s.insert_client(&client("c1")).await.unwrap();
     s.insert_token(&token("taken", "c1", None)).await.unwrap();
