@@ -740,6 +740,45 @@ both!(
 );
 
 both!(
+    many_tokens_at_once_are_all_written,
+    |s: Arc<dyn Store>| async move {
+        // More tokens at once than one PostgreSQL statement takes (24): the
+        // second statement goes out beside the first, and every token is
+        // written once, its JWT id with it.
+        s.insert_client(&client("c1")).await.unwrap();
+        let far = chrono::Utc::now().timestamp() + 600;
+        let writes: Vec<_> = (0..100)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let t = token(&format!("m{i}"), "c1", None);
+                    spend(&s, "assertion:c1", &format!("m{i}"), far, &t).await
+                })
+            })
+            .collect();
+        let done = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            futures_util::future::join_all(writes),
+        )
+        .await
+        .expect("every write answered");
+        for (i, w) in done.into_iter().enumerate() {
+            assert!(w.unwrap().unwrap(), "m{i}");
+            assert!(
+                s.token(&key(&format!("m{i}"))).await.unwrap().is_some(),
+                "m{i}"
+            );
+            assert!(
+                !s.use_jti("assertion:c1", &format!("m{i}"), far)
+                    .await
+                    .unwrap(),
+                "m{i} spent"
+            );
+        }
+    }
+);
+
+both!(
     a_client_delete_racing_token_writes_leaves_no_token_usable,
     |s: Arc<dyn Store>| async move {
         // Token writes checked on the live row race the client's delete:
