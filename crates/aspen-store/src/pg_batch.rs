@@ -46,7 +46,7 @@ use crate::pg_pool::PgConns;
 /// keeps up, the tokens that come meanwhile gather for the next one.
 /// Measured at 8 connections (issue 15, nineteenth pass): with the second
 /// statement out whenever a token waited, two half-full statements a round
-/// trip cost aspen 10–12% more CPU a token and PostgreSQL a third more,
+/// trip cost aspen 10–18% more CPU a token and PostgreSQL a third more,
 /// for fewer tokens a second.
 const LANES: usize = 2;
 
