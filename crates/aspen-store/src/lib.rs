@@ -219,7 +219,8 @@ impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         // One connection for both: a second would stay open in the pool,
         // with its worker thread and page cache, on a node that may
-        // otherwise never need it.
+        // otherwise never need it. `run_direct` as on PostgreSQL below:
+        // `run`'s `Acquire` bound is not general enough here.
         let mut conn = self.pool.acquire().await?;
         migrate::sqlite()
             .run_direct(None, &mut *conn, false)

@@ -2085,24 +2085,33 @@ async fn postgres_a_token_whose_caller_went_away_is_not_written() {
     drop_schema(&schema).await;
 }
 
+/// Another transaction holding `client_id`'s row `FOR UPDATE` until it is
+/// rolled back: a token statement for that client waits on it.
+async fn lock_client_row(
+    schema: &str,
+    client_id: &str,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let pool = sqlx::PgPool::connect(&pg_url()).await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT 1 FROM {schema}.clients WHERE client_id = '{client_id}' FOR UPDATE"
+    )))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx
+}
+
 /// A PostgreSQL token statement that cannot finish (here its client row is
 /// locked by another transaction) is given up within the lanes' statement
 /// timeout, with an error, and the lane goes on once the row is free.
 #[tokio::test]
 async fn postgres_a_stuck_token_statement_is_given_up() {
-    use sqlx::Connection as _;
     let Some((s, schema)) = postgres().await else {
         return;
     };
     s.insert_client(&client("c1")).await.unwrap();
-    let mut other = sqlx::PgConnection::connect(&pg_url()).await.unwrap();
-    let mut tx = other.begin().await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT 1 FROM {schema}.clients WHERE client_id = 'c1' FOR UPDATE"
-    )))
-    .execute(&mut *tx)
-    .await
-    .unwrap();
+    let tx = lock_client_row(&schema, "c1").await;
     let stuck = tokio::time::timeout(
         std::time::Duration::from_secs(20),
         s.insert_cc_token(None, 0, &token("stuck", "c1", None)),
@@ -2125,20 +2134,12 @@ async fn postgres_a_stuck_token_statement_is_given_up() {
 /// the tokens queue for one statement at a time only while it keeps up.
 #[tokio::test]
 async fn postgres_a_slow_token_statement_holds_no_other_token() {
-    use sqlx::Connection as _;
     let Some((s, schema)) = postgres().await else {
         return;
     };
     s.insert_client(&client("c1")).await.unwrap();
     s.insert_client(&client("c2")).await.unwrap();
-    let mut other = sqlx::PgConnection::connect(&pg_url()).await.unwrap();
-    let mut tx = other.begin().await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT 1 FROM {schema}.clients WHERE client_id = 'c1' FOR UPDATE"
-    )))
-    .execute(&mut *tx)
-    .await
-    .unwrap();
+    let tx = lock_client_row(&schema, "c1").await;
     let held = {
         let s = s.clone();
         tokio::spawn(async move { s.insert_cc_token(None, 0, &token("held", "c1", None)).await })
