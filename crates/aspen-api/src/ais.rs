@@ -841,10 +841,12 @@ async fn transactions_page(
         },
     };
     // One call: the account's existence, the page, and on a first page the
-    // count and period (later links carry them).
+    // count and period (later links carry them). The transactions are
+    // written into the body as the core hands them over.
+    let mut body = tx_body::PageWriter::new(request.limit as usize, detail, g.has("ReadPAN"));
     let fetched = s
         .core
-        .transaction_page(account, &request, page.is_none())
+        .transaction_page(account, &request, page.is_none(), &mut body)
         .await
         .map_err(|e| match e {
             // The core no longer knows the position the link holds.
@@ -874,7 +876,6 @@ async fn transactions_page(
             )
         }
     };
-    let rows = fetched.entries;
     let page_no = page.as_ref().map_or(1, |p| p.pg);
     let token = |d: char, cur: Option<&str>, n: i64, pg: i64| {
         let t = PageToken {
@@ -921,14 +922,16 @@ async fn transactions_page(
         self_link,
         // First carries the original filters through a token (COMMON-48).
         first: token('n', None, size, 1),
-        prev: rows
-            .first()
+        prev: fetched
+            .first_cursor
+            .as_deref()
             .filter(|_| page_no > 1)
-            .map(|first| token('p', Some(&first.cursor), size, page_no - 1)),
-        next: rows
-            .last()
+            .map(|first| token('p', Some(first), size, page_no - 1)),
+        next: fetched
+            .last_cursor
+            .as_deref()
             .filter(|_| page_no < pages)
-            .map(|last| token('n', Some(&last.cursor), size, page_no + 1)),
+            .map(|last| token('n', Some(last), size, page_no + 1)),
         last: Some(token('p', None, last_size, pages)),
     };
     // AIS-32: the period the data covers (history ∩ consent window ∩ filter).
@@ -943,14 +946,11 @@ async fn transactions_page(
         first_available,
         last_available,
     };
-    let body = tx_body::page(
-        rows.iter().map(|e| &e.transaction),
-        detail,
-        g.has("ReadPAN"),
+    Ok(aspen_http::json::bytes(body.finish(
+        fetched.descending,
         &links_obj,
         &meta,
-    );
-    Ok(aspen_http::json::bytes(body))
+    )))
 }
 
 /// Opens a page link: it must be sealed by this bank and belong to the

@@ -7,7 +7,7 @@
 //! and their order are the schema's, as before; the tests pin the bytes to
 //! what serde_json writes.
 
-use aspen_domain::{DetailPart, Transaction};
+use aspen_domain::{DetailPart, Transaction, TransactionView, TxSink};
 use serde_json::Value;
 
 /// Room for a page's body (about 490 bytes a transaction, 48.6 kB for a
@@ -152,7 +152,13 @@ fn date_time(b: &mut Vec<u8>, ms: i64, dates: &mut Dates) {
 
 /// One OBTransaction5: the fields in the schema's order, the Detail-only
 /// ones (AIS-20) and the PAN mask (AIS-21) decided here.
-fn transaction(b: &mut Vec<u8>, t: &Transaction, detail: bool, pan: bool, dates: &mut Dates) {
+fn transaction(
+    b: &mut Vec<u8>,
+    t: &TransactionView<'_>,
+    detail: bool,
+    pan: bool,
+    dates: &mut Dates,
+) {
     // The detail's parts were found when it was read (`TxDetail`).
     let raw = |b: &mut Vec<u8>, key: &[u8], part: DetailPart| {
         if let Some(v) = t.detail.part(part) {
@@ -161,10 +167,10 @@ fn transaction(b: &mut Vec<u8>, t: &Transaction, detail: bool, pan: bool, dates:
         }
     };
     b.extend_from_slice(b"{\"AccountId\":");
-    string(b, &t.account_id);
+    string(b, t.account_id);
     b.extend_from_slice(b",\"TransactionId\":");
-    string(b, &t.transaction_id);
-    if let Some(r) = &t.reference {
+    string(b, t.transaction_id);
+    if let Some(r) = t.reference {
         b.extend_from_slice(b",\"TransactionReference\":");
         string(b, r);
     }
@@ -173,21 +179,21 @@ fn transaction(b: &mut Vec<u8>, t: &Transaction, detail: bool, pan: bool, dates:
     b.extend_from_slice(t.credit_debit.as_str().as_bytes());
     b.push(b'"');
     b.extend_from_slice(b",\"Status\":");
-    string(b, &t.status);
+    string(b, t.status);
     b.extend_from_slice(b",\"BookingDateTime\":");
     date_time(b, t.booking_ms, dates);
     if let Some(v) = t.value_ms {
         b.extend_from_slice(b",\"ValueDateTime\":");
         date_time(b, v, dates);
     }
-    if let Some(i) = t.information.as_deref().filter(|_| detail) {
+    if let Some(i) = t.information.filter(|_| detail) {
         b.extend_from_slice(b",\"TransactionInformation\":");
         string(b, i);
     }
     b.extend_from_slice(b",\"Amount\":{\"Amount\":");
     amount(b, t.amount_minor);
     b.extend_from_slice(b",\"Currency\":");
-    string(b, &t.currency);
+    string(b, t.currency);
     b.push(b'}');
     raw(
         b,
@@ -203,7 +209,7 @@ fn transaction(b: &mut Vec<u8>, t: &Transaction, detail: bool, pan: bool, dates:
         b.extend_from_slice(b",\"Balance\":{\"Amount\":{\"Amount\":");
         amount(b, bal.abs());
         b.extend_from_slice(b",\"Currency\":");
-        string(b, &t.currency);
+        string(b, t.currency);
         b.extend_from_slice(if bal < 0 {
             b"},\"CreditDebitIndicator\":\"Debit\""
         } else {
@@ -255,7 +261,102 @@ pub struct PageMeta {
     pub last_available: Option<String>,
 }
 
-/// The whole body: `Data.Transaction`, `Links`, `Meta`.
+/// A page's body as its transactions come (a [`TxSink`]): each written
+/// as it arrives, from wherever it was read, then `Links` and `Meta`.
+pub struct PageWriter {
+    b: Vec<u8>,
+    detail: bool,
+    pan: bool,
+    dates: Dates,
+    /// Where each transaction starts, to put a page that came last first
+    /// in order.
+    starts: Vec<usize>,
+}
+
+const HEAD: &[u8] = b"{\"Data\":{\"Transaction\":[";
+
+impl PageWriter {
+    /// For up to `entries` transactions, with the Detail-only fields when
+    /// `detail` (AIS-20) and card numbers unmasked when `pan` (AIS-21).
+    pub fn new(entries: usize, detail: bool, pan: bool) -> Self {
+        let mut b = Vec::with_capacity(capacity(entries));
+        b.extend_from_slice(HEAD);
+        Self {
+            b,
+            detail,
+            pan,
+            dates: Dates::default(),
+            starts: Vec::with_capacity(entries),
+        }
+    }
+
+    /// The whole body: `Data.Transaction` in page order (the entries
+    /// reversed when they came last first), `Links`, `Meta`.
+    pub fn finish(self, descending: bool, links: &PageLinks, meta: &PageMeta) -> Vec<u8> {
+        let mut b = if descending && self.starts.len() > 1 {
+            let mut ordered = Vec::with_capacity(self.b.len() + 1024);
+            ordered.extend_from_slice(HEAD);
+            let ends = self.starts[1..]
+                .iter()
+                // Each but the last ends at the comma before the next.
+                .map(|&next| next - 1)
+                .chain([self.b.len()]);
+            let spans: Vec<_> = self.starts.iter().copied().zip(ends).collect();
+            for (i, &(start, end)) in spans.iter().rev().enumerate() {
+                if i > 0 {
+                    ordered.push(b',');
+                }
+                ordered.extend_from_slice(&self.b[start..end]);
+            }
+            ordered
+        } else {
+            self.b
+        };
+        b.extend_from_slice(b"]},\"Links\":{\"Self\":");
+        string(&mut b, &links.self_link);
+        b.extend_from_slice(b",\"First\":");
+        string(&mut b, &links.first);
+        for (key, v) in [
+            (&b",\"Prev\":"[..], &links.prev),
+            (b",\"Next\":", &links.next),
+            (b",\"Last\":", &links.last),
+        ] {
+            if let Some(v) = v {
+                b.extend_from_slice(key);
+                string(&mut b, v);
+            }
+        }
+        b.extend_from_slice(b"},\"Meta\":{\"TotalPages\":");
+        int(&mut b, meta.total_pages);
+        if let Some(v) = &meta.first_available {
+            b.extend_from_slice(b",\"FirstAvailableDateTime\":");
+            string(&mut b, v);
+        }
+        if let Some(v) = &meta.last_available {
+            b.extend_from_slice(b",\"LastAvailableDateTime\":");
+            string(&mut b, v);
+        }
+        b.extend_from_slice(b"}}");
+        b
+    }
+}
+
+impl TxSink for PageWriter {
+    fn entry(&mut self, t: &TransactionView<'_>) {
+        if !self.starts.is_empty() {
+            self.b.push(b',');
+        }
+        self.starts.push(self.b.len());
+        transaction(&mut self.b, t, self.detail, self.pan, &mut self.dates);
+    }
+
+    fn restart(&mut self) {
+        self.b.truncate(HEAD.len());
+        self.starts.clear();
+    }
+}
+
+/// The whole body of owned transactions, in their order.
 pub fn page<'a>(
     entries: impl ExactSizeIterator<Item = &'a Transaction>,
     detail: bool,
@@ -263,41 +364,11 @@ pub fn page<'a>(
     links: &PageLinks,
     meta: &PageMeta,
 ) -> Vec<u8> {
-    let mut b = Vec::with_capacity(capacity(entries.len()));
-    b.extend_from_slice(b"{\"Data\":{\"Transaction\":[");
-    let mut dates = Dates::default();
-    for (i, t) in entries.enumerate() {
-        if i > 0 {
-            b.push(b',');
-        }
-        transaction(&mut b, t, detail, pan, &mut dates);
+    let mut w = PageWriter::new(entries.len(), detail, pan);
+    for t in entries {
+        w.entry(&t.view());
     }
-    b.extend_from_slice(b"]},\"Links\":{\"Self\":");
-    string(&mut b, &links.self_link);
-    b.extend_from_slice(b",\"First\":");
-    string(&mut b, &links.first);
-    for (key, v) in [
-        (&b",\"Prev\":"[..], &links.prev),
-        (b",\"Next\":", &links.next),
-        (b",\"Last\":", &links.last),
-    ] {
-        if let Some(v) = v {
-            b.extend_from_slice(key);
-            string(&mut b, v);
-        }
-    }
-    b.extend_from_slice(b"},\"Meta\":{\"TotalPages\":");
-    int(&mut b, meta.total_pages);
-    if let Some(v) = &meta.first_available {
-        b.extend_from_slice(b",\"FirstAvailableDateTime\":");
-        string(&mut b, v);
-    }
-    if let Some(v) = &meta.last_available {
-        b.extend_from_slice(b",\"LastAvailableDateTime\":");
-        string(&mut b, v);
-    }
-    b.extend_from_slice(b"}}");
-    b
+    w.finish(false, links, meta)
 }
 
 #[cfg(test)]
@@ -416,7 +487,7 @@ mod tests {
             "Other": [1, 2, {"x": null}]
         });
         let t = tx(detail, Some("ref"), Some(-9_999));
-        let full = text(|b| transaction(b, &t, true, true, &mut Dates::default()));
+        let full = text(|b| transaction(b, &t.view(), true, true, &mut Dates::default()));
         assert_eq!(
             full,
             concat!(
@@ -435,7 +506,7 @@ mod tests {
         );
         // AIS-20: Basic drops the Detail-only fields; AIS-21: the PAN is masked.
         let basic: Value = serde_json::from_str(&text(|b| {
-            transaction(b, &t, false, false, &mut Dates::default())
+            transaction(b, &t.view(), false, false, &mut Dates::default())
         }))
         .unwrap();
         for gone in [
@@ -459,7 +530,7 @@ mod tests {
         // A credit balance, no reference, a detail that is not an object.
         let t = tx(json!("not an object"), None, Some(5));
         let v: Value = serde_json::from_str(&text(|b| {
-            transaction(b, &t, true, true, &mut Dates::default())
+            transaction(b, &t.view(), true, true, &mut Dates::default())
         }))
         .unwrap();
         assert!(v.get("TransactionReference").is_none());
@@ -500,5 +571,67 @@ mod tests {
         let empty: Value =
             serde_json::from_slice(&page(std::iter::empty(), true, false, &links, &meta)).unwrap();
         assert_eq!(empty["Data"]["Transaction"], json!([]));
+    }
+
+    /// A page read backwards comes last first and is written in page
+    /// order; a page read again after a busy first try keeps only the
+    /// second reading.
+    #[test]
+    fn a_page_that_came_last_first_or_twice_is_written_once_in_order() {
+        let entries: Vec<Transaction> = (0..4)
+            .map(|i| {
+                let mut t = tx(
+                    json!({"MerchantDetails": {"MerchantName": i}}),
+                    None,
+                    Some(i),
+                );
+                t.transaction_id = format!("tx-{i}");
+                t.booking_ms += i * 1_000;
+                t
+            })
+            .collect();
+        let links = PageLinks {
+            self_link: "https://x/t".into(),
+            first: "https://x/t?page=a".into(),
+            prev: None,
+            next: None,
+            last: None,
+        };
+        let meta = PageMeta {
+            total_pages: 1,
+            first_available: None,
+            last_available: None,
+        };
+        let want = page(entries.iter(), true, false, &links, &meta);
+        for n in [1, 2, 4] {
+            let mut w = PageWriter::new(n, true, false);
+            // A first reading, given up half-way.
+            for t in entries.iter().take(3) {
+                w.entry(&t.view());
+            }
+            w.restart();
+            for t in entries[..n].iter().rev() {
+                w.entry(&t.view());
+            }
+            let got = w.finish(true, &links, &meta);
+            let want = page(entries[..n].iter(), true, false, &links, &meta);
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                String::from_utf8(want).unwrap(),
+                "{n}"
+            );
+        }
+        // In order, as the entries came.
+        let mut w = PageWriter::new(4, true, false);
+        entries.iter().for_each(|t| w.entry(&t.view()));
+        assert_eq!(w.finish(false, &links, &meta), want);
+        let v: Value = serde_json::from_slice(&want).unwrap();
+        let ids: Vec<_> = v["Data"]["Transaction"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["TransactionId"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["tx-0", "tx-1", "tx-2", "tx-3"]);
     }
 }

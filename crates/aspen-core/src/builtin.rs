@@ -17,7 +17,8 @@ use serde_json::json;
 
 use crate::{
     Account, AccountResource, Core, CoreError, CorePayment, Customer, Direction,
-    PaymentInstruction, PaymentStatus, TxEntry, TxFilter, TxPage, TxPageRequest, TxSummary,
+    PaymentInstruction, PaymentStatus, TxEntry, TxFilter, TxPageEnd, TxPageRequest, TxSink,
+    TxSummary,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -57,13 +58,13 @@ fn store_filter(f: &TxFilter) -> aspen_store::TxFilter {
 /// The ledger's cursor: the keyset position `booking_ms.transaction_id`.
 /// Written by hand: every entry of a page has one, and through `format!`
 /// they were 6% of a page's instructions (issue 15, twelfth pass).
-fn cursor_of(t: &Transaction) -> String {
+fn cursor_of(booking_ms: i64, transaction_id: &str) -> String {
     let mut ms = itoa::Buffer::new();
-    let ms = ms.format(t.booking_ms);
-    let mut c = String::with_capacity(ms.len() + 1 + t.transaction_id.len());
+    let ms = ms.format(booking_ms);
+    let mut c = String::with_capacity(ms.len() + 1 + transaction_id.len());
     c.push_str(ms);
     c.push('.');
-    c.push_str(&t.transaction_id);
+    c.push_str(transaction_id);
     c
 }
 
@@ -100,7 +101,7 @@ fn keyset(page: &TxPageRequest) -> Result<Keyset, CoreError> {
 fn entries(rows: Vec<Transaction>) -> Vec<TxEntry> {
     rows.into_iter()
         .map(|t| TxEntry {
-            cursor: cursor_of(&t),
+            cursor: cursor_of(t.booking_ms, &t.transaction_id),
             transaction: t,
         })
         .collect()
@@ -281,13 +282,15 @@ impl Core for BuiltinCore {
         Ok(entries(rows))
     }
 
-    /// One statement: the account's existence, the summary and the page.
+    /// One statement: the account's existence, the summary and the page,
+    /// whose transactions go to `sink` from the rows they are read from.
     async fn transaction_page(
         &self,
         account_id: &str,
         page: &TxPageRequest,
         summary: bool,
-    ) -> Result<Option<TxPage>, CoreError> {
+        sink: &mut dyn TxSink,
+    ) -> Result<Option<TxPageEnd>, CoreError> {
         let (after, before) = keyset(page)?;
         let Some(p) = self
             .store
@@ -298,18 +301,22 @@ impl Core for BuiltinCore {
                 before.as_ref(),
                 i64::from(page.limit),
                 summary,
+                sink,
             )
             .await?
         else {
             return Ok(None);
         };
-        Ok(Some(TxPage {
+        let cursor = |c: &aspen_store::TxCursor| cursor_of(c.booking_ms, &c.transaction_id);
+        Ok(Some(TxPageEnd {
             summary: summary.then(|| TxSummary {
                 count: p.count.unwrap_or(0),
                 first_booking_ms: p.bounds.map(|b| b.0),
                 last_booking_ms: p.bounds.map(|b| b.1),
             }),
-            entries: entries(p.rows),
+            first_cursor: p.first.as_ref().map(cursor),
+            last_cursor: p.last.as_ref().map(cursor),
+            descending: p.descending,
         }))
     }
 
@@ -443,7 +450,7 @@ mod tests {
                 balance_minor: None,
                 detail: serde_json::json!({}).into(),
             };
-            let c = cursor_of(&t);
+            let c = cursor_of(t.booking_ms, &t.transaction_id);
             assert_eq!(c, format!("{ms}.{id}"));
             let back = parse_cursor(&c).unwrap();
             assert_eq!((back.booking_ms, back.transaction_id.as_str()), (ms, id));

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use aspen_domain::{
     Account, AccountIdentification, AccountResource, CreditDebit, ResourceKind, Transaction,
+    TransactionView, TxSink,
 };
 
 /// Which transactions a page sees: booking time in `[from_ms, to_ms)` and
@@ -81,11 +82,17 @@ pub struct TxSummary {
     pub last_booking_ms: Option<i64>,
 }
 
-/// A page of an account's transactions and, on a first page, its summary.
+/// What [`Core::transaction_page`] answers besides the transactions, which
+/// went to its sink: on a first page the summary, and the cursors of the
+/// page's first and last transactions (in page order), where its links
+/// start.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TxPage {
+pub struct TxPageEnd {
     pub summary: Option<TxSummary>,
-    pub entries: Vec<TxEntry>,
+    pub first_cursor: Option<String>,
+    pub last_cursor: Option<String>,
+    /// The sink had the transactions last first.
+    pub descending: bool,
 }
 
 /// The PSU as the core knows them: the party record the bank keeps.
@@ -204,17 +211,19 @@ pub trait Core: Send + Sync {
         account_id: &str,
         filter: &TxFilter,
     ) -> Result<TxSummary, CoreError>;
-    /// A page of an existing account's transactions, with its summary when
-    /// `summary` (a first page); `None` when the account does not exist.
-    /// This default asks [`Core::account`], [`Core::transaction_summary`]
-    /// and [`Core::transactions`] in turn (three connector calls); a core
-    /// that can answer in one round trip overrides it.
+    /// A page of an existing account's transactions into `sink`, with its
+    /// summary when `summary` (a first page); `None` when the account does
+    /// not exist. This default asks [`Core::account`],
+    /// [`Core::transaction_summary`] and [`Core::transactions`] in turn
+    /// (three connector calls); a core that can answer in one round trip,
+    /// or hand over its transactions without copying them, overrides it.
     async fn transaction_page(
         &self,
         account_id: &str,
         page: &TxPageRequest,
         summary: bool,
-    ) -> Result<Option<TxPage>, CoreError> {
+        sink: &mut dyn TxSink,
+    ) -> Result<Option<TxPageEnd>, CoreError> {
         if self.account(account_id).await?.is_none() {
             return Ok(None);
         }
@@ -224,7 +233,15 @@ pub trait Core: Send + Sync {
             None
         };
         let entries = self.transactions(account_id, page).await?;
-        Ok(Some(TxPage { summary, entries }))
+        for e in &entries {
+            sink.entry(&e.transaction.view());
+        }
+        Ok(Some(TxPageEnd {
+            summary,
+            first_cursor: entries.first().map(|e| e.cursor.clone()),
+            last_cursor: entries.last().map(|e| e.cursor.clone()),
+            descending: false,
+        }))
     }
     /// Beneficiaries, direct debits, standing orders, scheduled payments,
     /// statements, product, offers and parties of an account.

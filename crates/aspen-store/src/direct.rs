@@ -549,12 +549,8 @@ struct Collect<T> {
 
 impl<T> Collect<T> {
     fn new() -> Self {
-        Self::with_capacity(0)
-    }
-
-    fn with_capacity(rows: usize) -> Self {
         Collect {
-            out: Vec::with_capacity(rows),
+            out: Vec::new(),
             failed: None,
         }
     }
@@ -583,9 +579,6 @@ impl<T> Collect<T> {
     }
 }
 
-/// A row mapping of [`Direct::read_both`].
-pub(crate) type RowMap<T> = dyn Fn(&rusqlite::Row<'_>) -> Result<T, StoreError>;
-
 impl Direct {
     /// Every row of one read-only statement of ours through `map` (a
     /// [`crate::cols::Cols`] mapping, the one the sqlx path uses);
@@ -603,26 +596,34 @@ impl Direct {
 
     /// Two read-only statements of ours, one after the other in one read
     /// transaction, so both see the same snapshot (as the subqueries of one
-    /// statement do); their rows through `map`, room made for `expect` of
-    /// them (a page's rows are large: growing the vector as they came
-    /// copied them five times over). `Ok(None)` when the database is busy.
-    pub(crate) fn read_both<T>(
+    /// statement do); each row to `row` as it is stepped on, with whether
+    /// it is the second statement's. The first error `row` gives stops the
+    /// read and is what it answers. `Ok(None)` when the database is busy
+    /// (some rows may have gone to `row` by then).
+    pub(crate) fn read_pair(
         &self,
         first: &str,
         second: &str,
         params: &[&dyn ToSql],
-        map: [&RowMap<T>; 2],
-        expect: usize,
-    ) -> Result<Option<Vec<T>>, StoreError> {
-        let mut rows = Collect::with_capacity(expect);
+        row: &mut dyn FnMut(bool, &rusqlite::Row<'_>) -> Result<(), StoreError>,
+    ) -> Result<Option<()>, StoreError> {
+        let mut failed = None;
         let done = self.with_reader(|c| {
             run(c, "BEGIN", &[], &mut |_| Ok(()))?;
-            for (sql, map) in [first, second].into_iter().zip(map) {
-                run(c, sql, params, &mut |r| rows.push(map, r))?;
+            for (sql, is_second) in [(first, false), (second, true)] {
+                run(c, sql, params, &mut |r| {
+                    row(is_second, r).map_err(|e| {
+                        failed = Some(e);
+                        rusqlite::Error::InvalidQuery
+                    })
+                })?;
             }
             run(c, "COMMIT", &[], &mut |_| Ok(()))
         });
-        rows.finish(done)
+        match failed {
+            Some(e) => Err(e),
+            None => done,
+        }
     }
 
     /// As [`Direct::read_all`], for a statement that finds at most one row.

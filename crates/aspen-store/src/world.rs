@@ -1,7 +1,9 @@
 //! Storage of the bank itself: PSUs, accounts, transactions (keyset
 //! pagination), per-account resources, and the sandbox seed marker.
 
-use aspen_domain::{Account, AccountResource, Psu, ResourceKind, Transaction, World};
+use aspen_domain::{
+    Account, AccountResource, Psu, ResourceKind, Transaction, TransactionView, TxSink, World,
+};
 use async_trait::async_trait;
 
 use crate::StoreError;
@@ -41,10 +43,18 @@ impl TxFilter {
     }
 }
 
-/// What [`WorldStore::transactions_page_summary`] reads.
+/// What [`WorldStore::transactions_page_summary`] answers besides the
+/// transactions, which went to its sink.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TxPageSummary {
-    pub rows: Vec<Transaction>,
+    /// How many transactions went to the sink.
+    pub rows: usize,
+    /// The page's first and last transactions' positions, in page
+    /// (ascending) order.
+    pub first: Option<TxCursor>,
+    pub last: Option<TxCursor>,
+    /// The sink had the transactions last first (a page read backwards).
+    pub descending: bool,
     /// The filter's count, when asked for.
     pub count: Option<i64>,
     /// The account's first and last booking times, when asked for and the
@@ -52,51 +62,89 @@ pub struct TxPageSummary {
     pub bounds: Option<(i64, i64)>,
 }
 
-/// A row of the page statement, decoded.
+/// A page as its rows are read: each transaction to the sink, with the
+/// first's and the last's positions kept (the page's links start there),
+/// and the summary row's answers.
 #[doc(hidden)]
-// A page is a hundred `Tx` rows and one `Summary`: boxing the large
-// variant would cost an allocation per row to save space on one.
-#[allow(clippy::large_enum_variant)]
-pub enum PageRow {
-    Tx(Transaction),
-    Summary {
-        known: bool,
-        count: Option<i64>,
-        bounds: Option<(i64, i64)>,
-    },
+pub struct PageRows<'s> {
+    sink: &'s mut dyn TxSink,
+    rows: usize,
+    first: Option<TxCursor>,
+    last: TxCursor,
+    /// Whether the account exists, once the summary row is read.
+    known: Option<bool>,
+    count: Option<i64>,
+    bounds: Option<(i64, i64)>,
 }
 
-/// The page from its rows: `None` when the account does not exist.
-pub(crate) fn assemble_page(
-    rows: Vec<PageRow>,
-    backwards: bool,
-) -> Result<Option<TxPageSummary>, StoreError> {
-    let mut out = Vec::with_capacity(rows.len());
-    let mut summary = None;
-    for r in rows {
-        match r {
-            PageRow::Tx(t) => out.push(t),
-            PageRow::Summary {
-                known,
-                count,
-                bounds,
-            } => summary = Some((known, count, bounds)),
+impl<'s> PageRows<'s> {
+    pub(crate) fn new(sink: &'s mut dyn TxSink) -> Self {
+        Self {
+            sink,
+            rows: 0,
+            first: None,
+            last: TxCursor {
+                booking_ms: 0,
+                transaction_id: String::new(),
+            },
+            known: None,
+            count: None,
+            bounds: None,
         }
     }
-    let Some((known, count, bounds)) = summary else {
-        return Err(StoreError::Backend("page without its summary row".into()));
-    };
-    if !known {
-        return Ok(None);
+
+    pub(crate) fn tx(&mut self, t: &TransactionView<'_>) {
+        if self.rows == 0 {
+            self.first = Some(TxCursor {
+                booking_ms: t.booking_ms,
+                transaction_id: t.transaction_id.to_string(),
+            });
+        }
+        // Into the same string each time: no allocation a row.
+        self.last.booking_ms = t.booking_ms;
+        self.last.transaction_id.clear();
+        self.last.transaction_id.push_str(t.transaction_id);
+        self.rows += 1;
+        self.sink.entry(t);
     }
-    if backwards {
-        out.reverse();
+
+    pub(crate) fn summary(&mut self, known: bool, count: Option<i64>, bounds: Option<(i64, i64)>) {
+        (self.known, self.count, self.bounds) = (Some(known), count, bounds);
     }
-    Ok(Some(TxPageSummary {
-        rows: out,
-        count,
-        bounds,
-    }))
+
+    /// Everything read so far forgotten, the sink's too.
+    pub(crate) fn restart(&mut self) {
+        self.rows = 0;
+        self.first = None;
+        (self.known, self.count, self.bounds) = (None, None, None);
+        self.sink.restart();
+    }
+
+    /// The page's answers: `None` when the account does not exist.
+    pub(crate) fn finish(self, backwards: bool) -> Result<Option<TxPageSummary>, StoreError> {
+        match self.known {
+            None => return Err(StoreError::Backend("page without its summary row".into())),
+            Some(false) => return Ok(None),
+            Some(true) => {}
+        }
+        let (read_first, read_last) = match self.first {
+            Some(first) => (Some(first), Some(self.last)),
+            None => (None, None),
+        };
+        let (first, last) = if backwards {
+            (read_last, read_first)
+        } else {
+            (read_first, read_last)
+        };
+        Ok(Some(TxPageSummary {
+            rows: self.rows,
+            first,
+            last,
+            descending: backwards,
+            count: self.count,
+            bounds: self.bounds,
+        }))
+    }
 }
 
 #[async_trait]
@@ -141,11 +189,12 @@ pub trait WorldStore: Send + Sync {
     ) -> Result<i64, StoreError>;
     /// Earliest and latest booking time of an account's transactions.
     async fn transaction_bounds(&self, account_id: &str) -> Result<Option<(i64, i64)>, StoreError>;
-    /// [`WorldStore::transactions_page`] with, when `summary`, what
-    /// [`WorldStore::count_transactions`] and
+    /// [`WorldStore::transactions_page`] into `sink` as the rows are read,
+    /// with, when `summary`, what [`WorldStore::count_transactions`] and
     /// [`WorldStore::transaction_bounds`] answer, and whether the account
     /// exists (`None` when it does not): one statement, so an AIS page is
     /// one round trip however much it needs.
+    #[allow(clippy::too_many_arguments)]
     async fn transactions_page_summary(
         &self,
         account_id: &str,
@@ -154,6 +203,7 @@ pub trait WorldStore: Send + Sync {
         before: Option<&TxCursor>,
         limit: i64,
         summary: bool,
+        sink: &mut dyn TxSink,
     ) -> Result<Option<TxPageSummary>, StoreError>;
 
     async fn resources(
@@ -340,7 +390,7 @@ pub(crate) fn page_summary_sql(backwards: bool, limit: i64, summary: bool) -> St
 /// whether the account exists, and with `summary` its count and period.
 ///
 /// On SQLite's direct lane the page and this run as two statements in one
-/// read transaction ([`crate::direct::Direct::read_both`]): with no round
+/// read transaction ([`crate::direct::Direct::read_pair`]): with no round
 /// trip to save there, the compound statement's co-routines (each page row
 /// copied into the compound's registers, then out again) cost more VM
 /// steps than the page itself (measured with `.stats vmstep`, 10,000-entry
@@ -433,38 +483,51 @@ macro_rules! impl_world_store {
 
         /// A transaction from [`$crate::world::TX_COLUMNS`] starting at column `o`.
         fn tx_from_row_at(r: &impl $crate::cols::Cols, o: usize) -> Result<aspen_domain::Transaction, $crate::StoreError> {
-            Ok(aspen_domain::Transaction {
-                transaction_id: r.col(o)?,
-                account_id: r.col(o + 1)?,
+            tx_view_at(r, o).map(|t| t.to_transaction())
+        }
+
+        /// A transaction's columns from `o` on, borrowed from the row.
+        fn tx_view_at<R: $crate::cols::Cols>(r: &R, o: usize) -> Result<aspen_domain::TransactionView<'_>, $crate::StoreError> {
+            Ok(aspen_domain::TransactionView {
+                transaction_id: r.col_str(o)?,
+                account_id: r.col_str(o + 1)?,
                 booking_ms: r.col(o + 2)?,
                 value_ms: r.col(o + 3)?,
                 amount_minor: r.col(o + 4)?,
-                currency: r.col(o + 5)?,
+                currency: r.col_str(o + 5)?,
                 credit_debit: if r.col::<i64>(o + 6)? != 0 {
                     aspen_domain::CreditDebit::Credit
                 } else {
                     aspen_domain::CreditDebit::Debit
                 },
-                status: r.col(o + 7)?,
-                reference: r.col(o + 8)?,
-                information: r.col(o + 9)?,
+                status: r.col_str(o + 7)?,
+                reference: r.col_opt_str(o + 8)?,
+                information: r.col_opt_str(o + 9)?,
                 balance_minor: r.col(o + 10)?,
-                detail: aspen_domain::TxDetail::from_stored(r.col(o + 11)?, r.col_opt_str(o + 12)?)
+                detail: aspen_domain::DetailView::from_stored(r.col_str(o + 11)?, r.col_opt_str(o + 12)?)
                     .map_err(|e| $crate::StoreError::Backend(format!("corrupt JSON column: {e}")))?,
             })
         }
 
+        /// The summary row of [`$crate::world::page_summary_sql`] or of
+        /// [`$crate::world::summary_sql`], from column `o` on.
+        fn summary_row_at(r: &impl $crate::cols::Cols, o: usize, page: &mut $crate::world::PageRows<'_>) -> Result<(), $crate::StoreError> {
+            page.summary(
+                r.col::<i64>(o)? != 0,
+                r.col(o + 1)?,
+                r.col::<Option<i64>>(o + 2)?.zip(r.col::<Option<i64>>(o + 3)?),
+            );
+            Ok(())
+        }
+
         /// A row of [`$crate::world::page_summary_sql`]: a transaction, or
         /// the summary row (its first column not NULL).
-        fn page_row(r: &impl $crate::cols::Cols) -> Result<$crate::world::PageRow, $crate::StoreError> {
-            Ok(match r.col::<Option<i64>>(0)? {
-                None => $crate::world::PageRow::Tx(tx_from_row_at(r, 4)?),
-                Some(known) => $crate::world::PageRow::Summary {
-                    known: known != 0,
-                    count: r.col(1)?,
-                    bounds: r.col::<Option<i64>>(2)?.zip(r.col::<Option<i64>>(3)?),
-                },
-            })
+        fn page_row(r: &impl $crate::cols::Cols, page: &mut $crate::world::PageRows<'_>) -> Result<(), $crate::StoreError> {
+            match r.col::<Option<i64>>(0)? {
+                None => page.tx(&tx_view_at(r, 4)?),
+                Some(_) => summary_row_at(r, 0, page)?,
+            }
+            Ok(())
         }
 
         fn account_from_row(r: &impl $crate::cols::Cols) -> Result<aspen_domain::Account, $crate::StoreError> {
@@ -837,25 +900,34 @@ macro_rules! impl_world_store {
                 before: Option<&$crate::world::TxCursor>,
                 limit: i64,
                 summary: bool,
+                sink: &mut dyn aspen_domain::TxSink,
             ) -> Result<Option<$crate::world::TxPageSummary>, $crate::StoreError> {
                 let backwards = before.is_some();
                 let (cur_ms, cur_id) = keyset_position(after, before);
                 let (credit, debit) = (if f.credits { 1i64 } else { -1 }, if f.debits { 0i64 } else { -1 });
                 let counts = $crate::world::count_params(f);
+                let mut page = $crate::world::PageRows::new(sink);
                 if let Some(d) = self.direct() {
                     let mut params: Vec<&dyn rusqlite::ToSql> =
                         vec![&account_id, &f.from_ms, &f.to_ms, &credit, &debit, &cur_ms, &cur_id];
                     if summary {
                         params.extend(counts.iter().map(|c| c as &dyn rusqlite::ToSql));
                     }
-                    let page = $crate::world::page_sql(backwards, limit.max(0), "");
-                    let tx = |r: &rusqlite::Row<'_>| Ok($crate::world::PageRow::Tx(tx_from_row_at(r, 0)?));
-                    let sum = |r: &rusqlite::Row<'_>| page_row(r);
-                    let rows = usize::try_from(limit.max(0)).unwrap_or(0).min(1_000) + 1;
-                    let both = d.read_both(&page, &$crate::world::summary_sql(summary), &params, [&tx, &sum], rows)?;
-                    if let Some(rows) = both {
-                        return $crate::world::assemble_page(rows, backwards);
+                    let sql = $crate::world::page_sql(backwards, limit.max(0), "");
+                    // Each transaction is written out from the row SQLite
+                    // steps on, never copied into a `Transaction`.
+                    let read = d.read_pair(&sql, &$crate::world::summary_sql(summary), &params, &mut |second, r| {
+                        if second {
+                            summary_row_at(r, 0, &mut page)
+                        } else {
+                            page.tx(&tx_view_at(r, 0)?);
+                            Ok(())
+                        }
+                    })?;
+                    if read.is_some() {
+                        return page.finish(backwards);
                     }
+                    page.restart();
                 }
                 let sql = $crate::world::page_summary_sql(backwards, limit.max(0), summary);
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -872,8 +944,10 @@ macro_rules! impl_world_store {
                     }
                 }
                 let rows: Vec<$row> = q.fetch_all(&self.pool).await?;
-                let rows = rows.iter().map(page_row).collect::<Result<Vec<_>, _>>()?;
-                $crate::world::assemble_page(rows, backwards)
+                for r in &rows {
+                    page_row(r, &mut page)?;
+                }
+                page.finish(backwards)
             }
 
             async fn resources(&self, account_id: &str, kind: aspen_domain::ResourceKind) -> Result<Vec<aspen_domain::AccountResource>, $crate::StoreError> {

@@ -211,6 +211,36 @@ async fn get_accounts(s: &TestServer, c: &Client, token: &str) -> reqwest::Respo
         .unwrap()
 }
 
+/// A transactions page (or a link of one) read as a TPP reads it: 200 and
+/// valid against the official schema.
+async fn transactions_page(s: &TestServer, c: &Client, token: &str, url: &str) -> Value {
+    let r = s
+        .kit_client(&c.tpp.dir)
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    OpenApi::load("account-info-openapi.yaml").validate(
+        "/accounts/{AccountId}/transactions",
+        "get",
+        "200",
+        &body,
+    );
+    body
+}
+
+fn transaction_ids(page: &Value) -> Vec<String> {
+    page["Data"]["Transaction"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["TransactionId"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// An OB error body: `UK.OBIE.UnexpectedError`, valid against the
 /// official schema, and the interaction id echoed.
 async fn ob_error(r: reqwest::Response, status: u16) -> reqwest::header::HeaderMap {
@@ -229,6 +259,7 @@ async fn ob_error(r: reqwest::Response, status: u16) -> reqwest::header::HeaderM
 #[tokio::test]
 async fn a_failing_core_gives_ob_errors_and_the_breaker_sheds_load() {
     let rig = rig(|cfg| {
+        cfg.limits.page_size = 25;
         cfg.core.timeout_ms = 400;
         cfg.core.retries = 0;
         cfg.core.breaker_failures = 3;
@@ -244,6 +275,51 @@ async fn a_failing_core_gives_ob_errors_and_the_breaker_sheds_load() {
     assert_eq!(r.status(), 200);
     let accounts: Value = r.json().await.unwrap();
     assert!(!accounts["Data"]["Account"].as_array().unwrap().is_empty());
+
+    // A transactions page through the connector (the core's default
+    // page: account, summary and entries in three calls), its links
+    // walked forwards and backwards.
+    // The account with the longest history: at least three pages of 25.
+    let mut first = Value::Null;
+    for a in accounts["Data"]["Account"].as_array().unwrap() {
+        let id = a["AccountId"].as_str().unwrap();
+        let url = s.url(&format!(
+            "/open-banking/v3.1/aisp/accounts/{id}/transactions"
+        ));
+        let page = transactions_page(s, &c, &token, &url).await;
+        if page["Meta"]["TotalPages"].as_i64() > first["Meta"]["TotalPages"].as_i64() {
+            first = page;
+        }
+    }
+    assert!(
+        first["Meta"]["TotalPages"].as_i64().unwrap() >= 3,
+        "{first}"
+    );
+    assert_eq!(transaction_ids(&first).len(), 25);
+    let link = |page: &Value, rel: &str| page["Links"][rel].as_str().unwrap().to_string();
+    let second = transactions_page(s, &c, &token, &link(&first, "Next")).await;
+    let back = transactions_page(s, &c, &token, &link(&second, "Prev")).await;
+    assert_eq!(back["Data"], first["Data"]);
+    let last = transactions_page(s, &c, &token, &link(&first, "Last")).await;
+    let times = |page: &Value| -> Vec<String> {
+        page["Data"]["Transaction"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["BookingDateTime"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for page in [&first, &second, &last] {
+        let t = times(page);
+        assert!(t.windows(2).all(|w| w[0] <= w[1]), "in booking order");
+    }
+    assert!(times(&first).last() <= times(&second).first());
+    assert!(
+        !transaction_ids(&second)
+            .iter()
+            .any(|id| transaction_ids(&first).contains(id))
+    );
+    assert!(times(&second).last() <= times(&last).first());
 
     // Down: 503 with the core's Retry-After passed on.
     rig.set(UNAVAILABLE);
