@@ -1071,6 +1071,57 @@ mod tests {
         }
     }
 
+    /// A page read again (the direct lane busy part-way, then sqlx's
+    /// path) answers for the second reading only, sink and edges alike;
+    /// read backwards, its edges are the other way round.
+    #[test]
+    fn a_page_read_again_keeps_only_the_second_reading() {
+        #[derive(Default)]
+        struct Ids(Vec<String>);
+        impl TxSink for Ids {
+            fn entry(&mut self, t: &TransactionView<'_>) {
+                self.0.push(t.transaction_id.to_string());
+            }
+            fn restart(&mut self) {
+                self.0.clear();
+            }
+        }
+        let txs: Vec<Transaction> = (1..=4).map(|i| tx(i * 10, true)).collect();
+        for backwards in [false, true] {
+            let mut ids = Ids::default();
+            let mut page = PageRows::new(&mut ids);
+            txs.iter().for_each(|t| page.tx(&t.view()));
+            page.summary(false, Some(9), None);
+            page.restart();
+            txs[1..3].iter().for_each(|t| page.tx(&t.view()));
+            page.summary(true, Some(2), Some((10, 40)));
+            let p = page.finish(backwards).unwrap().unwrap();
+            assert_eq!(ids.0, ["t20", "t30"]);
+            let at = |ms: i64| {
+                Some(TxCursor {
+                    booking_ms: ms,
+                    transaction_id: format!("t{ms}"),
+                })
+            };
+            let (first, last) = if backwards {
+                (at(30), at(20))
+            } else {
+                (at(20), at(30))
+            };
+            assert_eq!((p.rows, p.first, p.last), (2, first, last));
+            assert_eq!(
+                (p.descending, p.count, p.bounds),
+                (backwards, Some(2), Some((10, 40)))
+            );
+        }
+        // No summary row read: an error, not an empty page.
+        let mut ids = Ids::default();
+        let mut page = PageRows::new(&mut ids);
+        page.summary(true, None, None);
+        page.restart();
+        assert!(page.finish(false).is_err());
+    }
+
     /// A page deep in a long history costs what the first page costs: the
     /// index is entered at the cursor, not at the window's start and
     /// walked from there. Counted in SQLite's VM steps (not time), on the
