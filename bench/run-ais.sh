@@ -11,6 +11,9 @@
 # get before/after side by side; when the newer build adds a migration, the
 # older one cannot open the data directory after it: give one history a
 # run, HISTORIES=1000000 bench/run-ais.sh ...)
+# DEEP=N also measures page N+1 (its link walked once through `Next`, with
+# the first binary) at 16 connections: a keyset walk costs the same at any
+# depth (before the twentieth pass of issue 15, SQLite's cost grew with it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DB=${1:-sqlite}
@@ -49,20 +52,31 @@ start() {  # start binary [args]
 echo "== AIS page, $DB, $(nproc) cores, $(date -u +%FT%TZ), ${SECS}s a level, load $(cut -d' ' -f1-3 /proc/loadavg)"
 "${BINS[0]}" sandbox init --out "$WORK/kit" --redirect-uri https://bench.example.com/cb >/dev/null
 HCLIENT=$("${BINS[0]}" clients add --kit "$WORK/kit" --headless | sed -n 's/^client_id: //p')
+get() {  # get url: as the kit's TPP, with the AC token
+  curl -fsk --cert "$WORK/kit/transport.pem" --key "$WORK/kit/transport-key.pem" \
+    -H "authorization: Bearer $TOKEN" "$1"
+}
 for n in $HISTORIES; do
   TOKEN=
   for bin in "${BINS[@]}"; do
     start "$bin" --sandbox-transactions "$n"
     if [ -z "$TOKEN" ]; then
       read -r TOKEN ACCOUNT < <("$LOAD" setup-ais --url "$URL" --kit "$WORK/kit" --client-id "$HCLIENT")
+      DEEP_URL="$URL/open-banking/v3.1/aisp/accounts/$ACCOUNT/transactions"
+      for _ in $(seq "${DEEP:-0}"); do
+        DEEP_URL=$(get "$DEEP_URL" | python3 -c 'import json, sys; print(json.load(sys.stdin)["Links"]["Next"])')
+      done
     fi
     PAGE="$URL/open-banking/v3.1/aisp/accounts/$ACCOUNT/transactions"
     echo "-- $n bulk transactions, $bin"
     for c in 1 16 64; do
       "$LOAD" get --url "$PAGE" --kit "$WORK/kit" --bearer "$TOKEN" --conns $c --secs "$SECS"
     done
-    curl -fsk --cert "$WORK/kit/transport.pem" --key "$WORK/kit/transport-key.pem" \
-      -H "authorization: Bearer $TOKEN" "$PAGE" -o "$WORK/page.json"
+    if [ "${DEEP:-0}" -gt 0 ]; then
+      printf 'page %s: ' "$((DEEP + 1))"
+      "$LOAD" get --url "$DEEP_URL" --kit "$WORK/kit" --bearer "$TOKEN" --conns 16 --secs "$SECS"
+    fi
+    get "$PAGE" >"$WORK/page.json"
     stop
   done
 done
