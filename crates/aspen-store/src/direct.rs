@@ -643,6 +643,32 @@ impl Direct {
 mod tests {
     use super::*;
 
+    /// The SQLite linked in is built as `.cargo/config.toml` asks: each
+    /// connection's page cache is its own, with no process-wide lock taken
+    /// for every page a read touches, and allocations keep no statistics
+    /// behind another lock (issue 15, twenty-first pass: 6–8% of an AIS
+    /// page's server CPU). Both the direct lane and sqlx link this one
+    /// library. A build that loses the setting fails here.
+    #[test]
+    fn sqlite_is_built_without_process_wide_locks_on_reads() {
+        let c = Connection::open_in_memory().unwrap();
+        let options: Vec<String> = c
+            .prepare("PRAGMA compile_options")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "{options:?}"
+        );
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+    }
+
     /// Two inserts a write; `$1` and `$2` the keys.
     static PAIR: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
         Script::new("INSERT INTO t (k) VALUES ($1); INSERT INTO t (k) VALUES ($2); SELECT 1".into())
