@@ -11,6 +11,9 @@
 # get before/after side by side; when the newer build adds a migration, the
 # older one cannot open the data directory after it: give one history a
 # run, HISTORIES=1000000 bench/run-ais.sh ...)
+# Each level also prints the server's CPU a page (user + system, from
+# /proc), and on PostgreSQL the database's: steadier from run to run than
+# the rates, which move with whatever else shares the two cores.
 # DEEP=N also measures page N+1 (its link walked once through `Next`, with
 # the first binary) at 16 connections: a keyset walk costs the same at any
 # depth (before the twentieth pass of issue 15, SQLite's cost grew with it).
@@ -35,6 +38,22 @@ if [ "$DB" = postgres ]; then
   psql -q -h 127.0.0.1 -U postgres -d postgres -c 'drop database if exists aspen_bench_ais' -c 'create database aspen_bench_ais'
   export ASPEN_DATABASE_URL=postgres://postgres@127.0.0.1:5432/aspen_bench_ais
 fi
+ticks() {  # CPU clock ticks (user + system) of the given processes
+  local t=0 p
+  for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
+  echo "$t"
+}
+HZ=$(getconf CLK_TCK)
+measure() {  # measure load-get args...: the level's line, then the CPU a page
+  local a0 d0 a1 d1 out ok
+  a0=$(ticks "$PID"); d0=$(ticks $(pgrep -x postgres || true))
+  out=$("$LOAD" get "$@")
+  a1=$(ticks "$PID"); d1=$(ticks $(pgrep -x postgres || true))
+  ok=$(sed -n 's/.* ok=\([0-9]*\).*/\1/p' <<<"$out")
+  printf '%s server_us=%s' "$out" $(( (a1 - a0) * 1000000 / HZ / (ok > 0 ? ok : 1) ))
+  [ "$DB" = postgres ] && printf ' postgres_us=%s' $(( (d1 - d0) * 1000000 / HZ / (ok > 0 ? ok : 1) ))
+  echo
+}
 PID=
 stop() { [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; PID=; }
 trap 'stop; [ -n "${KEEP:-}" ] && echo "kept $WORK" || rm -rf "$WORK"' EXIT
@@ -70,11 +89,11 @@ for n in $HISTORIES; do
     PAGE="$URL/open-banking/v3.1/aisp/accounts/$ACCOUNT/transactions"
     echo "-- $n bulk transactions, $bin"
     for c in 1 16 64; do
-      "$LOAD" get --url "$PAGE" --kit "$WORK/kit" --bearer "$TOKEN" --conns $c --secs "$SECS"
+      measure --url "$PAGE" --kit "$WORK/kit" --bearer "$TOKEN" --conns $c --secs "$SECS"
     done
     if [ "${DEEP:-0}" -gt 0 ]; then
       printf 'page %s: ' "$((DEEP + 1))"
-      "$LOAD" get --url "$DEEP_URL" --kit "$WORK/kit" --bearer "$TOKEN" --conns 16 --secs "$SECS"
+      measure --url "$DEEP_URL" --kit "$WORK/kit" --bearer "$TOKEN" --conns 16 --secs "$SECS"
     fi
     get "$PAGE" >"$WORK/page.json"
     stop
@@ -86,6 +105,6 @@ echo "-- ceiling: same TLS listener, same bytes ($(wc -c < "$WORK/page.json") B)
 PID=$!
 until curl -fsk "$URL/" >/dev/null 2>&1; do sleep 0.02; done
 for c in 1 16 64; do
-  "$LOAD" get --url "$URL/page" --kit "$WORK/kit" --conns $c --secs "$SECS"
+  measure --url "$URL/page" --kit "$WORK/kit" --conns $c --secs "$SECS"
 done
 stop
