@@ -646,7 +646,7 @@ mod tests {
     /// The SQLite linked in is built as `.cargo/config.toml` asks: each
     /// connection's page cache is its own, with no process-wide lock taken
     /// for every page a read touches, and allocations keep no statistics
-    /// behind another lock (issue 15, twenty-first pass: 6–8% of an AIS
+    /// behind another lock (issue 15, twenty-first pass: 3% of an AIS
     /// page's server CPU). Both the direct lane and sqlx link this one
     /// library. A build that loses the setting fails here.
     #[test]
