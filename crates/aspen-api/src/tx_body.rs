@@ -296,17 +296,14 @@ impl PageWriter {
         let mut b = if descending && self.starts.len() > 1 {
             let mut ordered = Vec::with_capacity(self.b.len() + 1024);
             ordered.extend_from_slice(HEAD);
-            let ends = self.starts[1..]
-                .iter()
-                // Each but the last ends at the comma before the next.
-                .map(|&next| next - 1)
-                .chain([self.b.len()]);
-            let spans: Vec<_> = self.starts.iter().copied().zip(ends).collect();
-            for (i, &(start, end)) in spans.iter().rev().enumerate() {
-                if i > 0 {
+            let mut end = self.b.len();
+            for &start in self.starts.iter().rev() {
+                if end < self.b.len() {
                     ordered.push(b',');
                 }
                 ordered.extend_from_slice(&self.b[start..end]);
+                // The one before ends at the comma before this one.
+                end = start - 1;
             }
             ordered
         } else {
