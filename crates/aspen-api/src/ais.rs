@@ -184,18 +184,6 @@ fn envelope(data: Value, self_link: String, meta: Value) -> Response {
     Json(json!({ "Data": data, "Links": { "Self": self_link }, "Meta": meta })).into_response()
 }
 
-pub(crate) fn mask_pan(pan: &str) -> String {
-    let n = pan.chars().count();
-    if n <= 4 {
-        return pan.to_string();
-    }
-    format!(
-        "{}{}",
-        "*".repeat(n - 4),
-        pan.chars().skip(n - 4).collect::<String>()
-    )
-}
-
 fn account_json(a: &Account, detail: bool, pan: bool) -> Value {
     let mut m = Map::new();
     m.insert("AccountId".into(), json!(a.account_id));
@@ -216,7 +204,7 @@ fn account_json(a: &Account, detail: bool, pan: bool) -> Value {
                 let mut o = Map::new();
                 o.insert("SchemeName".into(), json!(i.scheme_name));
                 let id = if i.scheme_name == "UK.OBIE.PAN" && !pan {
-                    mask_pan(&i.identification)
+                    aspen_domain::wire::mask_pan(&i.identification)
                 } else {
                     i.identification.clone()
                 };

@@ -1,14 +1,9 @@
 //! A transactions page's body (OBReadTransaction6), written straight into
-//! its bytes. Through serde_json each of a page's ~2,000 keys went through
-//! the string escaper and each date and amount through `core::fmt`: a
-//! third of a page's instructions (issue 15, ninth pass). Here the keys and
-//! punctuation are constants, a value is copied as it is unless a scan
-//! finds something to escape, and digits are written by hand. The fields
-//! and their order are the schema's, as before; the tests pin the bytes to
-//! what serde_json writes.
+//! its bytes: each transaction as [`aspen_domain::wire`] writes it, from
+//! its columns or from its stored form, then `Links` and `Meta`.
 
-use aspen_domain::{DetailPart, Transaction, TransactionView, TxSink};
-use serde_json::Value;
+use aspen_domain::wire::{self, Dates, string};
+use aspen_domain::{StoredTx, Transaction, TransactionView, TxSink};
 
 /// Room for a page's body (about 490 bytes a transaction, 48.6 kB for a
 /// sandbox page of 100), reserved before it is written.
@@ -16,233 +11,8 @@ pub fn capacity(entries: usize) -> usize {
     2048 + 512 * entries
 }
 
-/// Whether `s` has a byte JSON must escape: `"`, `\\` or a control
-/// character (RFC 8259 §7). Eight bytes a step, with the usual SWAR tests
-/// for a zero byte and for a byte below 0x20, and the last eight bytes
-/// read as one more (overlapping) word; a page's strings are short, and
-/// byte by byte this was most of writing them (issue 15, thirteenth pass).
-fn needs_escape(s: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    // A byte of `x` is below `n` (n ≤ 0x80) where `x - n` borrows into its
-    // high bit and the byte's own high bit is clear; the test is exact for
-    // "any byte", though a borrow may mark bytes above the first.
-    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
-    let test = |w: &[u8; 8]| {
-        let w = u64::from_ne_bytes(*w);
-        below(w, 0x20)
-            | below(w ^ u64::from_ne_bytes([b'"'; 8]), 1)
-            | below(w ^ u64::from_ne_bytes([b'\\'; 8]), 1)
-    };
-    match s.last_chunk::<8>() {
-        Some(last) => {
-            s.as_chunks::<8>()
-                .0
-                .iter()
-                .fold(test(last), |acc, w| acc | test(w))
-                != 0
-        }
-        None => s.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\'),
-    }
-}
-
-/// A JSON string literal. Text without anything to escape, which is
-/// nearly all of it, is copied whole. Escapes are serde_json's (short
-/// forms, else `\u00XX`), so the bytes do not depend on the path taken.
-pub fn string(b: &mut Vec<u8>, s: &str) {
-    b.push(b'"');
-    if !needs_escape(s.as_bytes()) {
-        b.extend_from_slice(s.as_bytes());
-    } else {
-        for &c in s.as_bytes() {
-            match c {
-                b'"' => b.extend_from_slice(b"\\\""),
-                b'\\' => b.extend_from_slice(b"\\\\"),
-                b'\n' => b.extend_from_slice(b"\\n"),
-                b'\r' => b.extend_from_slice(b"\\r"),
-                b'\t' => b.extend_from_slice(b"\\t"),
-                0x08 => b.extend_from_slice(b"\\b"),
-                0x0c => b.extend_from_slice(b"\\f"),
-                c if c < 0x20 => {
-                    const HEX: &[u8; 16] = b"0123456789abcdef";
-                    b.extend_from_slice(b"\\u00");
-                    b.push(HEX[usize::from(c >> 4)]);
-                    b.push(HEX[usize::from(c & 0xf)]);
-                }
-                c => b.push(c),
-            }
-        }
-    }
-    b.push(b'"');
-}
-
 fn int(b: &mut Vec<u8>, n: i64) {
     b.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-}
-
-fn two(b: &mut Vec<u8>, n: u32) {
-    b.push(b'0' + (n / 10 % 10) as u8);
-    b.push(b'0' + (n % 10) as u8);
-}
-
-/// An OB amount string from minor units (`"12.30"`), as
-/// [`aspen_domain::Minor`] displays it.
-fn amount(b: &mut Vec<u8>, minor: i64) {
-    b.push(b'"');
-    if minor < 0 {
-        b.push(b'-');
-    }
-    let m = minor.unsigned_abs();
-    b.extend_from_slice(itoa::Buffer::new().format(m / 100).as_bytes());
-    b.push(b'.');
-    two(b, (m % 100) as u32);
-    b.push(b'"');
-}
-
-const DAY_MS: i64 = 86_400_000;
-
-/// The last date written: a page's entries come in booking order, many on
-/// one day, so each day's calendar date is worked out once, not per entry
-/// (it was half of writing a date-time).
-#[derive(Default)]
-struct Dates {
-    day: Option<i64>,
-    /// `YYYY-MM-DD` of `day`.
-    text: [u8; 10],
-}
-
-/// A date-time string, as [`crate::common::MsDateTime`] displays it.
-fn date_time(b: &mut Vec<u8>, ms: i64, dates: &mut Dates) {
-    use chrono::{DateTime, Datelike};
-    let day = ms.div_euclid(DAY_MS);
-    if dates.day != Some(day) {
-        match DateTime::from_timestamp_millis(ms) {
-            Some(d) if (0..=9999).contains(&d.year()) => {
-                let (y, m, dd) = (d.year() as u32, d.month(), d.day());
-                let digit = |n: u32| b'0' + (n % 10) as u8;
-                dates.text = [
-                    digit(y / 1000),
-                    digit(y / 100),
-                    digit(y / 10),
-                    digit(y),
-                    b'-',
-                    digit(m / 10),
-                    digit(m),
-                    b'-',
-                    digit(dd / 10),
-                    digit(dd),
-                ];
-                dates.day = Some(day);
-            }
-            _ => return string(b, &crate::common::MsDateTime(ms).to_string()),
-        }
-    }
-    // `"YYYY-MM-DDThh:mm:ssZ"` on the stack, then one copy: a push at a
-    // time checked the vector's capacity 16 times a date-time.
-    let secs = (ms.rem_euclid(DAY_MS) / 1000) as u32;
-    let digit = |n: u32| b'0' + (n % 10) as u8;
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    let mut out = *b"\"YYYY-MM-DDT00:00:00Z\"";
-    out[1..11].copy_from_slice(&dates.text);
-    out[12..14].copy_from_slice(&[digit(h / 10), digit(h)]);
-    out[15..17].copy_from_slice(&[digit(m / 10), digit(m)]);
-    out[18..20].copy_from_slice(&[digit(s / 10), digit(s)]);
-    b.extend_from_slice(&out);
-}
-
-/// One OBTransaction5: the fields in the schema's order, the Detail-only
-/// ones (AIS-20) and the PAN mask (AIS-21) decided here.
-fn transaction(
-    b: &mut Vec<u8>,
-    t: &TransactionView<'_>,
-    detail: bool,
-    pan: bool,
-    dates: &mut Dates,
-) {
-    // The detail's parts were found when it was read (`TxDetail`).
-    let raw = |b: &mut Vec<u8>, key: &[u8], part: DetailPart| {
-        if let Some(v) = t.detail.part(part) {
-            b.extend_from_slice(key);
-            b.extend_from_slice(v.as_bytes());
-        }
-    };
-    b.extend_from_slice(b"{\"AccountId\":");
-    string(b, t.account_id);
-    b.extend_from_slice(b",\"TransactionId\":");
-    string(b, t.transaction_id);
-    if let Some(r) = t.reference {
-        b.extend_from_slice(b",\"TransactionReference\":");
-        string(b, r);
-    }
-    // One of two fixed words: nothing to escape.
-    b.extend_from_slice(b",\"CreditDebitIndicator\":\"");
-    b.extend_from_slice(t.credit_debit.as_str().as_bytes());
-    b.push(b'"');
-    b.extend_from_slice(b",\"Status\":");
-    string(b, t.status);
-    b.extend_from_slice(b",\"BookingDateTime\":");
-    date_time(b, t.booking_ms, dates);
-    if let Some(v) = t.value_ms {
-        b.extend_from_slice(b",\"ValueDateTime\":");
-        date_time(b, v, dates);
-    }
-    if let Some(i) = t.information.filter(|_| detail) {
-        b.extend_from_slice(b",\"TransactionInformation\":");
-        string(b, i);
-    }
-    b.extend_from_slice(b",\"Amount\":{\"Amount\":");
-    amount(b, t.amount_minor);
-    b.extend_from_slice(b",\"Currency\":");
-    string(b, t.currency);
-    b.push(b'}');
-    raw(
-        b,
-        b",\"BankTransactionCode\":",
-        DetailPart::BankTransactionCode,
-    );
-    raw(
-        b,
-        b",\"ProprietaryBankTransactionCode\":",
-        DetailPart::ProprietaryBankTransactionCode,
-    );
-    if let Some(bal) = t.balance_minor.filter(|_| detail) {
-        b.extend_from_slice(b",\"Balance\":{\"Amount\":{\"Amount\":");
-        amount(b, bal.abs());
-        b.extend_from_slice(b",\"Currency\":");
-        string(b, t.currency);
-        b.extend_from_slice(if bal < 0 {
-            b"},\"CreditDebitIndicator\":\"Debit\""
-        } else {
-            b"},\"CreditDebitIndicator\":\"Credit\""
-        });
-        b.extend_from_slice(b",\"Type\":\"InterimBooked\"}");
-    }
-    if detail {
-        raw(b, b",\"MerchantDetails\":", DetailPart::MerchantDetails);
-        raw(b, b",\"CreditorAgent\":", DetailPart::CreditorAgent);
-        raw(b, b",\"CreditorAccount\":", DetailPart::CreditorAccount);
-        raw(b, b",\"DebtorAgent\":", DetailPart::DebtorAgent);
-        raw(b, b",\"DebtorAccount\":", DetailPart::DebtorAccount);
-    }
-    if let Some(card) = t.detail.part(DetailPart::CardInstrument) {
-        b.extend_from_slice(b",\"CardInstrument\":");
-        card_instrument(b, card, pan);
-    }
-    b.push(b'}');
-}
-
-/// A card as stored, or with its PAN masked unless the consent has
-/// `ReadPAN` (AIS-21).
-fn card_instrument(b: &mut Vec<u8>, raw: &str, pan: bool) {
-    if !pan {
-        let mut card: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
-        if let Some(masked) = card["Identification"].as_str().map(crate::ais::mask_pan) {
-            card["Identification"] = Value::String(masked);
-            b.extend_from_slice(card.to_string().as_bytes());
-            return;
-        }
-    }
-    b.extend_from_slice(raw.as_bytes());
 }
 
 /// The links of a transactions page (COMMON-45..48).
@@ -344,7 +114,19 @@ impl TxSink for PageWriter {
             self.b.push(b',');
         }
         self.starts.push(self.b.len());
-        transaction(&mut self.b, t, self.detail, self.pan, &mut self.dates);
+        wire::transaction(&mut self.b, t, self.detail, self.pan, &mut self.dates);
+    }
+
+    fn takes_stored(&self) -> bool {
+        true
+    }
+
+    fn stored(&mut self, t: &StoredTx<'_>) {
+        if !self.starts.is_empty() {
+            self.b.push(b',');
+        }
+        self.starts.push(self.b.len());
+        wire::write_stored(&mut self.b, &t.wire, t.balance_minor, self.detail, self.pan);
     }
 
     fn restart(&mut self) {
@@ -372,7 +154,7 @@ pub fn page<'a>(
 mod tests {
     use super::*;
     use aspen_domain::{CreditDebit, Minor, TxDetail};
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn text(f: impl FnOnce(&mut Vec<u8>)) -> String {
         let mut b = Vec::new();
@@ -380,48 +162,14 @@ mod tests {
         String::from_utf8(b).unwrap()
     }
 
-    /// Every byte that needs escaping, and one that does not, at every
-    /// place in an eight-byte word and in the tail, among neighbours of
-    /// every kind (a word's borrow must not spill into the next byte's test).
-    #[test]
-    fn each_byte_is_tested_wherever_it_sits() {
-        let specials: Vec<u8> = (0u8..0x20).chain([b'"', b'\\']).collect();
-        let ordinary = [b' ', b'!', b'#', b'[', b']', b'~', 0x7f, b'a'];
-        for len in 1..=19 {
-            for at in 0..len {
-                for &fill in &ordinary {
-                    let mut v = vec![fill; len];
-                    assert!(!needs_escape(&v), "{v:?}");
-                    for &c in &specials {
-                        v[at] = c;
-                        assert!(needs_escape(&v), "{v:?}");
-                    }
-                    for &c in ordinary.iter().chain(&[0x80, 0xc3, 0xff, 0x21, 0x5d]) {
-                        v[at] = c;
-                        assert!(!needs_escape(&v), "{v:?}");
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn strings_are_escaped_as_serde_json_escapes_them() {
-        let mut all: String = (0u8..0x80).map(char::from).collect();
-        all.push_str("é€😀\u{2028}");
-        for s in ["", "plain", "a\"b", "back\\slash", "tab\tnl\ncr\r", &all] {
-            assert_eq!(
-                text(|b| string(b, s)),
-                serde_json::to_string(s).unwrap(),
-                "{s:?}"
-            );
-        }
-    }
-
     #[test]
     fn amounts_and_dates_match_their_display() {
         for m in [0, 1, 9, 10, 99, 100, 12_345, -1, -250, i64::MAX, i64::MIN] {
-            assert_eq!(text(|b| amount(b, m)), format!("\"{}\"", Minor(m)), "{m}");
+            assert_eq!(
+                text(|b| wire::amount(b, m)),
+                format!("\"{}\"", Minor(m)),
+                "{m}"
+            );
         }
         // Each alone, and all through one `Dates` (a day written before,
         // then others, then it again).
@@ -443,12 +191,12 @@ mod tests {
             let want = crate::common::MsDateTime(ms).to_string();
             let want = serde_json::to_string(&want).unwrap();
             assert_eq!(
-                text(|b| date_time(b, ms, &mut Dates::default())),
+                text(|b| wire::date_time(b, ms, &mut Dates::default())),
                 want,
                 "{ms}"
             );
             assert_eq!(
-                text(|b| date_time(b, ms, &mut dates)),
+                text(|b| wire::date_time(b, ms, &mut dates)),
                 want,
                 "{ms} after others"
             );
@@ -484,7 +232,7 @@ mod tests {
             "Other": [1, 2, {"x": null}]
         });
         let t = tx(detail, Some("ref"), Some(-9_999));
-        let full = text(|b| transaction(b, &t.view(), true, true, &mut Dates::default()));
+        let full = text(|b| wire::transaction(b, &t.view(), true, true, &mut Dates::default()));
         assert_eq!(
             full,
             concat!(
@@ -503,7 +251,7 @@ mod tests {
         );
         // AIS-20: Basic drops the Detail-only fields; AIS-21: the PAN is masked.
         let basic: Value = serde_json::from_str(&text(|b| {
-            transaction(b, &t.view(), false, false, &mut Dates::default())
+            wire::transaction(b, &t.view(), false, false, &mut Dates::default())
         }))
         .unwrap();
         for gone in [
@@ -527,7 +275,7 @@ mod tests {
         // A credit balance, no reference, a detail that is not an object.
         let t = tx(json!("not an object"), None, Some(5));
         let v: Value = serde_json::from_str(&text(|b| {
-            transaction(b, &t.view(), true, true, &mut Dates::default())
+            wire::transaction(b, &t.view(), true, true, &mut Dates::default())
         }))
         .unwrap();
         assert!(v.get("TransactionReference").is_none());

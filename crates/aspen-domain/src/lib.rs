@@ -3,6 +3,7 @@
 //! decimal point on the wire (COMMON-61).
 
 pub mod payments;
+pub mod wire;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -445,10 +446,27 @@ pub struct TransactionView<'a> {
     pub detail: DetailView<'a>,
 }
 
+/// A transaction read in its stored form ([`wire::stored`]), with what
+/// its page needs from its columns besides.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredTx<'a> {
+    pub transaction_id: &'a str,
+    pub booking_ms: i64,
+    /// Running booked balance after the entry (see [`Transaction`]).
+    pub balance_minor: Option<i64>,
+    pub wire: wire::Stored<'a>,
+}
+
 /// Where a page's transactions go as they are read.
 pub trait TxSink: Send {
     /// The next transaction, in the order it was read.
     fn entry(&mut self, t: &TransactionView<'_>);
+    /// Whether the sink takes transactions in their stored form
+    /// ([`TxSink::stored`]); a store that keeps them so then reads that,
+    /// and gives [`TxSink::entry`] only what it has not kept.
+    fn takes_stored(&self) -> bool;
+    /// The next transaction in its stored form, when [`TxSink::takes_stored`].
+    fn stored(&mut self, t: &StoredTx<'_>);
     /// Forgets the entries given so far: the page is being read again
     /// (another way, after the first was busy).
     fn restart(&mut self);

@@ -99,6 +99,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "spent_ids",
         include_str!("../migrations/sqlite/0015_spent_ids.sql"),
     ),
+    (
+        16,
+        "tx_wire",
+        include_str!("../migrations/sqlite/0016_tx_wire.sql"),
+    ),
 ];
 
 pub fn sqlite() -> Migrator {
@@ -189,6 +194,11 @@ pub fn postgres() -> Migrator {
             15,
             "token_ids",
             include_str!("../migrations/postgres/0015_token_ids.sql"),
+        ),
+        (
+            16,
+            "tx_wire",
+            include_str!("../migrations/postgres/0016_tx_wire.sql"),
         ),
     ])
 }

@@ -262,7 +262,7 @@ fn final_status(s: &str) -> &'static str {
 /// The statement list of [`sqlite_insert_payment_executed`], parameters as
 /// [`executed_params`].
 static SQLITE_EXECUTED: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
-    use crate::world::TX_COLUMNS;
+    use crate::world::TX_INSERT_COLUMNS;
     let paid = "EXISTS (SELECT 1 FROM payments WHERE payment_id=$5)";
     let booked = format!(
         "EXISTS (SELECT 1 FROM core_payments WHERE payment_id=$5 AND status='{LEDGER_COMPLETED}')"
@@ -287,8 +287,8 @@ static SQLITE_EXECUTED: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|
          ON CONFLICT (account_id, day, credit) DO UPDATE SET n = tx_days.n + excluded.n; \
          INSERT INTO tx_blocks (account_id, block, credit, n) SELECT $10, $23, 0, 1 WHERE {booked} \
          ON CONFLICT (account_id, block, credit) DO UPDATE SET n = tx_blocks.n + excluded.n; \
-         INSERT INTO transactions ({TX_COLUMNS}) \
-         SELECT $17,$10,$6,$6,$11,$12,0,'Booked',$18,$19,a.booked_minor,$20,$24 \
+         INSERT INTO transactions ({TX_INSERT_COLUMNS}) \
+         SELECT $17,$10,$6,$6,$11,$12,0,'Booked',$18,$19,a.booked_minor,$20,$24,$25 \
          FROM accounts a WHERE a.account_id=$10 AND {booked}; \
          SELECT status FROM payments WHERE payment_id=$5; \
          COMMIT"
@@ -334,7 +334,7 @@ const ABORT_SQLSTATE: &str = "ASP01";
 /// The statement of [`pg_insert_payment_executed`], parameters as
 /// [`executed_params`].
 static PG_EXECUTED_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    use crate::world::TX_COLUMNS;
+    use crate::world::TX_INSERT_COLUMNS;
     let event = executed_event_sql();
     format!(
         "WITH claim AS ({CLAIM_SQL} RETURNING 1), \
@@ -362,8 +362,8 @@ static PG_EXECUTED_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
            INSERT INTO tx_blocks (account_id, block, credit, n) SELECT $10, $23, 0, 1 FROM debit \
            ON CONFLICT (account_id, block, credit) DO UPDATE SET n = tx_blocks.n + excluded.n), \
          entry AS (\
-           INSERT INTO transactions ({TX_COLUMNS}) \
-           SELECT $17,$10,$6,$6,$11,$12,0,'Booked',$18,$19,booked_minor,$20,$24 FROM debit), \
+           INSERT INTO transactions ({TX_INSERT_COLUMNS}) \
+           SELECT $17,$10,$6,$6,$11,$12,0,'Booked',$18,$19,booked_minor,$20,$24,$25 FROM debit), \
          event AS ({event} AND EXISTS (SELECT 1 FROM consumed)) \
          SELECT (SELECT status FROM pay), \
            CASE WHEN EXISTS (SELECT 1 FROM claim) AND NOT EXISTS (SELECT 1 FROM consumed) \
@@ -509,7 +509,7 @@ fn consent_once_params(c: &ConsentRecord, idem: &IdemKey, since: i64) -> Vec<Par
 /// start), `$8..$14` the order (consent, kind, account, debit, currency,
 /// data, the ledger's instruction), `$15` the rejection reason, `$16` the
 /// entry's day, `$17..$20` the entry (id, reference, information, detail),
-/// `$21..$22` the event's ids, `$23` the entry's block, `$24` its detail's index.
+/// `$21..$22` the event's ids, `$23` the entry's block, `$24` its detail's index, `$25` its stored form.
 fn executed_params(
     p: &PaymentRecord,
     idem: &IdemKey,
@@ -539,8 +539,26 @@ fn executed_params(
             p.created_at.div_euclid(crate::world::DAY_MS),
         )),
         Text(e.detail.index()),
+        Text(executed_entry_stored(p, exec)),
     ]);
     params
+}
+
+/// The stored form (`aspen_domain::wire::stored`) of the entry the
+/// executed payment's statement writes: the columns as that statement
+/// gives them (`$6`, `$10`..`$12`, `$17`..`$20`), the running balance
+/// aside (the statement works it out, and the stored form leaves it out).
+fn executed_entry_stored(p: &PaymentRecord, exec: &LedgerExecution) -> String {
+    let (l, e) = (&exec.payment, &exec.entry);
+    let mut t = e.view();
+    t.account_id = &l.account_id;
+    t.booking_ms = p.created_at;
+    t.value_ms = Some(p.created_at);
+    t.amount_minor = l.debit_minor;
+    t.currency = &l.debit_currency;
+    t.credit_debit = aspen_domain::CreditDebit::Debit;
+    t.status = "Booked";
+    aspen_domain::wire::stored(&t)
 }
 
 /// A live idempotency key: `$1..$3` the key, `$4` the window's start.
@@ -1024,15 +1042,29 @@ macro_rules! impl_payment_store {
                 .await
                 .map_err($crate::StoreError::from)?
                 .get(0);
-                sqlx::query(
-                    "UPDATE transactions SET status='Booked', value_ms=$2, balance_minor=$3 WHERE transaction_id=$1",
-                )
-                .bind($crate::payments::entry_id(payment_id))
+                // The entry's stored form changes with its status and value
+                // date, so it is written again from what the row now holds.
+                let entry_id = $crate::payments::entry_id(payment_id);
+                let entry: Option<$row> = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE transactions SET status='Booked', value_ms=$2, balance_minor=$3 WHERE transaction_id=$1 \
+                     RETURNING {}",
+                    $crate::world::TX_COLUMNS
+                )))
+                .bind(&entry_id)
                 .bind(now)
                 .bind(booked)
-                .execute(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await
                 .map_err($crate::StoreError::from)?;
+                if let Some(entry) = entry {
+                    let entry = tx_from_row_at(&entry, 0)?;
+                    sqlx::query("UPDATE transactions SET wire=$2 WHERE transaction_id=$1")
+                        .bind(&entry_id)
+                        .bind(aspen_domain::wire::stored(&entry.view()))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err($crate::StoreError::from)?;
+                }
                 tx.commit().await.map_err($crate::StoreError::from)?;
                 Ok($crate::payments::Step::Moved($crate::payments::LEDGER_COMPLETED))
             }

@@ -75,6 +75,7 @@ pub struct PageRows<'s> {
     known: Option<bool>,
     count: Option<i64>,
     bounds: Option<(i64, i64)>,
+    missing: bool,
 }
 
 impl<'s> PageRows<'s> {
@@ -90,22 +91,65 @@ impl<'s> PageRows<'s> {
             known: None,
             count: None,
             bounds: None,
+            missing: false,
         }
     }
 
-    pub(crate) fn tx(&mut self, t: &TransactionView<'_>) {
+    /// Whether the sink takes transactions in their stored form.
+    pub(crate) fn takes_stored(&self) -> bool {
+        self.sink.takes_stored()
+    }
+
+    fn at(&mut self, booking_ms: i64, transaction_id: &str) {
         if self.rows == 0 {
             self.first = Some(TxCursor {
-                booking_ms: t.booking_ms,
-                transaction_id: t.transaction_id.to_string(),
+                booking_ms,
+                transaction_id: transaction_id.to_string(),
             });
         }
         // Into the same string each time: no allocation a row.
-        self.last.booking_ms = t.booking_ms;
+        self.last.booking_ms = booking_ms;
         self.last.transaction_id.clear();
-        self.last.transaction_id.push_str(t.transaction_id);
+        self.last.transaction_id.push_str(transaction_id);
         self.rows += 1;
+    }
+
+    pub(crate) fn tx(&mut self, t: &TransactionView<'_>) {
+        self.at(t.booking_ms, t.transaction_id);
         self.sink.entry(t);
+    }
+
+    /// A row of [`STORED_COLUMNS`]. A transaction without its stored form
+    /// (written before it was kept) marks the page [`PageRows::missing`],
+    /// and the rows after it are passed over: the page is read again from
+    /// the columns.
+    pub(crate) fn stored(
+        &mut self,
+        transaction_id: &str,
+        booking_ms: i64,
+        balance_minor: Option<i64>,
+        wire: Option<&str>,
+    ) {
+        if self.missing {
+            return;
+        }
+        match wire.and_then(aspen_domain::wire::Stored::parse) {
+            Some(wire) => {
+                self.at(booking_ms, transaction_id);
+                self.sink.stored(&aspen_domain::StoredTx {
+                    transaction_id,
+                    booking_ms,
+                    balance_minor,
+                    wire,
+                });
+            }
+            None => self.missing = true,
+        }
+    }
+
+    /// A transaction on the page lacked its stored form.
+    pub(crate) fn missing(&self) -> bool {
+        self.missing
     }
 
     pub(crate) fn summary(&mut self, known: bool, count: Option<i64>, bounds: Option<(i64, i64)>) {
@@ -117,6 +161,7 @@ impl<'s> PageRows<'s> {
         self.rows = 0;
         self.first = None;
         (self.known, self.count, self.bounds) = (None, None, None);
+        self.missing = false;
         self.sink.restart();
     }
 
@@ -219,22 +264,36 @@ pub trait WorldStore: Send + Sync {
     ) -> Result<Option<AccountResource>, StoreError>;
 }
 
+/// A transaction's columns, as read into a [`Transaction`].
 pub(crate) const TX_COLUMNS: &str = "transaction_id, account_id, booking_ms, value_ms, amount_minor, \
     currency, credit, status, reference, information, balance_minor, detail, detail_parts";
 /// How many [`TX_COLUMNS`] there are, counted from the list itself.
-pub(crate) const TX_COLUMN_COUNT: usize = {
-    let (b, mut i, mut n) = (TX_COLUMNS.as_bytes(), 0, 1);
+pub(crate) const TX_COLUMN_COUNT: usize = column_count(TX_COLUMNS);
+/// The columns a transaction is written with: [`TX_COLUMNS`], then its
+/// stored form (`aspen_domain::wire::stored`).
+pub(crate) const TX_INSERT_COLUMNS: &str = "transaction_id, account_id, booking_ms, value_ms, amount_minor, \
+    currency, credit, status, reference, information, balance_minor, detail, detail_parts, wire";
+pub(crate) const TX_INSERT_COLUMN_COUNT: usize = column_count(TX_INSERT_COLUMNS);
+/// What a page reads of a transaction kept in its stored form: the
+/// position its links start from, the running balance (not in the stored
+/// form, see `aspen_domain::wire`), and the stored form.
+pub(crate) const STORED_COLUMNS: &str = "transaction_id, booking_ms, balance_minor, wire";
+pub(crate) const STORED_COLUMN_COUNT: usize = column_count(STORED_COLUMNS);
+
+const fn column_count(list: &str) -> usize {
+    let (b, mut i, mut n) = (list.as_bytes(), 0, 1);
     while i < b.len() {
         n += (b[i] == b',') as usize;
         i += 1;
     }
     n
-};
+}
 pub(crate) const ACCOUNT_COLUMNS: &str = "account_id, psu_id, currency, account_type, account_sub_type, \
     description, nickname, opening_date, identifications, servicer, booked_minor, pending_debits_minor, \
     pending_credits_minor";
-/// Rows per multi-row INSERT: 13 columns × 400 stays far below both
-/// backends' parameter limits while amortising the round trip.
+/// Rows per multi-row INSERT: 14 columns × 400 stays far below both
+/// backends' parameter limits (SQLite's 32,766, PostgreSQL's 65,535)
+/// while amortising the round trip.
 pub(crate) const BULK_ROWS: usize = 400;
 
 pub(crate) const DAY_MS: i64 = 86_400_000;
@@ -395,7 +454,7 @@ pub(crate) fn keyset(f: &TxFilter, after: Option<&TxCursor>, before: Option<&TxC
 /// (measured: a re-parse and re-plan per page, a third of the page
 /// statement's cost). A page has few distinct limits, so the statement
 /// cache still holds them all.
-pub(crate) fn page_sql(k: &Keyset, limit: i64, lead: &str, sqlite: bool) -> String {
+pub(crate) fn page_sql(k: &Keyset, limit: i64, lead: &str, columns: &str, sqlite: bool) -> String {
     let (cmp, order) = match (k.backwards, k.inclusive) {
         (true, _) => ("<", "DESC"),
         (false, false) => (">", "ASC"),
@@ -407,7 +466,7 @@ pub(crate) fn page_sql(k: &Keyset, limit: i64, lead: &str, sqlite: bool) -> Stri
         (true, false) => ("+booking_ms", "booking_ms"),
     };
     format!(
-        "SELECT {lead}{TX_COLUMNS} FROM transactions WHERE account_id = $1 AND {from} >= $2 \
+        "SELECT {lead}{columns} FROM transactions WHERE account_id = $1 AND {from} >= $2 \
          AND {to} < $3 AND credit IN ($4, $5) AND (booking_ms, transaction_id) {cmp} ($6, $7) \
          ORDER BY booking_ms {order}, transaction_id {order} LIMIT {limit}"
     )
@@ -425,20 +484,38 @@ pub(crate) fn page_sql(k: &Keyset, limit: i64, lead: &str, sqlite: bool) -> Stri
 /// subquery's order (sorting again in Rust could disagree with the
 /// database's collation of `transaction_id`, which the keyset uses); the
 /// store suite walks every page both ways on both backends.
-pub(crate) fn page_summary_sql(k: &Keyset, limit: i64, summary: bool, sqlite: bool) -> String {
+pub(crate) fn page_summary_sql(
+    k: &Keyset,
+    limit: i64,
+    summary: bool,
+    stored: bool,
+    sqlite: bool,
+) -> String {
+    let (columns, count) = page_columns(stored);
     // Typed NULLs in the first branch: PostgreSQL takes a subquery's bare
     // NULL to be text.
     let page = page_sql(
         k,
         limit,
         "CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), ",
+        columns,
         sqlite,
     );
-    let tx_nulls = vec!["NULL"; TX_COLUMN_COUNT].join(", ");
+    let tx_nulls = vec!["NULL"; count].join(", ");
     format!(
         "SELECT * FROM ({page}) AS page UNION ALL {}, {tx_nulls}",
         summary_sql(summary)
     )
+}
+
+/// What a page reads of each transaction: its stored form
+/// ([`STORED_COLUMNS`]), or all its columns; and how many that is.
+pub(crate) fn page_columns(stored: bool) -> (&'static str, usize) {
+    if stored {
+        (STORED_COLUMNS, STORED_COLUMN_COUNT)
+    } else {
+        (TX_COLUMNS, TX_COLUMN_COUNT)
+    }
 }
 
 /// The summary row of [`page_summary_sql`] on its own (same parameters):
@@ -510,18 +587,18 @@ pub(crate) fn kind_from(s: &str) -> ResourceKind {
 /// which turns a 4,800-parameter statement quadratic (84% of seeding time
 /// when measured).
 pub(crate) fn multi_insert_sql(rows: usize, numbered: bool) -> String {
-    let mut sql = format!("INSERT INTO transactions ({TX_COLUMNS}) VALUES ");
+    let mut sql = format!("INSERT INTO transactions ({TX_INSERT_COLUMNS}) VALUES ");
     for r in 0..rows {
         if r > 0 {
             sql.push(',');
         }
         sql.push('(');
-        for c in 0..TX_COLUMN_COUNT {
+        for c in 0..TX_INSERT_COLUMN_COUNT {
             if c > 0 {
                 sql.push(',');
             }
             if numbered {
-                sql.push_str(&format!("${}", r * TX_COLUMN_COUNT + c + 1));
+                sql.push_str(&format!("${}", r * TX_INSERT_COLUMN_COUNT + c + 1));
             } else {
                 sql.push('?');
             }
@@ -575,10 +652,18 @@ macro_rules! impl_world_store {
             Ok(())
         }
 
-        /// A row of [`$crate::world::page_summary_sql`]: a transaction, or
-        /// the summary row (its first column not NULL).
-        fn page_row(r: &impl $crate::cols::Cols, page: &mut $crate::world::PageRows<'_>) -> Result<(), $crate::StoreError> {
+        /// A transaction in [`$crate::world::STORED_COLUMNS`] from column `o`.
+        fn stored_row_at(r: &impl $crate::cols::Cols, o: usize, page: &mut $crate::world::PageRows<'_>) -> Result<(), $crate::StoreError> {
+            page.stored(r.col_str(o)?, r.col(o + 1)?, r.col(o + 2)?, r.col_opt_str(o + 3)?);
+            Ok(())
+        }
+
+        /// A row of [`$crate::world::page_summary_sql`]: a transaction
+        /// (its `stored` form or its columns), or the summary row (its
+        /// first column not NULL).
+        fn page_row(r: &impl $crate::cols::Cols, stored: bool, page: &mut $crate::world::PageRows<'_>) -> Result<(), $crate::StoreError> {
             match r.col::<Option<i64>>(0)? {
+                None if stored => stored_row_at(r, 4, page)?,
                 None => page.tx(&tx_view_at(r, 4)?),
                 Some(_) => summary_row_at(r, 0, page)?,
             }
@@ -637,6 +722,7 @@ macro_rules! impl_world_store {
                 .bind(t.balance_minor)
                 .bind(t.detail.get().to_string())
                 .bind(t.detail.index())
+                .bind(aspen_domain::wire::stored(&t.view()))
         }
 
         async fn insert_transactions(
@@ -885,7 +971,7 @@ macro_rules! impl_world_store {
                 // is entered at the cursor, so every page costs the same
                 // however deep it is.
                 let k = $crate::world::keyset(f, after, before);
-                let sql = $crate::world::page_sql(&k, limit.max(0), "", <$db as sqlx::Database>::NAME == "SQLite");
+                let sql = $crate::world::page_sql(&k, limit.max(0), "", $crate::world::TX_COLUMNS, <$db as sqlx::Database>::NAME == "SQLite");
                 let rows: Vec<$row> = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(account_id)
                     .bind(f.from_ms)
@@ -960,47 +1046,64 @@ macro_rules! impl_world_store {
                 let (credit, debit) = (if f.credits { 1i64 } else { -1 }, if f.debits { 0i64 } else { -1 });
                 let counts = $crate::world::count_params(f);
                 let mut page = $crate::world::PageRows::new(sink);
-                if let Some(d) = self.direct() {
-                    let mut params: Vec<&dyn rusqlite::ToSql> =
-                        vec![&account_id, &f.from_ms, &f.to_ms, &credit, &debit, &k.ms, &k.id];
-                    if summary {
-                        params.extend(counts.iter().map(|c| c as &dyn rusqlite::ToSql));
-                    }
-                    let sql = $crate::world::page_sql(&k, limit.max(0), "", <$db as sqlx::Database>::NAME == "SQLite");
-                    // Each transaction is written out from the row SQLite
-                    // steps on, never copied into a `Transaction`.
-                    let read = d.read_pair(&sql, &$crate::world::summary_sql(summary), &params, &mut |second, r| {
-                        if second {
-                            summary_row_at(r, 0, &mut page)
-                        } else {
-                            page.tx(&tx_view_at(r, 0)?);
-                            Ok(())
+                let sqlite = <$db as sqlx::Database>::NAME == "SQLite";
+                // The stored form when the sink takes it; the columns when it
+                // does not, or when a transaction on the page lacks it.
+                let reads: &[bool] = if page.takes_stored() { &[true, false] } else { &[false] };
+                for &stored in reads {
+                    let done = |page: &$crate::world::PageRows<'_>| !stored || !page.missing();
+                    if let Some(d) = self.direct() {
+                        let mut params: Vec<&dyn rusqlite::ToSql> =
+                            vec![&account_id, &f.from_ms, &f.to_ms, &credit, &debit, &k.ms, &k.id];
+                        if summary {
+                            params.extend(counts.iter().map(|c| c as &dyn rusqlite::ToSql));
                         }
-                    })?;
-                    if read.is_some() {
+                        let columns = $crate::world::page_columns(stored).0;
+                        let sql = $crate::world::page_sql(&k, limit.max(0), "", columns, sqlite);
+                        // Each transaction is written out from the row SQLite
+                        // steps on, never copied into a `Transaction`.
+                        let read = d.read_pair(&sql, &$crate::world::summary_sql(summary), &params, &mut |second, r| {
+                            if second {
+                                summary_row_at(r, 0, &mut page)
+                            } else if stored {
+                                stored_row_at(r, 0, &mut page)
+                            } else {
+                                page.tx(&tx_view_at(r, 0)?);
+                                Ok(())
+                            }
+                        })?;
+                        if read.is_some() && done(&page) {
+                            return page.finish(k.backwards);
+                        }
+                        page.restart();
+                        if read.is_some() {
+                            continue;
+                        }
+                    }
+                    let sql = $crate::world::page_summary_sql(&k, limit.max(0), summary, stored, sqlite);
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(account_id)
+                        .bind(f.from_ms)
+                        .bind(f.to_ms)
+                        .bind(credit)
+                        .bind(debit)
+                        .bind(k.ms)
+                        .bind(&k.id);
+                    if summary {
+                        for p in counts {
+                            q = q.bind(p);
+                        }
+                    }
+                    let rows: Vec<$row> = q.fetch_all(&self.pool).await?;
+                    for r in &rows {
+                        page_row(r, stored, &mut page)?;
+                    }
+                    if done(&page) {
                         return page.finish(k.backwards);
                     }
                     page.restart();
                 }
-                let sql = $crate::world::page_summary_sql(&k, limit.max(0), summary, <$db as sqlx::Database>::NAME == "SQLite");
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(account_id)
-                    .bind(f.from_ms)
-                    .bind(f.to_ms)
-                    .bind(credit)
-                    .bind(debit)
-                    .bind(k.ms)
-                    .bind(&k.id);
-                if summary {
-                    for p in counts {
-                        q = q.bind(p);
-                    }
-                }
-                let rows: Vec<$row> = q.fetch_all(&self.pool).await?;
-                for r in &rows {
-                    page_row(r, &mut page)?;
-                }
-                page.finish(k.backwards)
+                Err($crate::StoreError::Backend("a page read without its columns".into()))
             }
 
             async fn resources(&self, account_id: &str, kind: aspen_domain::ResourceKind) -> Result<Vec<aspen_domain::AccountResource>, $crate::StoreError> {
@@ -1082,6 +1185,12 @@ mod tests {
             fn entry(&mut self, t: &TransactionView<'_>) {
                 self.0.push(t.transaction_id.to_string());
             }
+            fn takes_stored(&self) -> bool {
+                false
+            }
+            fn stored(&mut self, t: &aspen_domain::StoredTx<'_>) {
+                self.0.push(t.transaction_id.to_string());
+            }
             fn restart(&mut self) {
                 self.0.clear();
             }
@@ -1160,7 +1269,7 @@ mod tests {
         // VM steps and rows of one page.
         let steps = |f: &TxFilter, after: Option<&TxCursor>, before: Option<&TxCursor>| {
             let k = keyset(f, after, before);
-            let mut stmt = c.prepare(&page_sql(&k, 100, "", true)).unwrap();
+            let mut stmt = c.prepare(&page_sql(&k, 100, "", TX_COLUMNS, true)).unwrap();
             let (credit, debit) = (
                 if f.credits { 1i64 } else { -1 },
                 if f.debits { 0i64 } else { -1 },
@@ -1265,8 +1374,8 @@ mod tests {
                 let k = keyset(&f, after.as_ref(), before.as_ref());
                 let counts = count_params(&f);
                 for (sql, summary) in [
-                    (page_sql(&k, 100, "", false), false),
-                    (page_summary_sql(&k, 100, true, false), true),
+                    (page_sql(&k, 100, "", TX_COLUMNS, false), false),
+                    (page_summary_sql(&k, 100, true, false, false), true),
                 ] {
                     n += 1;
                     let types = if summary {
@@ -1399,6 +1508,9 @@ mod tests {
     #[test]
     fn the_column_count_is_the_columns() {
         assert_eq!(TX_COLUMNS.split(',').count(), TX_COLUMN_COUNT);
+        assert_eq!(TX_INSERT_COLUMNS.split(',').count(), TX_INSERT_COLUMN_COUNT);
+        assert_eq!(STORED_COLUMNS.split(',').count(), STORED_COLUMN_COUNT);
+        assert!(TX_INSERT_COLUMNS.starts_with(TX_COLUMNS));
     }
 
     #[test]

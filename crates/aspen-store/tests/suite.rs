@@ -366,6 +366,13 @@ impl aspen_domain::TxSink for Collected {
     fn entry(&mut self, t: &aspen_domain::TransactionView<'_>) {
         self.0.push(t.to_transaction());
     }
+    /// Owned transactions come only from the columns.
+    fn takes_stored(&self) -> bool {
+        false
+    }
+    fn stored(&mut self, t: &aspen_domain::StoredTx<'_>) {
+        panic!("{} handed over stored, not asked for", t.transaction_id);
+    }
     fn restart(&mut self) {
         self.0.clear();
     }
@@ -2260,6 +2267,25 @@ impl Raw {
         on_pool!(self, p => sqlx::query_as(SQL).fetch_all(p).await.unwrap())
     }
 
+    async fn without_wire(&self) -> i64 {
+        const SQL: &str = "SELECT COUNT(*) FROM transactions WHERE wire IS NULL";
+        on_pool!(self, p => sqlx::query_scalar(SQL).fetch_one(p).await.unwrap())
+    }
+
+    async fn wire(&self, id: &str) -> String {
+        const SQL: &str = "SELECT wire FROM transactions WHERE transaction_id = $1";
+        on_pool!(self, p => sqlx::query_scalar(SQL).bind(id).fetch_one(p).await.unwrap())
+    }
+
+    async fn clear_wire(&self, id: &str) {
+        const SQL: &str = "UPDATE transactions SET wire = NULL WHERE transaction_id = $1";
+        let n = on_pool!(self, p => {
+            let q = sqlx::query(SQL).bind(id);
+            q.execute(p).await.unwrap().rows_affected()
+        });
+        assert_eq!(n, 1);
+    }
+
     async fn set_detail(&self, id: &str, detail: &str) {
         const SQL: &str = "UPDATE transactions SET detail = $1 WHERE transaction_id = $2";
         let n = on_pool!(self, p => {
@@ -2364,32 +2390,281 @@ async fn details_are_stored_with_their_index(s: Arc<dyn Store>, raw: Raw) {
 #[tokio::test]
 async fn sqlite_details_are_stored_with_their_index() {
     let (s, _dir, path) = sqlite_file().await;
-    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+    details_are_stored_with_their_index(s, Raw::Sqlite(sqlite_raw(&path).await)).await;
+}
+
+/// A pool on PostgreSQL's `schema`, beside a store's.
+async fn pg_raw(schema: &str) -> sqlx::PgPool {
+    let schema = schema.to_string();
+    sqlx::postgres::PgPoolOptions::new()
+        .after_connect(move |c, _| {
+            let schema = schema.clone();
+            Box::pin(async move {
+                sqlx::query(sqlx::AssertSqlSafe(format!("SET search_path TO {schema}")))
+                    .execute(c)
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .connect(&pg_url())
         .await
-        .unwrap();
-    details_are_stored_with_their_index(s, Raw::Sqlite(raw)).await;
+        .unwrap()
+}
+
+async fn sqlite_raw(path: &std::path::Path) -> sqlx::SqlitePool {
+    sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
 async fn postgres_details_are_stored_with_their_index() {
     if let Some((s, schema)) = postgres().await {
-        let raw = sqlx::postgres::PgPoolOptions::new()
-            .after_connect({
-                let schema = schema.clone();
-                move |c, _| {
-                    let schema = schema.clone();
-                    Box::pin(async move {
-                        sqlx::query(sqlx::AssertSqlSafe(format!("SET search_path TO {schema}")))
-                            .execute(c)
-                            .await
-                            .map(|_| ())
-                    })
-                }
-            })
-            .connect(&pg_url())
-            .await
-            .unwrap();
+        let raw = pg_raw(&schema).await;
         details_are_stored_with_their_index(s, Raw::Pg(raw.clone())).await;
+        raw.close().await;
+        drop_schema(&schema).await;
+    }
+}
+
+/// A page written as the API writes it (`aspen_domain::wire`), in each of
+/// the four forms (Detail or Basic, AIS-20; card number clear or masked,
+/// AIS-21), a line a transaction: from the stored forms when `stored`.
+struct Written {
+    stored: bool,
+    forms: [Vec<u8>; 4],
+    from_stored: usize,
+    from_columns: usize,
+}
+
+const FORMS: [(bool, bool); 4] = [(true, true), (true, false), (false, true), (false, false)];
+
+impl Written {
+    fn new(stored: bool) -> Self {
+        Self {
+            stored,
+            forms: Default::default(),
+            from_stored: 0,
+            from_columns: 0,
+        }
+    }
+}
+
+impl aspen_domain::TxSink for Written {
+    fn entry(&mut self, t: &aspen_domain::TransactionView<'_>) {
+        for (b, (detail, pan)) in self.forms.iter_mut().zip(FORMS) {
+            let mut dates = aspen_domain::wire::Dates::default();
+            aspen_domain::wire::transaction(b, t, detail, pan, &mut dates);
+            b.push(b'\n');
+        }
+        self.from_columns += 1;
+    }
+    fn takes_stored(&self) -> bool {
+        self.stored
+    }
+    fn stored(&mut self, t: &aspen_domain::StoredTx<'_>) {
+        for (b, (detail, pan)) in self.forms.iter_mut().zip(FORMS) {
+            aspen_domain::wire::write_stored(b, &t.wire, t.balance_minor, detail, pan);
+            b.push(b'\n');
+        }
+        self.from_stored += 1;
+    }
+    fn restart(&mut self) {
+        *self = Self::new(self.stored);
+    }
+}
+
+const PAGE: i64 = 5;
+
+async fn written_page(
+    s: &Arc<dyn Store>,
+    acct: &str,
+    after: &Option<TxCursor>,
+    before: &Option<TxCursor>,
+    stored: bool,
+) -> (aspen_store::TxPageSummary, Written) {
+    let mut w = Written::new(stored);
+    let all = TxFilter::all();
+    let p = s
+        .transactions_page_summary(
+            acct,
+            &all,
+            after.as_ref(),
+            before.as_ref(),
+            PAGE,
+            true,
+            &mut w,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    (p, w)
+}
+
+/// Every page of `acct` ([`PAGE`] a page, forwards, and its last page read
+/// backwards), read from the stored forms and from the columns: the same
+/// summaries and, in every form, the same bytes. Gives how many
+/// transactions came from stored forms and how many from columns on the
+/// stored reads.
+async fn stored_and_column_pages_agree(s: &Arc<dyn Store>, acct: &str) -> (usize, usize) {
+    let (mut stored, mut columns) = (0, 0);
+    let mut after: Option<TxCursor> = None;
+    let mut reads = vec![];
+    loop {
+        reads.push((after.clone(), None));
+        let p = written_page(s, acct, &after, &None, false).await.0;
+        if p.rows < PAGE as usize {
+            reads.push((None, p.last.clone()));
+            break;
+        }
+        after = p.last;
+    }
+    for (after, before) in reads {
+        let (p, from_stored) = written_page(s, acct, &after, &before, true).await;
+        let (q, from_columns) = written_page(s, acct, &after, &before, false).await;
+        assert_eq!(p, q);
+        assert_eq!(from_columns.from_columns, p.rows);
+        assert_eq!(from_stored.from_stored + from_stored.from_columns, p.rows);
+        for (form, (a, b)) in from_stored
+            .forms
+            .iter()
+            .zip(&from_columns.forms)
+            .enumerate()
+        {
+            assert_eq!(
+                String::from_utf8_lossy(a),
+                String::from_utf8_lossy(b),
+                "form {form}, page after {after:?} before {before:?}"
+            );
+            for line in a.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+                serde_json::from_slice::<serde_json::Value>(line).unwrap();
+            }
+        }
+        stored += from_stored.from_stored;
+        columns += from_stored.from_columns;
+    }
+    (stored, columns)
+}
+
+/// Every transaction is stored ready to write (`aspen_domain::wire`), by
+/// the bulk insert, by each backend's payment statement, and again when
+/// the ledger books a pending entry, and a page of stored forms is the
+/// page its columns give (issue 15, twenty-second pass). A page holding a
+/// transaction without its stored form is read from the columns.
+async fn transactions_are_stored_ready_to_write(s: Arc<dyn Store>, raw: Raw) {
+    use aspen_domain::TxDetail;
+    use aspen_store::payments::{LedgerExecution, PaymentCreate, Step, entry_id};
+    s.seed_world(&world()).await.unwrap();
+    let rora = s.psu_by_username("rora").await.unwrap().unwrap();
+    let accounts = s.accounts_for_psu(&rora.id).await.unwrap();
+    let account = accounts[0].clone();
+    let now = 1_900_000_000_000;
+    let mut c = consent("pi1");
+    c.kind = "domestic-payment".into();
+    c.status = "Authorised".into();
+    s.insert_consent(&c).await.unwrap();
+    // A card as serde_json writes it (masked in place), and one that is
+    // not (masked through a tree).
+    let entry = |id: &str, at: i64, status: &str, card: &str| aspen_domain::Transaction {
+        transaction_id: entry_id(id),
+        account_id: account.account_id.clone(),
+        booking_ms: at,
+        value_ms: None,
+        amount_minor: 100,
+        currency: account.currency.clone(),
+        credit_debit: CreditDebit::Debit,
+        status: status.into(),
+        reference: Some("R \"1\"".into()),
+        information: Some("Shop\ttill".into()),
+        balance_minor: None,
+        detail: TxDetail::from_text(format!(
+            r#"{{"CardInstrument":{card},"MerchantDetails":{{"MerchantName":"Café"}}}}"#
+        ))
+        .unwrap(),
+    };
+    let exec = LedgerExecution {
+        payment: ledger_payment("p1", 100, &account, now),
+        entry: entry(
+            "p1",
+            now,
+            "Booked",
+            r#"{"CardSchemeName":"VISA","Identification":"4111111111111111"}"#,
+        ),
+    };
+    let p = pending_payment("p1", "pi1", 100, &account, now, json!({"Initiation": {}}));
+    assert_eq!(
+        s.insert_payment_executed(&p, &idem("k1", "h"), now - 1, &exec)
+            .await
+            .unwrap(),
+        PaymentCreate::Executed("AcceptedSettlementCompleted")
+    );
+    s.ledger_submit(&ledger_payment("p2", 250, &account, now + 10))
+        .await
+        .unwrap();
+    let pending = entry(
+        "p2",
+        now + 10,
+        "Pending",
+        r#"{ "Identification": "5500000000000004", "CardSchemeName": "MASTERCARD" }"#,
+    );
+    assert_eq!(
+        s.ledger_accept("p2", now + 10, now + 10, &pending)
+            .await
+            .unwrap(),
+        Step::Moved("Accepted")
+    );
+    assert_eq!(raw.without_wire().await, 0, "every row stored ready");
+    let total: usize = accounts.iter().map(|a| a.account_id.as_str()).len();
+    assert_eq!(total, 3);
+    for a in &accounts {
+        let (stored, columns) = stored_and_column_pages_agree(&s, &a.account_id).await;
+        assert!(stored > 2 * PAGE as usize, "{stored}");
+        assert_eq!(columns, 0);
+    }
+    let stored_entry = |id: String| {
+        let raw = &raw;
+        async move { raw.wire(&id).await }
+    };
+    assert!(
+        stored_entry(entry_id("p2"))
+            .await
+            .contains(r#""Status":"Pending""#)
+    );
+    assert_eq!(
+        s.ledger_settle("p2", now + 20).await.unwrap(),
+        Step::Moved("Completed")
+    );
+    let settled = stored_entry(entry_id("p2")).await;
+    assert!(
+        settled.contains(r#""Status":"Booked""#) && settled.contains(r#""ValueDateTime":"#),
+        "{settled}"
+    );
+    assert_eq!(
+        stored_and_column_pages_agree(&s, &account.account_id)
+            .await
+            .1,
+        0
+    );
+    // Without its stored form, the entry's pages come from the columns.
+    raw.clear_wire(&entry_id("p1")).await;
+    let (stored, columns) = stored_and_column_pages_agree(&s, &account.account_id).await;
+    assert!(
+        stored > 2 * PAGE as usize && columns > 0,
+        "{stored} {columns}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_transactions_are_stored_ready_to_write() {
+    let (s, _dir, path) = sqlite_file().await;
+    transactions_are_stored_ready_to_write(s, Raw::Sqlite(sqlite_raw(&path).await)).await;
+}
+
+#[tokio::test]
+async fn postgres_transactions_are_stored_ready_to_write() {
+    if let Some((s, schema)) = postgres().await {
+        let raw = pg_raw(&schema).await;
+        transactions_are_stored_ready_to_write(s, Raw::Pg(raw.clone())).await;
         raw.close().await;
         drop_schema(&schema).await;
     }

@@ -503,6 +503,83 @@ async fn card_numbers_are_masked_without_read_pan() {
     s.stop().await;
 }
 
+/// Issue 15: a page is written from each transaction's stored form
+/// (`aspen_domain::wire`); with those gone (rows an older release wrote)
+/// it is written from the columns, and a TPP sees the same bytes either
+/// way, in each form: Detail or Basic (AIS-20), card numbers clear or
+/// masked (AIS-21).
+#[tokio::test]
+async fn pages_read_the_same_from_stored_forms_and_from_columns() {
+    let s = start_sandbox().await;
+    let c = s.client_with("stored", json!({})).await;
+    let a = &aspen_sandbox_account(&s).await;
+    let mut tokens = vec![];
+    for (detail, pan) in [(true, true), (true, false), (false, true), (false, false)] {
+        let mut perms = vec![
+            "ReadAccountsBasic",
+            if detail {
+                "ReadTransactionsDetail"
+            } else {
+                "ReadTransactionsBasic"
+            },
+            "ReadTransactionsCredits",
+            "ReadTransactionsDebits",
+        ];
+        if pan {
+            perms.push("ReadPAN");
+        }
+        let (_, token, _) = authorised(&s, &c, json!({"Permissions": perms}), &[0, 1, 2]).await;
+        tokens.push(token);
+    }
+    // Each form's first page and the one after it, as the bytes of `Data`
+    // (the links carry sealed tokens, fresh each time).
+    let pages = || async {
+        let mut out = vec![];
+        for token in &tokens {
+            let mut path = format!("{P}/accounts/{a}/transactions");
+            for _ in 0..2 {
+                let body = read(&s, &c, token, &path).await.text().await.unwrap();
+                let v: Value = serde_json::from_str(&body).unwrap();
+                let data = &body[..body.find(",\"Links\":").unwrap()];
+                out.push(data.to_string());
+                path = v["Links"]["Next"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches(&s.server.public_url)
+                    .to_string();
+            }
+        }
+        out
+    };
+    let stored = pages().await;
+    let joined = stored.join("\n");
+    assert!(joined.contains("\"CardInstrument\"") && joined.contains("\"Balance\""));
+    assert!(
+        joined.contains("************"),
+        "a masked card among the pages"
+    );
+    assert_ne!(stored[0], stored[2], "Detail and Basic differ");
+    assert_ne!(stored[0], stored[1], "clear and masked cards differ");
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        s.data_dir().join("aspen.db").display()
+    ))
+    .await
+    .unwrap();
+    let cleared = sqlx::query("UPDATE transactions SET wire = NULL WHERE wire IS NOT NULL")
+        .execute(&db)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert!(cleared > 100, "every row was stored ready: {cleared}");
+    db.close().await;
+    let columns = pages().await;
+    for (i, (x, y)) in stored.iter().zip(&columns).enumerate() {
+        assert_eq!(x, y, "page {i}");
+    }
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn date_window_and_filters() {
     let s = start_sandbox().await;
