@@ -395,22 +395,25 @@ impl<'a> Stored<'a> {
     /// text that is not a stored transaction (then the transaction is read
     /// from its columns).
     pub fn parse(text: &'a str) -> Option<Self> {
-        let brace = text.find('{')?;
-        let (head, json) = text.split_at(brace);
+        // One pass over the header's bytes (a split and a search for the
+        // brace cost more than the rest of writing the transaction).
+        let b = text.as_bytes();
         let mut n = [0u32; 10];
-        let mut fields = head.as_bytes().split(|&c| c == b',');
-        for slot in &mut n {
-            let digits = fields.next()?;
-            if digits.is_empty() || digits.len() > 9 {
-                return None;
+        let (mut at, mut k, mut digits) = (0, 0, 0);
+        loop {
+            match *b.get(at)? {
+                c @ b'0'..=b'9' if digits < 9 => {
+                    n[k] = n[k] * 10 + u32::from(c - b'0');
+                    digits += 1;
+                }
+                b',' if digits > 0 && k < 9 => (k, digits) = (k + 1, 0),
+                b'{' if digits > 0 && k == 9 => break,
+                _ => return None,
             }
-            *slot = digits.iter().try_fold(0u32, |n, &d| {
-                d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
-            })?;
+            at += 1;
         }
-        if fields.next().is_some() {
-            return None;
-        }
+        // The brace is ASCII: a character boundary.
+        let json = &text[at..];
         let cuts = Cuts {
             info: (n[0], n[1]),
             balance: n[2],
