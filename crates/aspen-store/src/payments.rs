@@ -539,7 +539,7 @@ fn executed_params(
             p.created_at.div_euclid(crate::world::DAY_MS),
         )),
         Text(e.detail.index()),
-        Text(executed_entry_stored(p, exec)),
+        OptText(executed_entry_stored(p, exec)),
     ]);
     params
 }
@@ -548,7 +548,7 @@ fn executed_params(
 /// executed payment's statement writes: the columns as that statement
 /// gives them (`$6`, `$10`..`$12`, `$17`..`$20`), the running balance
 /// aside (the statement works it out, and the stored form leaves it out).
-fn executed_entry_stored(p: &PaymentRecord, exec: &LedgerExecution) -> String {
+fn executed_entry_stored(p: &PaymentRecord, exec: &LedgerExecution) -> Option<String> {
     let (l, e) = (&exec.payment, &exec.entry);
     let mut t = e.view();
     t.account_id = &l.account_id;
