@@ -681,7 +681,9 @@ mod tests {
         );
         let good = stored(&t.view()).unwrap();
         let (head, json) = good.split_at(HEADER);
-        let n: Vec<u32> = (0..10).map(|i| head[i * 5..i * 5 + 5].parse().unwrap()).collect();
+        let n: Vec<u32> = (0..10)
+            .map(|i| head[i * 5..i * 5 + 5].parse().unwrap())
+            .collect();
         assert!(Stored::parse(&good).is_some());
         let with = |n: &[u32], json: &str| {
             let head: String = n.iter().map(|n| format!("{n:05}")).collect();

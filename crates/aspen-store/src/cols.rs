@@ -79,7 +79,10 @@ impl Cols for rusqlite::Row<'_> {
             ValueRef::Text(t) => simdutf8::basic::from_utf8(t)
                 .map(Some)
                 .map_err(|_| corrupt(i, "text that is not UTF-8")),
-            v => Err(corrupt(i, format!("{} where text is stored", v.data_type()))),
+            v => Err(corrupt(
+                i,
+                format!("{} where text is stored", v.data_type()),
+            )),
         }
     }
 }
