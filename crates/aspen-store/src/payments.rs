@@ -509,7 +509,8 @@ fn consent_once_params(c: &ConsentRecord, idem: &IdemKey, since: i64) -> Vec<Par
 /// start), `$8..$14` the order (consent, kind, account, debit, currency,
 /// data, the ledger's instruction), `$15` the rejection reason, `$16` the
 /// entry's day, `$17..$20` the entry (id, reference, information, detail),
-/// `$21..$22` the event's ids, `$23` the entry's block, `$24` its detail's index, `$25` its stored form.
+/// `$21..$22` the event's ids, `$23` the entry's block, `$24` its detail's
+/// index, `$25` its stored form.
 fn executed_params(
     p: &PaymentRecord,
     idem: &IdemKey,
