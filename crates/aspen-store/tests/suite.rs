@@ -2272,15 +2272,17 @@ impl Raw {
         on_pool!(self, p => sqlx::query_scalar(SQL).fetch_one(p).await.unwrap())
     }
 
-    async fn wire(&self, id: &str) -> String {
+    async fn wire(&self, id: &str) -> Option<String> {
         const SQL: &str = "SELECT wire FROM transactions WHERE transaction_id = $1";
         on_pool!(self, p => sqlx::query_scalar(SQL).bind(id).fetch_one(p).await.unwrap())
     }
 
-    async fn clear_wire(&self, id: &str) {
-        const SQL: &str = "UPDATE transactions SET wire = NULL WHERE transaction_id = $1";
+    /// As a node of an older release edits a transaction: its columns,
+    /// not its stored form.
+    async fn set_information(&self, id: &str, information: &str) {
+        const SQL: &str = "UPDATE transactions SET information = $1 WHERE transaction_id = $2";
         let n = on_pool!(self, p => {
-            let q = sqlx::query(SQL).bind(id);
+            let q = sqlx::query(SQL).bind(information).bind(id);
             q.execute(p).await.unwrap().rows_affected()
         });
         assert_eq!(n, 1);
@@ -2549,8 +2551,9 @@ async fn stored_and_column_pages_agree(s: &Arc<dyn Store>, acct: &str) -> (usize
 /// Every transaction is stored ready to write (`aspen_domain::wire`), by
 /// the bulk insert, by each backend's payment statement, and again when
 /// the ledger books a pending entry, and a page of stored forms is the
-/// page its columns give (issue 15, twenty-second pass). A page holding a
-/// transaction without its stored form is read from the columns.
+/// page its columns give (issue 15, twenty-second pass). A transaction
+/// edited without its stored form loses it (a trigger), and a page holding
+/// it is read from the columns.
 async fn transactions_are_stored_ready_to_write(s: Arc<dyn Store>, raw: Raw) {
     use aspen_domain::TxDetail;
     use aspen_store::payments::{LedgerExecution, PaymentCreate, Step, entry_id};
@@ -2623,7 +2626,7 @@ async fn transactions_are_stored_ready_to_write(s: Arc<dyn Store>, raw: Raw) {
     }
     let stored_entry = |id: String| {
         let raw = &raw;
-        async move { raw.wire(&id).await }
+        async move { raw.wire(&id).await.unwrap() }
     };
     assert!(
         stored_entry(entry_id("p2"))
@@ -2645,8 +2648,15 @@ async fn transactions_are_stored_ready_to_write(s: Arc<dyn Store>, raw: Raw) {
             .1,
         0
     );
-    // Without its stored form, the entry's pages come from the columns.
-    raw.clear_wire(&entry_id("p1")).await;
+    // Edited without its stored form (an older release's node), the entry
+    // loses it, and its pages come from the columns, edit included (the
+    // two readings agree).
+    raw.set_information(&entry_id("p1"), "Edited").await;
+    assert_eq!(raw.wire(&entry_id("p1")).await, None);
+    assert!(
+        raw.wire(&entry_id("p2")).await.is_some(),
+        "the others keep theirs"
+    );
     let (stored, columns) = stored_and_column_pages_agree(&s, &account.account_id).await;
     assert!(
         stored > 2 * PAGE as usize && columns > 0,
