@@ -108,12 +108,19 @@ impl PageWriter {
     }
 }
 
-impl TxSink for PageWriter {
-    fn entry(&mut self, t: &TransactionView<'_>) {
+impl PageWriter {
+    /// Where the next transaction starts, after the comma before it.
+    fn next(&mut self) {
         if !self.starts.is_empty() {
             self.b.push(b',');
         }
         self.starts.push(self.b.len());
+    }
+}
+
+impl TxSink for PageWriter {
+    fn entry(&mut self, t: &TransactionView<'_>) {
+        self.next();
         wire::transaction(&mut self.b, t, self.detail, self.pan, &mut self.dates);
     }
 
@@ -122,10 +129,7 @@ impl TxSink for PageWriter {
     }
 
     fn stored(&mut self, t: &StoredTx<'_>) {
-        if !self.starts.is_empty() {
-            self.b.push(b',');
-        }
-        self.starts.push(self.b.len());
+        self.next();
         wire::write_stored(&mut self.b, &t.wire, t.balance_minor, self.detail, self.pan);
     }
 
