@@ -1049,8 +1049,9 @@ macro_rules! impl_world_store {
                 let sqlite = <$db as sqlx::Database>::NAME == "SQLite";
                 // The stored form when the sink takes it; the columns when it
                 // does not, or when a transaction on the page lacks it.
-                let reads: &[bool] = if page.takes_stored() { &[true, false] } else { &[false] };
-                for &stored in reads {
+                let mut stored = page.takes_stored();
+                // A read from the columns always ends the loop.
+                loop {
                     let done = |page: &$crate::world::PageRows<'_>| !stored || !page.missing();
                     if let Some(d) = self.direct() {
                         let mut params: Vec<&dyn rusqlite::ToSql> =
@@ -1077,6 +1078,7 @@ macro_rules! impl_world_store {
                         }
                         page.restart();
                         if read.is_some() {
+                            stored = false;
                             continue;
                         }
                     }
@@ -1102,8 +1104,8 @@ macro_rules! impl_world_store {
                         return page.finish(k.backwards);
                     }
                     page.restart();
+                    stored = false;
                 }
-                Err($crate::StoreError::Backend("a page read without its columns".into()))
             }
 
             async fn resources(&self, account_id: &str, kind: aspen_domain::ResourceKind) -> Result<Vec<aspen_domain::AccountResource>, $crate::StoreError> {

@@ -2277,21 +2277,13 @@ impl Raw {
         on_pool!(self, p => sqlx::query_scalar(SQL).bind(id).fetch_one(p).await.unwrap())
     }
 
-    /// As a node of an older release edits a transaction: its columns,
-    /// not its stored form.
-    async fn set_information(&self, id: &str, information: &str) {
-        const SQL: &str = "UPDATE transactions SET information = $1 WHERE transaction_id = $2";
+    /// One text column of a transaction set behind the store's back, as a
+    /// node of an older release or an operator would: its stored form is
+    /// not written with it.
+    async fn set_text(&self, column: &str, id: &str, value: &str) {
+        let sql = format!("UPDATE transactions SET {column} = $1 WHERE transaction_id = $2");
         let n = on_pool!(self, p => {
-            let q = sqlx::query(SQL).bind(information).bind(id);
-            q.execute(p).await.unwrap().rows_affected()
-        });
-        assert_eq!(n, 1);
-    }
-
-    async fn set_detail(&self, id: &str, detail: &str) {
-        const SQL: &str = "UPDATE transactions SET detail = $1 WHERE transaction_id = $2";
-        let n = on_pool!(self, p => {
-            let q = sqlx::query(SQL).bind(detail).bind(id);
+            let q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(value).bind(id);
             q.execute(p).await.unwrap().rows_affected()
         });
         assert_eq!(n, 1);
@@ -2377,7 +2369,8 @@ async fn details_are_stored_with_their_index(s: Arc<dyn Store>, raw: Raw) {
     );
     let edited =
         json!({"CreditorAccount": {"Name": "X"}, "MerchantDetails": {"MerchantName": "Y"}});
-    raw.set_detail(&entry_id("p1"), &edited.to_string()).await;
+    raw.set_text("detail", &entry_id("p1"), &edited.to_string())
+        .await;
     let read = entry_on_page().await;
     assert_eq!(
         read.detail.part(DetailPart::CreditorAccount),
@@ -2651,7 +2644,7 @@ async fn transactions_are_stored_ready_to_write(s: Arc<dyn Store>, raw: Raw) {
     // Edited without its stored form (an older release's node), the entry
     // loses it, and its pages come from the columns, edit included (the
     // two readings agree).
-    raw.set_information(&entry_id("p1"), "Edited").await;
+    raw.set_text("information", &entry_id("p1"), "Edited").await;
     assert_eq!(raw.wire(&entry_id("p1")).await, None);
     assert!(
         raw.wire(&entry_id("p2")).await.is_some(),
