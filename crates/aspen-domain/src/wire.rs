@@ -412,9 +412,7 @@ impl<'a> Stored<'a> {
         // digit at a time up to a separator, the header was 4.5% of a
         // page's server CPU (issue 15, twenty-second pass).
         let head = text.as_bytes().first_chunk::<HEADER>()?;
-        // Without short cuts, so that the compiler checks the digits a
-        // vector at a time and reads the offsets without branches.
-        let digits = head.iter().fold(true, |ok, c| ok & c.is_ascii_digit());
+        let digits = all_digits(head);
         let n: [u32; 10] = std::array::from_fn(|i| {
             let d = &head[i * 5..i * 5 + 5];
             let d = |j: usize| u32::from(d[j].wrapping_sub(b'0'));
@@ -448,6 +446,24 @@ impl<'a> Stored<'a> {
             && n.iter().all(|&i| json.is_char_boundary(i as usize));
         fits.then_some(Self { json, cuts })
     }
+}
+
+/// Whether every byte of the header is an ASCII digit, eight at a time:
+/// a digit's high nibble is 3 and its low one at most 9, so adding 6 to
+/// the low nibble never carries. A byte-wise test compiled into fifty
+/// loads and ANDs, 3% of a page's server CPU (issue 15, twenty-third pass).
+fn all_digits(head: &[u8; HEADER]) -> bool {
+    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    let word = |i: usize| u64::from_le_bytes(head[i..i + 8].try_into().unwrap_or([0; 8]));
+    // Six words and one more that overlaps the sixth, to reach the end.
+    let bad = [0, 8, 16, 24, 32, 40, HEADER - 8]
+        .iter()
+        .fold(0, |bad, &i| {
+            let x = word(i);
+            bad | ((x & HIGH) ^ 0x3030_3030_3030_3030)
+                | (((x & !HIGH) + 0x0606_0606_0606_0606) & HIGH)
+        });
+    bad == 0
 }
 
 /// A stored transaction ([`Stored`]) as [`transaction`] writes it, with
@@ -653,6 +669,24 @@ mod tests {
                 cut,
                 "{form}"
             );
+        }
+    }
+
+    /// Every byte that is not a digit, at every place in the header (the
+    /// last word overlaps the one before it), is seen.
+    #[test]
+    fn a_header_is_all_digits_or_refused() {
+        let mut head = [b'0'; HEADER];
+        for (i, c) in head.iter_mut().enumerate() {
+            *c = b'0' + (i % 10) as u8;
+        }
+        assert!(all_digits(&head));
+        for at in 0..HEADER {
+            for c in 0..=255u8 {
+                let mut h = head;
+                h[at] = c;
+                assert_eq!(all_digits(&h), c.is_ascii_digit(), "{c} at {at}");
+            }
         }
     }
 
