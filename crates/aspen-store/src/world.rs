@@ -511,10 +511,11 @@ pub(crate) fn lane_page_sql(k: &Keyset, f: &TxFilter, limit: i64, columns: &str)
     } else {
         ("+booking_ms", "booking_ms")
     };
-    if !from_open && !(at_edge && !k.backwards) {
+    let (from_folded, to_folded) = (at_edge && !k.backwards, at_edge && k.backwards);
+    if !(from_open || from_folded) {
         cond.push_str(&format!(" AND {from} >= $2"));
     }
-    if !to_open && !(at_edge && k.backwards) {
+    if !(to_open || to_folded) {
         cond.push_str(&format!(" AND {to} < $3"));
     }
     if !(f.credits && f.debits) {
