@@ -104,6 +104,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "tx_wire",
         include_str!("../migrations/sqlite/0016_tx_wire.sql"),
     ),
+    (
+        17,
+        "tx_page_index",
+        include_str!("../migrations/sqlite/0017_tx_page_index.sql"),
+    ),
 ];
 
 pub fn sqlite() -> Migrator {
