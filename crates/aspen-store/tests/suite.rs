@@ -16,6 +16,7 @@ use aspen_store::{Store, TxCursor, TxFilter};
 use serde_json::json;
 
 type Body = fn(Arc<dyn Store>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+type RawBody = fn(Arc<dyn Store>, Raw) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
 async fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -2389,6 +2390,17 @@ async fn sqlite_details_are_stored_with_their_index() {
 }
 
 /// A pool on PostgreSQL's `schema`, beside a store's.
+/// A test on PostgreSQL with a second pool on its schema, for the raw
+/// edits an older release's node or an operator would make.
+async fn on_postgres_raw(body: RawBody) {
+    if let Some((s, schema)) = postgres().await {
+        let raw = pg_raw(&schema).await;
+        body(s, Raw::Pg(raw.clone())).await;
+        raw.close().await;
+        drop_schema(&schema).await;
+    }
+}
+
 async fn pg_raw(schema: &str) -> sqlx::PgPool {
     let schema = schema.to_string();
     sqlx::postgres::PgPoolOptions::new()
@@ -2414,12 +2426,7 @@ async fn sqlite_raw(path: &std::path::Path) -> sqlx::SqlitePool {
 
 #[tokio::test]
 async fn postgres_details_are_stored_with_their_index() {
-    if let Some((s, schema)) = postgres().await {
-        let raw = pg_raw(&schema).await;
-        details_are_stored_with_their_index(s, Raw::Pg(raw.clone())).await;
-        raw.close().await;
-        drop_schema(&schema).await;
-    }
+    on_postgres_raw(|s, raw| Box::pin(details_are_stored_with_their_index(s, raw))).await;
 }
 
 /// A page written as the API writes it (`aspen_domain::wire`), in each of
@@ -2665,12 +2672,7 @@ async fn sqlite_transactions_are_stored_ready_to_write() {
 
 #[tokio::test]
 async fn postgres_transactions_are_stored_ready_to_write() {
-    if let Some((s, schema)) = postgres().await {
-        let raw = pg_raw(&schema).await;
-        transactions_are_stored_ready_to_write(s, Raw::Pg(raw.clone())).await;
-        raw.close().await;
-        drop_schema(&schema).await;
-    }
+    on_postgres_raw(|s, raw| Box::pin(transactions_are_stored_ready_to_write(s, raw))).await;
 }
 
 /// Two nodes starting together on one database, both asked for bulk
