@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use crate::config::{Config, Profile};
 use crate::datadir::DataDir;
@@ -197,7 +199,11 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli.command, config)) {
+    let done = rt.block_on(run(cli.command, config));
+    // What the runtime's tasks log as it stops is written too.
+    drop(rt);
+    crate::logging::flush();
+    match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("aspen: {e:#}");
@@ -214,10 +220,19 @@ fn init_tracing(config: &Config) {
     // the same line comes from our formatter, which skips the styling
     // machinery the default runs even with colours off (issue 15).
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // Lines to a file, a pipe or a journal wait up to `log.flush_ms` to be
+    // written together (`logging::Held`); on a terminal each goes at once.
+    let held = (!terminal && config.log.flush_ms > 0)
+        .then(|| crate::logging::Held::start(Duration::from_millis(config.log.flush_ms)).ok())
+        .flatten();
+    let writer = match held {
+        Some(h) => BoxMakeWriter::new(h),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(terminal)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = if config.log.format == "json" {
         builder.json().try_init()
     } else if terminal {

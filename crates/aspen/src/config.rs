@@ -606,6 +606,11 @@ pub struct LogConfig {
     pub filter: String,
     /// `text` or `json`.
     pub format: String,
+    /// Lines to a file, a pipe or a journal are held for at most this long
+    /// and written together; a warning or an error goes out at once with
+    /// everything before it. 0: every line written as it is logged. (On a
+    /// terminal every line is written at once.)
+    pub flush_ms: u64,
 }
 
 impl Default for LogConfig {
@@ -613,6 +618,7 @@ impl Default for LogConfig {
         Self {
             filter: "info".into(),
             format: "text".into(),
+            flush_ms: 100,
         }
     }
 }
@@ -933,6 +939,9 @@ impl Config {
                 "must be \"stripe\" or \"ob\" (or set payments.profile_file)",
             ));
         }
+        if self.log.flush_ms > 10_000 {
+            return Err(field("log.flush_ms", "must be at most 10000"));
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(field("log.format", "must be \"text\" or \"json\""));
         }
@@ -1168,6 +1177,15 @@ mod tests {
         assert!(e.to_string().contains("psu_auth.oidc"), "{e}");
         let e = Config::load(None, env(&[("ASPEN_PSU_AUTH__PROVIDER", "saml")])).unwrap_err();
         assert!(e.to_string().contains("psu_auth.provider"), "{e}");
+    }
+
+    #[test]
+    fn log_lines_are_held_a_bounded_time() {
+        assert_eq!(Config::load(None, env(&[])).unwrap().log.flush_ms, 100);
+        let c = Config::load(None, env(&[("ASPEN_LOG__FLUSH_MS", "0")])).unwrap();
+        assert_eq!(c.log.flush_ms, 0);
+        let e = Config::load(None, env(&[("ASPEN_LOG__FLUSH_MS", "10001")])).unwrap_err();
+        assert!(e.to_string().contains("log.flush_ms"), "{e}");
     }
 
     #[test]

@@ -277,3 +277,99 @@ fn serve_answers_health_over_tls_and_stops_on_sigterm() {
     let code = child.wait().unwrap();
     assert!(code.success(), "{code:?}");
 }
+
+/// `[log] flush_ms` (issue 15, twenty-fourth pass): lines to a pipe wait
+/// to be written together, but a warning goes out at once after every line
+/// logged before it, and nothing held is lost when the server stops.
+#[test]
+fn held_log_lines_go_out_in_order_on_a_warning_and_at_exit() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aspen"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("ASPEN_DATA_DIR", &data)
+        .env("ASPEN_LOG", "info")
+        .env("ASPEN_LOG__FLUSH_MS", "10000")
+        .env("ASPEN_LIMITS__MAX_CONNECTIONS", "1")
+        .env("ASPEN_LIMITS__MAX_CONNECTIONS_PER_ADDRESS", "0")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let next = |within: Duration| rx.recv_timeout(within).ok();
+    let url = loop {
+        let line = next(Duration::from_secs(60)).expect("server output");
+        if let Some(rest) = line.strip_prefix("aspen: serving on ") {
+            break rest.split(' ').next().unwrap().to_string();
+        }
+    };
+    let ca = std::fs::read(data.join("ca.pem")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+        .build()
+        .unwrap();
+    let health = || {
+        rt.block_on(async {
+            client
+                .get(format!("{url}/health"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    // The response's line is held (ten seconds), and so is anything the
+    // start logged at `INFO`.
+    assert_eq!(health(), 200);
+    let mut early = Vec::new();
+    while let Some(l) = next(Duration::from_millis(500)) {
+        early.push(l);
+    }
+    assert!(
+        !early.iter().any(|l| l.contains("path=/health")),
+        "written before a flush: {early:?}"
+    );
+    // The one connection allowed is the client's, kept alive: a second one
+    // is refused with a warning, which brings the held line out before it.
+    let addr = url.trim_start_matches("https://");
+    let _refused = std::net::TcpStream::connect(addr).unwrap();
+    let mut lines = Vec::new();
+    while !lines
+        .iter()
+        .any(|l: &String| l.contains("max_connections reached"))
+    {
+        lines.push(next(Duration::from_secs(5)).expect("the warning, at once"));
+    }
+    let at = |needle: &str| lines.iter().position(|l| l.contains(needle));
+    let response = at("path=/health").expect("the held line");
+    assert!(lines[response].contains("response status=200"), "{lines:?}");
+    assert!(
+        response < at("max_connections reached").unwrap(),
+        "{lines:?}"
+    );
+    // Held again, then written when the server stops.
+    assert_eq!(health(), 200);
+    assert!(next(Duration::from_millis(300)).is_none());
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let rest: Vec<String> = std::iter::from_fn(|| next(Duration::from_secs(5))).collect();
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("path=/health") && l.contains("status=200")),
+        "{rest:?}"
+    );
+}
