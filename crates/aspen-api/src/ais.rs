@@ -10,6 +10,7 @@ use aspen_core::{Direction, TxFilter, TxPageRequest};
 use aspen_domain::{Account, ResourceKind, format_minor};
 use aspen_http::{Json, ObError, ObErrorCode};
 use aspen_store::consent::ConsentRecord;
+use aws_lc_rs::hmac;
 use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -708,21 +709,22 @@ pub struct TxQuery {
     page: Option<String>,
 }
 
-/// What a page link carries; signed so it cannot be edited, and bound to
-/// the consent so it works only for the token that listed it.
+/// What a page link carries; sealed so it cannot be edited, and bound to
+/// the consent, the account and the endpoint path that made it
+/// ([`page_binding`]), so it works only for the token that listed it, and
+/// an account's page cannot be replayed on a statement's (whose period is
+/// narrower).
 #[derive(Serialize, Deserialize, Clone)]
 struct PageToken {
-    c: String,
-    a: String,
-    /// The endpoint path that made the link: a link is valid only there,
-    /// so an account's page cannot be replayed on a statement's (whose
-    /// period is narrower).
-    e: String,
+    /// The window; an open side is left out of the link.
+    #[serde(default = "open_from", skip_serializing_if = "is_open_from")]
     f: i64,
+    #[serde(default = "open_to", skip_serializing_if = "is_open_to")]
     t: i64,
     /// `n` next (after cursor), `p` previous (before cursor).
     d: char,
     /// The core's cursor; none: from the start (`n`) or the end (`p`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     cur: Option<String>,
     n: u32,
     tp: i64,
@@ -730,8 +732,51 @@ struct PageToken {
     /// Page number (1-based) this token opens.
     pg: i64,
     /// Booking times of the account's first and last entries (AIS-32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     lo: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     hi: Option<i64>,
+}
+
+fn open_from() -> i64 {
+    i64::MIN
+}
+
+fn open_to() -> i64 {
+    i64::MAX
+}
+
+fn is_open_from(f: &i64) -> bool {
+    *f == i64::MIN
+}
+
+fn is_open_to(t: &i64) -> bool {
+    *t == i64::MAX
+}
+
+/// A page link of the first format ([`links::open_first_format`]), which
+/// carried its binding.
+#[derive(Deserialize)]
+struct FirstFormatPageToken {
+    c: String,
+    a: String,
+    e: String,
+    #[serde(flatten)]
+    rest: PageToken,
+}
+
+/// What a page link is bound to: consent, account, endpoint path.
+fn page_binding<'a>(consent: &'a str, account: &'a str, path: &'a str) -> [&'a str; 3] {
+    [consent, account, path]
+}
+
+/// Opens a transactions page link made for `bound` ([`page_binding`]).
+fn open_page_token(key: &hmac::Key, bound: [&str; 3], link: &str) -> Option<PageToken> {
+    links::open(key, &bound, link).or_else(|| {
+        links::open_first_format::<FirstFormatPageToken>(key, link)
+            .filter(|t| [t.c.as_str(), t.a.as_str(), t.e.as_str()] == bound)
+            .map(|t| t.rest)
+    })
 }
 
 fn tx_filter(g: &Grant, q_from: Option<i64>, q_to: Option<i64>) -> TxFilter {
@@ -791,8 +836,9 @@ async fn transactions_page(
     path: &str,
     bound: Option<(i64, i64)>,
 ) -> Result<Response, ObError> {
-    let page = open_page::<PageToken>(s, q.page.as_ref(), |t| {
-        t.c == g.consent.consent_id && t.a == account && t.e == path
+    let binding = page_binding(&g.consent.consent_id, account, path);
+    let page = open_page(q.page.as_ref(), |p| {
+        open_page_token(&s.link_key, binding, p)
     })?;
     let mut filter = tx_filter(
         g,
@@ -867,9 +913,6 @@ async fn transactions_page(
     let page_no = page.as_ref().map_or(1, |p| p.pg);
     let token = |d: char, cur: Option<&str>, n: i64, pg: i64| {
         let t = PageToken {
-            c: g.consent.consent_id.clone(),
-            a: account.to_string(),
-            e: path.to_string(),
             f: filter.from_ms,
             t: filter.to_ms,
             d,
@@ -881,7 +924,11 @@ async fn transactions_page(
             lo,
             hi,
         };
-        format!("{}{path}?page={}", s.base_url, links::seal(&s.link_key, &t))
+        format!(
+            "{}{path}?page={}",
+            s.base_url,
+            links::seal(&s.link_key, &binding, &t)
+        )
     };
     let first_link = format!("{}{path}", s.base_url);
     let self_link = match &q.page {
@@ -941,23 +988,20 @@ async fn transactions_page(
     )))
 }
 
-/// Opens a page link: it must be sealed by this bank and belong to the
-/// request's consent (and account), or it is refused.
-fn open_page<T: serde::de::DeserializeOwned>(
-    s: &ApiState,
+/// Opens a page link with `open`: it must be sealed by this bank for the
+/// request's consent (and account and endpoint), or it is refused.
+fn open_page<T>(
     raw: Option<&String>,
-    belongs: impl Fn(&T) -> bool,
+    open: impl FnOnce(&str) -> Option<T>,
 ) -> Result<Option<T>, ObError> {
     raw.map(|p| {
-        links::open::<T>(&s.link_key, p)
-            .filter(|t| belongs(t))
-            .ok_or_else(|| {
-                ObError::bad_request(
-                    ObErrorCode::FieldInvalid,
-                    "the page link is not valid",
-                    Some("page"),
-                )
-            })
+        open(p).ok_or_else(|| {
+            ObError::bad_request(
+                ObErrorCode::FieldInvalid,
+                "the page link is not valid",
+                Some("page"),
+            )
+        })
     })
     .transpose()
 }
@@ -971,15 +1015,26 @@ fn urlencode(s: &str) -> String {
 
 /// Where a `/transactions` walk across the consent's accounts stands:
 /// which account, and the core's cursor inside it.
+/// Bound to the consent, as [`PageToken`] is.
 #[derive(Serialize, Deserialize)]
 struct BulkToken {
-    c: String,
+    #[serde(default = "open_from", skip_serializing_if = "is_open_from")]
     f: i64,
+    #[serde(default = "open_to", skip_serializing_if = "is_open_to")]
     t: i64,
     ai: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     cur: Option<String>,
     tp: i64,
     pg: i64,
+}
+
+/// A bulk link of the first format, which carried its consent.
+#[derive(Deserialize)]
+struct FirstFormatBulkToken {
+    c: String,
+    #[serde(flatten)]
+    rest: BulkToken,
 }
 
 /// `/transactions`: the consent's accounts one after another, each in
@@ -995,7 +1050,14 @@ pub async fn bulk_transactions(
     let g = grant(&s, &token, &headers).await?;
     let detail = g.level("ReadTransactionsBasic", "ReadTransactionsDetail")?;
     let accts = accounts(&s, &g, None).await?;
-    let page = open_page::<BulkToken>(&s, q.get("page"), |t| t.c == g.consent.consent_id)?;
+    let bound = [g.consent.consent_id.as_str()];
+    let page = open_page(q.get("page"), |p| {
+        links::open::<BulkToken>(&s.link_key, &bound, p).or_else(|| {
+            links::open_first_format::<FirstFormatBulkToken>(&s.link_key, p)
+                .filter(|t| t.c == bound[0])
+                .map(|t| t.rest)
+        })
+    })?;
     let mut filter = tx_filter(
         &g,
         query_date(q.get("fromBookingDateTime"), "fromBookingDateTime")?,
@@ -1056,7 +1118,6 @@ pub async fn bulk_transactions(
     let base = format!("{}{AISP}/transactions", s.base_url);
     let seal = |ai: usize, cur: Option<String>, pg: i64| {
         let t = BulkToken {
-            c: g.consent.consent_id.clone(),
             f: filter.from_ms,
             t: filter.to_ms,
             ai,
@@ -1064,7 +1125,7 @@ pub async fn bulk_transactions(
             tp: pages,
             pg,
         };
-        format!("{base}?page={}", links::seal(&s.link_key, &t))
+        format!("{base}?page={}", links::seal(&s.link_key, &bound, &t))
     };
     let next = last
         .filter(|_| page_no < pages)
@@ -1089,4 +1150,113 @@ pub async fn bulk_transactions(
         &meta,
     );
     Ok(aspen_http::json::bytes(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(pg: i64) -> PageToken {
+        PageToken {
+            f: i64::MIN,
+            t: i64::MAX,
+            d: 'n',
+            cur: Some("1779401088000.blk-000000000096".into()),
+            n: 100,
+            tp: 104,
+            total: 10_376,
+            pg,
+            lo: Some(1_779_235_200_000),
+            hi: None,
+        }
+    }
+
+    const PATH: &str = "/open-banking/v3.1/aisp/accounts/acc-1/transactions";
+
+    #[test]
+    fn a_page_link_opens_for_its_consent_account_and_endpoint_only() {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"k");
+        let here = page_binding("aac-1", "acc-1", PATH);
+        let link = links::seal(&key, &here, &state(2));
+        let opened = open_page_token(&key, here, &link).unwrap();
+        assert_eq!((opened.pg, opened.cur, opened.n), (2, state(2).cur, 100));
+        // Open sides and absent values are left out, and come back.
+        assert_eq!(
+            (opened.f, opened.t, opened.lo, opened.hi),
+            (i64::MIN, i64::MAX, state(2).lo, None)
+        );
+        let closed = PageToken {
+            f: -5,
+            t: 10,
+            cur: None,
+            hi: Some(7),
+            ..state(1)
+        };
+        let opened = open_page_token(&key, here, &links::seal(&key, &here, &closed)).unwrap();
+        assert_eq!(
+            (opened.f, opened.t, opened.cur, opened.hi),
+            (-5, 10, None, Some(7))
+        );
+        for elsewhere in [
+            page_binding("aac-2", "acc-1", PATH),
+            page_binding("aac-1", "acc-2", PATH),
+            page_binding(
+                "aac-1",
+                "acc-1",
+                "/open-banking/v3.1/aisp/accounts/acc-1/statements/s-1/transactions",
+            ),
+        ] {
+            assert!(
+                open_page_token(&key, elsewhere, &link).is_none(),
+                "{elsewhere:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_first_format_page_link_still_opens_where_it_was_made() {
+        // Made by a node before the twenty-fourth pass of issue 15: the
+        // binding inside the sealed state.
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"k");
+        let mut old = serde_json::to_value(state(3)).unwrap();
+        for (k, v) in [("c", "aac-1"), ("a", "acc-1"), ("e", PATH)] {
+            old[k] = json!(v);
+        }
+        let link = links::seal_first_format(&key, &old);
+        let opened = open_page_token(&key, page_binding("aac-1", "acc-1", PATH), &link).unwrap();
+        assert_eq!(
+            (opened.pg, opened.total, opened.lo),
+            (3, 10_376, state(3).lo)
+        );
+        for elsewhere in [
+            page_binding("aac-2", "acc-1", PATH),
+            page_binding("aac-1", "acc-2", PATH),
+            page_binding("aac-1", "acc-1", "/open-banking/v3.1/aisp/transactions"),
+        ] {
+            assert!(
+                open_page_token(&key, elsewhere, &link).is_none(),
+                "{elsewhere:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_page_link_is_under_half_what_it_was() {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"k");
+        let consent = "aac-52d7b22b-b5d4-412e-a5bd-3a79c9818727";
+        let account = "acc-f3453fc625799188ae90";
+        let path = format!("/open-banking/v3.1/aisp/accounts/{account}/transactions");
+        let now = links::seal(&key, &page_binding(consent, account, &path), &state(2));
+        let mut old = serde_json::to_value(state(2)).unwrap();
+        for (k, v) in [("c", consent), ("a", account), ("e", path.as_str())] {
+            old[k] = json!(v);
+        }
+        let before = links::seal_first_format(&key, &old);
+        assert!(
+            now.len() * 2 < before.len(),
+            "{} vs {}",
+            now.len(),
+            before.len()
+        );
+    }
 }

@@ -634,6 +634,17 @@ async fn a_page_link_works_only_where_it_was_made() {
         .await;
         assert_eq!(status, 400, "{body:#}");
         assert_eq!(body["Errors"][0]["ErrorCode"], "UK.OBIE.Field.Invalid");
+        // Nor on another account of the same consent.
+        let other = accounts["Data"]["Account"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["AccountId"].as_str().unwrap())
+            .find(|o| *o != id)
+            .expect("a second account");
+        let (status, body) = get(format!("{aisp}/accounts/{other}/transactions?page={page}")).await;
+        assert_eq!(status, 400, "{body:#}");
+        assert_eq!(body["Errors"][0]["ErrorCode"], "UK.OBIE.Field.Invalid");
         // The link still works where it was made.
         assert_eq!(get(next.to_string()).await.0, 200);
         tried = true;
