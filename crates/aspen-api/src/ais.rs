@@ -770,9 +770,15 @@ fn page_binding<'a>(consent: &'a str, account: &'a str, path: &'a str) -> [&'a s
     [consent, account, path]
 }
 
-/// Opens a transactions page link made for `bound` ([`page_binding`]).
-fn open_page_token(key: &hmac::Key, bound: [&str; 3], link: &str) -> Option<PageToken> {
-    links::open(key, &bound, link).or_else(|| {
+/// Opens a transactions page link made for `bound` ([`page_binding`]),
+/// whose `binding` is `sealed`.
+fn open_page_token(
+    key: &hmac::Key,
+    sealed: &links::Binding,
+    bound: [&str; 3],
+    link: &str,
+) -> Option<PageToken> {
+    sealed.open(link).or_else(|| {
         links::open_first_format::<FirstFormatPageToken>(key, link)
             .filter(|t| [t.c.as_str(), t.a.as_str(), t.e.as_str()] == bound)
             .map(|t| t.rest)
@@ -836,9 +842,10 @@ async fn transactions_page(
     path: &str,
     bound: Option<(i64, i64)>,
 ) -> Result<Response, ObError> {
-    let binding = page_binding(&g.consent.consent_id, account, path);
+    let here = page_binding(&g.consent.consent_id, account, path);
+    let binding = links::Binding::new(&s.link_key, &here);
     let page = open_page(q.page.as_ref(), |p| {
-        open_page_token(&s.link_key, binding, p)
+        open_page_token(&s.link_key, &binding, here, p)
     })?;
     let mut filter = tx_filter(
         g,
@@ -924,11 +931,7 @@ async fn transactions_page(
             lo,
             hi,
         };
-        format!(
-            "{}{path}?page={}",
-            s.base_url,
-            links::seal(&s.link_key, &binding, &t)
-        )
+        format!("{}{path}?page={}", s.base_url, binding.seal(&t))
     };
     let first_link = format!("{}{path}", s.base_url);
     let self_link = match &q.page {
@@ -1050,11 +1053,11 @@ pub async fn bulk_transactions(
     let g = grant(&s, &token, &headers).await?;
     let detail = g.level("ReadTransactionsBasic", "ReadTransactionsDetail")?;
     let accts = accounts(&s, &g, None).await?;
-    let bound = [g.consent.consent_id.as_str()];
+    let binding = links::Binding::new(&s.link_key, &[&g.consent.consent_id]);
     let page = open_page(q.get("page"), |p| {
-        links::open::<BulkToken>(&s.link_key, &bound, p).or_else(|| {
+        binding.open::<BulkToken>(p).or_else(|| {
             links::open_first_format::<FirstFormatBulkToken>(&s.link_key, p)
-                .filter(|t| t.c == bound[0])
+                .filter(|t| t.c == g.consent.consent_id)
                 .map(|t| t.rest)
         })
     })?;
@@ -1125,7 +1128,7 @@ pub async fn bulk_transactions(
             tp: pages,
             pg,
         };
-        format!("{base}?page={}", links::seal(&s.link_key, &bound, &t))
+        format!("{base}?page={}", binding.seal(&t))
     };
     let next = last
         .filter(|_| page_no < pages)
@@ -1173,12 +1176,20 @@ mod tests {
 
     const PATH: &str = "/open-banking/v3.1/aisp/accounts/acc-1/transactions";
 
+    fn open(key: &hmac::Key, bound: [&str; 3], link: &str) -> Option<PageToken> {
+        open_page_token(key, &links::Binding::new(key, &bound), bound, link)
+    }
+
+    fn seal(key: &hmac::Key, bound: [&str; 3], t: &PageToken) -> String {
+        links::Binding::new(key, &bound).seal(t)
+    }
+
     #[test]
     fn a_page_link_opens_for_its_consent_account_and_endpoint_only() {
         let key = hmac::Key::new(hmac::HMAC_SHA256, b"k");
         let here = page_binding("aac-1", "acc-1", PATH);
-        let link = links::seal(&key, &here, &state(2));
-        let opened = open_page_token(&key, here, &link).unwrap();
+        let link = seal(&key, here, &state(2));
+        let opened = open(&key, here, &link).unwrap();
         assert_eq!((opened.pg, opened.cur, opened.n), (2, state(2).cur, 100));
         // Open sides and absent values are left out, and come back.
         assert_eq!(
@@ -1192,7 +1203,7 @@ mod tests {
             hi: Some(7),
             ..state(1)
         };
-        let opened = open_page_token(&key, here, &links::seal(&key, &here, &closed)).unwrap();
+        let opened = open(&key, here, &seal(&key, here, &closed)).unwrap();
         assert_eq!(
             (opened.f, opened.t, opened.cur, opened.hi),
             (-5, 10, None, Some(7))
@@ -1206,10 +1217,7 @@ mod tests {
                 "/open-banking/v3.1/aisp/accounts/acc-1/statements/s-1/transactions",
             ),
         ] {
-            assert!(
-                open_page_token(&key, elsewhere, &link).is_none(),
-                "{elsewhere:?}"
-            );
+            assert!(open(&key, elsewhere, &link).is_none(), "{elsewhere:?}");
         }
     }
 
@@ -1223,7 +1231,7 @@ mod tests {
             old[k] = json!(v);
         }
         let link = links::seal_first_format(&key, &old);
-        let opened = open_page_token(&key, page_binding("aac-1", "acc-1", PATH), &link).unwrap();
+        let opened = open(&key, page_binding("aac-1", "acc-1", PATH), &link).unwrap();
         assert_eq!(
             (opened.pg, opened.total, opened.lo),
             (3, 10_376, state(3).lo)
@@ -1233,10 +1241,7 @@ mod tests {
             page_binding("aac-1", "acc-2", PATH),
             page_binding("aac-1", "acc-1", "/open-banking/v3.1/aisp/transactions"),
         ] {
-            assert!(
-                open_page_token(&key, elsewhere, &link).is_none(),
-                "{elsewhere:?}"
-            );
+            assert!(open(&key, elsewhere, &link).is_none(), "{elsewhere:?}");
         }
     }
 
@@ -1246,7 +1251,7 @@ mod tests {
         let consent = "aac-52d7b22b-b5d4-412e-a5bd-3a79c9818727";
         let account = "acc-f3453fc625799188ae90";
         let path = format!("/open-banking/v3.1/aisp/accounts/{account}/transactions");
-        let now = links::seal(&key, &page_binding(consent, account, &path), &state(2));
+        let now = seal(&key, page_binding(consent, account, &path), &state(2));
         let mut old = serde_json::to_value(state(2)).unwrap();
         for (k, v) in [("c", consent), ("a", account), ("e", path.as_str())] {
             old[k] = json!(v);

@@ -19,38 +19,53 @@ use serde::de::DeserializeOwned;
 /// was a JSON object, base64url-encoded).
 const FORMAT: &str = "2.";
 
-/// The tag: over the format, each part of the binding with its length (so
-/// that no two bindings give the same input), then the state.
-fn tag(key: &hmac::Key, bound: &[&str], state: &[u8]) -> hmac::Tag {
-    let mut ctx = hmac::Context::with_key(key);
-    ctx.update(FORMAT.as_bytes());
-    for part in bound {
-        ctx.update(&(part.len() as u64).to_be_bytes());
-        ctx.update(part.as_bytes());
+/// What a link is bound to, as the start of its tag: the format, then each
+/// part with its length (so that no two bindings give the same input).
+/// Worked out once for all of a page's links; each link's tag goes on from
+/// here over its state's JSON.
+pub struct Binding(hmac::Context);
+
+impl Binding {
+    pub fn new(key: &hmac::Key, bound: &[&str]) -> Binding {
+        let mut ctx = hmac::Context::with_key(key);
+        ctx.update(FORMAT.as_bytes());
+        for part in bound {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part.as_bytes());
+        }
+        Binding(ctx)
     }
-    ctx.update(state);
-    ctx.sign()
-}
 
-/// `value` sealed for use where `bound` is given again.
-pub fn seal<T: Serialize>(key: &hmac::Key, bound: &[&str], value: &T) -> String {
-    let state = URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap_or_default());
-    let tag = tag(key, bound, state.as_bytes());
-    let mut out = String::with_capacity(FORMAT.len() + state.len() + 44);
-    out.push_str(FORMAT);
-    out.push_str(&state);
-    out.push('.');
-    URL_SAFE_NO_PAD.encode_string(tag.as_ref(), &mut out);
-    out
-}
+    fn tag(&self, state: &[u8]) -> hmac::Tag {
+        let mut ctx = self.0.clone();
+        ctx.update(state);
+        ctx.sign()
+    }
 
-/// A link [`seal`]ed with the same `bound`; `None` for anything else.
-pub fn open<T: DeserializeOwned>(key: &hmac::Key, bound: &[&str], link: &str) -> Option<T> {
-    let (state, sent) = link.strip_prefix(FORMAT)?.split_once('.')?;
-    let sent = URL_SAFE_NO_PAD.decode(sent).ok()?;
-    let want = tag(key, bound, state.as_bytes());
-    aws_lc_rs::constant_time::verify_slices_are_equal(want.as_ref(), &sent).ok()?;
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(state).ok()?).ok()
+    /// `value` sealed for use where the same binding is given again.
+    pub fn seal<T: Serialize>(&self, value: &T) -> String {
+        let state = serde_json::to_vec(value).unwrap_or_default();
+        let tag = self.tag(&state);
+        let mut out = String::with_capacity(FORMAT.len() + state.len() * 4 / 3 + 48);
+        out.push_str(FORMAT);
+        URL_SAFE_NO_PAD.encode_string(&state, &mut out);
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(tag.as_ref(), &mut out);
+        out
+    }
+
+    /// A link [`Binding::seal`]ed with the same binding; `None` for
+    /// anything else.
+    pub fn open<T: DeserializeOwned>(&self, link: &str) -> Option<T> {
+        let (state, sent) = link.strip_prefix(FORMAT)?.split_once('.')?;
+        let (state, sent) = (
+            URL_SAFE_NO_PAD.decode(state).ok()?,
+            URL_SAFE_NO_PAD.decode(sent).ok()?,
+        );
+        let want = self.tag(&state);
+        aws_lc_rs::constant_time::verify_slices_are_equal(want.as_ref(), &sent).ok()?;
+        serde_json::from_slice(&state).ok()
+    }
 }
 
 /// A link of the first format, whose state carries its own binding (the
@@ -80,25 +95,38 @@ mod tests {
     #[test]
     fn tampering_is_detected() {
         let key = hmac::Key::new(hmac::HMAC_SHA256, b"k");
-        let bound = ["consent-1", "acc-1"];
-        let t = seal(&key, &bound, &json!({"ms": 5}));
+        let bound = Binding::new(&key, &["consent-1", "acc-1"]);
+        let t = bound.seal(&json!({"ms": 5}));
         assert!(t.starts_with("2."), "{t}");
-        assert_eq!(open::<Value>(&key, &bound, &t).unwrap()["ms"], 5);
+        assert_eq!(bound.open::<Value>(&t).unwrap()["ms"], 5);
+        // One binding seals many links.
+        assert_eq!(
+            bound.open::<Value>(&bound.seal(&json!({"ms": 7}))).unwrap()["ms"],
+            7
+        );
         let (_, s) = t.rsplit_once('.').unwrap();
         let forged = format!("2.{}.{s}", URL_SAFE_NO_PAD.encode(br#"{"ms":6}"#));
-        assert!(open::<Value>(&key, &bound, &forged).is_none());
+        assert!(bound.open::<Value>(&forged).is_none());
         let other = hmac::Key::new(hmac::HMAC_SHA256, b"other");
-        assert!(open::<Value>(&other, &bound, &t).is_none());
-        assert!(open::<Value>(&key, &bound, &t[..t.len() - 1]).is_none());
-        assert!(open::<Value>(&key, &bound, t.trim_start_matches("2.")).is_none());
+        assert!(
+            Binding::new(&other, &["consent-1", "acc-1"])
+                .open::<Value>(&t)
+                .is_none()
+        );
+        assert!(bound.open::<Value>(&t[..t.len() - 1]).is_none());
+        assert!(bound.open::<Value>(t.trim_start_matches("2.")).is_none());
         // A first-format link is not opened as the second.
-        assert!(open::<Value>(&key, &bound, &seal_first_format(&key, &json!({}))).is_none());
+        assert!(
+            bound
+                .open::<Value>(&seal_first_format(&key, &json!({})))
+                .is_none()
+        );
     }
 
     #[test]
     fn a_link_opens_only_with_its_binding() {
         let key = hmac::Key::new(hmac::HMAC_SHA256, b"k");
-        let t = seal(&key, &["consent-1", "acc-1"], &json!({"ms": 5}));
+        let t = Binding::new(&key, &["consent-1", "acc-1"]).seal(&json!({"ms": 5}));
         for other in [
             &["consent-2", "acc-1"][..],
             &["consent-1", "acc-2"],
@@ -108,7 +136,10 @@ mod tests {
             &["consent-1a", "cc-1"],
             &["consent-1acc-1"],
         ] {
-            assert!(open::<Value>(&key, other, &t).is_none(), "{other:?}");
+            assert!(
+                Binding::new(&key, other).open::<Value>(&t).is_none(),
+                "{other:?}"
+            );
         }
     }
 
@@ -124,7 +155,7 @@ mod tests {
         assert!(open_first_format::<Value>(&key, &forged).is_none());
         assert!(open_first_format::<Value>(&key, b).is_none());
         // Nor is a second-format link opened as the first.
-        let second = seal(&key, &[], &json!({"ms": 5}));
+        let second = Binding::new(&key, &[]).seal(&json!({"ms": 5}));
         assert!(open_first_format::<Value>(&key, &second).is_none());
     }
 }
