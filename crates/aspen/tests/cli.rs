@@ -287,6 +287,14 @@ fn held_log_lines_go_out_in_order_on_a_warning_and_at_exit() {
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    /// Killed if the test fails before it stops the server.
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_aspen"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("ASPEN_DATA_DIR", &data)
@@ -296,9 +304,10 @@ fn held_log_lines_go_out_in_order_on_a_warning_and_at_exit() {
         .env("ASPEN_LIMITS__MAX_CONNECTIONS_PER_ADDRESS", "0")
         .stderr(Stdio::piped())
         .spawn()
+        .map(Server)
         .unwrap();
     let (tx, rx) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
+    let stderr = child.0.stderr.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             if tx.send(line.unwrap()).is_err() {
@@ -362,10 +371,10 @@ fn held_log_lines_go_out_in_order_on_a_warning_and_at_exit() {
     assert_eq!(health(), 200);
     assert!(next(Duration::from_millis(300)).is_none());
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
     let rest: Vec<String> = std::iter::from_fn(|| next(Duration::from_secs(5))).collect();
     assert!(
         rest.iter()
