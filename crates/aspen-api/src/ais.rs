@@ -918,6 +918,10 @@ async fn transactions_page(
         }
     };
     let page_no = page.as_ref().map_or(1, |p| p.pg);
+    // Concatenated, not formatted: format! for a page's five links was 1.3%
+    // of its server CPU (issue 15, twenty-fourth pass).
+    let first_link = [s.base_url.as_str(), path].concat();
+    let link_prefix = [first_link.as_str(), "?page="].concat();
     let token = |d: char, cur: Option<&str>, n: i64, pg: i64| {
         let t = PageToken {
             f: filter.from_ms,
@@ -931,11 +935,10 @@ async fn transactions_page(
             lo,
             hi,
         };
-        format!("{}{path}?page={}", s.base_url, binding.seal(&t))
+        binding.link(&link_prefix, &t)
     };
-    let first_link = format!("{}{path}", s.base_url);
     let self_link = match &q.page {
-        Some(p) => format!("{}{path}?page={p}", s.base_url),
+        Some(p) => [link_prefix.as_str(), p].concat(),
         None => {
             let mut qs = Vec::new();
             if let Some(f) = &q.from {
@@ -945,7 +948,7 @@ async fn transactions_page(
                 qs.push(format!("toBookingDateTime={}", urlencode(t)));
             }
             if qs.is_empty() {
-                first_link.clone()
+                first_link
             } else {
                 format!("{first_link}?{}", qs.join("&"))
             }

@@ -44,9 +44,15 @@ impl Binding {
 
     /// `value` sealed for use where the same binding is given again.
     pub fn seal<T: Serialize>(&self, value: &T) -> String {
+        self.link("", value)
+    }
+
+    /// `prefix` followed by `value` [`Binding::seal`]ed, in one string.
+    pub fn link<T: Serialize>(&self, prefix: &str, value: &T) -> String {
         let state = serde_json::to_vec(value).unwrap_or_default();
         let tag = self.tag(&state);
-        let mut out = String::with_capacity(FORMAT.len() + state.len() * 4 / 3 + 48);
+        let mut out = String::with_capacity(prefix.len() + FORMAT.len() + state.len() * 4 / 3 + 48);
+        out.push_str(prefix);
         out.push_str(FORMAT);
         URL_SAFE_NO_PAD.encode_string(&state, &mut out);
         out.push('.');
