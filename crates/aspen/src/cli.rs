@@ -279,6 +279,8 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
                 "ready: {}",
                 server.public_url
             );
+            // The start's held lines first, so they come before this one.
+            crate::logging::flush();
             eprintln!(
                 "aspen: serving on {} (data in {}); aspsp_org_id {}",
                 server.public_url,
