@@ -1121,7 +1121,7 @@ pub async fn bulk_transactions(
             cursor = None;
         }
     }
-    let base = format!("{}{AISP}/transactions", s.base_url);
+    let base = format!("{}{AISP}/transactions?page=", s.base_url);
     let seal = |ai: usize, cur: Option<String>, pg: i64| {
         let t = BulkToken {
             f: filter.from_ms,
@@ -1131,7 +1131,7 @@ pub async fn bulk_transactions(
             tp: pages,
             pg,
         };
-        format!("{base}?page={}", binding.seal(&t))
+        binding.link(&base, &t)
     };
     let next = last
         .filter(|_| page_no < pages)

@@ -42,12 +42,15 @@ impl Binding {
         ctx.sign()
     }
 
-    /// `value` sealed for use where the same binding is given again.
+    /// `value` sealed for use where the same binding is given again (as
+    /// [`Binding::link`] seals it, with no prefix).
+    #[cfg(test)]
     pub fn seal<T: Serialize>(&self, value: &T) -> String {
         self.link("", value)
     }
 
-    /// `prefix` followed by `value` [`Binding::seal`]ed, in one string.
+    /// `prefix` followed by `value` sealed for use where the same binding
+    /// is given again, in one string.
     pub fn link<T: Serialize>(&self, prefix: &str, value: &T) -> String {
         let state = serde_json::to_vec(value).unwrap_or_default();
         let tag = self.tag(&state);
@@ -60,7 +63,7 @@ impl Binding {
         out
     }
 
-    /// A link [`Binding::seal`]ed with the same binding; `None` for
+    /// A link sealed ([`Binding::link`]) with the same binding; `None` for
     /// anything else.
     pub fn open<T: DeserializeOwned>(&self, link: &str) -> Option<T> {
         let (state, sent) = link.strip_prefix(FORMAT)?.split_once('.')?;
