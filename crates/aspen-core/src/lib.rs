@@ -85,7 +85,8 @@ pub struct TxSummary {
 /// What [`Core::transaction_page`] answers besides the transactions, which
 /// went to its sink: on a first page the summary, and the cursors of the
 /// page's first and last transactions (in page order), where its links
-/// start.
+/// start. The one where the read ended may be left out when the page came
+/// back short of its limit: nothing lies beyond it to link to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TxPageEnd {
     pub summary: Option<TxSummary>,

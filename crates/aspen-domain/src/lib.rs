@@ -447,11 +447,10 @@ pub struct TransactionView<'a> {
 }
 
 /// A transaction read in its stored form ([`wire::stored`]), with what
-/// its page needs from its columns besides.
+/// its page needs from its columns besides (its position is the store's,
+/// read only where the page's links start).
 #[derive(Debug, Clone, Copy)]
 pub struct StoredTx<'a> {
-    pub transaction_id: &'a str,
-    pub booking_ms: i64,
     /// Running booked balance after the entry (see [`Transaction`]).
     pub balance_minor: Option<i64>,
     pub wire: wire::Stored<'a>,

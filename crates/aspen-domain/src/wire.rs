@@ -397,9 +397,20 @@ impl Cuts {
 }
 
 /// A stored transaction ([`stored`]) read back.
+///
+/// Its bytes are not checked as UTF-8 here (as they are not parsed as
+/// JSON): the form is aspen's own, written by [`stored`] from valid
+/// strings, and the page copies it as it is. What is checked is what
+/// cutting it relies on, so that no form, however corrupt, panics or is cut
+/// inside a character: the header, the offsets' order and places, and the
+/// card, the one part read as text (checked as UTF-8 when it is there).
+/// Validating every form was 2% of an AIS page's server CPU (issue 15,
+/// twenty-fifth pass).
 #[derive(Debug, Clone, Copy)]
 pub struct Stored<'a> {
-    json: &'a str,
+    json: &'a [u8],
+    /// The card's value (`cuts.card`), as text.
+    card: &'a str,
     cuts: Cuts,
 }
 
@@ -407,19 +418,13 @@ impl<'a> Stored<'a> {
     /// The header read and checked against the JSON after it: `None` for
     /// text that is not a stored transaction (then the transaction is read
     /// from its columns).
-    pub fn parse(text: &'a str) -> Option<Self> {
-        // Fixed places, so that each offset is read on its own: read a
-        // digit at a time up to a separator, the header was 4.5% of a
-        // page's server CPU (issue 15, twenty-second pass).
-        let head = text.as_bytes().first_chunk::<HEADER>()?;
-        let digits = all_digits(head);
-        let n: [u32; 10] = std::array::from_fn(|i| {
-            let d = &head[i * 5..i * 5 + 5];
-            let d = |j: usize| u32::from(d[j].wrapping_sub(b'0'));
-            d(0) * 10_000 + d(1) * 1_000 + d(2) * 100 + d(3) * 10 + d(4)
-        });
-        // The header is ASCII: `HEADER` is a character boundary.
-        let json = text.get(HEADER..).filter(|_| digits)?;
+    pub fn parse(text: &'a [u8]) -> Option<Self> {
+        let head = text.first_chunk::<HEADER>()?;
+        if !all_digits(head) {
+            return None;
+        }
+        let n = offsets(head);
+        let json = &text[HEADER..];
         let cuts = Cuts {
             info: (n[0], n[1]),
             balance: n[2],
@@ -430,6 +435,11 @@ impl<'a> Stored<'a> {
         };
         let in_order = |xs: &[u32]| xs.windows(2).all(|w| w[0] <= w[1]);
         let (info, card, id) = (cuts.info, cuts.card, cuts.card_id);
+        // As `str::is_char_boundary`: not inside a character's bytes.
+        let boundary = |i: u32| {
+            json.get(i as usize)
+                .map_or(i as usize == json.len(), |&c| (c as i8) >= -0x40)
+        };
         let fits = in_order(&[info.0, info.1, cuts.balance, cuts.run_end, card.0, card.1])
             && (info.0 == info.1 || info.0 > 0)
             && cuts.currency.0 < cuts.currency.1
@@ -438,14 +448,51 @@ impl<'a> Stored<'a> {
                 || (card.0 <= id.0
                     && id.0 + 2 <= id.1
                     && id.1 <= card.1
-                    && json.as_bytes().get(id.0 as usize) == Some(&b'"')
-                    && json.as_bytes().get(id.1 as usize - 1) == Some(&b'"')))
+                    && json.get(id.0 as usize) == Some(&b'"')
+                    && json.get(id.1 as usize - 1) == Some(&b'"')))
             && (card.1 as usize) < json.len()
-            && json.starts_with('{')
-            && json.ends_with('}')
-            && n.iter().all(|&i| json.is_char_boundary(i as usize));
-        fits.then_some(Self { json, cuts })
+            && json.first() == Some(&b'{')
+            && json.last() == Some(&b'}')
+            && n.iter().all(|&i| boundary(i));
+        if !fits {
+            return None;
+        }
+        let card = std::str::from_utf8(&json[card.0 as usize..card.1 as usize]).ok()?;
+        Some(Self { json, card, cuts })
     }
+}
+
+/// The header's ten five-digit offsets, each from one eight-byte word (the
+/// digits checked already): its five digits moved to the word's low-order
+/// end behind three zeros, then the usual SWAR sum of eight digits (pairs,
+/// then fours, then the eight). Digit by digit this was 4% of an AIS
+/// page's server CPU (issue 15, twenty-fifth pass).
+fn offsets(head: &[u8; HEADER]) -> [u32; 10] {
+    const ZEROS: u64 = u64::from_le_bytes([b'0'; 8]);
+    let word = |i: usize| {
+        let mut w = [0; 8];
+        w.copy_from_slice(&head[i..i + 8]);
+        // No byte borrows: each is a digit.
+        u64::from_le_bytes(w) - ZEROS
+    };
+    std::array::from_fn(|i| {
+        // The first byte is the most significant digit: five digits are
+        // the word's top five bytes, after three zero digits.
+        let v = if i < 9 {
+            word(i * 5) << 24
+        } else {
+            // The last five bytes: a word ending at the header's end.
+            word(HEADER - 8) & !0xFF_FFFF
+        };
+        // Pairs: each pair's value in its lower byte.
+        let v = v * 10 + (v >> 8);
+        // Then the four pairs into the high half, carries past the word's
+        // end dropped (Lemire's eight-digit parse).
+        let mask = 0x0000_00FF_0000_00FF;
+        let hi = (v & mask).wrapping_mul(100 + (1_000_000 << 32));
+        let lo = ((v >> 16) & mask).wrapping_mul(1 + (10_000 << 32));
+        (hi.wrapping_add(lo) >> 32) as u32
+    })
 }
 
 /// Whether every byte of the header is an ASCII digit, eight at a time:
@@ -475,7 +522,7 @@ pub fn write_stored(
     detail: bool,
     pan: bool,
 ) {
-    let t = s.json.as_bytes();
+    let t = s.json;
     let c = &s.cuts;
     let at = |i: u32| i as usize;
     if detail {
@@ -490,16 +537,17 @@ pub fn write_stored(
         b.extend_from_slice(&t[at(c.info.1)..at(c.balance)]);
         b.extend_from_slice(&t[at(c.run_end)..at(c.card.0)]);
     }
-    let card = &s.json[at(c.card.0)..at(c.card.1)];
+    let card = s.card;
     if pan || card.is_empty() {
         b.extend_from_slice(card.as_bytes());
     } else if c.card_id.1 > c.card_id.0 {
-        let (i, j) = (at(c.card_id.0), at(c.card_id.1));
-        b.extend_from_slice(&t[at(c.card.0)..i]);
+        // Inside the card, between its quotes (checked by `parse`).
+        let (i, j) = (at(c.card_id.0 - c.card.0), at(c.card_id.1 - c.card.0));
+        b.extend_from_slice(&card.as_bytes()[..i]);
         b.push(b'"');
-        b.extend_from_slice(mask_pan(&s.json[i + 1..j - 1]).as_bytes());
+        b.extend_from_slice(mask_pan(&card[i + 1..j - 1]).as_bytes());
         b.push(b'"');
-        b.extend_from_slice(&t[j..at(c.card.1)]);
+        b.extend_from_slice(&card.as_bytes()[j..]);
     } else {
         card_instrument(b, card, false);
     }
@@ -632,7 +680,8 @@ mod tests {
                         for balance in [None, Some(0), Some(-9_999), Some(5), Some(12_345)] {
                             let t = tx(&detail, reference, info, balance);
                             let form = stored(&t.view()).unwrap();
-                            let s = Stored::parse(&form).unwrap_or_else(|| panic!("{form}"));
+                            let s =
+                                Stored::parse(form.as_bytes()).unwrap_or_else(|| panic!("{form}"));
                             for detail in [true, false] {
                                 for pan in [true, false] {
                                     let want = text(|b| {
@@ -661,12 +710,12 @@ mod tests {
         for (card, cut) in [(cards[1], Some("\"4111111111111111\"")), (cards[3], None)] {
             let detail = format!("{{\"CardInstrument\":{}}}", card.unwrap());
             let form = stored(&tx(&detail, None, None, None).view()).unwrap();
-            let s = Stored::parse(&form).unwrap();
+            let s = Stored::parse(form.as_bytes()).unwrap();
             let (i, j) = s.cuts.card_id;
             assert!(cut.is_some() || (i, j) == (0, 0), "{form}");
             assert_eq!(
                 (j > i).then(|| &s.json[i as usize..j as usize]),
-                cut,
+                cut.map(str::as_bytes),
                 "{form}"
             );
         }
@@ -690,6 +739,84 @@ mod tests {
         }
     }
 
+    /// Each offset is read as its five digits say, at every place in the
+    /// header (the last from a word that overlaps the one before it), for
+    /// every digit in every position and the extremes.
+    #[test]
+    fn offsets_are_read_as_their_digits_say() {
+        let by_digits = |head: &[u8; HEADER]| -> [u32; 10] {
+            std::array::from_fn(|i| {
+                std::str::from_utf8(&head[i * 5..i * 5 + 5])
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+        };
+        let header = |n: [u32; 10]| -> [u8; HEADER] {
+            let text: String = n.iter().map(|n| format!("{n:05}")).collect();
+            text.as_bytes().try_into().unwrap()
+        };
+        let mut cases = vec![[0; 10], [99_999; 10]];
+        for i in 0..10 {
+            for d in 0..5 {
+                for v in 1..10 {
+                    let mut n = [12_345; 10];
+                    n[i] = v * 10u32.pow(d);
+                    cases.push(n);
+                    n[i] = 99_999 - n[i];
+                    cases.push(n);
+                }
+            }
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2_000 {
+            cases.push(std::array::from_fn(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 100_000) as u32
+            }));
+        }
+        for n in cases {
+            let head = header(n);
+            assert_eq!(by_digits(&head), n);
+            assert_eq!(offsets(&head), n, "{}", String::from_utf8_lossy(&head));
+        }
+    }
+
+    /// A form is copied as its bytes; only its card, which masking reads
+    /// as text, must be UTF-8.
+    #[test]
+    fn a_form_is_copied_as_bytes_and_only_its_card_read_as_text() {
+        let t = tx(
+            r#"{"CardInstrument":{"CardSchemeName":"VISA","Identification":"4111111111111111"}}"#,
+            None,
+            Some("Coffee"),
+            Some(1),
+        );
+        let good = stored(&t.view()).unwrap().into_bytes();
+        let mut odd = good.clone();
+        let at = HEADER
+            + good[HEADER..]
+                .windows(6)
+                .position(|w| w == b"Coffee")
+                .unwrap();
+        odd[at] = 0xff;
+        let s = Stored::parse(&odd).unwrap();
+        let mut b = Vec::new();
+        write_stored(&mut b, &s, Some(1), true, false);
+        assert!(b.contains(&0xff));
+        assert!(b.windows(16).any(|w| w == b"************1111"));
+        let mut bad = good.clone();
+        let at = HEADER
+            + good[HEADER..]
+                .windows(4)
+                .position(|w| w == b"VISA")
+                .unwrap();
+        bad[at] = 0xff;
+        assert!(Stored::parse(&bad).is_none());
+    }
+
     /// A header that does not fit its JSON is not a stored transaction:
     /// the page then reads the columns (it must never cut at random).
     #[test]
@@ -705,7 +832,7 @@ mod tests {
         let n: Vec<u32> = (0..10)
             .map(|i| head[i * 5..i * 5 + 5].parse().unwrap())
             .collect();
-        assert!(Stored::parse(&good).is_some());
+        assert!(Stored::parse(good.as_bytes()).is_some());
         let with = |n: &[u32], json: &str| {
             let head: String = n.iter().map(|n| format!("{n:05}")).collect();
             format!("{head}{json}")
@@ -741,7 +868,7 @@ mod tests {
                 let form = with(&m, json);
                 // Some changes still fit (an empty range moved, say): those
                 // must still write JSON, never panic.
-                if let Some(s) = Stored::parse(&form) {
+                if let Some(s) = Stored::parse(form.as_bytes()) {
                     for (d, p) in [(true, true), (true, false), (false, true), (false, false)] {
                         text(|b| write_stored(b, &s, Some(1), d, p));
                     }
@@ -755,7 +882,7 @@ mod tests {
         let t = tx("{}", None, Some(&long), None);
         assert!(stored(&t.view()).is_none());
         let t = tx("{}", None, Some(&long[..MAX_STORED - 400]), None);
-        assert!(Stored::parse(&stored(&t.view()).unwrap()).is_some());
+        assert!(Stored::parse(stored(&t.view()).unwrap().as_bytes()).is_some());
         // Inside "Café": not a character boundary.
         let cafe = json.find("é").unwrap() as u32 + 1;
         let mut m = n.clone();
@@ -763,7 +890,7 @@ mod tests {
         m[2] = m[2].min(cafe);
         bad.push(with(&m, json));
         for b in &bad {
-            assert!(Stored::parse(b).is_none(), "{b}");
+            assert!(Stored::parse(b.as_bytes()).is_none(), "{b}");
         }
     }
 }

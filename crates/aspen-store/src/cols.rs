@@ -13,6 +13,12 @@ pub(crate) trait Cols {
     fn col<T: Col>(&self, i: usize) -> Result<T, StoreError>;
     fn col_str(&self, i: usize) -> Result<&str, StoreError>;
     fn col_opt_str(&self, i: usize) -> Result<Option<&str>, StoreError>;
+    /// A text column's bytes, not checked as UTF-8 where the row's own API
+    /// does not check them: for text that is copied as it is, never read
+    /// as `str` ([`aspen_domain::wire::Stored`]).
+    fn col_opt_text_bytes(&self, i: usize) -> Result<Option<&[u8]>, StoreError> {
+        Ok(self.col_opt_str(i)?.map(str::as_bytes))
+    }
 }
 
 /// A column type [`Cols::col`] reads.
@@ -69,16 +75,20 @@ impl Cols for rusqlite::Row<'_> {
         self.col_opt_str(i)?
             .ok_or_else(|| corrupt(i, "NULL where text is stored"))
     }
-    /// Checked as UTF-8 with SIMD: a page's text is about 50 kB, and
-    /// `str::from_utf8` on it was 3% of an AIS page's server CPU (issue 15,
-    /// twenty-second pass).
+    /// Checked as UTF-8 with SIMD: `str::from_utf8` on a page's text was 3%
+    /// of an AIS page's server CPU (issue 15, twenty-second pass).
     fn col_opt_str(&self, i: usize) -> Result<Option<&str>, StoreError> {
+        self.col_opt_text_bytes(i)?
+            .map(|t| {
+                simdutf8::basic::from_utf8(t).map_err(|_| corrupt(i, "text that is not UTF-8"))
+            })
+            .transpose()
+    }
+    fn col_opt_text_bytes(&self, i: usize) -> Result<Option<&[u8]>, StoreError> {
         use rusqlite::types::ValueRef;
         match self.get_ref(i).map_err(|e| corrupt(i, e))? {
             ValueRef::Null => Ok(None),
-            ValueRef::Text(t) => simdutf8::basic::from_utf8(t)
-                .map(Some)
-                .map_err(|_| corrupt(i, "text that is not UTF-8")),
+            ValueRef::Text(t) => Ok(Some(t)),
             v => Err(corrupt(
                 i,
                 format!("{} where text is stored", v.data_type()),
@@ -100,5 +110,8 @@ impl<R: Cols> Cols for At<'_, R> {
     }
     fn col_opt_str(&self, i: usize) -> Result<Option<&str>, StoreError> {
         self.0.col_opt_str(self.1 + i)
+    }
+    fn col_opt_text_bytes(&self, i: usize) -> Result<Option<&[u8]>, StoreError> {
+        self.0.col_opt_text_bytes(self.1 + i)
     }
 }

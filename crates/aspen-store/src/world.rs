@@ -50,7 +50,10 @@ pub struct TxPageSummary {
     /// How many transactions went to the sink.
     pub rows: usize,
     /// The page's first and last transactions' positions, in page
-    /// (ascending) order.
+    /// (ascending) order; the one where the read ended only when the page
+    /// is full (`limit` rows): a read that ends short has nothing beyond it
+    /// to link to, and a stored page reads no row's position but the
+    /// edges' (issue 15, twenty-fifth pass).
     pub first: Option<TxCursor>,
     pub last: Option<TxCursor>,
     /// The sink had the transactions last first (a page read backwards).
@@ -68,6 +71,8 @@ pub struct TxPageSummary {
 #[doc(hidden)]
 pub struct PageRows<'s> {
     sink: &'s mut dyn TxSink,
+    /// The rows the read asks for.
+    limit: usize,
     rows: usize,
     first: Option<TxCursor>,
     last: TxCursor,
@@ -79,9 +84,10 @@ pub struct PageRows<'s> {
 }
 
 impl<'s> PageRows<'s> {
-    pub(crate) fn new(sink: &'s mut dyn TxSink) -> Self {
+    pub(crate) fn new(sink: &'s mut dyn TxSink, limit: usize) -> Self {
         Self {
             sink,
+            limit,
             rows: 0,
             first: None,
             last: TxCursor {
@@ -119,32 +125,37 @@ impl<'s> PageRows<'s> {
         self.sink.entry(t);
     }
 
-    /// A row of [`STORED_COLUMNS`]. A transaction without its stored form
-    /// (written before it was kept) marks the page [`PageRows::missing`],
-    /// and the rows after it are passed over: the page is read again from
-    /// the columns.
-    pub(crate) fn stored(
+    /// A row of [`STORED_COLUMNS`]; `edge` reads its position, which is
+    /// read only for the first row and the last one the page can hold
+    /// (their positions are what [`PageRows::finish`] answers; two column
+    /// reads a row were 5% of an AIS page's instructions). A transaction
+    /// without its stored form (written before it was kept) marks the page
+    /// [`PageRows::missing`], and the rows after it are passed over: the
+    /// page is read again from the columns.
+    pub(crate) fn stored<'r>(
         &mut self,
-        transaction_id: &str,
-        booking_ms: i64,
         balance_minor: Option<i64>,
-        wire: Option<&str>,
-    ) {
+        wire: Option<&[u8]>,
+        edge: impl FnOnce() -> Result<(i64, &'r str), StoreError>,
+    ) -> Result<(), StoreError> {
         if self.missing {
-            return;
+            return Ok(());
         }
-        match wire.and_then(aspen_domain::wire::Stored::parse) {
-            Some(wire) => {
-                self.at(booking_ms, transaction_id);
-                self.sink.stored(&aspen_domain::StoredTx {
-                    transaction_id,
-                    booking_ms,
-                    balance_minor,
-                    wire,
-                });
-            }
-            None => self.missing = true,
+        let Some(wire) = wire.and_then(aspen_domain::wire::Stored::parse) else {
+            self.missing = true;
+            return Ok(());
+        };
+        if self.rows == 0 || self.rows + 1 == self.limit {
+            let (booking_ms, transaction_id) = edge()?;
+            self.at(booking_ms, transaction_id);
+        } else {
+            self.rows += 1;
         }
+        self.sink.stored(&aspen_domain::StoredTx {
+            balance_minor,
+            wire,
+        });
+        Ok(())
     }
 
     /// A transaction on the page lacked its stored form.
@@ -172,8 +183,11 @@ impl<'s> PageRows<'s> {
             Some(false) => return Ok(None),
             Some(true) => {}
         }
+        // Where the read ended, only when the page is full (as
+        // [`TxPageSummary::last`] says), whichever way it was read.
+        let full = self.rows == self.limit;
         let (read_first, read_last) = match self.first {
-            Some(first) => (Some(first), Some(self.last)),
+            Some(first) => (Some(first), full.then_some(self.last)),
             None => (None, None),
         };
         let (first, last) = if backwards {
@@ -717,8 +731,9 @@ macro_rules! impl_world_store {
 
         /// A transaction in [`$crate::world::STORED_COLUMNS`] from column `o`.
         fn stored_row_at(r: &impl $crate::cols::Cols, o: usize, page: &mut $crate::world::PageRows<'_>) -> Result<(), $crate::StoreError> {
-            page.stored(r.col_str(o)?, r.col(o + 1)?, r.col(o + 2)?, r.col_opt_str(o + 3)?);
-            Ok(())
+            page.stored(r.col(o + 2)?, r.col_opt_text_bytes(o + 3)?, || {
+                Ok((r.col(o + 1)?, r.col_str(o)?))
+            })
         }
 
         /// A row of [`$crate::world::page_summary_sql`]: a transaction
@@ -1108,7 +1123,7 @@ macro_rules! impl_world_store {
                 let k = $crate::world::keyset(f, after, before);
                 let (credit, debit) = (if f.credits { 1i64 } else { -1 }, if f.debits { 0i64 } else { -1 });
                 let counts = $crate::world::count_params(f);
-                let mut page = $crate::world::PageRows::new(sink);
+                let mut page = $crate::world::PageRows::new(sink, usize::try_from(limit).unwrap_or(0));
                 let sqlite = <$db as sqlx::Database>::NAME == "SQLite";
                 // The stored form when the sink takes it; the columns when it
                 // does not, or when a transaction on the page lacks it.
@@ -1253,8 +1268,8 @@ mod tests {
             fn takes_stored(&self) -> bool {
                 false
             }
-            fn stored(&mut self, t: &aspen_domain::StoredTx<'_>) {
-                self.0.push(t.transaction_id.to_string());
+            fn stored(&mut self, _: &aspen_domain::StoredTx<'_>) {
+                unreachable!("stored forms are not asked for")
             }
             fn restart(&mut self) {
                 self.0.clear();
@@ -1263,7 +1278,7 @@ mod tests {
         let txs: Vec<Transaction> = (1..=4).map(|i| tx(i * 10, true)).collect();
         for backwards in [false, true] {
             let mut ids = Ids::default();
-            let mut page = PageRows::new(&mut ids);
+            let mut page = PageRows::new(&mut ids, 2);
             txs.iter().for_each(|t| page.tx(&t.view()));
             page.summary(false, Some(9), None);
             page.restart();
@@ -1290,10 +1305,83 @@ mod tests {
         }
         // No summary row read: an error, not an empty page.
         let mut ids = Ids::default();
-        let mut page = PageRows::new(&mut ids);
+        let mut page = PageRows::new(&mut ids, 2);
         page.summary(true, None, None);
         page.restart();
         assert!(page.finish(false).is_err());
+    }
+
+    /// A stored page reads the position of its first row and of the last
+    /// row it can hold, no other; the position where the read ended is
+    /// answered only for a full page, either way round, as for a page read
+    /// from its columns.
+    #[test]
+    fn a_stored_page_reads_only_its_edges_positions() {
+        struct Count(usize);
+        impl TxSink for Count {
+            fn entry(&mut self, _: &TransactionView<'_>) {
+                self.0 += 1;
+            }
+            fn takes_stored(&self) -> bool {
+                true
+            }
+            fn stored(&mut self, _: &aspen_domain::StoredTx<'_>) {
+                self.0 += 1;
+            }
+            fn restart(&mut self) {
+                self.0 = 0;
+            }
+        }
+        let txs: Vec<Transaction> = (1..=5).map(|i| tx(i * 10, true)).collect();
+        let forms: Vec<String> = txs
+            .iter()
+            .map(|t| aspen_domain::wire::stored(&t.view()).unwrap())
+            .collect();
+        let at = |ms: i64| TxCursor {
+            booking_ms: ms,
+            transaction_id: format!("t{ms}"),
+        };
+        for (limit, rows) in [(5, 5), (5, 3), (1, 1), (5, 1), (5, 0)] {
+            for backwards in [false, true] {
+                let mut sink = Count(0);
+                let mut page = PageRows::new(&mut sink, limit);
+                let mut read = vec![];
+                for (t, form) in txs.iter().zip(&forms).take(rows) {
+                    page.stored(Some(1), Some(form.as_bytes()), || {
+                        read.push(t.booking_ms);
+                        Ok((t.booking_ms, t.transaction_id.as_str()))
+                    })
+                    .unwrap();
+                }
+                // Read from the columns, the same rows give the same ends.
+                let mut columns = Count(0);
+                let mut by_columns = PageRows::new(&mut columns, limit);
+                txs.iter().take(rows).for_each(|t| by_columns.tx(&t.view()));
+                for p in [&mut page, &mut by_columns] {
+                    p.summary(true, None, None);
+                }
+                let p = page.finish(backwards).unwrap().unwrap();
+                let q = by_columns.finish(backwards).unwrap().unwrap();
+                assert_eq!(p, q, "limit {limit}, {rows} rows");
+                let mut want_read = vec![];
+                if rows > 0 {
+                    want_read.push(10);
+                }
+                if rows == limit && limit > 1 {
+                    want_read.push(rows as i64 * 10);
+                }
+                assert_eq!(read, want_read, "limit {limit}, {rows} rows");
+                let first = (rows > 0).then(|| at(10));
+                let end = (rows == limit && rows > 0).then(|| at(rows as i64 * 10));
+                let want = if backwards {
+                    (end, first)
+                } else {
+                    (first, end)
+                };
+                assert_eq!((p.first, p.last), want, "limit {limit}, {rows} rows");
+                assert_eq!((p.rows, sink.0), (rows, rows));
+            }
+        }
     }
 
     /// A page deep in a long history costs what the first page costs: the
