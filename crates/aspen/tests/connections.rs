@@ -301,6 +301,31 @@ async fn keep_alive_idles_out_but_requests_do_not() {
     s.stop().await;
 }
 
+/// The connection's one timer, still set for the first idle period's end,
+/// fires before the idle deadline that follows a later response: the
+/// connection stays open until that idle deadline, then closes.
+#[tokio::test]
+async fn an_earlier_deadline_does_not_cut_the_idle_time_after_a_request() {
+    let s = start(|l| {
+        l.header_read_timeout_secs = 1;
+        l.idle_timeout_secs = 3;
+    })
+    .await;
+    let mut tls = tls_connect(&s, &[]).await;
+    // Most of the first idle period, then a request: its response starts
+    // a new one, which ends about 2.5 s after the first would have.
+    sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(get_health(&mut tls).await, 200);
+    let took = closed_within(&mut tls, Duration::from_secs(6))
+        .await
+        .expect("idle keep-alive connection still open after 6 s");
+    assert!(
+        took >= Duration::from_millis(2_700),
+        "closed after {took:?} (idle timeout 3 s, header read 1 s)"
+    );
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn one_address_at_its_cap_does_not_starve_others() {
     // Handshake and idle timers long enough not to free anything during
