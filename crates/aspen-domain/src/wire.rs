@@ -796,26 +796,23 @@ mod tests {
             Some(1),
         );
         let good = stored(&t.view()).unwrap().into_bytes();
-        let mut odd = good.clone();
-        let at = HEADER
-            + good[HEADER..]
-                .windows(6)
-                .position(|w| w == b"Coffee")
+        // The form with a byte that is not UTF-8 where `part` starts.
+        let spoiled = |part: &[u8]| {
+            let mut form = good.clone();
+            let at = good[HEADER..]
+                .windows(part.len())
+                .position(|w| w == part)
                 .unwrap();
-        odd[at] = 0xff;
+            form[HEADER + at] = 0xff;
+            form
+        };
+        let odd = spoiled(b"Coffee");
         let s = Stored::parse(&odd).unwrap();
         let mut b = Vec::new();
         write_stored(&mut b, &s, Some(1), true, false);
         assert!(b.contains(&0xff));
         assert!(b.windows(16).any(|w| w == b"************1111"));
-        let mut bad = good.clone();
-        let at = HEADER
-            + good[HEADER..]
-                .windows(4)
-                .position(|w| w == b"VISA")
-                .unwrap();
-        bad[at] = 0xff;
-        assert!(Stored::parse(&bad).is_none());
+        assert!(Stored::parse(&spoiled(b"VISA")).is_none());
     }
 
     /// A header that does not fit its JSON is not a stored transaction:

@@ -437,13 +437,13 @@ impl Drop for InFlight {
 async fn watchdog(a: &Activity, t: Timeouts) -> &'static str {
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(NONE);
     // One timer for the connection's life, moved only to an earlier
-    // deadline: one that fires early finds the deadline later and sleeps
-    // on. Registering a timer for each request's header and idle
-    // deadlines was 1% of an AIS page's server CPU (issue 15,
+    // deadline, or on from one that has passed (it fired, or it is the
+    // start's, never set): one that fires early finds the deadline later
+    // and sleeps on. Registering a timer for each request's header and
+    // idle deadlines was 1% of an AIS page's server CPU (issue 15,
     // twenty-fifth pass).
     let timer = tokio::time::sleep_until(a.start);
     tokio::pin!(timer);
-    let mut armed = false;
     loop {
         if a.in_flight.load(Ordering::SeqCst) > 0 {
             a.wake.notified().await;
@@ -464,9 +464,8 @@ async fn watchdog(a: &Activity, t: Timeouts) -> &'static str {
         match a.start.checked_add(Duration::from_millis(deadline)) {
             Some(at) if at <= Instant::now() => return reason,
             Some(at) => {
-                if !armed || at < timer.deadline() || timer.is_elapsed() {
+                if at < timer.deadline() || timer.deadline() <= Instant::now() {
                     timer.as_mut().reset(at);
-                    armed = true;
                 }
                 tokio::select! {
                     _ = &mut timer => {}
