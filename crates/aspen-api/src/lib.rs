@@ -67,6 +67,19 @@ pub const PISP: &str = "/open-banking/v3.1/pisp";
 pub const CBPII: &str = "/open-banking/v3.1/cbpii";
 
 pub fn router(state: ApiState) -> Router {
+    let reads = ais_reads();
+    // The AIS reads write nothing, and with the builtin core every read
+    // they make is the store's, one after another: one snapshot serves
+    // the token check and the data (issue 15, twenty-sixth pass).
+    let reads = if state.core.reads_store() {
+        reads.route_layer(axum::middleware::from_fn(
+            |req: axum::extract::Request, next: axum::middleware::Next| {
+                aspen_store::one_snapshot(next.run(req))
+            },
+        ))
+    } else {
+        reads
+    };
     Router::new()
         .merge(pis::routes())
         .merge(cof::routes())
@@ -79,6 +92,13 @@ pub fn router(state: ApiState) -> Router {
             &format!("{AISP}/account-access-consents/{{consent_id}}"),
             get(ais_consents::read).delete(ais_consents::delete),
         )
+        .merge(reads)
+        .with_state(state)
+}
+
+/// The AIS resources: every route a `GET` that reads.
+fn ais_reads() -> Router<ApiState> {
+    Router::new()
         .route(&format!("{AISP}/accounts"), get(ais::list_accounts))
         .route(&format!("{AISP}/accounts/{{id}}"), get(ais::one_account))
         .route(&format!("{AISP}/balances"), get(ais::balances))
@@ -153,5 +173,4 @@ pub fn router(state: ApiState) -> Router {
             &format!("{AISP}/accounts/{{id}}/parties"),
             get(ais::account_parties),
         )
-        .with_state(state)
 }

@@ -247,6 +247,10 @@ impl BuiltinCore {
 
 #[async_trait]
 impl Core for BuiltinCore {
+    fn reads_store(&self) -> bool {
+        true
+    }
+
     async fn customer(&self, psu_id: &str) -> Result<Option<Customer>, CoreError> {
         Ok(self.store.psu(psu_id).await?.map(|p| Customer {
             psu_id: p.id,

@@ -199,6 +199,16 @@ pub enum CoreError {
 /// [`CoreError::Unavailable`].
 #[async_trait]
 pub trait Core: Send + Sync {
+    /// Whether this core answers from aspen's own store on the request's
+    /// thread (the builtin ledger), so that an AIS request's reads, its
+    /// token's included, can share one read transaction
+    /// ([`aspen_store::one_snapshot`]). A core across the network does not:
+    /// its requests would hold the snapshot, and a connection, while they
+    /// wait for it.
+    fn reads_store(&self) -> bool {
+        false
+    }
+
     async fn customer(&self, psu_id: &str) -> Result<Option<Customer>, CoreError>;
     async fn accounts_for_psu(&self, psu_id: &str) -> Result<Vec<Account>, CoreError>;
     async fn account(&self, account_id: &str) -> Result<Option<Account>, CoreError>;

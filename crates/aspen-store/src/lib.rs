@@ -26,6 +26,7 @@ use async_trait::async_trait;
 
 pub use auth::AuthStore;
 pub use consent::ConsentStore;
+pub use direct::one_snapshot;
 pub use events::EventStore;
 pub use factors::FactorStore;
 pub use payments::PaymentStore;
