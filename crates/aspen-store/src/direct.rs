@@ -79,6 +79,8 @@ pub async fn one_snapshot<F: std::future::Future>(f: F) -> F::Output {
 /// [`one_snapshot`]; committed and back to the idle ones when dropped.
 struct Held {
     lane: Arc<Inner>,
+    /// Taken only to close the connection uncommitted (a read failed) or
+    /// to commit it (dropped): in the task's slot it is always there.
     c: Option<Connection>,
 }
 
@@ -502,7 +504,7 @@ impl Direct {
         {
             return self.with_own_reader(work);
         }
-        if slot.as_ref().and_then(|h| h.c.as_ref()).is_none() {
+        if slot.is_none() {
             let Some(c) = self.reader() else {
                 return Ok(None);
             };
