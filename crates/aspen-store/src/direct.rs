@@ -179,19 +179,20 @@ impl Drop for Turn<'_> {
 /// catch-up, commits the writes it held. After the bulk pass, which held
 /// none, the writers' own threads go on leading: the pass's thread taking
 /// the queue over there (committing from another thread than the writers')
-/// cost tls_client_auth tokens at 64 connections about 0.7 ms of p99
+/// cost tls_client_auth tokens at 64 connections about 0.75 ms of p99
 /// (issue 15, twenty-eighth pass).
 struct Resume {
     inner: Arc<Inner>,
-    after: u8,
-    held: bool,
+    catch_up: bool,
 }
 
 impl Drop for Resume {
     fn drop(&mut self) {
-        self.inner.stage.store(self.after, Ordering::SeqCst);
-        if self.held {
+        if self.catch_up {
+            self.inner.stage.store(IDLE, Ordering::SeqCst);
             Direct(self.inner.clone()).lead();
+        } else {
+            self.inner.stage.store(COPIED, Ordering::SeqCst);
         }
     }
 }
@@ -488,8 +489,8 @@ impl Direct {
         }
         let pages = WAL_PAGES.replace(0);
         match self.0.stage.load(Ordering::SeqCst) {
-            COPIED => self.checkpoint(COPIED, HOLDING, IDLE),
-            IDLE if pages >= CHECKPOINT_PAGES => self.checkpoint(IDLE, COPYING, COPIED),
+            COPIED => self.checkpoint(true),
+            IDLE if pages >= CHECKPOINT_PAGES => self.checkpoint(false),
             _ => {}
         }
     }
@@ -596,9 +597,8 @@ impl Direct {
         }
     }
 
-    /// One pass of a passive checkpoint on a blocking thread, run by the
-    /// commit that finds the checkpoint at `from`; `during` is its stage
-    /// while it runs and `after` once it is done.
+    /// One pass of a passive checkpoint on a blocking thread: the bulk
+    /// pass, or with `catch_up` the second, each started by a commit.
     ///
     /// A checkpoint is two passes. The first ([`COPYING`]) copies the log
     /// as it was when the pass began back into the database and `fsync`s
@@ -612,7 +612,12 @@ impl Direct {
     /// writes for the whole of it gave private_key_jwt tokens a p99 of
     /// 33–37 ms at 64 connections, against 15 ms now (issue 15,
     /// twenty-eighth pass).
-    fn checkpoint(&self, from: u8, during: u8, after: u8) {
+    fn checkpoint(&self, catch_up: bool) {
+        let (from, during) = if catch_up {
+            (COPIED, HOLDING)
+        } else {
+            (IDLE, COPYING)
+        };
         if self
             .0
             .stage
@@ -626,8 +631,7 @@ impl Direct {
         // and held writes are committed, never left waiting.
         let done = Resume {
             inner: self.0.clone(),
-            after,
-            held: during == HOLDING,
+            catch_up,
         };
         let run = move || {
             let inner = &done.inner;

@@ -1983,8 +1983,8 @@ async fn sqlite_a_write_meeting_a_held_lock_waits_for_it_and_reads_go_on() {
 /// A restart is what bounds the log's file: SQLite counts restarts in the
 /// log's header (its checkpoint sequence, bytes 12..16), written with the
 /// first frame after each. How many tokens the bulk pass overlaps depends
-/// on the machine, so the tokens go on until the sequence moves, within a
-/// cap no restart-free log would stay under.
+/// on the machine, so the tokens go on until the sequence moves, up to
+/// 10,000 (about 80,000 pages, ten times the threshold).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_the_wal_is_checkpointed_while_tokens_are_written() {
     let (s, _dir, path) = sqlite_file().await;
