@@ -2,7 +2,7 @@
 //! `client_credentials` grant, issuing opaque access tokens bound to the
 //! client's certificate (AUTH-60).
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use aspen_http::{ClientCert, Json, PeerCert};
@@ -28,8 +28,23 @@ const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-be
 const MAX_ASSERTION_LIFETIME: i64 = 3600;
 const SKEW: i64 = 60;
 
+/// A token request's parameters, borrowed from its body wherever a pair
+/// needs no decoding (issue 15: a map of owned strings was two
+/// allocations a pair, a copy of the client assertion and a SipHash a
+/// lookup, for the three to six parameters a token request carries).
+struct Form<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+impl Form<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_ref())
+    }
+}
+
 /// Form parameters; a repeated parameter is an error (RFC 6749 §3.2).
-fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
+fn parse_form<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Form<'a>, OAuthError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -39,20 +54,31 @@ fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String
             "the token request must be application/x-www-form-urlencoded",
         ));
     }
-    let mut out = HashMap::new();
-    for (k, v) in form_urlencoded_pairs(body) {
-        // RFC 6749 §3.2: a parameter sent without a value is treated as
-        // omitted (conformance-dcr sends `scope=`).
-        if v.is_empty() {
-            continue;
-        }
-        if out.insert(k.clone(), v).is_some() {
-            return Err(OAuthError::invalid_request(format!(
-                "parameter {k} is repeated"
-            )));
-        }
+    let mut pairs = form_urlencoded_pairs(body);
+    // RFC 6749 §3.2: a parameter sent without a value is treated as
+    // omitted (conformance-dcr sends `scope=`).
+    pairs.retain(|(_, v)| !v.is_empty());
+    if let Some(k) = repeated(&pairs) {
+        return Err(OAuthError::invalid_request(format!(
+            "parameter {k} is repeated"
+        )));
     }
-    Ok(out)
+    Ok(Form(pairs))
+}
+
+/// A name that two pairs share, if any. A real request has a handful of
+/// pairs, compared with each other; a body of thousands is sorted first, so
+/// that it costs no more than its parsing did.
+fn repeated<'p>(pairs: &'p [(Cow<'_, str>, Cow<'_, str>)]) -> Option<&'p str> {
+    if pairs.len() <= 16 {
+        return pairs
+            .iter()
+            .enumerate()
+            .find_map(|(i, (k, _))| pairs[..i].iter().any(|(p, _)| p == k).then_some(k.as_ref()));
+    }
+    let mut names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_ref()).collect();
+    names.sort_unstable();
+    names.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
 }
 
 /// The body's pairs, as `application/x-www-form-urlencoded` parsing gives
@@ -62,7 +88,7 @@ fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String
 /// through `form_urlencoded`, whose byte-at-a-time decoding of the whole
 /// body was 28,000 instructions of a private_key_jwt token (issue 15,
 /// fourteenth pass).
-fn form_urlencoded_pairs(body: &[u8]) -> Vec<(String, String)> {
+fn form_urlencoded_pairs(body: &[u8]) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
     let mut pairs = Vec::with_capacity(8);
     let mut start = 0;
     for end in memchr::memchr_iter(b'&', body).chain([body.len()]) {
@@ -74,11 +100,9 @@ fn form_urlencoded_pairs(body: &[u8]) -> Vec<(String, String)> {
         match std::str::from_utf8(pair) {
             Ok(text) if memchr::memchr2(b'%', b'+', pair).is_none() => {
                 let (k, v) = text.split_once('=').unwrap_or((text, ""));
-                pairs.push((k.to_string(), v.to_string()));
+                pairs.push((Cow::Borrowed(k), Cow::Borrowed(v)));
             }
-            _ => pairs.extend(
-                form_urlencoded::parse(pair).map(|(k, v)| (k.into_owned(), v.into_owned())),
-            ),
+            _ => pairs.extend(form_urlencoded::parse(pair)),
         }
     }
     pairs
@@ -125,7 +149,7 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
 }
 
 fn pick_method<'a>(
-    form: &'a HashMap<String, String>,
+    form: &'a Form<'_>,
     basic: Option<(String, String)>,
 ) -> Result<Method<'a>, OAuthError> {
     let assertion = form.get("client_assertion");
@@ -140,7 +164,7 @@ fn pick_method<'a>(
         ));
     }
     if let Some(a) = assertion {
-        if form.get("client_assertion_type").map(String::as_str) != Some(ASSERTION_TYPE) {
+        if form.get("client_assertion_type") != Some(ASSERTION_TYPE) {
             return Err(OAuthError::invalid_request(format!(
                 "client_assertion_type must be {ASSERTION_TYPE}"
             )));
@@ -197,10 +221,7 @@ struct Claimed<'a> {
     method_name: &'static str,
 }
 
-fn identify<'a>(
-    headers: &HeaderMap,
-    form: &'a HashMap<String, String>,
-) -> Result<Claimed<'a>, OAuthError> {
+fn identify<'a>(headers: &HeaderMap, form: &'a Form<'_>) -> Result<Claimed<'a>, OAuthError> {
     let basic = basic_credentials(headers)?;
     let method = pick_method(form, basic)?;
     let (client_id, method_name) = match &method {
@@ -218,7 +239,7 @@ fn identify<'a>(
         Method::SecretPost(id, _) => (id.to_string(), "client_secret_post"),
     };
     if let Some(body_id) = form.get("client_id")
-        && *body_id != client_id
+        && body_id != client_id
     {
         return Err(OAuthError::invalid_client(
             "client_id does not match the authenticated client",
@@ -284,7 +305,7 @@ async fn verify(
 async fn authenticate(
     state: &AuthState,
     headers: &HeaderMap,
-    form: &HashMap<String, String>,
+    form: &Form<'_>,
     cert: &ClientCert,
 ) -> Result<(Arc<KnownClient>, Option<AssertionJti>), OAuthError> {
     let claimed = identify(headers, form)?;
@@ -422,8 +443,7 @@ pub async fn token(
     let form = parse_form(&headers, &body)?;
     let grant_type = form
         .get("grant_type")
-        .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?
-        .clone();
+        .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
     if grant_type == "client_credentials" {
         return client_credentials(&state, &headers, &form, &cert).await;
     }
@@ -431,7 +451,7 @@ pub async fn token(
     if let Some(jti) = jti {
         jti.spend(&state).await?;
     }
-    match grant_type.as_str() {
+    match grant_type {
         "authorization_code" => authorization_code(&state, &client, &form, &cert).await,
         "refresh_token" => refresh_token(&state, &client, &form, &cert).await,
         other => Err(OAuthError::unsupported_grant_type(format!(
@@ -472,7 +492,7 @@ enum CcOutcome {
 async fn client_credentials(
     state: &AuthState,
     headers: &HeaderMap,
-    form: &HashMap<String, String>,
+    form: &Form<'_>,
     cert: &ClientCert,
 ) -> Result<Response, OAuthError> {
     let claimed = identify(headers, form)?;
@@ -500,7 +520,7 @@ async fn cc_attempt(
     state: &AuthState,
     claimed: &Claimed<'_>,
     client: &KnownClient,
-    form: &HashMap<String, String>,
+    form: &Form<'_>,
     cert: &ClientCert,
 ) -> CcOutcome {
     let jti = match verify(state, claimed, client, cert).await {
@@ -557,7 +577,7 @@ async fn settle(state: &AuthState, outcome: CcOutcome) -> Result<Response, OAuth
 async fn cc_token(
     state: &AuthState,
     client: &TokenClient,
-    form: &HashMap<String, String>,
+    form: &Form<'_>,
     cert: &ClientCert,
 ) -> Result<(String, TokenRecord), OAuthError> {
     if !client.grant_types.iter().any(|g| g == "client_credentials") {
@@ -631,7 +651,7 @@ const NEVER: i64 = 2_147_483_647;
 async fn authorization_code(
     state: &AuthState,
     client: &TokenClient,
-    form: &HashMap<String, String>,
+    form: &Form<'_>,
     cert: &ClientCert,
 ) -> Result<Response, OAuthError> {
     if !client.grant_types.iter().any(|g| g == "authorization_code") {
@@ -660,7 +680,7 @@ async fn authorization_code(
     if spent {
         return Err(replayed(state, client, &code_hash).await);
     }
-    if rec.redirect_uri != *redirect_uri {
+    if rec.redirect_uri != redirect_uri {
         return Err(OAuthError::invalid_grant(
             "redirect_uri does not match the authorisation request",
         ));
@@ -669,7 +689,7 @@ async fn authorization_code(
         return Err(OAuthError::invalid_grant("the code has expired"));
     }
     if let Some(challenge) = &rec.code_challenge {
-        let verifier = form.get("code_verifier").map(String::as_str).unwrap_or("");
+        let verifier = form.get("code_verifier").unwrap_or("");
         if !aspen_jose::pkce_s256_matches(verifier, challenge) {
             return Err(OAuthError::invalid_grant(
                 "code_verifier does not match the code_challenge",
@@ -841,7 +861,7 @@ async fn consent_tokens(
 async fn refresh_token(
     state: &AuthState,
     client: &TokenClient,
-    form: &HashMap<String, String>,
+    form: &Form<'_>,
     cert: &ClientCert,
 ) -> Result<Response, OAuthError> {
     if !client.grant_types.iter().any(|g| g == "refresh_token") {
@@ -888,7 +908,7 @@ async fn refresh_token(
                     "a refresh cannot widen the scope",
                 ));
             }
-            req.clone()
+            req.to_owned()
         }
     };
     let psu = rec.psu_id.clone().unwrap_or_default();
@@ -923,7 +943,9 @@ async fn refresh_token(
 
 #[cfg(test)]
 mod tests {
-    use super::form_urlencoded_pairs;
+    use std::borrow::Cow;
+
+    use super::{form_urlencoded_pairs, repeated};
 
     /// The pairs are the ones serde_urlencoded finds, whether a pair is
     /// escaped or not, beside others that are or not, or not UTF-8.
@@ -948,11 +970,41 @@ mod tests {
         ];
         for body in bodies {
             let want: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap();
-            assert_eq!(form_urlencoded_pairs(body), want, "{body:?}");
+            assert_eq!(owned(form_urlencoded_pairs(body)), want, "{body:?}");
         }
         assert_eq!(
-            form_urlencoded_pairs(b"a=b+c%26&d"),
+            owned(form_urlencoded_pairs(b"a=b+c%26&d")),
             [("a".into(), "b c&".into()), ("d".into(), String::new())]
         );
+        // A pair that needs no decoding is the body's own bytes.
+        let pairs = form_urlencoded_pairs(b"client_assertion=eyJh.eyJp&s=a+b");
+        assert!(matches!(pairs[0], (Cow::Borrowed(_), Cow::Borrowed(_))));
+        assert!(matches!(pairs[1].1, Cow::Owned(_)));
+    }
+
+    fn owned(pairs: Vec<(Cow<'_, str>, Cow<'_, str>)>) -> Vec<(String, String)> {
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    }
+
+    /// A repeated name is found among few pairs and among many, wherever
+    /// the two stand.
+    #[test]
+    fn a_repeated_name_is_found() {
+        for n in [2, 16, 17, 200] {
+            let names: Vec<String> = (0..n).map(|i| format!("p{i}")).collect();
+            let pairs: Vec<_> = names
+                .iter()
+                .map(|k| (Cow::Borrowed(k.as_str()), Cow::Borrowed("v")))
+                .collect();
+            assert_eq!(repeated(&pairs), None, "{n}");
+            for (i, j) in [(0, n - 1), (n / 2 - 1, n - 1), (0, 1)] {
+                let mut twice = pairs.clone();
+                twice[j].0 = twice[i].0.clone();
+                assert_eq!(repeated(&twice), Some(names[i].as_str()), "{n} {i} {j}");
+            }
+        }
     }
 }

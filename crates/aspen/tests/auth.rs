@@ -703,6 +703,46 @@ async fn private_key_jwt_rules() {
     )
     .await;
     assert_eq!(error_of(r).await, (400, "unsupported_grant_type".into()));
+    // RFC 6749 §3.2: a parameter sent twice is refused, among a handful of
+    // others or among many (the check's two ways); unknown ones are
+    // ignored, and one sent empty counts as not sent.
+    let a = tpp.assertion(&id, &te);
+    let base = [
+        ("grant_type", "client_credentials"),
+        ("client_assertion_type", JWT_BEARER),
+        ("client_assertion", a.as_str()),
+    ];
+    let names: Vec<String> = (0..40).map(|i| format!("x{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    for (label, extra) in [
+        ("few", vec![("scope", "accounts"), ("scope", "accounts")]),
+        ("many", [&many[..], &[("x3", "2")]].concat()),
+        (
+            "many, the assertion twice",
+            [&many[..], &[("client_assertion", "x")]].concat(),
+        ),
+    ] {
+        let form = [&base[..], &extra[..]].concat();
+        let r = token_request(&s, &tpp, &form).await;
+        assert_eq!(
+            error_of(r).await,
+            (400, "invalid_request".into()),
+            "{label}"
+        );
+    }
+    let form = [
+        &base[..],
+        &many[..],
+        &[("scope", ""), ("scope", "accounts")],
+    ]
+    .concat();
+    let r = token_request(&s, &tpp, &form).await;
+    assert_eq!(
+        r.status(),
+        200,
+        "distinct unknown parameters and an empty one"
+    );
+    assert_eq!(r.json::<Value>().await.unwrap()["scope"], "accounts");
     // AUTH-46: a method other than the registered one.
     let r = token_request(
         &s,
