@@ -16,6 +16,7 @@ mod migrate;
 pub mod payments;
 mod pg_batch;
 mod pg_pool;
+mod sweep;
 mod world;
 
 use std::str::FromStr;
@@ -78,7 +79,9 @@ pub struct SqliteStore {
     direct: Option<direct::Direct>,
     token_ids: IdBlock,
     /// Where this node's purge of spent JWT ids resumes ([`jti`]).
-    spent_sweep: jti::SpentSweep,
+    spent_sweep: sweep::Sweep<Vec<u8>>,
+    /// Where this node's purge of expired tokens resumes ([`TOKEN_WALK`]).
+    token_sweep: sweep::Sweep<i64>,
 }
 
 pub struct PgStore {
@@ -143,7 +146,21 @@ impl SqliteStore {
     async fn purge_spent_ids(&self, now: i64, batch: i64) -> Result<u64, StoreError> {
         self.spent_sweep.step(&self.pool, now, batch).await
     }
+
+    async fn purge_expired_tokens(&self, cutoff: i64, batch: i64) -> Result<u64, StoreError> {
+        self.token_sweep.step(&self.pool, cutoff, batch).await
+    }
 }
+
+/// SQLite's purge of expired tokens walks their ids ([`sweep`]): they have
+/// no expiry index (migration 18). Ids are above `i64::MIN`, the walk's
+/// start: a node's blocks count up from 1, and tokens issued before ids
+/// were carried count down from -1 (migration 14).
+static TOKEN_WALK: sweep::Walk = sweep::Walk {
+    end: "SELECT id FROM tokens WHERE id > $1 ORDER BY id LIMIT 1 OFFSET $2",
+    delete_range: "DELETE FROM tokens WHERE id > $1 AND id <= $2 AND expires_at <= $3",
+    delete_rest: "DELETE FROM tokens WHERE id > $1 AND expires_at <= $2",
+};
 
 impl PgStore {
     /// PostgreSQL has no direct lane: its round trip is the network's.
@@ -162,6 +179,20 @@ impl PgStore {
 
     async fn purge_spent_ids(&self, now: i64, batch: i64) -> Result<u64, StoreError> {
         jti::pg_purge(&self.pool, now, batch).await
+    }
+
+    /// Found by the expiry index, which PostgreSQL keeps: its tokens are
+    /// written several to a statement, with no WAL frame a page.
+    async fn purge_expired_tokens(&self, cutoff: i64, batch: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "DELETE FROM tokens WHERE id IN \
+             (SELECT id FROM tokens WHERE expires_at <= $1 LIMIT $2)",
+        )
+        .bind(cutoff)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
     }
 }
 
@@ -341,7 +372,8 @@ pub async fn connect_with_schema(
             writer: pool(1).await?,
             direct: direct::Direct::new(opts.get_filename()),
             token_ids: IdBlock::new(),
-            spent_sweep: jti::SpentSweep::default(),
+            spent_sweep: sweep::Sweep::new(&jti::SPENT_WALK, Vec::new()),
+            token_sweep: sweep::Sweep::new(&TOKEN_WALK, i64::MIN),
         }))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let mut opts = sqlx::postgres::PgConnectOptions::from_str(url)?;

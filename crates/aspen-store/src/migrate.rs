@@ -109,6 +109,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "tx_page_index",
         include_str!("../migrations/sqlite/0017_tx_page_index.sql"),
     ),
+    (
+        18,
+        "tokens_no_expiry_index",
+        include_str!("../migrations/sqlite/0018_tokens_no_expiry_index.sql"),
+    ),
 ];
 
 pub fn sqlite() -> Migrator {

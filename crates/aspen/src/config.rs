@@ -335,9 +335,9 @@ pub struct HousekeepingConfig {
     /// keys and login throttles are purged.
     pub purge_interval_secs: u64,
     /// Rows of each kind deleted per statement (bounded batches keep
-    /// locks short). On SQLite, spent JWT ids have no expiry index: a
-    /// step visits eight times this many ids, in key order, and deletes
-    /// the expired ones among them.
+    /// locks short). On SQLite, spent JWT ids and tokens have no expiry
+    /// index: a step visits eight times this many ids, in key order, and
+    /// deletes the expired ones among them.
     pub purge_batch: i64,
 }
 
