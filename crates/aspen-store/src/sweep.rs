@@ -21,9 +21,10 @@ const VISITS_PER_BATCH: i64 = 8;
 pub(crate) struct Walk {
     /// The key `$2` keys after `$1`, where a step ends.
     pub(crate) end: &'static str,
-    /// Expired rows after `$1` up to `$2`, expired meaning before `$3`.
+    /// Expired rows after `$1` up to `$2`, as the table's rule compares
+    /// their expiry with the cutoff `$3`.
     pub(crate) delete_range: &'static str,
-    /// Expired rows after `$1` to the last, expired meaning before `$2`.
+    /// Expired rows after `$1` to the last, against the cutoff `$2`.
     pub(crate) delete_rest: &'static str,
 }
 
