@@ -51,13 +51,16 @@ pub fn request_id(headers: &HeaderMap) -> String {
         .map_or_else(fresh_id, str::to_string)
 }
 
-/// The span every log line of the request is written in.
+/// The span every log line of the request is written in. Its values are
+/// recorded as strings, not through `Display`: the text formatter takes
+/// them as they are (`aspen::logging`), where a `Display` value is
+/// formatted into a buffer first.
 pub fn span<B>(id: &str, req: &Request<B>) -> Span {
     tracing::info_span!(
         "request",
-        interaction_id = %id,
-        method = %req.method(),
-        path = %req.uri().path(),
+        interaction_id = id,
+        method = req.method().as_str(),
+        path = req.uri().path(),
     )
 }
 

@@ -6,7 +6,9 @@
 //! formatter runs even with colours off: for a JWKS or discovery request that formatting was
 //! about a tenth of the server's instructions (issue 15, BENCHMARKS.md). Unlike the default,
 //! every value has its control characters escaped, so a request cannot start a log line of its
-//! own or colour a terminal that shows the file.
+//! own or colour a terminal that shows the file; and a field's value is bare only when it is one
+//! token of printable ASCII, quoted with escapes otherwise (logfmt's rule), so a value a client
+//! chose cannot close the span's braces or add a field to the line.
 
 use std::cell::RefCell;
 use std::fmt::{self, Write};
@@ -240,7 +242,7 @@ impl Visit for Visitor<'_> {
         if field.name() == "message" {
             self.field(field, |w| w.write_str(value));
         } else {
-            self.field(field, |w| write!(w, "{value:?}"));
+            self.field(field, |w| value_of(w, value));
         }
     }
 
@@ -259,12 +261,61 @@ impl Visit for Visitor<'_> {
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.field(field, |w| write!(w, "{}", Chain(value)));
+        self.field(field, |w| formatted(w, format_args!("{}", Chain(value))));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.field(field, |w| write!(w, "{value:?}"));
+        if field.name() == "message" {
+            self.field(field, |w| write!(w, "{value:?}"));
+        } else {
+            self.field(field, |w| formatted(w, format_args!("{value:?}")));
+        }
     }
+}
+
+/// Whether a value can go on the line bare: printable ASCII without a space, a quote, `=`, a
+/// brace or a backslash, so that it reads as one value. Anything else is quoted.
+fn bare(v: &str) -> bool {
+    !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'=' | b'{' | b'}' | b'\\'))
+}
+
+/// A field's value, bare when [`bare`], otherwise quoted with Rust's escapes (`\"`, `\\`,
+/// `\n`, `\u{…}`): a value a client chose (its `x-fapi-interaction-id`, a path, a
+/// description quoting its request) cannot close the span's braces or add a `name=value` of its
+/// own to the line, as logfmt readers split it.
+fn value_of(w: &mut Escaped<'_, '_>, v: &str) -> fmt::Result {
+    if bare(v) {
+        w.0.write_str(v)
+    } else {
+        write!(w, "{v:?}")
+    }
+}
+
+thread_local! {
+    /// A `Display` or `Debug` value's text, made before [`value_of`] looks at it.
+    static TEXT: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// [`value_of`] for a value that has to be formatted first.
+fn formatted(w: &mut Escaped<'_, '_>, args: fmt::Arguments<'_>) -> fmt::Result {
+    if let Some(s) = args.as_str() {
+        return value_of(w, s);
+    }
+    // A value whose own formatting logs (and so comes back here) gets a buffer of its own.
+    TEXT.with(|t| match t.try_borrow_mut() {
+        Ok(mut text) => {
+            text.clear();
+            text.write_fmt(args)?;
+            let r = value_of(w, &text);
+            if text.capacity() > 4096 {
+                *text = String::new();
+            }
+            r
+        }
+        Err(_) => value_of(w, &args.to_string()),
+    })
 }
 
 /// An error and its sources, `outer: inner: root`.
@@ -378,7 +429,35 @@ mod tests {
         assert!(!out.contains('\u{1b}') && !out.contains('\r'), "{out:?}");
         assert!(
             out.ends_with(
-                " WARN aspen::logging::tests: refused a\\u{d}b path=x\\u{a}2026-12-03T00:00:00.000000Z ERROR forged\\u{1b}[31m\\u{9b}£\n"
+                " WARN aspen::logging::tests: refused a\\u{d}b path=\"x\\n2026-12-03T00:00:00.000000Z ERROR forged\\u{1b}[31m\\u{9b}£\"\n"
+            ),
+            "{out:?}"
+        );
+    }
+
+    /// A client's value cannot close the span or add a field: anything but one token of
+    /// printable ASCII is quoted, whichever way the field was recorded.
+    #[test]
+    fn values_cannot_add_fields_or_close_the_span() {
+        let forged = "a}: aspen::edge: response status=500 forged=yes";
+        let out = logged(|| {
+            let span = tracing::info_span!("request", interaction_id = forged, path = "/token");
+            let _g = span.enter();
+            tracing::info!(
+                description = %"scope \"x\" unknown",
+                detail = ?"y",
+                tag = %"a=b",
+                back = "c\\d",
+                empty = "",
+                status = 400u16,
+                "oauth error"
+            );
+        });
+        assert!(
+            out.ends_with(
+                " INFO request{interaction_id=\"a}: aspen::edge: response status=500 forged=yes\" \
+                 path=/token}: aspen::logging::tests: oauth error description=\"scope \\\"x\\\" unknown\" \
+                 detail=\"\\\"y\\\"\" tag=\"a=b\" back=\"c\\\\d\" empty=\"\" status=400\n"
             ),
             "{out:?}"
         );
@@ -409,7 +488,7 @@ mod tests {
             );
         });
         assert!(
-            out.ends_with("commit failed error=cannot write the token: disk full\n"),
+            out.ends_with("commit failed error=\"cannot write the token: disk full\"\n"),
             "{out:?}"
         );
     }

@@ -281,47 +281,120 @@ fn serve_answers_health_over_tls_and_stops_on_sigterm() {
 /// `[log] flush_ms` (issue 15, twenty-fourth pass): lines to a pipe wait
 /// to be written together, but a warning goes out at once after every line
 /// logged before it, and nothing held is lost when the server stops.
+/// `aspen serve` at `info` with its log to a pipe, killed if a test fails
+/// before it stops the server.
+struct Logging {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    url: String,
+}
+
+impl Drop for Logging {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Logging {
+    fn start(data: &Path, env: &[(&str, &str)]) -> Logging {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_aspen"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("ASPEN_DATA_DIR", data)
+            .env("ASPEN_LOG", "info")
+            .envs(env.iter().copied())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                if tx.send(line.unwrap()).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut s = Logging {
+            child,
+            lines,
+            url: String::new(),
+        };
+        s.url = loop {
+            let line = s
+                .next(std::time::Duration::from_secs(60))
+                .expect("server output");
+            if let Some(rest) = line.strip_prefix("aspen: serving on ") {
+                break rest.split(' ').next().unwrap().to_string();
+            }
+        };
+        s
+    }
+
+    fn next(&self, within: std::time::Duration) -> Option<String> {
+        self.lines.recv_timeout(within).ok()
+    }
+}
+
+/// COMMON-18's `x-fapi-interaction-id` is the client's own text, logged
+/// with the request: it cannot close the request's span or add a field of
+/// its own (a `status=500` an operator would count) to the line.
 #[test]
-fn held_log_lines_go_out_in_order_on_a_warning_and_at_exit() {
-    use std::sync::mpsc;
+fn a_client_cannot_forge_fields_in_the_log_line() {
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    /// Killed if the test fails before it stops the server.
-    struct Server(std::process::Child);
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aspen"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("ASPEN_DATA_DIR", &data)
-        .env("ASPEN_LOG", "info")
-        .env("ASPEN_LOG__FLUSH_MS", "10000")
-        .env("ASPEN_LIMITS__MAX_CONNECTIONS", "1")
-        .env("ASPEN_LIMITS__MAX_CONNECTIONS_PER_ADDRESS", "0")
-        .stderr(Stdio::piped())
-        .spawn()
-        .map(Server)
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let stderr = child.0.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            if tx.send(line.unwrap()).is_err() {
-                break;
-            }
-        }
+    let server = Logging::start(&data, &[("ASPEN_LOG__FLUSH_MS", "0")]);
+    let ca = std::fs::read(data.join("ca.pem")).unwrap();
+    let forged = "a}: aspen::edge: response status=500 forged=yes";
+    let echoed = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let resp = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+            .build()
+            .unwrap()
+            .get(format!("{}/health", server.url))
+            .header("x-fapi-interaction-id", forged)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.headers()["x-fapi-interaction-id"]
+            .to_str()
+            .unwrap()
+            .to_string()
     });
-    let next = |within: Duration| rx.recv_timeout(within).ok();
-    let url = loop {
-        let line = next(Duration::from_secs(60)).expect("server output");
-        if let Some(rest) = line.strip_prefix("aspen: serving on ") {
-            break rest.split(' ').next().unwrap().to_string();
-        }
-    };
+    // Echoed verbatim all the same (COMMON-18).
+    assert_eq!(echoed, forged);
+    let line = std::iter::from_fn(|| server.next(Duration::from_secs(10)))
+        .find(|l| l.contains("path=/health"))
+        .expect("the request's line");
+    assert!(
+        line.contains(&format!(
+            " INFO request{{interaction_id={forged:?} method=GET path=/health}}: "
+        )),
+        "{line}"
+    );
+    // Outside the quoted id, one status: the response's own.
+    let outside = line.replace(&format!("{forged:?}"), "");
+    assert_eq!(outside.matches("status=").count(), 1, "{line}");
+    assert!(outside.ends_with("response status=200"), "{line}");
+    assert!(!outside.contains("forged"), "{line}");
+}
+
+#[test]
+fn held_log_lines_go_out_in_order_on_a_warning_and_at_exit() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut child = Logging::start(
+        &data,
+        &[
+            ("ASPEN_LOG__FLUSH_MS", "10000"),
+            ("ASPEN_LIMITS__MAX_CONNECTIONS", "1"),
+            ("ASPEN_LIMITS__MAX_CONNECTIONS_PER_ADDRESS", "0"),
+        ],
+    );
+    let url = child.url.clone();
     let ca = std::fs::read(data.join("ca.pem")).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = reqwest::Client::builder()
@@ -342,7 +415,7 @@ fn held_log_lines_go_out_in_order_on_a_warning_and_at_exit() {
     // start logged at `INFO`.
     assert_eq!(health(), 200);
     let mut early = Vec::new();
-    while let Some(l) = next(Duration::from_millis(500)) {
+    while let Some(l) = child.next(Duration::from_millis(500)) {
         early.push(l);
     }
     assert!(
@@ -358,7 +431,11 @@ fn held_log_lines_go_out_in_order_on_a_warning_and_at_exit() {
         .iter()
         .any(|l: &String| l.contains("max_connections reached"))
     {
-        lines.push(next(Duration::from_secs(5)).expect("the warning, at once"));
+        lines.push(
+            child
+                .next(Duration::from_secs(5))
+                .expect("the warning, at once"),
+        );
     }
     let at = |needle: &str| lines.iter().position(|l| l.contains(needle));
     let response = at("path=/health").expect("the held line");
@@ -369,13 +446,13 @@ fn held_log_lines_go_out_in_order_on_a_warning_and_at_exit() {
     );
     // Held again, then written when the server stops.
     assert_eq!(health(), 200);
-    assert!(next(Duration::from_millis(300)).is_none());
+    assert!(child.next(Duration::from_millis(300)).is_none());
     Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
+        .args(["-TERM", &child.child.id().to_string()])
         .status()
         .unwrap();
-    assert!(child.0.wait().unwrap().success());
-    let rest: Vec<String> = std::iter::from_fn(|| next(Duration::from_secs(5))).collect();
+    assert!(child.child.wait().unwrap().success());
+    let rest: Vec<String> = std::iter::from_fn(|| child.next(Duration::from_secs(5))).collect();
     assert!(
         rest.iter()
             .any(|l| l.contains("path=/health") && l.contains("status=200")),
