@@ -300,9 +300,6 @@ thread_local! {
 
 /// [`value_of`] for a value that has to be formatted first.
 fn formatted(w: &mut Escaped<'_, '_>, args: fmt::Arguments<'_>) -> fmt::Result {
-    if let Some(s) = args.as_str() {
-        return value_of(w, s);
-    }
     // A value whose own formatting logs (and so comes back here) gets a buffer of its own.
     TEXT.with(|t| match t.try_borrow_mut() {
         Ok(mut text) => {
