@@ -278,9 +278,6 @@ fn serve_answers_health_over_tls_and_stops_on_sigterm() {
     assert!(code.success(), "{code:?}");
 }
 
-/// `[log] flush_ms` (issue 15, twenty-fourth pass): lines to a pipe wait
-/// to be written together, but a warning goes out at once after every line
-/// logged before it, and nothing held is lost when the server stops.
 /// `aspen serve` at `info` with its log to a pipe, killed if a test fails
 /// before it stops the server.
 struct Logging {
@@ -315,6 +312,8 @@ impl Logging {
                 }
             }
         });
+        // Owned before the wait for its address, so a server that never
+        // says where it listens is killed with the failed test.
         let mut s = Logging {
             child,
             lines,
@@ -381,6 +380,9 @@ fn a_client_cannot_forge_fields_in_the_log_line() {
     assert!(!outside.contains("forged"), "{line}");
 }
 
+/// `[log] flush_ms` (issue 15, twenty-fourth pass): lines to a pipe wait
+/// to be written together, but a warning goes out at once after every line
+/// logged before it, and nothing held is lost when the server stops.
 #[test]
 fn held_log_lines_go_out_in_order_on_a_warning_and_at_exit() {
     use std::time::Duration;
