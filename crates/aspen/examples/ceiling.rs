@@ -2,14 +2,23 @@
 //! verification as `aspen serve`, answering every request with fixed
 //! bytes — no routing logic, no store, no middleware.
 //!
-//! `ceiling <data-dir> <body-file> <listen-addr>`
+//! `ceiling <data-dir> <body-file> <listen-addr> [sqlite:<file> | postgres://...]`
+//!
+//! With a database, every request first writes one row of a token's size
+//! and commits it, alone, before the fixed bytes go out: the least any
+//! server that keeps its tokens in that database must do for each one
+//! (issue 15, thirty-second pass). SQLite as aspen opens it (WAL,
+//! `synchronous = NORMAL`, the statement on the request's thread);
+//! PostgreSQL one `INSERT` in autocommit on one held connection, one
+//! round trip.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::Router;
-use axum::http::header;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -17,6 +26,10 @@ async fn main() -> Result<()> {
     let data = std::path::PathBuf::from(args.next().context("data dir")?);
     let body = Arc::new(std::fs::read(args.next().context("body file")?)?);
     let listen = args.next().context("listen address")?;
+    let store = match args.next() {
+        Some(url) => Some(Arc::new(Store::open(&url).await?)),
+        None => None,
+    };
     let roots = aspen::tls::root_store(&[data.join("ca.pem")])?;
     let verifier = aspen::tls::client_verifier(roots)?;
     let tls = aspen::tls::server_config(
@@ -26,11 +39,20 @@ async fn main() -> Result<()> {
     )?;
     let app = Router::new().fallback(move || {
         let body = body.clone();
+        let store = store.clone();
         async move {
+            if let Some(store) = store
+                && let Err(e) = store.write().await
+            {
+                // Counted as an error by the load generator: a request that
+                // skipped its write would flatter the figure.
+                return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+            }
             (
                 [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
                 body.as_ref().clone(),
             )
+                .into_response()
         }
     });
     let listener = tokio::net::TcpListener::bind(&listen).await?;
@@ -46,4 +68,58 @@ async fn main() -> Result<()> {
     };
     aspen::tls::serve(listener, tls, app, opts, rx).await;
     Ok(())
+}
+
+/// A row of about a token's size (aspen's token rows are about 206 bytes).
+const ROW: [u8; 200] = [7; 200];
+
+enum Store {
+    Sqlite(std::sync::Mutex<rusqlite::Connection>),
+    Postgres(tokio::sync::Mutex<sqlx::PgConnection>),
+}
+
+impl Store {
+    async fn open(url: &str) -> Result<Store> {
+        if let Some(path) = url.strip_prefix("sqlite:") {
+            let c = rusqlite::Connection::open(path)?;
+            c.execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                 CREATE TABLE IF NOT EXISTS ceiling (id INTEGER PRIMARY KEY, body BLOB NOT NULL);",
+            )?;
+            return Ok(Store::Sqlite(std::sync::Mutex::new(c)));
+        }
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(url).await?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS ceiling (id bigserial PRIMARY KEY, body bytea NOT NULL)",
+        )
+        .execute(&mut c)
+        .await?;
+        Ok(Store::Postgres(tokio::sync::Mutex::new(c)))
+    }
+
+    async fn write(&self) -> Result<()> {
+        match self {
+            Store::Sqlite(c) => {
+                let c = c.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                let run = |sql: &str| c.prepare_cached(sql).and_then(|mut s| s.execute([]));
+                run("BEGIN IMMEDIATE")?;
+                let inserted = c
+                    .prepare_cached("INSERT INTO ceiling (body) VALUES (?1)")
+                    .and_then(|mut s| s.execute([&ROW[..]]));
+                if inserted.is_err() {
+                    run("ROLLBACK")?;
+                }
+                inserted?;
+                run("COMMIT")?;
+            }
+            Store::Postgres(c) => {
+                sqlx::query("INSERT INTO ceiling (body) VALUES ($1)")
+                    .bind(&ROW[..])
+                    .execute(&mut *c.lock().await)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
 }
