@@ -8,7 +8,8 @@
 //! and commits it, alone, before the fixed bytes go out: the least any
 //! server that keeps its tokens in that database must do for each one
 //! (issue 15, thirty-second pass). SQLite as aspen opens it (WAL,
-//! `synchronous = NORMAL`, the statement on the request's thread);
+//! `synchronous = NORMAL`, a checkpoint each 8,000 pages, the statement
+//! on the request's thread);
 //! PostgreSQL one `INSERT` in autocommit on one held connection, one
 //! round trip.
 
@@ -84,6 +85,7 @@ impl Store {
             let c = rusqlite::Connection::open(path)?;
             c.execute_batch(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                 PRAGMA wal_autocheckpoint = 8000; \
                  CREATE TABLE IF NOT EXISTS ceiling (id INTEGER PRIMARY KEY, body BLOB NOT NULL);",
             )?;
             return Ok(Store::Sqlite(std::sync::Mutex::new(c)));
