@@ -1,5 +1,7 @@
 //! The `aspen` binary as an operator and a TPP developer use it.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -281,57 +283,33 @@ fn serve_answers_health_over_tls_and_stops_on_sigterm() {
 /// `aspen serve` at `info` with its log to a pipe, killed if a test fails
 /// before it stops the server.
 struct Logging {
-    child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
+    process: common::ChildLines,
     url: String,
-}
-
-impl Drop for Logging {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Logging {
     fn start(data: &Path, env: &[(&str, &str)]) -> Logging {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_aspen"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("ASPEN_DATA_DIR", data)
-            .env("ASPEN_LOG", "info")
-            .envs(env.iter().copied())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                if tx.send(line.unwrap()).is_err() {
-                    break;
-                }
-            }
-        });
-        // Owned before the wait for its address, so a server that never
-        // says where it listens is killed with the failed test.
-        let mut s = Logging {
-            child,
-            lines,
-            url: String::new(),
-        };
-        s.url = loop {
-            let line = s
+        let process = common::ChildLines::spawn(
+            Command::new(env!("CARGO_BIN_EXE_aspen"))
+                .args(["serve", "--listen", "127.0.0.1:0"])
+                .env("ASPEN_DATA_DIR", data)
+                .env("ASPEN_LOG", "info")
+                .envs(env.iter().copied())
+                .stderr(Stdio::piped()),
+        );
+        let url = loop {
+            let line = process
                 .next(std::time::Duration::from_secs(60))
                 .expect("server output");
             if let Some(rest) = line.strip_prefix("aspen: serving on ") {
                 break rest.split(' ').next().unwrap().to_string();
             }
         };
-        s
+        Logging { process, url }
     }
 
     fn next(&self, within: std::time::Duration) -> Option<String> {
-        self.lines.recv_timeout(within).ok()
+        self.process.next(within)
     }
 }
 
@@ -388,7 +366,7 @@ fn held_log_lines_go_out_in_order_on_a_warning_and_at_exit() {
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut child = Logging::start(
+    let mut server = Logging::start(
         &data,
         &[
             ("ASPEN_LOG__FLUSH_MS", "10000"),
@@ -396,7 +374,7 @@ fn held_log_lines_go_out_in_order_on_a_warning_and_at_exit() {
             ("ASPEN_LIMITS__MAX_CONNECTIONS_PER_ADDRESS", "0"),
         ],
     );
-    let url = child.url.clone();
+    let url = server.url.clone();
     let ca = std::fs::read(data.join("ca.pem")).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = reqwest::Client::builder()
@@ -417,7 +395,7 @@ fn held_log_lines_go_out_in_order_on_a_warning_and_at_exit() {
     // start logged at `INFO`.
     assert_eq!(health(), 200);
     let mut early = Vec::new();
-    while let Some(l) = child.next(Duration::from_millis(500)) {
+    while let Some(l) = server.next(Duration::from_millis(500)) {
         early.push(l);
     }
     assert!(
@@ -434,7 +412,7 @@ fn held_log_lines_go_out_in_order_on_a_warning_and_at_exit() {
         .any(|l: &String| l.contains("max_connections reached"))
     {
         lines.push(
-            child
+            server
                 .next(Duration::from_secs(5))
                 .expect("the warning, at once"),
         );
@@ -448,13 +426,13 @@ fn held_log_lines_go_out_in_order_on_a_warning_and_at_exit() {
     );
     // Held again, then written when the server stops.
     assert_eq!(health(), 200);
-    assert!(child.next(Duration::from_millis(300)).is_none());
+    assert!(server.next(Duration::from_millis(300)).is_none());
     Command::new("kill")
-        .args(["-TERM", &child.child.id().to_string()])
+        .args(["-TERM", &server.process.child.id().to_string()])
         .status()
         .unwrap();
-    assert!(child.child.wait().unwrap().success());
-    let rest: Vec<String> = std::iter::from_fn(|| child.next(Duration::from_secs(5))).collect();
+    assert!(server.process.child.wait().unwrap().success());
+    let rest: Vec<String> = std::iter::from_fn(|| server.next(Duration::from_secs(5))).collect();
     assert!(
         rest.iter()
             .any(|l| l.contains("path=/health") && l.contains("status=200")),

@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -47,16 +47,8 @@ fn ready() -> bool {
 
 /// `oidc-provider` in a child process of this test; killed on drop.
 struct Provider {
-    child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
+    node: ChildLines,
     issuer: String,
-}
-
-impl Drop for Provider {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Provider {
@@ -71,52 +63,34 @@ impl Provider {
             "secret_client": { "client_id": SECRET_CLIENT, "client_secret": SECRET },
             "jwt_client": { "client_id": JWT_CLIENT, "jwk": client_jwk },
         });
-        let mut child = Command::new("node")
-            .arg(upstream_dir().join("server.mjs"))
-            .arg(cfg.to_string())
-            .current_dir(upstream_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("node starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let _ = tx.send(line);
-            }
-        });
-        // Not yet inside a `Provider`, whose drop kills it: a provider that
-        // never answers is killed here, not left running after the test.
-        let first = match lines.recv_timeout(std::time::Duration::from_secs(60)) {
-            Ok(line) => line,
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the provider says where it listens: {e}");
-            }
-        };
+        let node = ChildLines::spawn(
+            Command::new("node")
+                .arg(upstream_dir().join("server.mjs"))
+                .arg(cfg.to_string())
+                .current_dir(upstream_dir())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit()),
+        );
+        let first = node
+            .next(std::time::Duration::from_secs(60))
+            .expect("the provider says where it listens");
         let v: Value = serde_json::from_str(&first).unwrap();
         Provider {
             issuer: v["issuer"].as_str().unwrap().to_string(),
-            child,
-            lines,
+            node,
         }
     }
 
     /// Registers aspen's callback with the provider's two clients (known
     /// once aspen listens) and waits until it serves.
     fn register(&mut self, redirect_uri: &str) {
-        let stdin = self.child.stdin.as_mut().unwrap();
+        let stdin = self.node.child.stdin.as_mut().unwrap();
         writeln!(stdin, "{}", json!({ "redirect_uri": redirect_uri })).unwrap();
         stdin.flush().unwrap();
         let line = self
-            .lines
-            .recv_timeout(std::time::Duration::from_secs(30))
+            .node
+            .next(std::time::Duration::from_secs(30))
             .expect("the provider is ready");
         assert_eq!(line, "ready");
     }

@@ -34,6 +34,47 @@ pub fn core_kind() -> &'static str {
     }
 }
 
+/// A child process of a test with its output's lines on a channel: its
+/// stdout when piped, else its stderr. Killed on drop, so a test that fails
+/// (or a child that never says it is ready) leaves nothing running.
+pub struct ChildLines {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for ChildLines {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ChildLines {
+    pub fn spawn(cmd: &mut std::process::Command) -> ChildLines {
+        use std::io::{BufRead, Read};
+        let mut child = cmd.spawn().expect("the child process starts");
+        let out: Box<dyn Read + Send> = match (child.stdout.take(), child.stderr.take()) {
+            (Some(stdout), _) => Box::new(stdout),
+            (None, Some(stderr)) => Box::new(stderr),
+            (None, None) => panic!("neither stdout nor stderr is piped"),
+        };
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        ChildLines { child, lines }
+    }
+
+    /// The next line, if one comes `within`.
+    pub fn next(&self, within: std::time::Duration) -> Option<String> {
+        self.lines.recv_timeout(within).ok()
+    }
+}
+
 /// `aspen connector serve` as a child process; killed on drop.
 pub struct Connector {
     pub child: std::process::Child,
