@@ -106,14 +106,16 @@ impl Store {
                 let c = c.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
                 let run = |sql: &str| c.prepare_cached(sql).and_then(|mut s| s.execute([]));
                 run("BEGIN IMMEDIATE")?;
-                let inserted = c
+                let done = c
                     .prepare_cached("INSERT INTO ceiling (body) VALUES (?1)")
-                    .and_then(|mut s| s.execute([&ROW[..]]));
-                if inserted.is_err() {
+                    .and_then(|mut s| s.execute([&ROW[..]]))
+                    .and_then(|_| run("COMMIT"));
+                // A failed insert or commit leaves the transaction open;
+                // the next request's `BEGIN` would fail on it.
+                if done.is_err() && !c.is_autocommit() {
                     run("ROLLBACK")?;
                 }
-                inserted?;
-                run("COMMIT")?;
+                done?;
             }
             Store::Postgres(c) => {
                 sqlx::query("INSERT INTO ceiling (body) VALUES ($1)")

@@ -300,7 +300,8 @@ thread_local! {
 
 /// [`value_of`] for a value that has to be formatted first.
 fn formatted(w: &mut Escaped<'_, '_>, args: fmt::Arguments<'_>) -> fmt::Result {
-    // A value whose own formatting logs (and so comes back here) gets a buffer of its own.
+    // A value whose own formatting logs comes back here (the global dispatcher has no guard
+    // against that): it gets a buffer of its own.
     TEXT.with(|t| match t.try_borrow_mut() {
         Ok(mut text) => {
             text.clear();
@@ -311,7 +312,12 @@ fn formatted(w: &mut Escaped<'_, '_>, args: fmt::Arguments<'_>) -> fmt::Result {
             }
             r
         }
-        Err(_) => value_of(w, &args.to_string()),
+        Err(_) => {
+            // Not `to_string`, which panics when a `Display` fails.
+            let mut text = String::new();
+            text.write_fmt(args)?;
+            value_of(w, &text)
+        }
     })
 }
 
@@ -473,6 +479,27 @@ mod tests {
         fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
             Some(&self.0)
         }
+    }
+
+    /// A value formatted while the per-thread buffer is in use (its own formatting logged, and
+    /// the global dispatcher lets that event in) gets a buffer of its own and is still quoted; a
+    /// `Display` that fails there fails that field, not the thread.
+    #[test]
+    fn a_value_formatted_while_the_buffer_is_in_use_gets_its_own() {
+        struct Failing;
+        impl fmt::Display for Failing {
+            fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+                Err(fmt::Error)
+            }
+        }
+        TEXT.with(|t| {
+            let _in_use = t.borrow_mut();
+            let mut out = String::new();
+            let mut w = Writer::new(&mut out);
+            formatted(&mut Escaped(&mut w), format_args!("{}", "a b")).unwrap();
+            assert!(formatted(&mut Escaped(&mut w), format_args!("{}", Failing)).is_err());
+            assert_eq!(out, "\"a b\"");
+        });
     }
 
     #[test]
