@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# aspen beside node-oidc-provider (../shared/peer-bench) and beside the
+# floors, in one run. Every server is pinned to core 0, the load comes from
+# core 1, and each level measures them in turn, so the ratios and floors
+# come from the same minutes of a shared machine.
+#   cargo build --release -p aspen        (the server on its own: crates/aspen/build.rs)
+#   cargo build --release -p aspen --example ceiling
+#   bench/peer.sh sqlite|postgres [binary]
+# Environment: PEER_BENCH (default ../shared/peer-bench; a read-only copy
+# is run from a writable one by its own run.sh), CEILING, and the
+# peer-bench's own (SCENARIOS, CONCURRENCY, DURATION, WARMUP, ...).
+#
+# The floors (crates/aspen/examples/ceiling.rs: aspen's TLS listener and
+# mTLS verification answering fixed bytes):
+#   ceil       a token response's bytes, nothing else;
+#   ceil-db    the same after committing one token-sized row alone in the
+#              run's database (SQLite as aspen's lane opens it; PostgreSQL
+#              one autocommit INSERT on one held connection): the least a
+#              server that keeps its tokens there does for a token. At one
+#              connection only; at 8 and 64 its commits are not shared.
+#   ceil-jwks  aspen's own JWKS bytes (floor of the jwks scenario);
+#   ceil-disc  aspen's own discovery bytes (floor of the discovery scenario).
+# A ceiling answers every path with its bytes, so each one's figure is
+# meaningful only in the scenarios named above: the JWKS and discovery
+# ceilings sit out the token scenarios, and in the other GET scenario (and
+# the token ceilings in both) the load generator reports errors, a body
+# without the field it expects.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DB=${1:-sqlite}
+BIN=${2:-target/release/aspen}
+CEILING=${CEILING:-target/release/examples/ceiling}
+PEER_BENCH=${PEER_BENCH:-../shared/peer-bench}
+PORT=${PORT:-9443}
+WORK=$(mktemp -d)
+export ASPEN_DATA_DIR=$WORK/data ASPEN_LISTEN=127.0.0.1:$PORT ASPEN_LOG=${ASPEN_LOG:-info}
+# 64 connections a level from one address, and the last level's closing.
+export ASPEN_LIMITS__MAX_CONNECTIONS_PER_ADDRESS=1024
+DBURL=sqlite:$WORK/ceiling.db
+if [ "$DB" = postgres ]; then
+  psql -q -h 127.0.0.1 -U postgres -d postgres -c 'drop database if exists aspen_peer' -c 'create database aspen_peer' \
+    -c 'drop database if exists aspen_peer_floor' -c 'create database aspen_peer_floor'
+  export ASPEN_DATABASE_URL=postgres://postgres@127.0.0.1:5432/aspen_peer
+  DBURL=postgres://postgres@127.0.0.1:5432/aspen_peer_floor
+fi
+PIDS=()
+trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$WORK"' EXIT
+
+KIT=$WORK/kit
+"$BIN" sandbox init --out "$KIT" --redirect-uri https://bench.example.com/cb >/dev/null
+PKJWT=$("$BIN" clients add --kit "$KIT" | sed -n 's/^client_id: //p')
+TLS=$("$BIN" clients add --kit "$KIT" --auth-method tls_client_auth | sed -n 's/^client_id: //p')
+KID=$(sed -n 's/.*"signing_kid": *"\([^"]*\)".*/\1/p' "$KIT/kit.json")
+FILES="sign_key=$KIT/signing-key.pem,cert=$KIT/transport.pem,key=$KIT/transport-key.pem,ca=$ASPEN_DATA_DIR/ca.pem"
+
+wait_up() {  # wait_up pid url
+  until curl -fsk --cert "$KIT/transport.pem" --key "$KIT/transport-key.pem" "$2" >/dev/null 2>&1; do
+    kill -0 "$1" 2>/dev/null || { echo "bench/peer.sh: a server exited before it answered $2" >&2; exit 1; }
+    sleep 0.05
+  done
+}
+
+taskset -c 0 "$BIN" serve >"$WORK/serve.out" 2>"$WORK/serve.log" &
+ASPEN=$!
+PIDS+=("$ASPEN")
+wait_up "$ASPEN" "https://127.0.0.1:$PORT/health"
+TARGETS=(--target "name=aspen,discovery=https://127.0.0.1:$PORT/.well-known/openid-configuration,client_id=$PKJWT,tls_client_id=$TLS,scope=accounts,kid=$KID,$FILES,pid=$ASPEN")
+
+curl -fsk --cert "$KIT/transport.pem" --key "$KIT/transport-key.pem" "https://127.0.0.1:$PORT/jwks" -o "$WORK/jwks.json"
+curl -fsk "https://127.0.0.1:$PORT/.well-known/openid-configuration" -o "$WORK/discovery.json"
+# The size of a response to a client-credentials grant with an opaque token.
+printf '{"access_token":"%s","token_type":"Bearer","expires_in":3600,"scope":"accounts"}' \
+  "$(head -c 32 /dev/urandom | base64 | tr -d '=+/' | head -c 43)" >"$WORK/token.json"
+
+p=$PORT
+for spec in "ceil token.json" "ceil-db token.json $DBURL" "ceil-jwks jwks.json" "ceil-disc discovery.json"; do
+  read -r name body db <<<"$spec"
+  # Without client ids the load generator skips the token scenarios.
+  clients=
+  [ "$body" = token.json ] && clients=client_id=x,tls_client_id=x,
+  p=$((p + 1))
+  taskset -c 0 "$CEILING" "$ASPEN_DATA_DIR" "$WORK/$body" "127.0.0.1:$p" $db >"$WORK/$name.log" 2>&1 &
+  PIDS+=("$!")
+  wait_up "$!" "https://127.0.0.1:$p/"
+  u=https://127.0.0.1:$p
+  TARGETS+=(--target "name=$name,token=$u/token,jwks=$u/jwks,discovery=$u/.well-known/openid-configuration,${clients}scope=accounts,kid=none,$FILES,pid=$!")
+done
+
+echo "== bench/peer.sh $DB, $(nproc) cores, $(date -u +%FT%TZ), $("$BIN" --version 2>/dev/null || echo "$BIN")"
+"$PEER_BENCH/run.sh" "${TARGETS[@]}"
