@@ -34,6 +34,14 @@ BIN=${2:-target/release/aspen}
 CEILING=${CEILING:-target/release/examples/ceiling}
 PEER_BENCH=${PEER_BENCH:-../shared/peer-bench}
 PORT=${PORT:-9443}
+# A server still listening from an earlier run would answer in a new one's
+# place (its own exit only a line in a log this script then deletes).
+for p in $(seq "$PORT" $((PORT + 4))); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    echo "bench/peer.sh: port $p is in use (it needs $PORT to $((PORT + 4)))" >&2
+    exit 1
+  fi
+done
 WORK=$(mktemp -d)
 export ASPEN_DATA_DIR=$WORK/data ASPEN_LISTEN=127.0.0.1:$PORT ASPEN_LOG=${ASPEN_LOG:-info}
 # 64 connections a level from one address, and the last level's closing.
@@ -55,9 +63,13 @@ TLS=$("$BIN" clients add --kit "$KIT" --auth-method tls_client_auth | sed -n 's/
 KID=$(sed -n 's/.*"signing_kid": *"\([^"]*\)".*/\1/p' "$KIT/kit.json")
 FILES="sign_key=$KIT/signing-key.pem,cert=$KIT/transport.pem,key=$KIT/transport-key.pem,ca=$ASPEN_DATA_DIR/ca.pem"
 
-wait_up() {  # wait_up pid url
+wait_up() {  # wait_up pid url log
   until curl -fsk --cert "$KIT/transport.pem" --key "$KIT/transport-key.pem" "$2" >/dev/null 2>&1; do
-    kill -0 "$1" 2>/dev/null || { echo "bench/peer.sh: a server exited before it answered $2" >&2; exit 1; }
+    if ! kill -0 "$1" 2>/dev/null; then
+      echo "bench/peer.sh: a server exited before it answered $2; the end of its log:" >&2
+      tail -5 "$3" >&2
+      exit 1
+    fi
     sleep 0.05
   done
 }
@@ -65,7 +77,7 @@ wait_up() {  # wait_up pid url
 taskset -c 0 "$BIN" serve >"$WORK/serve.out" 2>"$WORK/serve.log" &
 ASPEN=$!
 PIDS+=("$ASPEN")
-wait_up "$ASPEN" "https://127.0.0.1:$PORT/health"
+wait_up "$ASPEN" "https://127.0.0.1:$PORT/health" "$WORK/serve.log"
 TARGETS=(--target "name=aspen,discovery=https://127.0.0.1:$PORT/.well-known/openid-configuration,client_id=$PKJWT,tls_client_id=$TLS,scope=accounts,kid=$KID,$FILES,pid=$ASPEN")
 
 curl -fsk --cert "$KIT/transport.pem" --key "$KIT/transport-key.pem" "https://127.0.0.1:$PORT/jwks" -o "$WORK/jwks.json"
@@ -84,7 +96,7 @@ for spec in "ceil token.json" "ceil-db token.json $DBURL" "ceil-jwks jwks.json" 
   p=$((p + 1))
   taskset -c 0 "$CEILING" "$ASPEN_DATA_DIR" "$WORK/$body" "127.0.0.1:$p" $db >"$WORK/$name.log" 2>&1 &
   PIDS+=("$!")
-  wait_up "$!" "https://127.0.0.1:$p/"
+  wait_up "$!" "https://127.0.0.1:$p/" "$WORK/$name.log"
   u=https://127.0.0.1:$p
   TARGETS+=(--target "name=$name,token=$u/token,jwks=$u/jwks,discovery=$u/.well-known/openid-configuration,${clients}scope=accounts,kid=none,$FILES,pid=$!")
 done
