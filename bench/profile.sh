@@ -47,15 +47,16 @@ if [ "${MODE:-callgrind}" = cpu ]; then
   "${SRV[@]}" "$BIN" serve >"$WORK/serve.out" 2>"$WORK/serve.log" &
   PID=$!
   until curl -fsk "$URL/health" >/dev/null 2>&1; do sleep 0.1; done
-  ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
   hz=$(getconf CLK_TCK)
   cpu() {  # cpu name scenario client conns
     local name=$1 sc=$2 id=$3 c=$4 runs=() a b
     drive --scenario "$sc" --client-id "$id" --n 200 --conns "$c" >/dev/null
     for _ in $(seq "${REPEAT:-5}"); do
-      a=$(ticks)
-      drive --scenario "$sc" --client-id "$id" --n "$N" --conns "$c" >/dev/null
-      b=$(ticks)
+      # The ticks read on the warm connections: no handshake in a run.
+      drive --scenario "$sc" --client-id "$id" --n "$N" --conns "$c" --warm 40 \
+        --before "awk '{print \$14 + \$15}' /proc/$PID/stat > $WORK/ticks0" \
+        --after "awk '{print \$14 + \$15}' /proc/$PID/stat > $WORK/ticks1" >/dev/null
+      a=$(cat "$WORK/ticks0") b=$(cat "$WORK/ticks1")
       runs+=($(( (b - a) * 1000000 / hz / N )))
     done
     printf '%-18s c=%-2s server CPU µs/request: %s (median %s)\n' "$name" "$c" "${runs[*]}" \
@@ -81,18 +82,18 @@ total() {  # total Ir of the newest dump
   sed -n 's/^summary: //p;s/^totals: //p' "$f" | head -1
 }
 measure() {  # measure name scenario client conns
-  local name=$1 sc=$2 id=$3 c=$4 t0 t1 ir
-  drive --scenario "$sc" --client-id "$id" --n 40 --conns "$c" >/dev/null   # warm
-  callgrind_control -z "$PID" >/dev/null 2>&1
-  t0=$(date +%s%N)
-  drive --scenario "$sc" --client-id "$id" --n "$N" --conns "$c" >/dev/null
-  t1=$(date +%s%N)
-  callgrind_control -d "$name" "$PID" >/dev/null 2>&1
+  local name=$1 sc=$2 id=$3 c=$4 ms ir
+  # Counted on connections already warm, so that no TLS handshake is in the
+  # count whatever the connections (bench/drive.mjs).
+  ms=$(drive --scenario "$sc" --client-id "$id" --n "$N" --conns "$c" --warm 40 \
+    --before "callgrind_control -z $PID >/dev/null 2>&1" \
+    --after "callgrind_control -d $name $PID >/dev/null 2>&1" |
+    sed -n 's/.* \([0-9.]*\) ms\/request$/\1/p')
   ir=$(total)
   mv "$(ls -t "$OUT"/callgrind.out.* | head -1)" "$OUT/$name.callgrind"
   # Idle: the same wall time with no requests.
   callgrind_control -z "$PID" >/dev/null 2>&1
-  sleep "$(( (t1 - t0) / 1000000000 ))"
+  sleep "$(awk -v ms="$ms" -v n="$N" 'BEGIN { printf "%d", ms * n / 1000 }')"
   callgrind_control -d "idle" "$PID" >/dev/null 2>&1
   local idle
   idle=$(total)
