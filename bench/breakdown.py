@@ -11,7 +11,10 @@ GROUPS = [  # first match wins
     ("SQLite engine", r"^sqlite3|^pager|^btree|^vdbe|^wal|^unix|^pcache|^yy|^sqlite|Btree|Pager|Vdbe|^balance|^moveTo|^insert|^get|^pcache|^walIndex"),
     ("sqlx (pool, worker, rows)", r"sqlx|flume|crossbeam|event_listener"),
     ("JSON (serde_json)", r"serde_json|serde_core|serde::|ryu|itoa|serde_urlencoded|form_urlencoded|percent_encoding"),
-    ("tracing (log line per request)", r"tracing|sharded_slab|nu_ansi|time::|fmt::time"),
+    # The `time` crate's own paths start its names; tokio's timer
+    # (`tokio::runtime::time::`) and std's clock (`…::unix::time::`) are
+    # not the log line's.
+    ("tracing (log line per request)", r"tracing|sharded_slab|nu_ansi|(^|<)time::|fmt::time"),
     ("metrics", r"metrics|quanta|sketches|portable_atomic"),
     ("x509 / DN", r"x509|der_parser|asn1|oid"),
     ("HTTP (hyper, axum, tower, http)", r"hyper|axum|tower|http::|httparse|matchit|h2::|bytes::"),
