@@ -51,10 +51,10 @@ total() {
 }
 measure() {  # measure name path conns
   local name=$1 path=$2 c=$3 ir
-  drive --path "$path" --n 40 --conns "$c" >/dev/null   # warm
-  callgrind_control -z "$PID" >/dev/null 2>&1
-  drive --path "$path" --n "$N" --conns "$c" >/dev/null
-  callgrind_control -d "$name" "$PID" >/dev/null 2>&1
+  # Counted on warm connections: no TLS handshake in the count.
+  drive --path "$path" --n "$N" --conns "$c" --warm 40 \
+    --before "callgrind_control -z $PID >/dev/null 2>&1" \
+    --after "callgrind_control -d $name $PID >/dev/null 2>&1" >/dev/null
   ir=$(total)
   mv "$(ls -t "$OUT"/callgrind.out.* | head -1)" "$OUT/$name.callgrind"
   printf '%-22s c=%-2s %8d instructions/request\n' "$name" "$c" $((ir / N))
