@@ -63,10 +63,12 @@ TLS=$("$BIN" clients add --kit "$KIT" --auth-method tls_client_auth | sed -n 's/
 KID=$(sed -n 's/.*"signing_kid": *"\([^"]*\)".*/\1/p' "$KIT/kit.json")
 FILES="sign_key=$KIT/signing-key.pem,cert=$KIT/transport.pem,key=$KIT/transport-key.pem,ca=$ASPEN_DATA_DIR/ca.pem"
 
-wait_up() {  # wait_up pid url log
-  until curl -fsk --cert "$KIT/transport.pem" --key "$KIT/transport-key.pem" "$2" >/dev/null 2>&1; do
-    if ! kill -0 "$1" 2>/dev/null; then
-      echo "bench/peer.sh: a server exited before it answered $2; the end of its log:" >&2
+get() { curl -fsk --max-time 5 --cert "$KIT/transport.pem" --key "$KIT/transport-key.pem" "$@"; }
+wait_up() {  # wait_up pid url log: up to 60 s
+  local deadline=$((SECONDS + 60))
+  until get "$2" >/dev/null 2>&1; do
+    if ! kill -0 "$1" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
+      echo "bench/peer.sh: a server did not answer $2 (exited, or 60 s); the end of its log:" >&2
       tail -5 "$3" >&2
       exit 1
     fi
@@ -80,8 +82,8 @@ PIDS+=("$ASPEN")
 wait_up "$ASPEN" "https://127.0.0.1:$PORT/health" "$WORK/serve.log"
 TARGETS=(--target "name=aspen,discovery=https://127.0.0.1:$PORT/.well-known/openid-configuration,client_id=$PKJWT,tls_client_id=$TLS,scope=accounts,kid=$KID,$FILES,pid=$ASPEN")
 
-curl -fsk --cert "$KIT/transport.pem" --key "$KIT/transport-key.pem" "https://127.0.0.1:$PORT/jwks" -o "$WORK/jwks.json"
-curl -fsk "https://127.0.0.1:$PORT/.well-known/openid-configuration" -o "$WORK/discovery.json"
+get "https://127.0.0.1:$PORT/jwks" -o "$WORK/jwks.json"
+get "https://127.0.0.1:$PORT/.well-known/openid-configuration" -o "$WORK/discovery.json"
 # The size of a response to a client-credentials grant with an opaque
 # token (45 characters, as aspen's).
 echo '{"access_token":"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHI","token_type":"Bearer","expires_in":3600,"scope":"accounts"}' \

@@ -48,14 +48,15 @@ if [ "${MODE:-callgrind}" = cpu ]; then
   PID=$!
   until curl -fsk "$URL/health" >/dev/null 2>&1; do sleep 0.1; done
   hz=$(getconf CLK_TCK)
+  # The server's user + system ticks, as a command for drive's hooks.
+  ticks="awk '{print \$14 + \$15}' /proc/$PID/stat"
   cpu() {  # cpu name scenario client conns
     local name=$1 sc=$2 id=$3 c=$4 runs=() a b
     drive --scenario "$sc" --client-id "$id" --n 200 --conns "$c" >/dev/null
     for _ in $(seq "${REPEAT:-5}"); do
       # The ticks read on the warm connections: no handshake in a run.
       drive --scenario "$sc" --client-id "$id" --n "$N" --conns "$c" --warm 40 \
-        --before "awk '{print \$14 + \$15}' /proc/$PID/stat > $WORK/ticks0" \
-        --after "awk '{print \$14 + \$15}' /proc/$PID/stat > $WORK/ticks1" >/dev/null
+        --before "$ticks > $WORK/ticks0" --after "$ticks > $WORK/ticks1" >/dev/null
       a=$(cat "$WORK/ticks0") b=$(cat "$WORK/ticks1")
       runs+=($(( (b - a) * 1000000 / hz / N )))
     done
