@@ -8,6 +8,7 @@
 # Usage: bench/connector.sh [seconds per run]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 SECS=${1:-10}
 BIN=target/release/aspen
 LOAD=target/release/examples/load
@@ -30,7 +31,7 @@ trap 'stop; rm -rf "$WORK"' EXIT
 serve() {
   "$BIN" serve >"$WORK/serve.out" 2>>"$WORK/serve.log" &
   PID=$!
-  until curl -fsk "$URL/health" >/dev/null 2>&1; do sleep 0.02; done
+  wait_up "$PID" "$URL/health" "$WORK/serve.log"
 }
 
 # The connector's own PKI as a "kit" for the load example: aspen's client certificate.
@@ -45,9 +46,11 @@ ckit() {
 connector() {
   "$BIN" connector serve --listen 127.0.0.1:$CPORT >/dev/null 2>>"$WORK/connector.log" &
   CPID=$!
-  until [ -f "$ASPEN_DATA_DIR/connector/client.pem" ] && curl -sk -o /dev/null \
-      --cacert "$ASPEN_DATA_DIR/connector/ca.pem" --cert "$ASPEN_DATA_DIR/connector/client.pem" \
-      --key "$ASPEN_DATA_DIR/connector/client-key.pem" "$CURL/core/v1/accounts/x"; do sleep 0.05; done
+  # Any answer will do (a 404 too); until the connector has written its
+  # certificates, curl cannot read them and fails.
+  wait_up "$CPID" "$CURL/core/v1/accounts/x" "$WORK/connector.log" --no-fail \
+    --cacert "$ASPEN_DATA_DIR/connector/ca.pem" --cert "$ASPEN_DATA_DIR/connector/client.pem" \
+    --key "$ASPEN_DATA_DIR/connector/client-key.pem"
 }
 
 echo "== $(nproc) cores, $(date -u +%F), 10,000 extra transactions on the measured account"

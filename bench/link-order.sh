@@ -15,6 +15,7 @@
 # hashes of the crates' build metadata.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 BIN=${BIN:-target/release/aspen}
 LOAD=${LOAD:-target/release/examples/load}
 PORT=${PORT:-18743}
@@ -22,7 +23,6 @@ URL=https://127.0.0.1:$PORT
 OUT=$(mktemp -d)
 PID=
 WORK=
-stop() { [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; PID=; }
 trap 'stop; rm -rf "$OUT" ${WORK:+"$WORK"}' EXIT
 
 profile() {  # profile sqlite|postgres
@@ -44,12 +44,12 @@ profile() {  # profile sqlite|postgres
   # every start, so it runs natively and the profiled start is a warm one.
   "$BIN" serve >/dev/null 2>&1 &
   PID=$!
-  until curl -fsk "$URL/health" >/dev/null 2>&1; do sleep 0.1; done
+  wait_up "$PID" "$URL/health" /dev/null
   stop
   valgrind --tool=callgrind --demangle=no --dump-instr=no \
     --callgrind-out-file="$OUT/$db.callgrind" "$BIN" serve >/dev/null 2>&1 &
   PID=$!
-  until curl -fsk "$URL/health" >/dev/null 2>&1; do sleep 0.5; done
+  WAIT_SECS=300 wait_up "$PID" "$URL/health" /dev/null
   sleep 2
   callgrind_control -d start "$PID" >/dev/null 2>&1
   local drive=(node bench/drive.mjs --url "$URL" --kit "$WORK/kit")

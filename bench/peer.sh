@@ -29,6 +29,7 @@
 # without the field it expects.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 DB=${1:-sqlite}
 BIN=${2:-target/release/aspen}
 CEILING=${CEILING:-target/release/examples/ceiling}
@@ -64,17 +65,6 @@ KID=$(sed -n 's/.*"signing_kid": *"\([^"]*\)".*/\1/p' "$KIT/kit.json")
 FILES="sign_key=$KIT/signing-key.pem,cert=$KIT/transport.pem,key=$KIT/transport-key.pem,ca=$ASPEN_DATA_DIR/ca.pem"
 
 get() { curl -fsk --max-time 5 --cert "$KIT/transport.pem" --key "$KIT/transport-key.pem" "$@"; }
-wait_up() {  # wait_up pid url log: up to 60 s
-  local deadline=$((SECONDS + 60))
-  until get "$2" >/dev/null 2>&1; do
-    if ! kill -0 "$1" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
-      echo "bench/peer.sh: a server did not answer $2 (exited, or 60 s); the end of its log:" >&2
-      tail -5 "$3" >&2
-      exit 1
-    fi
-    sleep 0.05
-  done
-}
 
 taskset -c 0 "$BIN" serve >"$WORK/serve.out" 2>"$WORK/serve.log" &
 ASPEN=$!

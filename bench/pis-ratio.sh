@@ -9,6 +9,7 @@
 # that uses them up before its time ends is timed to its last answer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 DB=${1:-sqlite}
 SECS=${2:-8}
 shift $(($# < 2 ? $# : 2))
@@ -20,7 +21,6 @@ PORT=${PORT:-18743}
 URL=https://127.0.0.1:$PORT
 WORK=$(mktemp -d)
 PID=
-stop() { [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; PID=; }
 trap 'stop; rm -rf "$WORK"' EXIT
 
 SIGN=$(openssl speed -seconds 2 rsa2048 2>/dev/null | awk '$1 == "rsa" && $2 == "2048" { print $(NF-1) }')
@@ -40,7 +40,7 @@ for BIN in "${BINS[@]}"; do
   HCLIENT=$("$BIN" clients add --kit "$WORK/kit" --headless 2>/dev/null | sed -n 's/^client_id: //p')
   "$BIN" serve >"$WORK/serve.out" 2>"$WORK/serve.log" &
   PID=$!
-  until curl -fsk "$URL/health" >/dev/null 2>&1; do sleep 0.1; done
+  wait_up "$PID" "$URL/health" "$WORK/serve.log"
   echo "-- $BIN"
   for c in 1 16 64; do
     line=$("$LOAD" pis --url "$URL" --kit "$WORK/kit" --client-id "$HCLIENT" --conns "$c" --secs "$SECS" \

@@ -11,6 +11,7 @@
 # (bench/drive.mjs), dumps and divides. The dumps stay in OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 DB=${1:-sqlite}
 N=${2:-300}
 HIST=${3:-10000}
@@ -27,7 +28,6 @@ if [ "$DB" = postgres ]; then
   export ASPEN_DATABASE_URL=postgres://postgres@127.0.0.1:5432/aspen_profile_ais
 fi
 PID=
-stop() { [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; PID=; }
 trap 'stop; rm -rf "$WORK"' EXIT
 
 "$BIN" sandbox init --out "$WORK/kit" --redirect-uri https://bench.example.com/cb >/dev/null 2>&1
@@ -36,14 +36,14 @@ HCLIENT=$("$BIN" clients add --kit "$WORK/kit" --headless 2>/dev/null | sed -n '
 # Seeding under valgrind would take minutes: seed natively, then restart.
 "$BIN" serve --sandbox-transactions "$HIST" >"$WORK/serve.out" 2>"$WORK/serve.log" &
 PID=$!
-until curl -fsk "$URL/health" >/dev/null 2>&1; do sleep 0.1; done
+wait_up "$PID" "$URL/health" "$WORK/serve.log"
 read -r TOKEN ACCOUNT < <("$LOAD" setup-ais --url "$URL" --kit "$WORK/kit" --client-id "$HCLIENT")
 stop
 
 valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" --dump-instr=no \
   "$BIN" serve --sandbox-transactions "$HIST" >"$WORK/serve.out" 2>"$WORK/serve.log" &
 PID=$!
-until curl -fsk "$URL/health" >/dev/null 2>&1; do sleep 0.5; done
+WAIT_SECS=300 wait_up "$PID" "$URL/health" "$WORK/serve.log"
 PAGE=/open-banking/v3.1/aisp/accounts/$ACCOUNT/transactions
 drive() { node bench/drive.mjs --url "$URL" --kit "$WORK/kit" --scenario get --bearer="$TOKEN" "$@"; }
 total() {
@@ -60,7 +60,7 @@ measure() {  # measure name path conns
   printf '%-22s c=%-2s %8d instructions/request\n' "$name" "$c" $((ir / N))
 }
 # A later page: the first page's Next link (its summary rides in the link).
-NEXT=$(curl -fsk --cert "$WORK/kit/transport.pem" --key "$WORK/kit/transport-key.pem" \
+NEXT=$(curl -fsk --max-time 30 --cert "$WORK/kit/transport.pem" --key "$WORK/kit/transport-key.pem" \
   -H "authorization: Bearer $TOKEN" "$URL$PAGE" | node -e \
   'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(new URL(JSON.parse(s).Links.Next).pathname+new URL(JSON.parse(s).Links.Next).search))')
 

@@ -12,6 +12,7 @@
 # bench/breakdown.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 DB=${1:-sqlite}
 N=${2:-200}
 C=${3:-1}
@@ -35,7 +36,7 @@ fresh_db() {
 PID= LPID=
 stop() {
   [ -n "$LPID" ] && kill "$LPID" 2>/dev/null; LPID=
-  [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; PID=
+  if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi; PID=
 }
 trap 'stop; exec 3>&- || true; rm -rf "$WORK"' EXIT
 
@@ -60,7 +61,7 @@ go() { echo go >&3; exec 3>&-; wait "$LPID"; LPID=; cat "$WORK/load.out"; }
 # 1. Statements per order: sqlx logs each statement at debug level.
 ASPEN_LOG=info,sqlx::query=debug "$BIN" serve >"$WORK/serve.out" 2>"$WORK/stmts.log" &
 PID=$!
-until curl -fsk "$URL/health" >/dev/null 2>&1; do sleep 0.1; done
+wait_up "$PID" "$URL/health" "$WORK/stmts.log"
 prepare
 before=$(wc -l <"$WORK/stmts.log")
 go >/dev/null
@@ -81,7 +82,7 @@ HCLIENT=$("$BIN" clients add --kit "$WORK/kit" --headless 2>/dev/null | sed -n '
 ASPEN_LOG=${ASPEN_LOG:-info} valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" \
   --dump-instr=no "$BIN" serve >"$WORK/serve.out" 2>"$WORK/serve.log" &
 PID=$!
-until curl -fsk "$URL/health" >/dev/null 2>&1; do sleep 0.5; done
+WAIT_SECS=300 wait_up "$PID" "$URL/health" "$WORK/serve.log"
 prepare
 callgrind_control -z "$PID" >/dev/null 2>&1
 go

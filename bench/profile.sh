@@ -12,6 +12,7 @@
 # callgrind_annotate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 DB=${1:-sqlite}
 N=${2:-400}
 BIN=${BIN:-target/release/aspen}
@@ -26,7 +27,6 @@ if [ "$DB" = postgres ]; then
   export ASPEN_DATABASE_URL=postgres://postgres@127.0.0.1:5432/aspen_profile
 fi
 PID=
-stop() { [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; PID=; }
 trap 'stop; rm -rf "$WORK"' EXIT
 
 "$BIN" sandbox init --out "$WORK/kit" --redirect-uri https://bench.example.com/cb >/dev/null 2>&1
@@ -46,7 +46,7 @@ if [ "${MODE:-callgrind}" = cpu ]; then
   drive() { "${CLI[@]}" node bench/drive.mjs --url "$URL" --kit "$WORK/kit" "$@"; }
   "${SRV[@]}" "$BIN" serve >"$WORK/serve.out" 2>"$WORK/serve.log" &
   PID=$!
-  until curl -fsk "$URL/health" >/dev/null 2>&1; do sleep 0.1; done
+  wait_up "$PID" "$URL/health" "$WORK/serve.log"
   hz=$(getconf CLK_TCK)
   # The server's user + system ticks, as a command for drive's hooks.
   ticks="awk '{print \$14 + \$15}' /proc/$PID/stat"
@@ -76,7 +76,7 @@ fi
 valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" --dump-instr=no \
   "$BIN" serve >"$WORK/serve.out" 2>"$WORK/serve.log" &
 PID=$!
-until curl -fsk "$URL/health" >/dev/null 2>&1; do sleep 0.5; done
+WAIT_SECS=300 wait_up "$PID" "$URL/health" "$WORK/serve.log"
 total() {  # total Ir of the newest dump
   local f
   f=$(ls -t "$OUT"/callgrind.out.* | head -1)

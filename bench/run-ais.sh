@@ -19,6 +19,7 @@
 # depth (before the twentieth pass of issue 15, SQLite's cost grew with it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 DB=${1:-sqlite}
 SECS=${2:-8}
 shift $(( $# > 2 ? 2 : $# ))
@@ -55,24 +56,20 @@ measure() {  # measure load-get args...: the level's line, then the CPU a page
   echo
 }
 PID=
-stop() { [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; PID=; }
 trap 'stop; [ -n "${KEEP:-}" ] && echo "kept $WORK" || rm -rf "$WORK"' EXIT
 start() {  # start binary [args]
   local bin=$1
   shift
   "$bin" serve "$@" >"$WORK/serve.out" 2>>"$WORK/serve.log" &
   PID=$!
-  until curl -fsk "$URL/health" >/dev/null 2>&1; do
-    kill -0 "$PID" 2>/dev/null || { echo "$bin exited: $(tail -1 "$WORK/serve.log")" >&2; exit 1; }
-    sleep 0.05
-  done
+  wait_up "$PID" "$URL/health" "$WORK/serve.log"
 }
 
 echo "== AIS page, $DB, $(nproc) cores, $(date -u +%FT%TZ), ${SECS}s a level, load $(cut -d' ' -f1-3 /proc/loadavg)"
 "${BINS[0]}" sandbox init --out "$WORK/kit" --redirect-uri https://bench.example.com/cb >/dev/null
 HCLIENT=$("${BINS[0]}" clients add --kit "$WORK/kit" --headless | sed -n 's/^client_id: //p')
 get() {  # get url: as the kit's TPP, with the AC token
-  curl -fsk --cert "$WORK/kit/transport.pem" --key "$WORK/kit/transport-key.pem" \
+  curl -fsk --max-time 30 --cert "$WORK/kit/transport.pem" --key "$WORK/kit/transport-key.pem" \
     -H "authorization: Bearer $TOKEN" "$1"
 }
 for n in $HISTORIES; do
@@ -103,7 +100,7 @@ done
 echo "-- ceiling: same TLS listener, same bytes ($(wc -c < "$WORK/page.json") B), no application"
 "$CEILING" "$ASPEN_DATA_DIR" "$WORK/page.json" 127.0.0.1:$PORT >/dev/null 2>&1 &
 PID=$!
-until curl -fsk "$URL/" >/dev/null 2>&1; do sleep 0.02; done
+wait_up "$PID" "$URL/" /dev/null
 for c in 1 16 64; do
   measure --url "$URL/page" --kit "$WORK/kit" --conns $c --secs "$SECS"
 done

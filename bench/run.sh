@@ -7,6 +7,7 @@
 # directory, then drives it over keep-alive mTLS with the load example.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 DB=${1:-sqlite}
 SECS=${2:-10}
 BIN=target/release/aspen
@@ -24,7 +25,6 @@ if [ "$DB" = postgres ]; then
 fi
 
 PID=
-stop() { [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; PID=; }
 trap 'stop; rm -rf "$WORK"' EXIT
 
 MS=0
@@ -33,7 +33,7 @@ start() {  # start [extra args]; sets MS to the milliseconds until /health answe
   t0=$(date +%s%N)
   "$BIN" serve "$@" >"$WORK/serve.out" 2>"$WORK/serve.log" &
   PID=$!
-  until curl -fsk "$URL/health" >/dev/null 2>&1; do sleep 0.02; done
+  wait_up "$PID" "$URL/health" "$WORK/serve.log"
   t1=$(date +%s%N)
   MS=$(( (t1 - t0) / 1000000 ))
 }
@@ -72,7 +72,7 @@ for n in 10000 1000000; do
     "$LOAD" get --url "$URL/open-banking/v3.1/aisp/accounts/$ACCOUNT/transactions" --kit "$WORK/kit" --bearer "$TOKEN" --conns $c --secs "$SECS"
   done
   if [ "$n" = 10000 ]; then
-    curl -fsk --cert "$WORK/kit/transport.pem" --key "$WORK/kit/transport-key.pem" -H "authorization: Bearer $TOKEN" \
+    curl -fsk --max-time 30 --cert "$WORK/kit/transport.pem" --key "$WORK/kit/transport-key.pem" -H "authorization: Bearer $TOKEN" \
       "$URL/open-banking/v3.1/aisp/accounts/$ACCOUNT/transactions" -o "$WORK/page.json"
   fi
   stop
@@ -81,7 +81,7 @@ done
 echo "-- ceiling: same TLS listener, same bytes ($(wc -c < "$WORK/page.json") B), no application"
 target/release/examples/ceiling "$ASPEN_DATA_DIR" "$WORK/page.json" 127.0.0.1:$PORT >/dev/null 2>&1 &
 PID=$!
-until curl -fsk "$URL/" >/dev/null 2>&1; do sleep 0.02; done
+wait_up "$PID" "$URL/" /dev/null
 for c in 1 16 64; do
   "$LOAD" get --url "$URL/page" --kit "$WORK/kit" --conns $c --secs "$SECS"
 done
