@@ -35,7 +35,7 @@ fresh_db() {
 }
 PID= LPID=
 stop() {
-  [ -n "$LPID" ] && kill "$LPID" 2>/dev/null; LPID=
+  if [ -n "$LPID" ]; then kill "$LPID" 2>/dev/null || true; fi; LPID=
   if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi; PID=
 }
 trap 'stop; exec 3>&- || true; rm -rf "$WORK"' EXIT
