@@ -22,11 +22,7 @@ export ASPEN_SANDBOX__TRANSACTIONS=10000
 
 PID=
 CPID=
-stop() {
-  for p in $PID $CPID; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
-  PID=; CPID=
-}
-trap 'stop; rm -rf "$WORK"' EXIT
+trap 'stop; end_procs "$CPID"; rm -rf "$WORK"' EXIT
 
 serve() {
   "$BIN" serve >"$WORK/serve.out" 2>>"$WORK/serve.log" &

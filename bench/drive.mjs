@@ -116,7 +116,7 @@ async function run(from, to) {
     while (next < to) await once(next++);
   }));
 }
-const hook = (cmd) => cmd && execSync(cmd, { stdio: 'inherit' });
+const hook = (cmd) => cmd && execSync(cmd, { stdio: 'inherit', timeout: 120000 });
 await run(0, warm);
 hook(o.before);
 const t0 = performance.now();

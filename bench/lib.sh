@@ -18,13 +18,17 @@ wait_up() {
   done
 }
 
-# stop: ends the server started as $PID, if any, and waits for it. A server
-# ended by the signal exits non-zero; under `set -e` that must not end the
-# script (the last `stop` of a run ended it with 143).
-stop() {
-  if [ -n "${PID:-}" ]; then
-    kill "$PID" 2>/dev/null || true
-    wait "$PID" 2>/dev/null || true
-  fi
-  PID=
+# end_procs PID...: ends each process given (empty ones skipped) and waits
+# for it. A process ended by the signal exits non-zero; under `set -e` that
+# must not end the script (the last `stop` of a run ended it with 143).
+end_procs() {
+  local p
+  for p in "$@"; do
+    [ -n "$p" ] || continue
+    kill "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
 }
+
+# stop: ends the server started as $PID.
+stop() { end_procs "${PID:-}"; PID=; }

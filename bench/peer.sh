@@ -38,7 +38,7 @@ PORT=${PORT:-9443}
 # A server still listening from an earlier run would answer in a new one's
 # place (its own exit only a line in a log this script then deletes).
 for p in $(seq "$PORT" $((PORT + 4))); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+  if timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$p" 2>/dev/null; then
     echo "bench/peer.sh: port $p is in use (it needs $PORT to $((PORT + 4)))" >&2
     exit 1
   fi

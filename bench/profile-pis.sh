@@ -34,11 +34,7 @@ fresh_db() {
   fi
 }
 PID= LPID=
-stop() {
-  if [ -n "$LPID" ]; then kill "$LPID" 2>/dev/null || true; fi; LPID=
-  if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi; PID=
-}
-trap 'stop; exec 3>&- || true; rm -rf "$WORK"' EXIT
+trap 'end_procs "$LPID"; stop; exec 3>&- || true; rm -rf "$WORK"' EXIT
 
 "$BIN" sandbox init --out "$WORK/kit" --redirect-uri https://bench.example.com/cb >/dev/null 2>&1
 fresh_db
