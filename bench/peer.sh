@@ -20,6 +20,10 @@
 #              one autocommit INSERT on one held connection): the least a
 #              server that keeps its tokens there does for a token. At one
 #              connection only; at 8 and 64 its commits are not shared.
+#   ceil-pk    the floor of a private_key_jwt token: a PS256 verification
+#              (a key parsed once), then the row and a random spent JWT id
+#              in `used_jti`'s shape, committed together. At one connection
+#              only, as ceil-db; its verification holds at every level.
 #   ceil-jwks  aspen's own JWKS bytes (floor of the jwks scenario);
 #   ceil-disc  aspen's own discovery bytes (floor of the discovery scenario).
 # A ceiling answers every path with its bytes, so each one's figure is
@@ -37,9 +41,9 @@ PEER_BENCH=${PEER_BENCH:-../shared/peer-bench}
 PORT=${PORT:-9443}
 # A server still listening from an earlier run would answer in a new one's
 # place (its own exit only a line in a log this script then deletes).
-for p in $(seq "$PORT" $((PORT + 4))); do
+for p in $(seq "$PORT" $((PORT + 5))); do
   if timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$p" 2>/dev/null; then
-    echo "bench/peer.sh: port $p is in use (it needs $PORT to $((PORT + 4)))" >&2
+    echo "bench/peer.sh: port $p is in use (it needs $PORT to $((PORT + 5)))" >&2
     exit 1
   fi
 done
@@ -48,11 +52,13 @@ export ASPEN_DATA_DIR=$WORK/data ASPEN_LISTEN=127.0.0.1:$PORT ASPEN_LOG=${ASPEN_
 # 64 connections a level from one address, and the last level's closing.
 export ASPEN_LIMITS__MAX_CONNECTIONS_PER_ADDRESS=1024
 DBURL=sqlite:$WORK/ceiling.db
+DBURL_PK=sqlite:$WORK/ceiling-pk.db
 if [ "$DB" = postgres ]; then
   psql -q -h 127.0.0.1 -U postgres -d postgres -c 'drop database if exists aspen_peer' -c 'create database aspen_peer' \
     -c 'drop database if exists aspen_peer_floor' -c 'create database aspen_peer_floor'
   export ASPEN_DATABASE_URL=postgres://postgres@127.0.0.1:5432/aspen_peer
   DBURL=postgres://postgres@127.0.0.1:5432/aspen_peer_floor
+  DBURL_PK=$DBURL
 fi
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$WORK"' EXIT
@@ -80,13 +86,14 @@ echo '{"access_token":"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHI","token_typ
   >"$WORK/token.json"
 
 p=$PORT
-for spec in "ceil token.json" "ceil-db token.json $DBURL" "ceil-jwks jwks.json" "ceil-disc discovery.json"; do
-  read -r name body db <<<"$spec"
+for spec in "ceil token.json" "ceil-db token.json $DBURL" "ceil-pk token.json $DBURL_PK pkjwt" \
+  "ceil-jwks jwks.json" "ceil-disc discovery.json"; do
+  read -r name body db opt <<<"$spec"
   # Without client ids the load generator skips the token scenarios.
   clients=
   [ "$body" = token.json ] && clients=client_id=x,tls_client_id=x,
   p=$((p + 1))
-  taskset -c 0 "$CEILING" "$ASPEN_DATA_DIR" "$WORK/$body" "127.0.0.1:$p" $db >"$WORK/$name.log" 2>&1 &
+  taskset -c 0 "$CEILING" "$ASPEN_DATA_DIR" "$WORK/$body" "127.0.0.1:$p" $db $opt >"$WORK/$name.log" 2>&1 &
   PIDS+=("$!")
   wait_up "$!" "https://127.0.0.1:$p/" "$WORK/$name.log"
   u=https://127.0.0.1:$p

@@ -2,7 +2,7 @@
 //! verification as `aspen serve`, answering every request with fixed
 //! bytes — no routing logic, no store, no middleware.
 //!
-//! `ceiling <data-dir> <body-file> <listen-addr> [sqlite:<file> | postgres://...]`
+//! `ceiling <data-dir> <body-file> <listen-addr> [sqlite:<file> | postgres://...] [pkjwt]`
 //!
 //! With a database, every request first writes one row of a token's size
 //! and commits it, alone, before the fixed bytes go out: the least any
@@ -12,6 +12,14 @@
 //! on the request's thread);
 //! PostgreSQL one `INSERT` in autocommit on one held connection, one
 //! round trip.
+//!
+//! With `pkjwt` as well, the floor of a private_key_jwt token (issue 15,
+//! thirty-sixth pass): every request first verifies one PS256 signature
+//! over an assertion-sized message with a key parsed once, as aspen
+//! verifies a client assertion, and the same commit also spends a random
+//! JWT id in a table of `used_jti`'s shape (SQLite: a 16-byte key,
+//! `WITHOUT ROWID`; PostgreSQL: scope and id in text, in the same
+//! statement as the row).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +39,11 @@ async fn main() -> Result<()> {
         Some(url) => Some(Arc::new(Store::open(&url).await?)),
         None => None,
     };
+    let assertion = match args.next().as_deref() {
+        Some("pkjwt") => Some(Arc::new(Assertion::new()?)),
+        Some(other) => anyhow::bail!("unknown option {other}"),
+        None => None,
+    };
     let roots = aspen::tls::root_store(&[data.join("ca.pem")])?;
     let verifier = aspen::tls::client_verifier(roots)?;
     let tls = aspen::tls::server_config(
@@ -41,9 +54,15 @@ async fn main() -> Result<()> {
     let app = Router::new().fallback(move || {
         let body = body.clone();
         let store = store.clone();
+        let assertion = assertion.clone();
         async move {
+            if let Some(a) = &assertion
+                && let Err(e) = a.verify()
+            {
+                return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+            }
             if let Some(store) = store
-                && let Err(e) = store.write().await
+                && let Err(e) = store.write(assertion.is_some()).await
             {
                 // Counted as an error by the load generator: a request that
                 // skipped its write would flatter the figure.
@@ -74,6 +93,59 @@ async fn main() -> Result<()> {
 /// A row of about a token's size (aspen's token rows are about 206 bytes).
 const ROW: [u8; 200] = [7; 200];
 
+/// A signature made once at start-up over an assertion-sized message (the
+/// peer-bench's client assertions are about 650 bytes before their
+/// signature), and its key parsed once.
+struct Assertion {
+    key: aws_lc_rs::signature::ParsedPublicKey,
+    msg: Vec<u8>,
+    sig: Vec<u8>,
+}
+
+impl Assertion {
+    fn new() -> Result<Assertion> {
+        use aws_lc_rs::signature::{KeyPair, RSA_PSS_2048_8192_SHA256, RSA_PSS_SHA256};
+        let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+            .map_err(|e| anyhow::anyhow!("RSA key: {e}"))?;
+        let msg = vec![b'e'; 650];
+        let mut sig = vec![0; pair.public_modulus_len()];
+        pair.sign(
+            &RSA_PSS_SHA256,
+            &aws_lc_rs::rand::SystemRandom::new(),
+            &msg,
+            &mut sig,
+        )
+        .map_err(|e| anyhow::anyhow!("sign: {e}"))?;
+        let key = aws_lc_rs::signature::ParsedPublicKey::new(
+            &RSA_PSS_2048_8192_SHA256,
+            pair.public_key().as_ref(),
+        )
+        .map_err(|e| anyhow::anyhow!("public key: {e}"))?;
+        Ok(Assertion { key, msg, sig })
+    }
+
+    fn verify(&self) -> Result<()> {
+        self.key
+            .verify_sig(&self.msg, &self.sig)
+            .map_err(|_| anyhow::anyhow!("the signature does not verify"))
+    }
+}
+
+/// A random JWT id's key, as aspen's SQLite keeps one (16 bytes).
+fn spent_key() -> Result<[u8; 16]> {
+    let mut k = [0; 16];
+    aws_lc_rs::rand::fill(&mut k).map_err(|e| anyhow::anyhow!("random: {e}"))?;
+    Ok(k)
+}
+
+/// An hour and a minute from now, as a spent id's expiry.
+fn spent_expiry() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+        + 3660
+}
+
 enum Store {
     Sqlite(std::sync::Mutex<rusqlite::Connection>),
     Postgres(tokio::sync::Mutex<sqlx::PgConnection>),
@@ -86,29 +158,41 @@ impl Store {
             c.execute_batch(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                  PRAGMA wal_autocheckpoint = 8000; \
-                 CREATE TABLE IF NOT EXISTS ceiling (id INTEGER PRIMARY KEY, body BLOB NOT NULL);",
+                 CREATE TABLE IF NOT EXISTS ceiling (id INTEGER PRIMARY KEY, body BLOB NOT NULL); \
+                 CREATE TABLE IF NOT EXISTS spent (k BLOB NOT NULL PRIMARY KEY, \
+                   expires_at INTEGER NOT NULL) WITHOUT ROWID;",
             )?;
             return Ok(Store::Sqlite(std::sync::Mutex::new(c)));
         }
         use sqlx::Connection;
         let mut c = sqlx::PgConnection::connect(url).await?;
         sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS ceiling (id bigserial PRIMARY KEY, body bytea NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS ceiling (id bigserial PRIMARY KEY, body bytea NOT NULL); \
+             CREATE TABLE IF NOT EXISTS spent (scope text NOT NULL, jti text NOT NULL, \
+               expires_at bigint NOT NULL, PRIMARY KEY (scope, jti))",
         )
         .execute(&mut c)
         .await?;
         Ok(Store::Postgres(tokio::sync::Mutex::new(c)))
     }
 
-    async fn write(&self) -> Result<()> {
+    /// One token-sized row, and with `spend` a random JWT id, in one commit.
+    async fn write(&self, spend: bool) -> Result<()> {
         match self {
             Store::Sqlite(c) => {
+                let key = spend.then(spent_key).transpose()?;
                 let c = c.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
                 let run = |sql: &str| c.prepare_cached(sql).and_then(|mut s| s.execute([]));
                 run("BEGIN IMMEDIATE")?;
                 let done = c
                     .prepare_cached("INSERT INTO ceiling (body) VALUES (?1)")
                     .and_then(|mut s| s.execute([&ROW[..]]))
+                    .and_then(|_| match key {
+                        Some(k) => c
+                            .prepare_cached("INSERT INTO spent (k, expires_at) VALUES (?1, ?2)")
+                            .and_then(|mut s| s.execute(rusqlite::params![&k[..], spent_expiry()])),
+                        None => Ok(0),
+                    })
                     .and_then(|_| run("COMMIT"));
                 // A failed insert or commit leaves the transaction open;
                 // the next request's `BEGIN` would fail on it.
@@ -116,6 +200,21 @@ impl Store {
                     run("ROLLBACK")?;
                 }
                 done?;
+            }
+            Store::Postgres(c) if spend => {
+                // 32 hex digits: about the length of the UUIDs the
+                // peer-bench's assertions carry as their `jti`.
+                let jti: String = spent_key()?.iter().map(|b| format!("{b:02x}")).collect();
+                sqlx::query(
+                    "WITH s AS (INSERT INTO spent (scope, jti, expires_at) \
+                     VALUES ('assertion:ceiling', $2, $3)) \
+                     INSERT INTO ceiling (body) VALUES ($1)",
+                )
+                .bind(&ROW[..])
+                .bind(&jti)
+                .bind(spent_expiry())
+                .execute(&mut *c.lock().await)
+                .await?;
             }
             Store::Postgres(c) => {
                 sqlx::query("INSERT INTO ceiling (body) VALUES ($1)")
