@@ -77,7 +77,8 @@ sleep 1
 pg_snapshot "$WORK/s1"
 cat "$WORK/out"
 n=$(sed -n 's/.* ok=\([0-9]*\).*/\1/p' "$WORK/out")
-awk -v n="$n" -v a=$((a1 - a0)) -v p=$((p1 - p0)) -v hz="$hz" -v w="$(echo "$t1 - $t0" | bc)" 'BEGIN {
+awk -v n="$n" -v a=$((a1 - a0)) -v p=$((p1 - p0)) -v hz="$hz" -v t0="$t0" -v t1="$t1" 'BEGIN {
+  w = t1 - t0
   printf "CPU per order over %.1f s: aspen %.0f us, PostgreSQL %.0f us (aspen %.0f%%, PostgreSQL %.0f%% of a core)\n",
     w, a / hz / n * 1e6, p / hz / n * 1e6, 100 * a / hz / w, 100 * p / hz / w }'
 if [ "$DB" = postgres ]; then

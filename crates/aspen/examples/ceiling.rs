@@ -2,7 +2,7 @@
 //! verification as `aspen serve`, answering every request with fixed
 //! bytes — no routing logic, no store, no middleware.
 //!
-//! `ceiling <data-dir> <body-file> <listen-addr> [sqlite:<file> | postgres://...] [pkjwt]`
+//! `ceiling <data-dir> <body-file> <listen-addr> [<sqlite:<file> | postgres://...> [pkjwt]]`
 //!
 //! With a database, every request first writes one row of a token's size
 //! and commits it, alone, before the fixed bytes go out: the least any
@@ -13,7 +13,7 @@
 //! PostgreSQL one `INSERT` in autocommit on one held connection, one
 //! round trip.
 //!
-//! With `pkjwt` as well, the floor of a private_key_jwt token (issue 15,
+//! With `pkjwt` after the database, the floor of a private_key_jwt token (issue 15,
 //! thirty-sixth pass): every request first verifies one PS256 signature
 //! over an assertion-sized message with a key parsed once, as aspen
 //! verifies a client assertion, and the same commit also spends a random
