@@ -32,3 +32,22 @@ end_procs() {
 
 # stop: ends the server started as $PID.
 stop() { end_procs "${PID:-}"; PID=; }
+
+# fresh_db sqlite|postgres NAME: on PostgreSQL, an empty database NAME for
+# aspen (ASPEN_DATABASE_URL); on SQLite nothing (the file is in the data
+# directory).
+fresh_db() {
+  [ "$1" = postgres ] || return 0
+  psql -q -h 127.0.0.1 -U postgres -d postgres -c "drop database if exists $2" -c "create database $2"
+  export ASPEN_DATABASE_URL=postgres://postgres@127.0.0.1:5432/$2
+}
+
+# serve_headless BIN: a sandbox kit in $WORK/kit with a headless client
+# ($HCLIENT), and BIN serving it as $PID, answering at $URL.
+serve_headless() {
+  "$1" sandbox init --out "$WORK/kit" --redirect-uri https://bench.example.com/cb >/dev/null 2>&1
+  HCLIENT=$("$1" clients add --kit "$WORK/kit" --headless 2>/dev/null | sed -n 's/^client_id: //p')
+  "$1" serve >"$WORK/serve.out" 2>"$WORK/serve.log" &
+  PID=$!
+  wait_up "$PID" "$URL/health" "$WORK/serve.log"
+}

@@ -25,15 +25,8 @@ trap 'end_procs "$LP"; stop; rm -rf "$WORK"' EXIT
 export ASPEN_DATA_DIR=$WORK/data ASPEN_LISTEN=127.0.0.1:$PORT ASPEN_LOG=${ASPEN_LOG:-info}
 export ASPEN_LIMITS__MAX_CONNECTIONS_PER_ADDRESS=256
 PGDB=aspen_pis_cpu
-if [ "$DB" = postgres ]; then
-  psql -q -h 127.0.0.1 -U postgres -d postgres -c "drop database if exists $PGDB" -c "create database $PGDB"
-  export ASPEN_DATABASE_URL=postgres://postgres@127.0.0.1:5432/$PGDB
-fi
-"$BIN" sandbox init --out "$WORK/kit" --redirect-uri https://bench.example.com/cb >/dev/null 2>&1
-HCLIENT=$("$BIN" clients add --kit "$WORK/kit" --headless 2>/dev/null | sed -n 's/^client_id: //p')
-"$BIN" serve >"$WORK/serve.out" 2>"$WORK/serve.log" &
-PID=$!
-wait_up "$PID" "$URL/health" "$WORK/serve.log"
+fresh_db "$DB" "$PGDB"
+serve_headless "$BIN"
 
 hz=$(getconf CLK_TCK)
 # utime + stime of the processes named, those gone counting nothing.

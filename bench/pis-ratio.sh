@@ -32,16 +32,8 @@ for BIN in "${BINS[@]}"; do
   # All load comes from one address: 64 connections and the set-up's own
   # would meet the default cap of 64 per address.
   export ASPEN_LIMITS__MAX_CONNECTIONS_PER_ADDRESS=256
-  if [ "$DB" = postgres ]; then
-    psql -q -h 127.0.0.1 -U postgres -d postgres -c 'drop database if exists aspen_pis_ratio' \
-      -c 'create database aspen_pis_ratio'
-    export ASPEN_DATABASE_URL=postgres://postgres@127.0.0.1:5432/aspen_pis_ratio
-  fi
-  "$BIN" sandbox init --out "$WORK/kit" --redirect-uri https://bench.example.com/cb >/dev/null 2>&1
-  HCLIENT=$("$BIN" clients add --kit "$WORK/kit" --headless 2>/dev/null | sed -n 's/^client_id: //p')
-  "$BIN" serve >"$WORK/serve.out" 2>"$WORK/serve.log" &
-  PID=$!
-  wait_up "$PID" "$URL/health" "$WORK/serve.log"
+  fresh_db "$DB" aspen_pis_ratio
+  serve_headless "$BIN"
   echo "-- $BIN"
   for c in 1 16 64; do
     line=$("$LOAD" pis --url "$URL" --kit "$WORK/kit" --client-id "$HCLIENT" --conns "$c" --secs "$SECS" \
