@@ -391,7 +391,7 @@ pub(crate) async fn pg_insert_cc_token(
     revision: i64,
     t: &TokenRecord,
 ) -> Result<bool, StoreError> {
-    store.cc_tokens.insert(jti, revision, t).await
+    crate::pg_batch::Tokens::insert(&store.cc_tokens, jti, revision, t).await
 }
 
 /// `insert_cc_token` for many tokens in one statement, each as if alone:
@@ -425,7 +425,7 @@ static PG_CC_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 /// written. The batch holds each JWT id at most once.
 pub(crate) async fn pg_write_cc_tokens(
     pool: &crate::pg_pool::PgConns,
-    jobs: &[crate::pg_batch::Job],
+    jobs: &[&crate::pg_batch::CcToken],
 ) -> Result<Vec<i64>, sqlx::Error> {
     macro_rules! column {
         ($f:expr) => {

@@ -658,6 +658,7 @@ impl Direct {
 
 /// One parameter of a statement list that both paths bind (the sqlx path
 /// with [`bind_params`]).
+#[derive(Clone)]
 pub(crate) enum Param {
     Text(String),
     OptText(Option<String>),

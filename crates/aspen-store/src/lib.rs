@@ -90,7 +90,9 @@ pub struct PgStore {
     writer: pg_pool::PgConns,
     token_ids: IdBlock,
     /// Client-credentials tokens, several to a statement.
-    cc_tokens: pg_batch::CcBatch,
+    cc_tokens: pg_batch::Lanes<pg_batch::Tokens>,
+    /// Domestic payments executed at once, several to a transaction.
+    payments: pg_batch::Lanes<payments::Payments>,
 }
 
 /// Ids handed out from a block this node took from `id_blocks` (issue 15):
@@ -380,10 +382,12 @@ pub async fn connect_with_schema(
         if let Some(schema) = pg_schema {
             opts = opts.options([("search_path", schema)]);
         }
-        let lanes = pg_batch::CcBatch::connect(opts.clone()).await?;
+        let lanes = pg_batch::Lanes::connect(opts.clone()).await?;
+        let payments = pg_batch::Lanes::connect(opts.clone()).await?;
         let pool = pg_pool::PgConns::connect(opts, 16, Duration::from_secs(10)).await?;
         Ok(Arc::new(PgStore {
             cc_tokens: lanes,
+            payments,
             writer: pool.clone(),
             pool,
             token_ids: IdBlock::new(),

@@ -1679,6 +1679,302 @@ both!(
     }
 );
 
+/// A domestic payment order of `minor` from `account`, paying `consent`
+/// under key `key`, as the API hands it to the store to execute at once.
+fn executed_order(
+    id: &str,
+    consent: &str,
+    key: &str,
+    minor: i64,
+    account: &aspen_domain::Account,
+    now: i64,
+) -> (
+    aspen_store::payments::PaymentRecord,
+    aspen_store::payments::IdemKey,
+    aspen_store::payments::LedgerExecution,
+) {
+    let exec = aspen_store::payments::LedgerExecution {
+        payment: ledger_payment(id, minor, account, now),
+        entry: aspen_domain::Transaction {
+            transaction_id: aspen_store::payments::entry_id(id),
+            account_id: account.account_id.clone(),
+            booking_ms: now,
+            value_ms: None,
+            amount_minor: minor,
+            currency: account.currency.clone(),
+            credit_debit: CreditDebit::Debit,
+            status: "Pending".into(),
+            reference: Some("INV123456".into()),
+            information: None,
+            balance_minor: None,
+            detail: json!({}).into(),
+        },
+    };
+    let p = pending_payment(id, consent, minor, account, now, json!({"Initiation": {}}));
+    (p, idem(key, "h"), exec)
+}
+
+/// An authorised domestic-payment consent, stored.
+async fn authorised_payment_consent(s: &Arc<dyn Store>, id: &str) {
+    let mut c = consent(id);
+    c.kind = "domestic-payment".into();
+    c.status = "Authorised".into();
+    s.insert_consent(&c).await.unwrap();
+}
+
+/// `orders` (id, consent, key, minor) executed at once, all sent before
+/// any is answered: on one thread, each is queued before the first goes
+/// out, so they meet (PostgreSQL: one transaction of [`Payments`]'s
+/// queue; SQLite: the direct lane's shared commit).
+async fn execute_together(
+    s: &Arc<dyn Store>,
+    account: &aspen_domain::Account,
+    now: i64,
+    orders: &[(&str, &str, &str, i64)],
+) -> Vec<Result<aspen_store::payments::PaymentCreate, aspen_store::StoreError>> {
+    let orders: Vec<_> = orders
+        .iter()
+        .map(|&(id, consent, key, minor)| executed_order(id, consent, key, minor, account, now))
+        .collect();
+    futures_util::future::join_all(
+        orders
+            .iter()
+            .map(|(p, k, x)| s.insert_payment_executed(p, k, now - 86_400_000, x)),
+    )
+    .await
+}
+
+/// The balances after each of `account`'s entries `ids`, which must all
+/// be there.
+async fn entry_balances(s: &Arc<dyn Store>, account: &str, ids: &[&str]) -> Vec<i64> {
+    let page = s
+        .transactions_page(account, &TxFilter::all(), None, None, 100_000)
+        .await
+        .unwrap();
+    ids.iter()
+        .map(|id| {
+            let id = aspen_store::payments::entry_id(id);
+            page.iter()
+                .find(|t| t.transaction_id == id)
+                .unwrap_or_else(|| panic!("no entry {id}"))
+                .balance_minor
+                .unwrap()
+        })
+        .collect()
+}
+
+/// PIS-12, PIS-21, COMMON-24..26 for orders that meet and share one
+/// commit (issue 15): each order keeps the outcome it would have had
+/// alone. Paid, rejected for funds, or a replay of an order in the same
+/// commit; and when one of them cannot be written (its consent consumed by
+/// another in the batch, its payment id taken), the others still pay, and
+/// it leaves nothing behind: no key, no consent moved, no money.
+async fn orders_meeting_keep_their_own_outcomes(s: Arc<dyn Store>) {
+    use aspen_store::payments::PaymentCreate::{ConsentNotAuthorised, Executed, Existing};
+    let w = world();
+    s.seed_world(&w).await.unwrap();
+    let rora = s.psu_by_username("rora").await.unwrap().unwrap();
+    let account = s.accounts_for_psu(&rora.id).await.unwrap()[0].clone();
+    let now = 1_900_000_000_000;
+    for c in ["pa0", "pa1", "pa2", "pa3", "pa4", "pa5", "pa6"] {
+        authorised_payment_consent(&s, c).await;
+    }
+    let huge = account.available_minor() + 1;
+    let r = execute_together(
+        &s,
+        &account,
+        now,
+        &[
+            ("a0", "pa0", "ka0", 100),
+            ("a1", "pa1", "ka1", 100),
+            ("a2", "pa2", "ka2", 100),
+            ("a3", "pa3", "ka3", 100),
+            ("a4", "pa4", "ka4", huge),
+            ("a5", "pa5", "ka5", 100),
+            // a0's key again, for another consent: a0's replay.
+            ("a6", "pa6", "ka0", 100),
+        ],
+    )
+    .await;
+    let r: Vec<_> = r.into_iter().map(Result::unwrap).collect();
+    let paid = Executed("AcceptedSettlementCompleted");
+    assert_eq!(
+        r[..4],
+        [paid.clone(), paid.clone(), paid.clone(), paid.clone()]
+    );
+    assert_eq!(r[4], Executed("Rejected"));
+    assert_eq!(r[5], paid);
+    match &r[6] {
+        Existing(rec) => assert_eq!(rec.resource_id, "a0"),
+        other => panic!("{other:?}"),
+    }
+    assert!(s.payment("a6").await.unwrap().is_none());
+    assert_eq!(
+        s.consent("pa6").await.unwrap().unwrap().status,
+        "Authorised"
+    );
+    let after = s.account(&account.account_id).await.unwrap().unwrap();
+    assert_eq!(after.booked_minor, account.booked_minor - 500);
+    let mut balances =
+        entry_balances(&s, &account.account_id, &["a0", "a1", "a2", "a3", "a5"]).await;
+    balances.sort_unstable();
+    let expected: Vec<i64> = (1..=5)
+        .rev()
+        .map(|i| account.booked_minor - 100 * i)
+        .collect();
+    assert_eq!(balances, expected, "one debit after another, none lost");
+
+    for c in ["pb0", "pb1", "pb3", "pb4"] {
+        authorised_payment_consent(&s, c).await;
+    }
+    let r = execute_together(
+        &s,
+        &account,
+        now,
+        &[
+            ("b0", "pb0", "kb0", 100),
+            // Two orders for one consent: one pays.
+            ("b1", "pb1", "kb1", 100),
+            ("b2", "pb1", "kb2", 100),
+            // a1's payment id, taken: this order fails, alone.
+            ("a1", "pb3", "kb3", 100),
+            ("b4", "pb4", "kb4", 100),
+        ],
+    )
+    .await;
+    assert_eq!(r[0].as_ref().unwrap(), &paid);
+    let (b1, b2) = (r[1].as_ref().unwrap(), r[2].as_ref().unwrap());
+    assert!(
+        (b1 == &paid && b2 == &ConsentNotAuthorised)
+            || (b2 == &paid && b1 == &ConsentNotAuthorised),
+        "{b1:?} {b2:?}"
+    );
+    assert!(r[3].is_err(), "{:?}", r[3]);
+    assert_eq!(r[4].as_ref().unwrap(), &paid);
+    let loser = if b1 == &paid { "kb2" } else { "kb1" };
+    for key in [loser, "kb3"] {
+        assert!(
+            s.idempotency("c1", "POST /domestic-payments", key, now - 86_400_000)
+                .await
+                .unwrap()
+                .is_none(),
+            "{key} left free"
+        );
+    }
+    assert_eq!(
+        s.consent("pb3").await.unwrap().unwrap().status,
+        "Authorised"
+    );
+    assert_eq!(s.payment("a1").await.unwrap().unwrap().consent_id, "pa1");
+    assert_eq!(
+        s.account(&account.account_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .booked_minor,
+        account.booked_minor - 800
+    );
+}
+
+#[tokio::test]
+async fn sqlite_orders_meeting_keep_their_own_outcomes() {
+    let (s, _dir) = sqlite().await;
+    orders_meeting_keep_their_own_outcomes(s).await;
+}
+
+/// On PostgreSQL the first round's orders were one transaction: their
+/// rows share one `xmin`, so one commit and one WAL flush (issue 15).
+#[tokio::test]
+async fn postgres_orders_meeting_keep_their_own_outcomes_in_one_commit() {
+    let Some((s, schema)) = postgres().await else {
+        return;
+    };
+    orders_meeting_keep_their_own_outcomes(s).await;
+    let raw = pg_raw(&schema).await;
+    let commits: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT xmin::text) FROM payments \
+         WHERE payment_id IN ('a0', 'a1', 'a2', 'a3', 'a4', 'a5')",
+    )
+    .fetch_one(&raw)
+    .await
+    .unwrap();
+    assert_eq!(commits, 1);
+    raw.close().await;
+    drop_schema(&schema).await;
+}
+
+/// Two nodes, each sending orders on two accounts at once, on threads of
+/// their own: every order pays once, each account is debited by its
+/// orders and no more, and no debit is lost (each entry's balance is its
+/// own). PostgreSQL: the nodes' batches take the accounts' locks in one
+/// order; were they to deadlock, the orders would still pay, one by one.
+async fn orders_from_two_nodes_all_pay(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    let w = world();
+    a.seed_world(&w).await.unwrap();
+    let rora = a.psu_by_username("rora").await.unwrap().unwrap();
+    let accounts = a.accounts_for_psu(&rora.id).await.unwrap();
+    let accounts = [accounts[0].clone(), accounts[1].clone()];
+    let now = 1_900_000_000_000;
+    let n = 32;
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let account = accounts[i / 2 % 2].clone();
+        let id = format!("n{i}");
+        tasks.push(tokio::spawn(async move {
+            authorised_payment_consent(&s, &format!("c{id}")).await;
+            let (p, k, x) = executed_order(
+                &id,
+                &format!("c{id}"),
+                &format!("k{id}"),
+                100,
+                &account,
+                now,
+            );
+            s.insert_payment_executed(&p, &k, now - 86_400_000, &x)
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(
+            t.await.unwrap(),
+            aspen_store::payments::PaymentCreate::Executed("AcceptedSettlementCompleted")
+        );
+    }
+    for (j, account) in accounts.iter().enumerate() {
+        let ids: Vec<String> = (0..n)
+            .filter(|i| i / 2 % 2 == j)
+            .map(|i| format!("n{i}"))
+            .collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let after = b.account(&account.account_id).await.unwrap().unwrap();
+        assert_eq!(
+            after.booked_minor,
+            account.booked_minor - 100 * ids.len() as i64
+        );
+        let mut balances = entry_balances(&b, &account.account_id, &ids).await;
+        balances.sort_unstable();
+        balances.dedup();
+        assert_eq!(balances.len(), ids.len(), "each debit's balance its own");
+        assert_eq!(balances[0], after.booked_minor);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_orders_from_two_nodes_all_pay() {
+    let (a, b, _dir) = sqlite_nodes().await;
+    orders_from_two_nodes_all_pay(a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_orders_from_two_nodes_all_pay() {
+    if let Some((a, b, schema)) = postgres_nodes().await {
+        orders_from_two_nodes_all_pay(a, b).await;
+        drop_schema(&schema).await;
+    }
+}
+
 // EVT-2, EVT-33: one registration of each kind per TPP; events written
 // with the change, for registered TPPs and the types they take; a push
 // claimed by one caller at a time; polling acknowledges; expiry noticed
