@@ -336,7 +336,10 @@ pub(crate) async fn pg_insert_payment_executed(
 /// statement that fails rolls the whole batch back: an order whose consent
 /// another consumed first (`aspen_abort`), a row's constraint, a deadlock
 /// met on another row. The orders are then written one at a time, each
-/// with its own outcome, as if none had been batched.
+/// with its own outcome, as if none had been batched. A batch sent again
+/// because its connection broke, perhaps during its `COMMIT`, cannot pay
+/// twice: an order already written finds its key claimed, and its caller
+/// answers with the stored payment, as for any replay (COMMON-24).
 pub(crate) struct Payments;
 
 /// One executed payment to write: the statement's parameters
