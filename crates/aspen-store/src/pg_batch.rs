@@ -68,7 +68,7 @@ const SLOW: Duration = Duration::from_millis(20);
 /// after 10 s (`statement_timeout` on the lanes' connections: a row locked
 /// for long, say), with nothing written; this bounds the wait for a server
 /// that stopped answering.
-pub(crate) const STATEMENT_TIMEOUT: Duration = Duration::from_secs(15);
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// One kind of write the lanes take.
 pub(crate) trait Batch: Sized + Send + Sync + 'static {
@@ -253,22 +253,22 @@ impl<B: Batch> Drop for Lane<B> {
     }
 }
 
-/// `attempt` within [`STATEMENT_TIMEOUT`], and again on another connection
+/// `run` within [`STATEMENT_TIMEOUT`], and again on another connection
 /// while the one it ran on was broken (each lane's idle connection may
 /// have broken at once). A batch given up is dropped mid-way, and the pool
 /// puts its connection right or closes it ([`crate::pg_pool`]); the lane
 /// goes on.
 pub(crate) async fn attempt<T, F>(
     pool: &PgConns,
-    mut attempt: impl FnMut(PgConns) -> F,
+    mut run: impl FnMut(PgConns) -> F,
 ) -> Result<T, sqlx::Error>
 where
     F: Future<Output = Result<T, sqlx::Error>>,
 {
-    let mut outcome = within(attempt(pool.clone())).await;
+    let mut outcome = within(run(pool.clone())).await;
     for _ in 0..LANES {
         match &outcome {
-            Err(e) if broken(e) => outcome = within(attempt(pool.clone())).await,
+            Err(e) if broken(e) => outcome = within(run(pool.clone())).await,
             _ => break,
         }
     }

@@ -1903,6 +1903,72 @@ async fn postgres_orders_meeting_keep_their_own_outcomes_in_one_commit() {
     drop_schema(&schema).await;
 }
 
+/// PostgreSQL's payment lanes outlive their connections, as the tokens'
+/// do: when the server ends the lanes' idle connections, the next orders
+/// (alone and together) are written on new ones, none failing.
+#[tokio::test]
+async fn postgres_payment_lanes_reconnect_after_the_server_ends_them() {
+    let Some((s, schema)) = postgres().await else {
+        return;
+    };
+    s.seed_world(&world()).await.unwrap();
+    let rora = s.psu_by_username("rora").await.unwrap().unwrap();
+    let account = s.accounts_for_psu(&rora.id).await.unwrap()[0].clone();
+    let now = 1_900_000_000_000;
+    let paid = aspen_store::payments::PaymentCreate::Executed("AcceptedSettlementCompleted");
+    let orders = |prefix: &str| -> Vec<(String, String, String)> {
+        (0..4)
+            .map(|i| {
+                (
+                    format!("{prefix}{i}"),
+                    format!("c{prefix}{i}"),
+                    format!("k{prefix}{i}"),
+                )
+            })
+            .collect()
+    };
+    for round in ["p", "q"] {
+        let round = orders(round);
+        for (_, c, _) in &round {
+            authorised_payment_consent(&s, c).await;
+        }
+        let r = execute_together(
+            &s,
+            &account,
+            now,
+            &round
+                .iter()
+                .map(|(id, c, k)| (id.as_str(), c.as_str(), k.as_str(), 100))
+                .collect::<Vec<_>>(),
+        )
+        .await;
+        for (o, r) in round.iter().zip(r) {
+            assert_eq!(r.unwrap(), paid, "order {}", o.0);
+        }
+        if round[0].0 == "p0" {
+            let admin = sqlx::PgPool::connect(&pg_url()).await.unwrap();
+            let ended: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = 'aspen payments' AND state = 'idle') AS t",
+            )
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+            assert!(ended >= 1, "no idle payment connection to end");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(
+        s.account(&account.account_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .booked_minor,
+        account.booked_minor - 800
+    );
+    drop_schema(&schema).await;
+}
+
 /// Two nodes, each sending orders on two accounts at once, on threads of
 /// their own: every order pays once, each account is debited by its
 /// orders and no more, and no debit is lost (each entry's balance is its
