@@ -391,8 +391,7 @@ async fn pg_executed_alone(
     pool: crate::pg_pool::PgConns,
     params: &[Param],
 ) -> Result<Option<&'static str>, sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    match pg_executed(&mut conn, params).await {
+    match pg_executed(&pool, params).await {
         Err(e) if aborted(&e) => Ok(None),
         outcome => outcome,
     }
@@ -407,7 +406,7 @@ async fn pg_executed_together(
     let mut tx = pool.begin().await?;
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
-        match pg_executed(&mut tx, &job.item.params).await {
+        match pg_executed(&mut *tx, &job.item.params).await {
             Ok(outcome) => outcomes.push(outcome),
             Err(e) => {
                 // The error is the batch's answer; a rollback that fails
@@ -421,8 +420,11 @@ async fn pg_executed_together(
     Ok(outcomes)
 }
 
-async fn pg_executed(
-    conn: &mut sqlx::PgConnection,
+/// One order's statement on `on`: the pool, where the connection goes back
+/// as soon as the statement ends ([`crate::pg_pool`]), or a batch's
+/// transaction.
+async fn pg_executed<'c>(
+    on: impl sqlx::Executor<'c, Database = sqlx::Postgres>,
     params: &[Param],
 ) -> Result<Option<&'static str>, sqlx::Error> {
     use sqlx::Row;
@@ -430,7 +432,7 @@ async fn pg_executed(
         sqlx::query(sqlx::AssertSqlSafe(PG_EXECUTED_SQL.as_str())),
         params.to_vec(),
     )
-    .fetch_one(conn)
+    .fetch_one(on)
     .await?;
     Ok(row.get::<Option<String>, _>(0).map(|s| final_status(&s)))
 }
