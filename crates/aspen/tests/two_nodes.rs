@@ -247,6 +247,69 @@ async fn races_have_one_winner_across_two_nodes() {
         "one authorisation across two nodes: {fragments:?}"
     );
 
+    // Payment orders (PIS-12, COMMON-24): the consent pays once across two
+    // nodes, and one key's repeats replay that one payment, whichever node
+    // answers. Half the orders share a key, half have their own; on
+    // PostgreSQL orders that meet share a commit (issue 15) and each keeps
+    // its own outcome. Either a shared-key order pays first (then every
+    // shared-key order answers with it, and the others are refused), or an
+    // own-key order does (then every other order is refused, the shared
+    // key left free each time).
+    let code = fragments
+        .iter()
+        .find_map(|f| f.get("code"))
+        .unwrap()
+        .clone();
+    let token: Value = a
+        .exchange(&c, &code, &c.redirect)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_string();
+    let order = json!({
+        "Data": { "ConsentId": payment_consent, "Initiation": domestic_initiation("3.21") },
+        "Risk": { "PaymentContextCode": "PartyToParty" },
+    });
+    let keys: Vec<String> = (0..12)
+        .map(|i| {
+            if i % 2 == 0 {
+                "two-node-order".to_string()
+            } else {
+                format!("two-node-order-{i}")
+            }
+        })
+        .collect();
+    let results = join_all(
+        keys.iter()
+            .enumerate()
+            .map(|(i, key)| nodes[i % 2].pis_post(&c, &token, "/domestic-payments", &order, key)),
+    )
+    .await;
+    let mut paid = Vec::new();
+    for (key, r) in keys.iter().zip(results) {
+        let status = r.status();
+        let v: Value = r.json().await.unwrap();
+        if status == 201 {
+            assert_eq!(v["Data"]["Status"], "AcceptedSettlementCompleted", "{v:#}");
+            paid.push((key.clone(), v["Data"]["DomesticPaymentId"].clone()));
+        } else {
+            assert_eq!(status, 400, "{v:#}");
+            assert_eq!(
+                v["Errors"][0]["ErrorCode"], "UK.OBIE.Resource.InvalidConsentStatus",
+                "{v:#}"
+            );
+        }
+    }
+    let ids: std::collections::BTreeSet<String> =
+        paid.iter().map(|(_, id)| id.to_string()).collect();
+    assert_eq!(ids.len(), 1, "one payment for one consent: {paid:?}");
+    let shared = paid.iter().all(|(k, _)| k == "two-node-order");
+    assert!(
+        (shared && paid.len() == 6) || paid.len() == 1,
+        "the shared key replays its payment, or an own key paid alone: {paid:?}"
+    );
+
     a.stop().await;
     b.stop().await;
     pg.drop().await;
