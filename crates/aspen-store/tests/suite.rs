@@ -102,6 +102,29 @@ macro_rules! both {
     };
 }
 
+/// `$body(a, b)` on two nodes of each backend (`sqlite_nodes`,
+/// `postgres_nodes`), as the tests `$body::sqlite` and `$body::postgres`,
+/// with the runtime's flavour when given.
+macro_rules! both_nodes {
+    ($body:ident $(, $flavor:tt)?) => {
+        mod $body {
+            use super::*;
+            #[tokio::test $($flavor)?]
+            async fn sqlite() {
+                let (a, b, _dir) = sqlite_nodes().await;
+                $body(a, b).await;
+            }
+            #[tokio::test $($flavor)?]
+            async fn postgres() {
+                if let Some((a, b, schema)) = postgres_nodes().await {
+                    $body(a, b).await;
+                    drop_schema(&schema).await;
+                }
+            }
+        }
+    };
+}
+
 fn world() -> World {
     aspen_sandbox::generate_world(42, chrono::NaiveDate::from_ymd_opt(2026, 11, 24).unwrap())
 }
@@ -2027,19 +2050,10 @@ async fn orders_from_two_nodes_all_pay(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_orders_from_two_nodes_all_pay() {
-    let (a, b, _dir) = sqlite_nodes().await;
-    orders_from_two_nodes_all_pay(a, b).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_orders_from_two_nodes_all_pay() {
-    if let Some((a, b, schema)) = postgres_nodes().await {
-        orders_from_two_nodes_all_pay(a, b).await;
-        drop_schema(&schema).await;
-    }
-}
+both_nodes!(
+    orders_from_two_nodes_all_pay,
+    (flavor = "multi_thread", worker_threads = 2)
+);
 
 // EVT-2, EVT-33: one registration of each kind per TPP; events written
 // with the change, for registered TPPs and the types they take; a push
@@ -3122,11 +3136,7 @@ async fn two_nodes_seed_the_bulk_history_once(a: Arc<dyn Store>, b: Arc<dyn Stor
     assert_eq!(count().await, once + 1000, "{ra:?} {rb:?}");
 }
 
-#[tokio::test]
-async fn sqlite_two_nodes_seed_the_bulk_history_once() {
-    let (a, b, _dir) = sqlite_nodes().await;
-    two_nodes_seed_the_bulk_history_once(a, b).await;
-}
+both_nodes!(two_nodes_seed_the_bulk_history_once);
 
 both!(
     tokens_from_before_ids_are_found_by_their_hash_alone,
@@ -3193,27 +3203,7 @@ async fn two_nodes_take_distinct_token_ids(a: Arc<dyn Store>, b: Arc<dyn Store>)
     assert_eq!(all.len(), n, "an id was handed out twice");
 }
 
-#[tokio::test]
-async fn sqlite_two_nodes_take_distinct_token_ids() {
-    let (a, b, _dir) = sqlite_nodes().await;
-    two_nodes_take_distinct_token_ids(a, b).await;
-}
-
-#[tokio::test]
-async fn postgres_two_nodes_take_distinct_token_ids() {
-    if let Some((a, b, schema)) = postgres_nodes().await {
-        two_nodes_take_distinct_token_ids(a, b).await;
-        drop_schema(&schema).await;
-    }
-}
-
-#[tokio::test]
-async fn postgres_two_nodes_seed_the_bulk_history_once() {
-    if let Some((a, b, schema)) = postgres_nodes().await {
-        two_nodes_seed_the_bulk_history_once(a, b).await;
-        drop_schema(&schema).await;
-    }
-}
+both_nodes!(two_nodes_take_distinct_token_ids);
 
 /// Two nodes (two stores on one database) race the same client assertion's
 /// JWT id, four writes each, each write with its own token: one write wins
@@ -3253,16 +3243,7 @@ async fn two_nodes_spend_a_jwt_id_once(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     assert!(!a.use_jti("assertion:c1", "twice", far).await.unwrap());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_two_nodes_spend_a_jwt_id_once() {
-    let (a, b, _dir) = sqlite_nodes().await;
-    two_nodes_spend_a_jwt_id_once(a, b).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_two_nodes_spend_a_jwt_id_once() {
-    if let Some((a, b, schema)) = postgres_nodes().await {
-        two_nodes_spend_a_jwt_id_once(a, b).await;
-        drop_schema(&schema).await;
-    }
-}
+both_nodes!(
+    two_nodes_spend_a_jwt_id_once,
+    (flavor = "multi_thread", worker_threads = 2)
+);
