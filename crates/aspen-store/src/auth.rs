@@ -391,7 +391,7 @@ pub(crate) async fn pg_insert_cc_token(
     revision: i64,
     t: &TokenRecord,
 ) -> Result<bool, StoreError> {
-    crate::pg_batch::Tokens::insert(&store.cc_tokens, jti, revision, t).await
+    store.cc_tokens.insert(jti, revision, t).await
 }
 
 /// `insert_cc_token` for many tokens in one statement, each as if alone:

@@ -307,28 +307,27 @@ pub(crate) struct CcToken {
     pub(crate) token: TokenRecord,
 }
 
-impl Tokens {
+impl Lanes<Tokens> {
     /// True when the token was written and its JWT id (if any) spent; false
     /// with nothing written, as [`crate::AuthStore::insert_cc_token`].
     pub(crate) async fn insert(
-        lanes: &Lanes<Tokens>,
+        &self,
         jti: Option<JtiUse<'_>>,
         revision: i64,
         t: &TokenRecord,
     ) -> Result<bool, StoreError> {
-        lanes
-            .write(CcToken {
-                jti: jti.map(|j| {
-                    (
-                        j.scope.to_string(),
-                        j.jti.to_string(),
-                        crate::auth::jti_expiry(j.expires_at),
-                    )
-                }),
-                revision,
-                token: t.clone(),
-            })
-            .await
+        self.write(CcToken {
+            jti: jti.map(|j| {
+                (
+                    j.scope.to_string(),
+                    j.jti.to_string(),
+                    crate::auth::jti_expiry(j.expires_at),
+                )
+            }),
+            revision,
+            token: t.clone(),
+        })
+        .await
     }
 }
 
