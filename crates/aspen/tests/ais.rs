@@ -91,12 +91,7 @@ async fn authorised(
         .await
         .unwrap();
     let f = fragment(r.headers()["location"].to_str().unwrap());
-    let t: Value = s
-        .exchange(c, &f["code"], &c.redirect)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let t: Value = s.tokens(c, &f["code"], &c.redirect).await;
     (
         consent,
         t["access_token"].as_str().unwrap().to_string(),
@@ -1010,12 +1005,7 @@ async fn every_sandbox_psu_has_data_on_every_endpoint() {
             .await
             .unwrap();
         let code = fragment(&location(&r))["code"].clone();
-        let t: Value = s
-            .exchange(&c, &code, &c.redirect)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let t: Value = s.tokens(&c, &code, &c.redirect).await;
         let token = t["access_token"].as_str().unwrap();
         for (path, key) in [
             ("accounts", "Account"),

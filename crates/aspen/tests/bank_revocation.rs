@@ -42,12 +42,7 @@ async fn the_bank_revokes_a_consent_and_the_tpp_hears_of_it() {
         .ais_consent(&c, json!({ "Permissions": ["ReadAccountsBasic"] }))
         .await;
     let f = s.headless_fragment(&c, &consent, "openid accounts").await;
-    let t: Value = s
-        .exchange(&c, &f["code"], &c.redirect)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let t: Value = s.tokens(&c, &f["code"], &c.redirect).await;
     let ac = t["access_token"].as_str().unwrap().to_string();
     let accounts = || async {
         s.kit_client(&c.tpp.dir)

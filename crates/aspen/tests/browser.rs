@@ -69,9 +69,7 @@ async fn allow_with_two_of_three_accounts_then_tpp_validates() {
     assert_eq!(stored.accounts, chosen);
     assert_eq!(stored.status, "Authorised");
 
-    let r = s.exchange(&c, &f["code"], &c.redirect).await;
-    assert_eq!(r.status(), 200);
-    let t: Value = r.json().await.unwrap();
+    let t = s.tokens(&c, &f["code"], &c.redirect).await;
     let idt = aspen_jose::verify_jwt(
         t["id_token"].as_str().unwrap(),
         &s.jwks().await,
@@ -148,12 +146,7 @@ async fn revocation_from_the_dashboard() {
     );
     let r = s.client().get(&url).send().await.unwrap();
     let code = fragment(r.headers()["location"].to_str().unwrap())["code"].clone();
-    let t: Value = s
-        .exchange(&c, &code, &c.redirect)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let t: Value = s.tokens(&c, &code, &c.redirect).await;
     let seen = drive(json!({
         "mode": "dashboard", "start_url": s.url("/account/consents"), "username": "rora",
         "totp_secret": aspen_sandbox::sandbox_logins(42)[0].totp_secret,

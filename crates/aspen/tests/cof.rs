@@ -52,11 +52,7 @@ impl TestServer {
     /// Headless authorisation: the token response (access and refresh).
     async fn authorise_cof(&self, who: &Cbpii, consent: &str) -> Value {
         let f = self.headless_fragment(&who.c, consent, SCOPE).await;
-        self.exchange(&who.c, &f["code"], &who.c.redirect)
-            .await
-            .json()
-            .await
-            .unwrap()
+        self.tokens(&who.c, &f["code"], &who.c.redirect).await
     }
 }
 

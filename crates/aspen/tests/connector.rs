@@ -189,12 +189,7 @@ async fn ais_token(s: &TestServer, c: &Client) -> String {
         )
         .await;
     let f = s.headless_fragment(c, &consent, "openid accounts").await;
-    let t: Value = s
-        .exchange(c, &f["code"], &c.redirect)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let t: Value = s.tokens(c, &f["code"], &c.redirect).await;
     t["access_token"].as_str().unwrap().to_string()
 }
 
@@ -387,12 +382,7 @@ async fn an_accepted_payment_reaches_the_core_once_whatever_the_core_did() {
         let v: Value = r.json().await.unwrap();
         let consent = v["Data"]["ConsentId"].as_str().unwrap().to_string();
         let f = s.headless_fragment(&c, &consent, "openid payments").await;
-        let t: Value = s
-            .exchange(&c, &f["code"], &c.redirect)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let t: Value = s.tokens(&c, &f["code"], &c.redirect).await;
         let order = json!({ "Data": { "ConsentId": consent, "Initiation": body["Data"]["Initiation"] }, "Risk": body["Risk"] });
         orders.push((
             order,

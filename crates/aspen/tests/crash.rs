@@ -94,12 +94,7 @@ async fn sigkill_during_execution_never_loses_or_doubles_a_payment() {
         );
         let r = s.client().get(&url).send().await.unwrap();
         let f = fragment(r.headers()["location"].to_str().unwrap());
-        let t: Value = s
-            .exchange(&c, &f["code"], &c.redirect)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let t: Value = s.tokens(&c, &f["code"], &c.redirect).await;
         let order = json!({ "Data": { "ConsentId": consent, "Initiation": body["Data"]["Initiation"] }, "Risk": {} });
         orders.push((
             serde_json::to_vec(&order).unwrap(),

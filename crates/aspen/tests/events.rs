@@ -248,12 +248,7 @@ async fn pay(s: &TestServer, c: &Client, cc: &str, amount: &str) -> String {
         .unwrap()
         .to_string();
     let f = s.headless_fragment(c, &consent, "openid payments").await;
-    let t: Value = s
-        .exchange(c, &f["code"], &c.redirect)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let t: Value = s.tokens(c, &f["code"], &c.redirect).await;
     let order = json!({ "Data": { "ConsentId": consent, "Initiation": body["Data"]["Initiation"] }, "Risk": body["Risk"] });
     let r = s
         .pis_post(

@@ -599,12 +599,7 @@ async fn dashboard_revocation_stops_tokens_at_once() {
         &get(&s, &authorize_url(&s, &c, &req, SCOPE)).await,
     ))["code"]
         .clone();
-    let t: Value = s
-        .exchange(&c, &code, &c.redirect)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let t: Value = s.tokens(&c, &code, &c.redirect).await;
     let refresh = t["refresh_token"].as_str().unwrap().to_string();
 
     let mut b = Browser::new(&s);

@@ -14,12 +14,7 @@ async fn ais_token(s: &TestServer, c: &Client) -> String {
         .ais_consent(c, json!({ "Permissions": ALL_PERMISSIONS }))
         .await;
     let f = s.headless_fragment(c, &consent, "openid accounts").await;
-    let t: Value = s
-        .exchange(c, &f["code"], &c.redirect)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let t: Value = s.tokens(c, &f["code"], &c.redirect).await;
     t["access_token"].as_str().unwrap().to_string()
 }
 

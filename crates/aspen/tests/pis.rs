@@ -108,12 +108,7 @@ impl TestServer {
         assert_eq!(r.status(), 302);
         let f = fragment(r.headers()["location"].to_str().unwrap());
         let code = f.get("code").unwrap_or_else(|| panic!("no code: {f:?}"));
-        let t: Value = self
-            .exchange(c, code, &c.redirect)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let t: Value = self.tokens(c, code, &c.redirect).await;
         t["access_token"].as_str().unwrap().to_string()
     }
 }
@@ -254,12 +249,7 @@ async fn journey(
                 "the page shows the amount: {details}"
             );
             let f = fragment(seen["final_url"].as_str().unwrap());
-            let t: Value = s
-                .exchange(&p.c, &f["code"], &p.c.redirect)
-                .await
-                .json()
-                .await
-                .unwrap();
+            let t: Value = s.tokens(&p.c, &f["code"], &p.c.redirect).await;
             t["access_token"].as_str().unwrap().to_string()
         }
     };

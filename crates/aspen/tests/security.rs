@@ -165,12 +165,7 @@ async fn parallel_refreshes_have_one_winner_and_need_the_bound_certificate() {
         .await;
     let consent = s.ais_consent(&c, ais_data()).await;
     let f = s.headless_fragment(&c, &consent, SCOPE).await;
-    let t: Value = s
-        .exchange(&c, &f["code"], &c.redirect)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let t: Value = s.tokens(&c, &f["code"], &c.redirect).await;
     let refresh = t["refresh_token"].as_str().unwrap().to_string();
 
     // Another TPP's transport certificate with this client's assertion.
@@ -491,12 +486,7 @@ async fn registration_management_needs_a_client_credentials_token() {
     let c = s.client_with("dcr4", json!({"aspen_headless": true})).await;
     let consent = s.ais_consent(&c, ais_data()).await;
     let f = s.headless_fragment(&c, &consent, SCOPE).await;
-    let t: Value = s
-        .exchange(&c, &f["code"], &c.redirect)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let t: Value = s.tokens(&c, &f["code"], &c.redirect).await;
     let psu_token = t["access_token"].as_str().unwrap();
     let get = |token: String| {
         let s = &s;
@@ -589,12 +579,7 @@ async fn a_page_link_works_only_where_it_was_made() {
         .await;
     let consent = s.ais_consent(&c, ais_data()).await;
     let f = s.headless_fragment(&c, &consent, SCOPE).await;
-    let t: Value = s
-        .exchange(&c, &f["code"], &c.redirect)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let t: Value = s.tokens(&c, &f["code"], &c.redirect).await;
     let token = t["access_token"].as_str().unwrap().to_string();
     let get = |url: String| {
         let s = &s;

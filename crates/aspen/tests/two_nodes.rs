@@ -134,12 +134,7 @@ async fn races_have_one_winner_across_two_nodes() {
     // Refresh tokens: one rotation wins.
     let consent = a.ais_consent(&c, data.clone()).await;
     let code = b.headless_fragment(&c, &consent, SCOPE).await["code"].clone();
-    let t: Value = a
-        .exchange(&c, &code, &c.redirect)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let t: Value = a.tokens(&c, &code, &c.redirect).await;
     let refresh = t["refresh_token"].as_str().unwrap().to_string();
     let results = on_both(nodes, 12, |s| s.refresh(&c, &refresh)).await;
     let wins = results.iter().filter(|r| r.status() == 200).count();
@@ -260,12 +255,7 @@ async fn races_have_one_winner_across_two_nodes() {
         .find_map(|f| f.get("code"))
         .unwrap()
         .clone();
-    let token: Value = a
-        .exchange(&c, &code, &c.redirect)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let token: Value = a.tokens(&c, &code, &c.redirect).await;
     let token = token["access_token"].as_str().unwrap().to_string();
     let order = json!({
         "Data": { "ConsentId": payment_consent, "Initiation": domestic_initiation("3.21") },

@@ -424,12 +424,7 @@ async fn ais_journey_through_the_upstream_with_sca_and_replays_refused() {
     assert_eq!(stored.psu_id.as_deref(), Some(rora.as_str()));
     assert_eq!(stored.accounts, vec![account]);
 
-    let t: Value = s
-        .exchange(&c, &f["code"], &c.redirect)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let t: Value = s.tokens(&c, &f["code"], &c.redirect).await;
     let idt = aspen_jose::verify_jwt(
         t["id_token"].as_str().unwrap(),
         &jwks,

@@ -477,6 +477,16 @@ impl TestServer {
         .await
     }
 
+    /// Exchanges an authorisation code that must be granted: the token
+    /// response's body, or a failure that shows the error it got.
+    pub async fn tokens(&self, c: &Client, code: &str, redirect: &str) -> serde_json::Value {
+        let r = self.exchange(c, code, redirect).await;
+        let status = r.status();
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(status, 200, "the code's exchange was refused: {body}");
+        body
+    }
+
     /// The `refresh_token` grant, authenticated with private_key_jwt.
     pub async fn refresh(&self, c: &Client, refresh_token: &str) -> reqwest::Response {
         self.token_request(
