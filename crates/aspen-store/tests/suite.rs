@@ -74,6 +74,23 @@ async fn drop_schema(schema: &str) {
     }
 }
 
+/// Ends the idle PostgreSQL connections named `application_name` (the
+/// lanes of that kind on every node, as a server restart would) and waits
+/// for the ends to reach their clients; how many it ended.
+async fn end_idle_connections(application_name: &str) -> i64 {
+    let admin = sqlx::PgPool::connect(&pg_url()).await.unwrap();
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = $1 AND state = 'idle') AS t",
+    )
+    .bind(application_name)
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    ended
+}
+
 async fn on_sqlite(body: Body) {
     let (s, _dir) = sqlite().await;
     body(s).await;
@@ -1969,16 +1986,8 @@ async fn postgres_payment_lanes_reconnect_after_the_server_ends_them() {
             assert_eq!(r.unwrap(), paid, "order {}", o.0);
         }
         if round[0].0 == "p0" {
-            let admin = sqlx::PgPool::connect(&pg_url()).await.unwrap();
-            let ended: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE application_name = 'aspen payments' AND state = 'idle') AS t",
-            )
-            .fetch_one(&admin)
-            .await
-            .unwrap();
+            let ended = end_idle_connections("aspen payments").await;
             assert!(ended >= 1, "no idle payment connection to end");
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
     assert_eq!(
@@ -2495,16 +2504,8 @@ async fn postgres_token_statements_reconnect_after_the_server_ends_them() {
     let written =
         futures_util::future::join_all(before.iter().map(|t| s.insert_cc_token(None, 0, t))).await;
     assert!(written.into_iter().all(|r| r.unwrap()));
-    let admin = sqlx::PgPool::connect(&pg_url()).await.unwrap();
-    let ended: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE application_name = 'aspen tokens' AND state = 'idle') AS t",
-    )
-    .fetch_one(&admin)
-    .await
-    .unwrap();
+    let ended = end_idle_connections("aspen tokens").await;
     assert!(ended >= 1, "no idle token connection to end");
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let after = tokens("q");
     let written = futures_util::future::join_all(
         after
