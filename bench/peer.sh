@@ -24,6 +24,11 @@
 #              (a key parsed once), then the row and a random spent JWT id
 #              in `used_jti`'s shape, committed together. At one connection
 #              only, as ceil-db; its verification holds at every level.
+#   ceil-batch PostgreSQL only: the rows of the requests that wait while
+#              a statement is out go together in the next one (up to 24,
+#              one statement out at a time), as aspen's token lane does:
+#              the floor of a tls_client_auth token at 8 and 64
+#              connections, where ceil-db's commits are not shared.
 #   ceil-jwks  aspen's own JWKS bytes (floor of the jwks scenario);
 #   ceil-disc  aspen's own discovery bytes (floor of the discovery scenario).
 # A ceiling answers every path with its bytes, so each one's figure is
@@ -41,9 +46,9 @@ PEER_BENCH=${PEER_BENCH:-../shared/peer-bench}
 PORT=${PORT:-9443}
 # A server still listening from an earlier run would answer in a new one's
 # place (its own exit only a line in a log this script then deletes).
-for p in $(seq "$PORT" $((PORT + 5))); do
+for p in $(seq "$PORT" $((PORT + 6))); do
   if timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$p" 2>/dev/null; then
-    echo "bench/peer.sh: port $p is in use (it needs $PORT to $((PORT + 5)))" >&2
+    echo "bench/peer.sh: port $p is in use (it needs $PORT to $((PORT + 6)))" >&2
     exit 1
   fi
 done
@@ -85,9 +90,11 @@ get "https://127.0.0.1:$PORT/.well-known/openid-configuration" -o "$WORK/discove
 echo '{"access_token":"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHI","token_type":"Bearer","expires_in":3600,"scope":"accounts"}' \
   >"$WORK/token.json"
 
+SPECS=("ceil token.json" "ceil-db token.json $DBURL" "ceil-pk token.json $DBURL_PK pkjwt")
+[ "$DB" = postgres ] && SPECS+=("ceil-batch token.json $DBURL batch")
+SPECS+=("ceil-jwks jwks.json" "ceil-disc discovery.json")
 p=$PORT
-for spec in "ceil token.json" "ceil-db token.json $DBURL" "ceil-pk token.json $DBURL_PK pkjwt" \
-  "ceil-jwks jwks.json" "ceil-disc discovery.json"; do
+for spec in "${SPECS[@]}"; do
   read -r name body db opt <<<"$spec"
   # Without client ids the load generator skips the token scenarios.
   clients=

@@ -2,7 +2,7 @@
 //! verification as `aspen serve`, answering every request with fixed
 //! bytes — no routing logic, no store, no middleware.
 //!
-//! `ceiling <data-dir> <body-file> <listen-addr> [<sqlite:<file> | postgres://...> [pkjwt]]`
+//! `ceiling <data-dir> <body-file> <listen-addr> [<sqlite:<file> | postgres://...> [pkjwt | batch]]`
 //!
 //! With a database, every request first writes one row of a token's size
 //! and commits it, alone, before the fixed bytes go out: the least any
@@ -20,6 +20,13 @@
 //! JWT id in a table of `used_jti`'s shape (SQLite: a 16-byte key,
 //! `WITHOUT ROWID`; PostgreSQL: scope and id in text, in the same
 //! statement as the row).
+//!
+//! With `batch` after a PostgreSQL URL, the floor of a token on PostgreSQL
+//! at more than one connection (issue 15, thirty-ninth pass): the rows of
+//! the requests that arrive while a statement is out wait, and the next
+//! statement (`INSERT … SELECT unnest($1)`, up to 24 rows, as aspen's token
+//! lane) commits all of them; one statement is out at a time. At one
+//! connection each statement carries one row, as without `batch`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,10 +46,17 @@ async fn main() -> Result<()> {
         Some(url) => Some(Arc::new(Store::open(&url).await?)),
         None => None,
     };
-    let assertion = match args.next().as_deref() {
-        Some("pkjwt") => Some(Arc::new(Assertion::new()?)),
+    let (assertion, batch) = match args.next().as_deref() {
+        Some("pkjwt") => (Some(Arc::new(Assertion::new()?)), false),
+        Some("batch") => (None, true),
         Some(other) => anyhow::bail!("unknown option {other}"),
-        None => None,
+        None => (None, false),
+    };
+    let store = match (store, batch) {
+        (Some(s), true) => Some(Arc::new(Store::batched(
+            Arc::into_inner(s).context("store")?,
+        )?)),
+        (s, _) => s,
     };
     let roots = aspen::tls::root_store(&[data.join("ca.pem")])?;
     let verifier = aspen::tls::client_verifier(roots)?;
@@ -149,6 +163,43 @@ fn spent_expiry() -> i64 {
 enum Store {
     Sqlite(std::sync::Mutex<rusqlite::Connection>),
     Postgres(tokio::sync::Mutex<sqlx::PgConnection>),
+    Batched(Arc<Batches>),
+}
+
+/// Rows waiting for a statement, and whether a writer is running.
+struct Batches {
+    conn: tokio::sync::Mutex<sqlx::PgConnection>,
+    queue: std::sync::Mutex<(Vec<tokio::sync::oneshot::Sender<Result<(), String>>>, bool)>,
+}
+
+/// Rows a statement at most, as aspen's token lane (`pg_batch::Tokens::MAX`).
+const BATCH_MAX: usize = 24;
+
+impl Batches {
+    /// Takes the waiting rows, up to [`BATCH_MAX`], until none waits.
+    async fn drain(self: Arc<Batches>) {
+        loop {
+            let waiting: Vec<_> = {
+                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                if q.0.is_empty() {
+                    q.1 = false;
+                    return;
+                }
+                let n = q.0.len().min(BATCH_MAX);
+                q.0.drain(..n).collect()
+            };
+            let rows = vec![&ROW[..]; waiting.len()];
+            let done = sqlx::query("INSERT INTO ceiling (body) SELECT unnest($1::bytea[])")
+                .bind(rows)
+                .execute(&mut *self.conn.lock().await)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            for w in waiting {
+                let _ = w.send(done.clone());
+            }
+        }
+    }
 }
 
 impl Store {
@@ -176,9 +227,31 @@ impl Store {
         Ok(Store::Postgres(tokio::sync::Mutex::new(c)))
     }
 
+    fn batched(self) -> Result<Store> {
+        match self {
+            Store::Postgres(conn) => Ok(Store::Batched(Arc::new(Batches {
+                conn,
+                queue: std::sync::Mutex::new((Vec::new(), false)),
+            }))),
+            _ => anyhow::bail!("batch is for PostgreSQL"),
+        }
+    }
+
     /// One token-sized row, and with `spend` a random JWT id, in one commit.
     async fn write(&self, spend: bool) -> Result<()> {
         match self {
+            Store::Batched(b) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let start = {
+                    let mut q = b.queue.lock().unwrap_or_else(|e| e.into_inner());
+                    q.0.push(tx);
+                    !std::mem::replace(&mut q.1, true)
+                };
+                if start {
+                    tokio::spawn(b.clone().drain());
+                }
+                rx.await?.map_err(anyhow::Error::msg)?;
+            }
             Store::Sqlite(c) => {
                 let key = spend.then(spent_key).transpose()?;
                 let c = c.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
