@@ -166,10 +166,16 @@ enum Store {
     Batched(Arc<Batches>),
 }
 
-/// Rows waiting for a statement, and whether a writer is running.
 struct Batches {
     conn: tokio::sync::Mutex<sqlx::PgConnection>,
-    queue: std::sync::Mutex<(Vec<tokio::sync::oneshot::Sender<Result<(), String>>>, bool)>,
+    queue: std::sync::Mutex<Queue>,
+}
+
+/// Rows waiting for a statement, and whether a writer is running.
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    writing: bool,
 }
 
 /// Rows a statement at most, as aspen's token lane (`pg_batch::Tokens::MAX`).
@@ -181,12 +187,12 @@ impl Batches {
         loop {
             let waiting: Vec<_> = {
                 let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-                if q.0.is_empty() {
-                    q.1 = false;
+                if q.waiting.is_empty() {
+                    q.writing = false;
                     return;
                 }
-                let n = q.0.len().min(BATCH_MAX);
-                q.0.drain(..n).collect()
+                let n = q.waiting.len().min(BATCH_MAX);
+                q.waiting.drain(..n).collect()
             };
             let rows = vec![&ROW[..]; waiting.len()];
             let done = sqlx::query("INSERT INTO ceiling (body) SELECT unnest($1::bytea[])")
@@ -231,7 +237,7 @@ impl Store {
         match self {
             Store::Postgres(conn) => Ok(Store::Batched(Arc::new(Batches {
                 conn,
-                queue: std::sync::Mutex::new((Vec::new(), false)),
+                queue: std::sync::Mutex::default(),
             }))),
             _ => anyhow::bail!("batch is for PostgreSQL"),
         }
@@ -244,8 +250,8 @@ impl Store {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let start = {
                     let mut q = b.queue.lock().unwrap_or_else(|e| e.into_inner());
-                    q.0.push(tx);
-                    !std::mem::replace(&mut q.1, true)
+                    q.waiting.push(tx);
+                    !std::mem::replace(&mut q.writing, true)
                 };
                 if start {
                     tokio::spawn(b.clone().drain());
