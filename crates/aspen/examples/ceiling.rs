@@ -42,21 +42,16 @@ async fn main() -> Result<()> {
     let data = std::path::PathBuf::from(args.next().context("data dir")?);
     let body = Arc::new(std::fs::read(args.next().context("body file")?)?);
     let listen = args.next().context("listen address")?;
-    let store = match args.next() {
-        Some(url) => Some(Arc::new(Store::open(&url).await?)),
-        None => None,
-    };
+    let url = args.next();
     let (assertion, batch) = match args.next().as_deref() {
         Some("pkjwt") => (Some(Arc::new(Assertion::new()?)), false),
         Some("batch") => (None, true),
         Some(other) => anyhow::bail!("unknown option {other}"),
         None => (None, false),
     };
-    let store = match (store, batch) {
-        (Some(s), true) => Some(Arc::new(Store::batched(
-            Arc::into_inner(s).context("store")?,
-        )?)),
-        (s, _) => s,
+    let store = match url {
+        Some(url) => Some(Arc::new(Store::open(&url, batch).await?)),
+        None => None,
     };
     let roots = aspen::tls::root_store(&[data.join("ca.pem")])?;
     let verifier = aspen::tls::client_verifier(roots)?;
@@ -209,8 +204,10 @@ impl Batches {
 }
 
 impl Store {
-    async fn open(url: &str) -> Result<Store> {
+    /// `batch`: PostgreSQL's rows several to a statement ([`Batches`]).
+    async fn open(url: &str, batch: bool) -> Result<Store> {
         if let Some(path) = url.strip_prefix("sqlite:") {
+            anyhow::ensure!(!batch, "batch is for PostgreSQL");
             let c = rusqlite::Connection::open(path)?;
             c.execute_batch(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
@@ -230,17 +227,15 @@ impl Store {
         )
         .execute(&mut c)
         .await?;
-        Ok(Store::Postgres(tokio::sync::Mutex::new(c)))
-    }
-
-    fn batched(self) -> Result<Store> {
-        match self {
-            Store::Postgres(conn) => Ok(Store::Batched(Arc::new(Batches {
+        let conn = tokio::sync::Mutex::new(c);
+        Ok(if batch {
+            Store::Batched(Arc::new(Batches {
                 conn,
                 queue: std::sync::Mutex::default(),
-            }))),
-            _ => anyhow::bail!("batch is for PostgreSQL"),
-        }
+            }))
+        } else {
+            Store::Postgres(conn)
+        })
     }
 
     /// One token-sized row, and with `spend` a random JWT id, in one commit.
