@@ -482,9 +482,10 @@ impl TestServer {
     pub async fn tokens(&self, c: &Client, code: &str, redirect: &str) -> serde_json::Value {
         let r = self.exchange(c, code, redirect).await;
         let status = r.status();
-        let body: serde_json::Value = r.json().await.unwrap();
+        // As text first: a refusal that is not JSON still shows itself.
+        let body = r.text().await.unwrap();
         assert_eq!(status, 200, "the code's exchange was refused: {body}");
-        body
+        serde_json::from_str(&body).unwrap()
     }
 
     /// The `refresh_token` grant, authenticated with private_key_jwt.
